@@ -1,0 +1,54 @@
+"""The one checkpoint helper: Orbax `CheckpointManager` for training state, nothing else.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a crash or
+SIGKILL mid-save never corrupts the latest finished checkpoint; `latest_step` only sees
+finished ones. Restores take an abstract target (shapes, dtypes, shardings), so a resume lands
+directly on whatever mesh the caller built.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(workdir: str | os.PathLike, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    """A manager writing `workdir/checkpoints/<step>`; creates the directory."""
+    directory = os.path.abspath(os.path.join(os.fspath(workdir), "checkpoints"))
+    os.makedirs(directory, exist_ok=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def latest_step(mngr: ocp.CheckpointManager) -> int | None:
+    return mngr.latest_step()
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Save `state` (any pytree of arrays) at `step`, synchronously and atomically."""
+    mngr.save(int(step), args=ocp.args.StandardSave(state), force=True)
+    mngr.wait_until_finished()
+
+
+def abstract(tree: Any) -> Any:
+    """Shape/dtype/sharding skeleton of `tree` for `restore`."""
+    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None) -> Any:
+    """Restore the checkpoint at `step` (default latest) into the structure of `target`."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract(target)))
+
+
+def restore_or_init(mngr: ocp.CheckpointManager, init_fn: Callable[[], Any]) -> tuple[Any, bool]:
+    """(latest checkpoint, True) if one exists, else (init_fn(), False)."""
+    state = init_fn()
+    if mngr.latest_step() is None:
+        return state, False
+    return restore(mngr, state), True
