@@ -1,0 +1,152 @@
+"""Reader for the TensorFlow Datasets builds of GLUE, SuperGLUE and RACE.
+
+Builders: ``glue/<task>`` and ``super_glue/<task>`` (features and label orders as in the
+official releases, Wang et al. 2019a/b) and ``race/{middle,high}`` (Lai et al., 2017; one
+record per article). ``tensorflow_datasets`` is an optional dependency (``pip install
+bort_jax[tfds]``) and is imported only inside :func:`read_tfds`.
+
+TFDS marks unlabeled (test) records with label ``-1``; they become ``label=None``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from bort_jax.tasks.core import Example, Label, Task
+from bort_jax.tasks.readers import (canonical_split, multirc_text_b, parse_label,
+                                    wsc_text_b)
+from bort_jax.tasks.registry import get_task
+
+_INSTALL_HINT = ("read_tfds needs tensorflow_datasets; install it with "
+                 "`pip install 'bort_jax[tfds]'` (or `pip install tensorflow-datasets "
+                 "tensorflow-cpu`), or read the official files with read_split")
+
+
+def tfds_split(task: Task, split: str) -> str:
+    """TFDS split name for a canonical split (``'dev'`` -> ``'validation'``; RACE keeps
+    ``'dev'``; MNLI ``'dev_matched'`` -> ``'validation_matched'``)."""
+    split = canonical_split(task, split)
+    if task.benchmark == "race":
+        return split
+    return split.replace("dev", "validation", 1) if split.startswith("dev") else split
+
+
+def _py(value: Any) -> Any:
+    """Numpy scalars/arrays and bytes (as yielded by ``tfds.as_numpy``) to Python values."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_py(v) for v in value.tolist()] if value.ndim else _py(value.item())
+    if isinstance(value, (list, tuple)):
+        return [_py(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _py(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return _py(value.item())
+    return value
+
+
+def _label(task: Task, rec: dict) -> Optional[Label]:
+    """Canonical label of a TFDS record; ``None`` when absent or ``-1`` (test)."""
+    raw = rec.get("label")
+    if raw is None or (not isinstance(raw, bool) and raw == -1):
+        return None
+    return parse_label(task, raw)
+
+
+def _flat(task: Task, rec: dict) -> list[Example]:
+    """Records whose text pair is ``task.text_fields`` (most GLUE/SuperGLUE tasks)."""
+    names = task.text_fields
+    return [Example(text_a=rec[names[0]], text_b=rec[names[1]] if len(names) > 1 else None,
+                    label=_label(task, rec), idx=rec.get("idx"))]
+
+
+def _copa(task: Task, rec: dict) -> list[Example]:
+    """COPA: same layout as :func:`bort_jax.tasks.readers.read_split` gives."""
+    return [Example(text_a=rec["premise"], text_b=rec["question"],
+                    choices=[rec["choice1"], rec["choice2"]], label=_label(task, rec),
+                    idx=rec["idx"], meta={"question": rec["question"]})]
+
+
+def _wic(task: Task, rec: dict) -> list[Example]:
+    """WiC: sentence pair; word and character offsets in ``meta``."""
+    meta = {k: rec[k] for k in ("word", "start1", "end1", "start2", "end2") if k in rec}
+    return [Example(text_a=rec["sentence1"], text_b=rec["sentence2"], label=_label(task, rec),
+                    idx=rec["idx"], meta=meta)]
+
+
+def _wsc(task: Task, rec: dict) -> list[Example]:
+    """WSC: text plus the span description; spans in ``meta``."""
+    keys = ("span1_index", "span1_text", "span2_index", "span2_text")
+    return [Example(text_a=rec["text"], text_b=wsc_text_b(rec["span1_text"], rec["span2_text"]),
+                    label=_label(task, rec), idx=rec["idx"], meta={k: rec[k] for k in keys})]
+
+
+def _multirc(task: Task, rec: dict) -> list[Example]:
+    """MultiRC: one record per answer; ``group`` is ``'<paragraph>-<question>'``."""
+    ids = rec["idx"]
+    return [Example(text_a=rec["paragraph"], text_b=multirc_text_b(rec["question"],
+                                                                    rec["answer"]),
+                    label=_label(task, rec), idx=ids["answer"],
+                    group=f"{ids['paragraph']}-{ids['question']}",
+                    meta={"paragraph_idx": ids["paragraph"], "question_idx": ids["question"],
+                          "question": rec["question"], "answer": rec["answer"]})]
+
+
+def _race(task: Task, rec: dict, level: str) -> list[Example]:
+    """RACE: one article record to one example per question."""
+    article_id = rec.get("example_id") or ""
+    group = f"{level}/{article_id}"
+    answers = rec.get("answers") or [None] * len(rec["questions"])
+    return [Example(text_a=rec["article"], text_b=q, choices=list(opts),
+                    label=None if a is None else parse_label(task, a), idx=f"{group}-{i}",
+                    group=group, meta={"level": level, "article_id": article_id})
+            for i, (q, opts, a) in enumerate(zip(rec["questions"], rec["options"], answers))]
+
+
+_CONVERTERS: dict[str, Callable[[Task, dict], list[Example]]] = {
+    "copa": _copa, "wic": _wic, "wsc": _wsc, "multirc": _multirc,
+}
+
+
+def _import_tfds():
+    """Imports ``tensorflow_datasets`` or raises ``ImportError`` with an install hint."""
+    try:
+        return importlib.import_module("tensorflow_datasets")
+    except ImportError as err:
+        raise ImportError(_INSTALL_HINT) from err
+
+
+def read_tfds(task: Union[str, Task], split: str,
+              data_dir: Optional[str] = None) -> list[Example]:
+    """Reads one split of a task from TensorFlow Datasets.
+
+    Args:
+        task: a :class:`Task` or registry name.
+        split: canonical split (``'train'``, ``'dev'``, ``'test'``, MNLI ``'dev_matched'``,
+            ...) or its TFDS spelling (``'validation'``).
+        data_dir: TFDS data directory (``None``: the TFDS default).
+
+    Returns:
+        Examples laid out as :func:`bort_jax.tasks.readers.read_split` lays them out. RACE
+        reads every builder of the task (``race/middle`` then ``race/high``).
+
+    Raises:
+        ImportError: ``tensorflow_datasets`` is not installed (with an install hint).
+        ValueError: unknown task or split.
+    """
+    task = get_task(task)
+    name = tfds_split(task, split)
+    tfds = _import_tfds()
+    examples: list[Example] = []
+    for builder in task.tfds_names:
+        dataset = tfds.load(builder, split=name, data_dir=data_dir)
+        for raw in tfds.as_numpy(dataset):
+            rec = _py(raw)
+            if task.benchmark == "race":
+                examples.extend(_race(task, rec, builder.split("/", 1)[1]))
+            else:
+                examples.extend(_CONVERTERS.get(task.name, _flat)(task, rec))
+    return examples
