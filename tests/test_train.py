@@ -1,0 +1,94 @@
+"""The one training loop: optimisation, exact resume after SIGKILL, non-finite stop."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bort_jax import train
+
+WORKER = Path(__file__).with_name("_train_worker.py")
+
+
+def _linear_problem():
+    w_true = np.array([1.0, -2.0, 3.0], np.float32)
+
+    def batch_fn(step):
+        x = np.random.default_rng(step).normal(size=(16, 3)).astype(np.float32)
+        return {"x": x, "y": x @ w_true}
+
+    def loss_fn(p, b, rng):
+        return jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2), {}
+
+    return w_true, batch_fn, loss_fn
+
+
+def test_converges_and_logs(tmp_path):
+    w_true, batch_fn, loss_fn = _linear_problem()
+    tx = train.make_optimizer(train.OptimConfig(learning_rate=0.1, total_steps=200,
+                                                warmup_steps=10, weight_decay=0.0))
+    res = train.train(loss_fn, {"w": jnp.zeros(3)}, tx, batch_fn, 200, workdir=tmp_path,
+                      log_every=50, eval_fn=lambda p: {"err": float(jnp.abs(p["w"] - w_true).max())},
+                      eval_every=100)
+    np.testing.assert_allclose(res.state.params["w"], w_true, atol=1e-2)
+    steps = [r["step"] for r in res.history if not r.get("eval")]
+    assert steps == [50, 100, 150, 200]
+    assert res.history[-1]["eval"] and res.history[-1]["err"] < 1e-2
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == len(res.history)
+
+
+def test_schedule_warmup_then_linear_decay():
+    sched = train.learning_rate_schedule(train.OptimConfig(learning_rate=1.0, total_steps=10,
+                                                           warmup_steps=2, end_lr=0.0))
+    # warm-up 0 → 1 over 2 steps, then 1 → 0 over 8
+    np.testing.assert_allclose([float(sched(s)) for s in (0, 1, 2, 6, 10)],
+                               [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_weight_decay_mask():
+    mask = train.decay_mask({"dense": {"kernel": 1, "bias": 2}, "norm": {"scale": 3, "bias": 4}})
+    assert mask == {"dense": {"kernel": True, "bias": False},
+                    "norm": {"scale": False, "bias": False}}
+
+
+def test_bad_optim_config_named():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        train.OptimConfig(total_steps=10, warmup_steps=20)
+
+
+def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
+    def batch_fn(step):
+        return {"x": np.float32(np.nan if step == 13 else 1.0)}
+
+    def loss_fn(p, b, rng):
+        return (p["w"] - b["x"]) ** 2, {}
+
+    tx = train.make_optimizer(train.OptimConfig(learning_rate=0.1, total_steps=30))
+    with pytest.raises(train.NonFiniteLoss, match="step 13.*step 10"):
+        train.train(loss_fn, {"w": jnp.zeros(())}, tx, batch_fn, 30, workdir=tmp_path,
+                    checkpoint_every=10, log_every=5)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10"]
+
+
+def _run(workdir, out, kill_at=None):
+    env = dict(os.environ, KILL_AT=str(kill_at if kill_at is not None else -1))
+    return subprocess.run([sys.executable, str(WORKER), str(workdir), str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_and_resume_gives_identical_parameters(tmp_path):
+    ref = _run(tmp_path / "ref", tmp_path / "ref.npz")
+    assert ref.returncode == 0, ref.stderr
+    killed = _run(tmp_path / "run", tmp_path / "run.npz", kill_at=23)
+    assert killed.returncode == -9, killed.stderr
+    assert not (tmp_path / "run.npz").exists()
+    resumed = _run(tmp_path / "run", tmp_path / "run.npz")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "run.npz")
+    assert int(b["resumed"]) == 20 and int(a["resumed"]) == -1
+    for k in a.files:
+        if k != "resumed":
+            np.testing.assert_array_equal(a[k], b[k])
