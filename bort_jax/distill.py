@@ -1,0 +1,261 @@
+"""Knowledge-distillation pretraining of a student `Arch` from a teacher checkpoint.
+
+Bort (arXiv 2010.10499, Sec. 3) pretrains the extracted architecture by KD from RoBERTa-large:
+0.1·MLM-CE + 0.5·T²·KL(teacher ‖ student) on masked positions. Here the objective is
+
+    L = w_mlm · CE(student MLM logits, true ids)                       (masked positions)
+      + w_logit · T² KL(softmax(t/T) ‖ softmax(s/T))                   (teacher has an MLM head)
+      + w_hidden · Σ_k MSE(h^S_k W_k, h^T_{m(k)}) / (D_s + 1)           (hidden-state KD)
+
+with m = `losses.layer_map` and W_k a learned [H_s, H_t] projection when widths differ. The
+real teacher on a CPU machine is all-MiniLM-L6-v2, which has no MLM head: hidden-state KD is the
+path there; a RoBERTa-/BERT-large directory with an MLM head gets logit KD as in the paper.
+
+Masking is *static*: each sequence is masked once under the seed (BERT's original
+`create_pretraining_data` does the same), so the teacher sees exactly the student's inputs and
+its outputs can be cached on disk once (`teacher_cache`) and shared by every candidate.
+This module prepares that data, the teacher outputs, the student parameters and the loss; the
+loop itself is `train.train`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bort_jax import hf, losses, teacher_cache
+from bort_jax.arch import Arch, Spec
+from bort_jax.data import mlm, text
+from bort_jax.models.bert import Bert, init_params, slice_params
+
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mlm_positions", "mlm_ids",
+              "mlm_weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class KDWeights:
+    mlm: float = 1.0
+    hidden: float = 1.0
+    logit: float = 0.0
+    temperature: float = 2.0
+    layer_map: str = "uniform"
+
+
+@dataclasses.dataclass
+class KDData:
+    """Static-masked train/held-out arrays (each key [N, ...]) plus teacher outputs.
+
+    teacher['hidden'] [N, D_t + 1, L, H_t] float16 (all teacher hidden states);
+    teacher['mlm_logits'] [N, P, V] float16 when the teacher has an MLM head and logit KD is on.
+    """
+
+    train: dict[str, np.ndarray]
+    heldout: dict[str, np.ndarray]
+    teacher_train: dict[str, np.ndarray]
+    teacher_heldout: dict[str, np.ndarray]
+    teacher_depth: int
+    teacher_hidden: int
+    vocab_size: int
+    cache_hit: bool = False
+
+
+@dataclasses.dataclass
+class Teacher:
+    checkpoint: hf.Checkpoint
+    tokenizer: Any
+
+    @classmethod
+    def load(cls, path: str) -> "Teacher":
+        return cls(hf.load(path), hf.load_tokenizer(path))
+
+    @property
+    def model(self) -> Bert:
+        ck = self.checkpoint
+        return Bert(ck.arch, ck.spec, mlm_head=ck.has_mlm_head)
+
+
+def static_mask(seqs: np.ndarray, tokenizer, vocab_size: int, seed: int,
+                mask_prob: float = 0.15) -> dict[str, np.ndarray]:
+    """Mask every row once (80/10/10) under `seed`: dict of INPUT_KEYS arrays [N, ...]."""
+    ids = hf.special_ids(tokenizer)
+    specials = {ids["cls"], ids["sep"], ids["pad"], ids["mask"], ids["unk"]}
+    out = mlm.mask_tokens(seqs, np.random.default_rng(seed), vocab_size, ids["mask"],
+                          specials, mask_prob)
+    out["attention_mask"] = (seqs != ids["pad"]).astype(np.int32)
+    out["token_type_ids"] = np.zeros_like(seqs, dtype=np.int32)
+    return {k: np.asarray(out[k]) for k in INPUT_KEYS}
+
+
+def teacher_outputs(teacher: Teacher, arrays: Mapping[str, np.ndarray], want_logits: bool,
+                    batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Run the teacher (jit once) over `arrays` → {'hidden': [N, Dt+1, L, Ht], 'mlm_logits'?}."""
+    model = teacher.model
+
+    @jax.jit
+    def run(params, batch):
+        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                          batch["token_type_ids"], output_hidden_states=True,
+                          mlm_positions=batch["mlm_positions"] if want_logits else None)
+        res = {"hidden": jnp.stack(out["hidden_states"], 1).astype(jnp.float16)}
+        if want_logits:
+            res["mlm_logits"] = out["mlm_logits"].astype(jnp.float16)
+        return res
+
+    n = arrays["input_ids"].shape[0]
+    chunks: dict[str, list] = {}
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        pad = batch_size - len(idx)
+        idx = np.concatenate([idx, np.full(pad, idx[-1])])  # one shape → one compilation
+        res = jax.device_get(run(teacher.checkpoint.params,
+                                 {k: arrays[k][idx] for k in INPUT_KEYS}))
+        for k, v in res.items():
+            chunks.setdefault(k, []).append(v[:batch_size - pad])
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def prepare(teacher: Teacher, teacher_path: str, corpus: str, seq_len: int, *,
+            max_sequences: int | None, heldout_fraction: float, seed: int,
+            want_logits: bool, cache_dir: str | None, docs: list[str] | None = None
+            ) -> KDData:
+    """Corpus → packed, static-masked sequences → teacher outputs (cached on disk)."""
+    ck = teacher.checkpoint
+    mlm.check_seq_len(seq_len, ck.spec.max_positions - ck.spec.position_offset)
+    if want_logits and not ck.has_mlm_head:
+        raise ValueError(f"logit KD needs a teacher with an MLM head; {teacher_path} has none "
+                         "(set kd.logit=0 and use hidden-state KD)")
+    docs = text.load_corpus(corpus) if docs is None else docs
+    ids = hf.special_ids(teacher.tokenizer)
+    seqs = text.tokenize_and_pack(docs, teacher.tokenizer, seq_len, ids["cls"], ids["sep"],
+                                  ids["pad"])
+    if max_sequences:
+        seqs = seqs[:max_sequences]
+    train_seqs, held_seqs = text.split_train_heldout(seqs, heldout_fraction, seed)
+    train = static_mask(train_seqs, teacher.tokenizer, ck.spec.vocab_size, seed)
+    held = static_mask(held_seqs, teacher.tokenizer, ck.spec.vocab_size, seed + 1)
+
+    def build():
+        t = teacher_outputs(teacher, train, want_logits)
+        h = teacher_outputs(teacher, held, want_logits)
+        return {**{f"train_{k}": v for k, v in t.items()},
+                **{f"heldout_{k}": v for k, v in h.items()}}
+
+    key = teacher_cache.make_key(teacher=teacher_cache.digest_checkpoint(teacher_path),
+                                 data=teacher_cache.digest_arrays({**{f"t{k}": v for k, v in
+                                                                    train.items()},
+                                                                 **{f"h{k}": v for k, v in
+                                                                    held.items()}}),
+                                 logits=want_logits, version=1)
+    if cache_dir:
+        arrays, hit = teacher_cache.get_or_build(cache_dir, key, build,
+                                                 info={"teacher": teacher_path,
+                                                       "seq_len": seq_len})
+    else:
+        arrays, hit = build(), False
+    split = lambda p: {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}  # noqa
+    return KDData(train, held, split("train_"), split("heldout_"), ck.arch.depth,
+                  ck.arch.hidden, ck.spec.vocab_size, hit)
+
+
+def student_spec(teacher_spec: Spec) -> Spec:
+    """The student shares the teacher's vocabulary/positions; MLM head, no pooler."""
+    return dataclasses.replace(teacher_spec, pooler=False)
+
+
+def init_student(arch: Arch, spec: Spec, teacher_hidden: int, seed: int,
+                 source: hf.Checkpoint | None = None) -> dict:
+    """{'student': Bert params (MLM head), 'proj': {k: [H_s, H_t]}} — random or sliced."""
+    model = Bert(arch, spec, mlm_head=True)
+    rng = jax.random.PRNGKey(seed)
+    params = init_params(model, rng)
+    if source is not None:
+        sliced = slice_params(source.params, source.arch, arch)
+        params = {**params, **{k: v for k, v in sliced.items() if k in params}}
+    proj = {}
+    if arch.hidden != teacher_hidden:
+        keys = jax.random.split(jax.random.fold_in(rng, 1), arch.depth + 1)
+        proj = {str(k): jax.random.normal(keys[k], (arch.hidden, teacher_hidden)) /
+                np.sqrt(arch.hidden) for k in range(arch.depth + 1)}
+    return {"student": params, "proj": proj}
+
+
+def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
+    """`loss_fn(params, batch, rng)` for `train.train`; batch = inputs + teacher outputs."""
+    tmap = losses.layer_map(model.arch.depth, data.teacher_depth, weights.layer_map)
+
+    def loss_fn(params, batch, rng, deterministic=False):
+        out = model.apply({"params": params["student"]}, batch["input_ids"],
+                          batch["attention_mask"], batch["token_type_ids"],
+                          deterministic=deterministic, rngs={"dropout": rng},
+                          output_hidden_states=True, mlm_positions=batch["mlm_positions"])
+        terms = {"mlm": losses.mlm_cross_entropy(out["mlm_logits"], batch["mlm_ids"],
+                                                 batch["mlm_weights"]),
+                 "mlm_acc": losses.mlm_accuracy(out["mlm_logits"], batch["mlm_ids"],
+                                                batch["mlm_weights"])}
+        teacher_h = batch["teacher_hidden"]
+        hid = [losses.hidden_kd(h, teacher_h[:, tmap[k]], batch["attention_mask"],
+                                params["proj"].get(str(k)))
+               for k, h in enumerate(out["hidden_states"])]
+        terms["hidden"] = sum(hid) / len(hid)
+        if weights.logit:
+            terms["logit"] = losses.logit_kd(out["mlm_logits"], batch["teacher_logits"],
+                                             batch["mlm_weights"], weights.temperature)
+        w = {"mlm": weights.mlm, "hidden": weights.hidden}
+        if weights.logit:
+            w["logit"] = weights.logit
+        total, metrics = losses.kd_objective(w, terms)
+        return total, metrics
+
+    return loss_fn
+
+
+def gather(arrays: Mapping[str, np.ndarray], teacher: Mapping[str, np.ndarray],
+           index: np.ndarray) -> dict[str, np.ndarray]:
+    """One batch: student inputs + teacher outputs for rows `index` (from memmaps)."""
+    batch = {k: np.asarray(arrays[k][index]) for k in INPUT_KEYS}
+    batch["teacher_hidden"] = np.asarray(teacher["hidden"][index])
+    if "mlm_logits" in teacher:
+        batch["teacher_logits"] = np.asarray(teacher["mlm_logits"][index])
+    return batch
+
+
+def batch_fn(data: KDData, batch_size: int, seed: int) -> Callable[[int], dict]:
+    """Stateless: the batch of step s is rows perm_{seed,epoch}[...] — resume = restart at s."""
+    n = data.train["input_ids"].shape[0]
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} exceeds the {n} training sequences")
+    per_epoch = n // batch_size
+
+    def fn(step: int) -> dict:
+        epoch, k = divmod(step, per_epoch)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        return gather(data.train, data.teacher_train, perm[k * batch_size:(k + 1) * batch_size])
+
+    return fn
+
+
+def heldout_batches(data: KDData, batch_size: int) -> list[dict]:
+    n = data.heldout["input_ids"].shape[0]
+    out = []
+    for s in range(0, n - batch_size + 1, batch_size):  # full batches: one shape
+        out.append(gather(data.heldout, data.teacher_heldout, np.arange(s, s + batch_size)))
+    if not out:
+        raise ValueError(f"held-out set ({n} sequences) smaller than batch_size {batch_size}")
+    return out
+
+
+def make_eval_fn(loss_fn: Callable, batches: list[dict]) -> Callable[[Any], dict]:
+    """params → held-out {'total', 'mlm', 'hidden', 'mlm_acc', ...} (dropout off)."""
+    @jax.jit
+    def metric(params, batch):
+        _, m = loss_fn(params, batch, jax.random.PRNGKey(0), deterministic=True)
+        return m
+
+    def eval_fn(params) -> dict:
+        ms = [jax.device_get(metric(params, b)) for b in batches]
+        return {f"heldout_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+
+    return eval_fn
