@@ -21,7 +21,7 @@ setuptools.setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7"],
+        "dev": ["pytest>=7", "pytest-timeout>=2"],
         "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15"],
     },
 )

@@ -34,7 +34,10 @@ Reconstructed choices (see docs/agora.md for the argument behind each):
    rho = mean nearest-neighbour distance between distinct atoms of the (real) training set,
    (subsampled to nn_max_points atoms). rho is the scale at which balls around the training
    points start to overlap (the Vietoris-Rips / Cech scale that connects the sample), so a
-   multiplier near 1 fills gaps without bridging far-apart parts of the manifold.
+   multiplier near 1 fills gaps without bridging far-apart parts of the manifold. For text,
+   r is better set by the share of tokens it changes after decoding
+   (`radius_for_change_rate`, then radius_mode 'absolute'): in high dimension that share
+   jumps from ~0 to ~1 over a narrow range of r.
 5. Decoding and labelling. A sample is first decoded to a model input (`decode_fn`: identity
    for continuous inputs, nearest-token decoding for text), and the *decoded* input is what
    the labeler labels and what the model trains on, so label and training point agree.
@@ -46,6 +49,7 @@ Reconstructed choices (see docs/agora.md for the argument behind each):
    `rounds` Agora rounds; stop early when the agora-dev metric has not improved for
    `patience` rounds or when there are no errors left. The returned model is the best one on
    the agora-dev split. The paper's hyperparameter pruning over Theta is left to `fit_fn`.
+   "Misclassified" is predictions != labels unless `error_fn` says otherwise.
 8. Honesty. Agora uses its evaluation split for training data, so its metric is no longer a
    held-out estimate (PAPERS.md P5). `split_dev` cuts the dev set into an agora split
    (given to `run_agora`) and a held-out split (never given to it); report the held-out one.
@@ -414,8 +418,42 @@ def identity_decode(key: str = "x") -> Callable:
     return functools.partial(_identity_decode, key=key)
 
 
+def _nearest_rows(queries: Array, table: Array, candidate_mask: Array,
+                  block: Optional[int]) -> Array:
+    """argmax_v (2 q . T_v - ||T_v||^2) over allowed rows; queries [N, E] -> ids [N].
+
+    With `block`, the vocabulary is scanned in blocks of that many rows keeping a running
+    best (memory [N, block] instead of [N, V]); ties resolve to the lowest id either way.
+    """
+    v, e = table.shape
+    if block is None or block >= v:
+        scores = 2.0 * queries @ table.T - jnp.sum(table * table, axis=-1)
+        return jnp.argmax(jnp.where(candidate_mask, scores, -jnp.inf), -1).astype(jnp.int32)
+    nb = -(-v // block)
+    table = jnp.pad(table, ((0, nb * block - v), (0, 0)))
+    allowed = jnp.pad(candidate_mask, (0, nb * block - v))
+
+    def body(carry, b):
+        best, best_id = carry
+        rows = jax.lax.dynamic_slice(table, (b * block, 0), (block, e))
+        ok = jax.lax.dynamic_slice(allowed, (b * block,), (block,))
+        scores = jnp.where(ok, 2.0 * queries @ rows.T - jnp.sum(rows * rows, axis=-1),
+                           -jnp.inf)
+        j = jnp.argmax(scores, -1)
+        top = jnp.take_along_axis(scores, j[:, None], -1)[:, 0]
+        better = top > best
+        return (jnp.where(better, top, best),
+                jnp.where(better, b * block + j, best_id).astype(jnp.int32)), None
+
+    init = (jnp.full(queries.shape[0], -jnp.inf, jnp.float32),
+            jnp.zeros(queries.shape[0], jnp.int32))
+    (_, ids), _ = jax.lax.scan(body, init, jnp.arange(nb))
+    return ids
+
+
 def nearest_token_decode(embedding_table: Array, samples: Array, keep_mask: Array,
-                         center_ids: Array, candidate_mask: Optional[Array] = None) -> Array:
+                         center_ids: Array, candidate_mask: Optional[Array] = None,
+                         vocab_block: Optional[int] = None) -> Array:
     """Map perturbed embeddings to the nearest token; kept positions copy the centre.
 
         id_l = argmin_{v : candidate_v} ||s_l - T_v||^2 = argmax_v (2 s_l . T_v - ||T_v||^2)
@@ -429,16 +467,17 @@ def nearest_token_decode(embedding_table: Array, samples: Array, keep_mask: Arra
         center_ids: int, broadcastable to [..., L].
         candidate_mask: optional bool [V]; False = never emitted at a perturbed position
             (e.g. <pad>, <mask>, <s>, </s>).
+        vocab_block: scan the vocabulary in blocks of this many rows (memory
+            [prod(...) L, vocab_block] instead of [prod(...) L, V]); None = all at once.
 
     Returns:
-        ids [..., L] int32. Memory: one [..., L, V] score array.
+        ids [..., L] int32.
     """
     table = jnp.asarray(embedding_table, jnp.float32)
-    scores = 2.0 * jnp.einsum("...le,ve->...lv", samples.astype(jnp.float32), table)
-    scores = scores - jnp.sum(table * table, axis=-1)
-    if candidate_mask is not None:
-        scores = jnp.where(candidate_mask, scores, -jnp.inf)
-    ids = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    allowed = (jnp.ones(table.shape[0], bool) if candidate_mask is None
+               else jnp.asarray(candidate_mask, bool))
+    flat = samples.astype(jnp.float32).reshape(-1, samples.shape[-1])
+    ids = _nearest_rows(flat, table, allowed, vocab_block).reshape(samples.shape[:-1])
     return jnp.where(keep_mask, jnp.asarray(center_ids, jnp.int32), ids)
 
 
@@ -449,29 +488,38 @@ def special_or_pad_mask(input_ids: Array, attention_mask: Array, special_ids: Ar
 
 
 def _text_decode(embedding_table: Array, special_ids: Array, candidate_mask: Array,
-                 samples: Array, center_input: Inputs) -> dict:
+                 samples: Array, center_input: Inputs, *, vocab_block: Optional[int]) -> dict:
     ids = center_input["input_ids"]
     keep = special_or_pad_mask(ids, center_input["attention_mask"], special_ids)
-    new = nearest_token_decode(embedding_table, samples, keep, ids, candidate_mask)
+    new = nearest_token_decode(embedding_table, samples, keep, ids, candidate_mask,
+                               vocab_block)
     k = samples.shape[0]
     out = {name: jnp.broadcast_to(v, (k,) + v.shape) for name, v in center_input.items()}
     out["input_ids"] = new.astype(ids.dtype)
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _text_decoder(vocab_block: Optional[int]) -> Callable:
+    return functools.partial(_text_decode, vocab_block=vocab_block)
+
+
 def text_decode_fn(embedding_table: Array, special_ids: Sequence[int],
-                   candidate_mask: Optional[Array] = None) -> Partial:
+                   candidate_mask: Optional[Array] = None,
+                   vocab_block: Optional[int] = 8192) -> Partial:
     """decode_fn for token sequences: samples [k, L, E] -> centre's inputs with new ids.
 
     Every centre input key (attention_mask, token_type_ids, ...) is copied unchanged; only
     non-special, non-pad positions of 'input_ids' are re-decoded (`nearest_token_decode`).
     Special ids are also excluded as candidates unless `candidate_mask` says otherwise.
+    Under `sample_and_relabel` one chunk needs chunk * k * L * vocab_block * 4 bytes of scores.
     """
     table = jnp.asarray(embedding_table, jnp.float32)
     special = jnp.asarray(np.asarray(special_ids, dtype=np.int32).reshape(-1))
     if candidate_mask is None:
         candidate_mask = jnp.ones(table.shape[0], bool).at[special].set(False)
-    return Partial(_text_decode, table, special, jnp.asarray(candidate_mask, bool))
+    return Partial(_text_decoder(vocab_block), table, special,
+                   jnp.asarray(candidate_mask, bool))
 
 
 def token_embedding_represent(embedding_table: np.ndarray) -> Callable[[Inputs], np.ndarray]:
@@ -488,6 +536,69 @@ def text_perturb_mask(special_ids: Sequence[int]) -> Callable[[Inputs], np.ndarr
         ids = np.asarray(inputs["input_ids"])
         return ~(np.isin(ids, special) | (np.asarray(inputs["attention_mask"]) == 0))
     return fn
+
+
+def _constant_label(inputs: Inputs) -> Array:
+    return jnp.zeros(inputs["input_ids"].shape[0], jnp.int32)
+
+
+def token_change_rate(rng: Array, embedding_table: np.ndarray, inputs: Inputs,
+                      special_ids: Sequence[int], radius: float, cfg: AgoraConfig,
+                      vocab_block: Optional[int] = 8192) -> float:
+    """Share of perturbable tokens whose nearest-token decoding differs from the centre.
+
+    A perturbation delta (norm r) moves token t closer to t' (distance d) iff
+    d < 2 r cos(delta, t' - t). For random directions in E dimensions the largest cosine
+    over V tokens is about sqrt(2 ln V / E), so tokens start to change only once
+    r > d sqrt(E / (8 ln V)) (about 3.4 d for E = 1024, V = 50265) and the rate then rises
+    steeply to near-random replacements. The rate, not r, is the interpretable knob for text
+    (compare BERT's 15 % masking); see `radius_for_change_rate`.
+    inputs: dict with 'input_ids', 'attention_mask' ([n, L]); uses cfg's k, distribution.
+    """
+    ids = np.asarray(inputs["input_ids"])
+    mask = text_perturb_mask(special_ids)(inputs)
+    _, out, _ = sample_and_relabel(
+        rng, np.asarray(embedding_table, np.float32)[ids], _constant_label,
+        text_decode_fn(embedding_table, special_ids, vocab_block=vocab_block), cfg,
+        radius=radius, center_inputs=dict(inputs), perturb_mask=mask)
+    changed = np.asarray(out["input_ids"]) != ids[:, None]
+    frozen = np.broadcast_to(mask[:, None], changed.shape)
+    return float(changed[frozen].mean()) if frozen.any() else 0.0
+
+
+def radius_for_change_rate(rng: Array, embedding_table: np.ndarray, inputs: Inputs,
+                           special_ids: Sequence[int], target: float, cfg: AgoraConfig,
+                           iters: int = 16, vocab_block: Optional[int] = 8192) -> float:
+    """Absolute radius r with token_change_rate(r) ~= target, by bisection in log r.
+
+    Brackets from the mean nearest-neighbour distance of the table rows used by `inputs`,
+    doubling / halving until the target is bracketed. The same rng is used at every r,
+    so the rate is a deterministic, nearly monotone function of r.
+    """
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target change rate must be in (0, 1), got {target}")
+    mask = text_perturb_mask(special_ids)(inputs)
+    atoms = reference_atoms(np.asarray(embedding_table, np.float32)[
+        np.asarray(inputs["input_ids"])], 1, mask, cfg.nn_max_points, cfg.seed)
+    rate = functools.partial(token_change_rate, rng, embedding_table, inputs, special_ids,
+                             cfg=cfg, vocab_block=vocab_block)
+    lo = hi = mean_nn_distance(atoms)
+    above = rate(radius=hi) >= target
+    for _ in range(40):                     # bracket: rate(lo) < target <= rate(hi)
+        if above:
+            lo = lo / 2.0
+            if rate(radius=lo) < target:
+                break
+            hi = lo
+        else:
+            hi = hi * 2.0
+            if rate(radius=hi) >= target:
+                break
+            lo = hi
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if rate(radius=mid) >= target else (mid, hi)
+    return float(math.sqrt(lo * hi))
 
 
 def _argmax_labeler(logits_fn: Callable, params: Any, inputs: Inputs) -> Array:
@@ -512,7 +623,7 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
 
 
-def _pow2_at_most(n: int, cap: int) -> int:
+def _padded_size(n: int, cap: int) -> int:
     """Smallest power of two >= n, capped at `cap` (bounds the number of compiled shapes)."""
     return min(cap, 1 << max(n - 1, 0).bit_length())
 
@@ -522,24 +633,23 @@ def generate(rng: Array, centers: Mapping[str, np.ndarray], represent_fn: Callab
              perturb_mask_fn: Optional[Callable] = None) -> tuple[Dataset, float]:
     """Synthetic rows around the rows of `centers` (a data set), and labeler agreement.
 
-    Runs `sample_and_relabel` over chunks of at most cfg.chunk_size centres (the last chunk
-    is padded to a power of two; padded rows are discarded). Returns the flattened
+    Represents and samples chunks of at most cfg.chunk_size centres (a short chunk is padded
+    to a power of two so few shapes compile; padded rows are discarded). Returns the flattened
     synthetic data set (n * k rows, 'synthetic' = True) and the share of synthetic labels
     that equal their centre's gold label.
     """
     inputs = inputs_of(centers)
     n, k = num_rows(centers), cfg.samples_per_error
-    reps = np.asarray(represent_fn(inputs), dtype=np.float32)
-    masks = None if perturb_mask_fn is None else np.asarray(perturb_mask_fn(inputs), bool)
     parts: list[tuple[dict, np.ndarray]] = []
     for start in range(0, n, cfg.chunk_size):
         stop = min(start + cfg.chunk_size, n)
-        size = _pow2_at_most(stop - start, cfg.chunk_size)
-        idx = np.minimum(np.arange(start, start + size), n - 1)
+        idx = np.minimum(np.arange(start, start + _padded_size(stop - start, cfg.chunk_size)),
+                         n - 1)
+        chunk = {key: v[idx] for key, v in inputs.items()}
+        mask = None if perturb_mask_fn is None else np.asarray(perturb_mask_fn(chunk), bool)
         _, out, labels = sample_and_relabel(
-            rng, reps[idx], labeler_fn, decode_fn, cfg, radius=radius,
-            center_inputs={key: v[idx] for key, v in inputs.items()},
-            perturb_mask=None if masks is None else masks[idx], index_offset=start)
+            rng, np.asarray(represent_fn(chunk), np.float32), labeler_fn, decode_fn, cfg,
+            radius=radius, center_inputs=chunk, perturb_mask=mask, index_offset=start)
         out, labels = jax.device_get((out, labels))
         keep = stop - start
         parts.append(({key: np.asarray(v)[:keep] for key, v in out.items()},
@@ -606,6 +716,7 @@ def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, n
               labeler_fn: Callable, cfg: AgoraConfig, *,
               metric_fn: Callable[[np.ndarray, np.ndarray], float] = accuracy,
               perturb_mask_fn: Optional[Callable[[Inputs], np.ndarray]] = None,
+              error_fn: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
               callback: Optional[Callable[[int, Any, Dataset, dict], None]] = None
               ) -> AgoraResult:
     """Agora rounds: fit -> predict agora-dev -> errors -> sample + relabel -> replay -> refit.
@@ -627,6 +738,8 @@ def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, n
         cfg: an AgoraConfig.
         metric_fn: `(predictions, labels) -> float`, larger is better (default accuracy).
         perturb_mask_fn: `inputs -> bool [n, *S[:-atom_ndim]]` (False = frozen atom).
+        error_fn: `(predictions, labels) -> bool [n]`, the points to sample around
+            (default predictions != labels; e.g. |p - y| > tol for regression).
         callback: `(round, model_state, train_set, record) -> None` after every round.
 
     Returns:
@@ -650,7 +763,8 @@ def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, n
         state = fit_fn(current, r, jax.random.fold_in(jax.random.fold_in(key, 0), r))
         preds = np.asarray(predict_fn(state, dev_inputs)).reshape(-1)
         metric = float(metric_fn(preds, dev_labels))
-        wrong = np.flatnonzero(preds != dev_labels)
+        wrong = np.flatnonzero(preds != dev_labels if error_fn is None
+                               else np.asarray(error_fn(preds, dev_labels), bool))
         improved = metric > best_metric
         if improved:
             best_state, best_round, best_metric, stale = state, r, metric, 0

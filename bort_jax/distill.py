@@ -238,7 +238,9 @@ def batch_fn(data: KDData, batch_size: int, seed: int) -> Callable[[int], dict]:
 
 
 def heldout_batches(data: KDData, batch_size: int) -> list[dict]:
+    """Full batches of min(batch_size, N_heldout) rows (one shape, one compilation)."""
     n = data.heldout["input_ids"].shape[0]
+    batch_size = min(batch_size, n)
     out = []
     for s in range(0, n - batch_size + 1, batch_size):  # full batches: one shape
         out.append(gather(data.heldout, data.teacher_heldout, np.arange(s, s + batch_size)))

@@ -182,10 +182,11 @@ class _Prefetch:
             except Exception as e:  # surfaced in the main thread
                 self._q.put((s, None, e))
                 return
+        self._q.put(None)  # end of stream
 
     def __iter__(self) -> Iterator[tuple[int, Batch]]:
-        while True:
-            s, batch, err = self._q.get()
+        while (item := self._q.get()) is not None:
+            s, batch, err = item
             if err is not None:
                 raise err
             yield s, batch
@@ -217,6 +218,7 @@ def train(loss_fn: LossFn, params: Any, tx: optax.GradientTransformation,
     if checkpoint_every and workdir is None:
         raise ValueError("checkpoint_every needs a workdir")
     t0 = time.perf_counter()
+    params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
     state = init_state(params, tx, seed)
     mngr, resumed = None, None
     history: list[dict] = []

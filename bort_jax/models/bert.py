@@ -271,6 +271,26 @@ def _take(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     return x[tuple(slice(0, s) for s in sizes)]
 
 
+def slice_params_check(source: Arch, target: Arch,
+                       layer_map: Sequence[int] | None = None) -> list[int]:
+    """Validate that `target` can be sliced from `source`; returns the layer map."""
+    layer_map = list(range(target.depth)) if layer_map is None else list(layer_map)
+    if len(layer_map) != target.depth:
+        raise ValueError(f"layer_map has {len(layer_map)} entries, target depth is "
+                         f"{target.depth}")
+    for name, t, s in (("depth", target.depth, source.depth),
+                       ("heads", target.heads, source.heads),
+                       ("hidden", target.hidden, source.hidden),
+                       ("intermediate", target.intermediate, source.intermediate),
+                       ("head_dim", target.head_dim, source.head_dim)):
+        if t > s:
+            raise ValueError(f"cannot slice {target} from {source}: target {name}={t} "
+                             f"exceeds source {name}={s}")
+    if max(layer_map) >= source.depth or min(layer_map) < 0:
+        raise ValueError(f"layer_map {layer_map} out of range for source depth {source.depth}")
+    return layer_map
+
+
 def slice_params(params: dict, source: Arch, target: Arch,
                  layer_map: Sequence[int] | None = None) -> dict:
     """Initialise `target` from `source` weights by slicing (Bort's fast alternative to random init).
@@ -282,20 +302,7 @@ def slice_params(params: dict, source: Arch, target: Arch,
     Head-specific entries (classifier, mlm bias over the vocabulary) are copied where the
     shapes allow and otherwise dropped.
     """
-    if layer_map is None:
-        layer_map = list(range(target.depth))
-    layer_map = list(layer_map)
-    if len(layer_map) != target.depth:
-        raise ValueError(f"layer_map has {len(layer_map)} entries, target depth is "
-                         f"{target.depth}")
-    for name, t, s in (("heads", target.heads, source.heads),
-                       ("hidden", target.hidden, source.hidden),
-                       ("intermediate", target.intermediate, source.intermediate),
-                       ("head_dim", target.head_dim, source.head_dim)):
-        if t > s:
-            raise ValueError(f"cannot slice: target {name}={t} exceeds source {name}={s}")
-    if max(layer_map) >= source.depth or min(layer_map) < 0:
-        raise ValueError(f"layer_map {layer_map} out of range for source depth {source.depth}")
+    layer_map = slice_params_check(source, target, layer_map)
     h, a, d, i = target.hidden, target.heads, target.head_dim, target.intermediate
     sa, sd = source.heads, source.head_dim
 

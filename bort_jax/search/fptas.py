@@ -24,39 +24,51 @@ rule were not found):
   The product form is what makes the guarantee provable: a multiplicative bound on e becomes a
   multiplicative bound on W.
 
-  Assumption M (from AB^nC's reading "more capacity trains to lower error", with slack δ ≥ 0 for
-  proxy-training noise): ξ ⪯ ξ'  ⇒  e(ξ) ≥ e(ξ') / (1 + δ).
+  Assumption M (AB^nC read as "a sub-architecture does not train to a lower error", with slack
+  δ ≥ 0 for proxy-training noise): ξ ⪯ ξ'  ⇒  e(ξ) ≥ e(ξ') / (1 + δ).
   Optional F: e(ξ) ≥ e_floor for all ξ.  Optional L: |e(ξ) − e(ξ')| ≤ L·d(ξ, ξ') (default
-  d = |log p(ξ) − log p(ξ')|). These give, for an unevaluated ξ, a lower bound LB(ξ) on e(ξ) from the
-  evaluated candidates, hence an upper bound UB(ξ) = W(p(ξ), i(ξ), LB(ξ)) ≥ W(ξ)        (Eq. B)
+  d = |log p(ξ) − log p(ξ')|).  Optional C (diminishing returns, the shape of scaling laws
+  e = a + b·N^(−α)): some ẽ with ẽ ≤ e ≤ (1+δ)ẽ is non-increasing along ⪯ and convex in a
+  coordinate x(ξ) (e.g. log non-embedding parameters) along every chain ξ0 ⪯ ξ1 ⪯ ξ2. The secant
+  of two evaluated points of a chain, extended beyond them, then bounds a third from below:
+  e(ξ0) ≥ t1 + (t1 − e(ξ2))·(x1 − x0)/(x2 − x1) (below) and
+  e(ξ2) ≥ t1 + (t1 − e(ξ0))·(x2 − x1)/(x1 − x0) (above), t1 = e(ξ1)/(1+δ). C implies M.
+  These give, for an unevaluated ξ, a lower bound LB(ξ) on e(ξ) from the evaluated candidates,
+  hence an upper bound UB(ξ) = W(p(ξ), i(ξ), LB(ξ)) ≥ W(ξ).                          (Eq. B)
 
   Algorithm (ε, s):
    1. O(|Ξ|): p, i for every candidate; the order ⪯ between all pairs (O(|Ξ|²) comparisons).
-   2. ε-trimming with factor (1 + ε_t), ε_t = trim_share·ε (the trimmed-list device of the subset-sum
-      FPTAS): visiting candidates top-down along ⪯, drop ξ when a kept ξ' ⪰ ξ has
-      dominance factor  [S(ξ)/S(ξ')]·(1+δ)^γ ≤ 1 + ε_t, S = size part of W. Under M,
-      W(ξ) ≤ (1 + ε_t)·W(ξ'), so ξ never needs its own proxy training.        (Eq. T)
+   2. ε-trimming with factor (1 + ε_t), ε_t = trim_share·ε (the trimmed-list device of the
+      subset-sum FPTAS, i.e. geometric rounding of ratio 1 + ε_t): visiting candidates top-down
+      along ⪯, drop ξ when a kept ξ' ⪰ ξ has dominance factor [S(ξ)/S(ξ')]·(1+δ)^γ ≤ 1 + ε_t,
+      S = the size part of W. Under M, W(ξ) ≤ (1 + ε_t)·W(ξ'), so ξ needs no proxy training.
+                                                                                    (Eq. T)
    3. Evaluate the maximal elements of ⪯ (the "maximum point(s)"); every candidate is below one
       of them, so every UB is finite. Skipped when e_floor is given.
-   4. Intervals of size s: repeatedly take the s unevaluated kept candidates with the largest
-      UB (one "interval" of the UB ordering, the unit a caller may train in parallel), evaluate
-      them, tighten the bounds (Eq. B).
-   5. Stop as soon as best ≥ (1 − ε_s)·max UB over the unevaluated kept candidates, with
-      (1 − ε_s) = (1 − ε)(1 + ε_t).                                           (Eq. S)
+   4. Let ξ* be the pending (kept, unevaluated) candidate with the largest UB. Its interval is the
+      set of pending candidates strictly between ξ* and the evaluated candidate that bounds it.
+      If the interval holds at least s candidates, evaluate the one nearest its midpoint (in x,
+      or log p + log i): it bounds ξ* and its whole down-set from closer up (bisection);
+      otherwise evaluate ξ* itself. s = 1 bisects whenever possible; s = ∞ is best-first.
+   5. Stop as soon as best ≥ (1 − ε_s)·max UB over the pending candidates, with
+      (1 − ε_s) = (1 − ε)(1 + ε_t).                                                 (Eq. S)
    6. Return the evaluated candidate with the largest W.
 
-  Guarantee (proved, given M and, if used, F and L, and the e-values e returns): for every
-  candidate ξ that did not fail, W(chosen) ≥ (1 − ε)·W(ξ). Proof: unevaluated kept candidates
-  satisfy W ≤ UB ≤ best/(1−ε_s) by (Eq. B, S); trimmed ones W ≤ (1+ε_t)·W(kept) by (Eq. T); and
-  (1+ε_t)/(1−ε_s) = 1/(1−ε). The result also carries the a-posteriori certified ratio
-  best / (upper bound on OPT), usually better than 1 − ε. At most |Ξ| calls to e.
-  Not proved here: that M holds for real proxy-trained networks (audit it with
-  `monotonicity_violations`), nor that proxy error ranks candidates as converged error does
-  (the paper's strong-AB^nC argument: μ-strong convexity, L-smoothness, bounded gradients, SGD).
+  Guarantee (proved, given M and whichever of F, L, C are switched on, for the e-values e
+  returns): W(chosen) ≥ (1 − ε)·W(ξ) for every candidate ξ whose e did not fail. Proof: pending
+  candidates satisfy W ≤ UB ≤ best/(1−ε_s) (Eq. B, S); trimmed ones W ≤ (1+ε_t)·W(kept) (Eq. T);
+  and (1+ε_t)/(1−ε_s) = 1/(1−ε). The result also carries the a-posteriori certified ratio
+  best / (proven upper bound on OPT), usually better than 1 − ε. At most |Ξ| calls to e; the
+  selection rule (step 4) affects only how many, never the guarantee.
+  Not proved here: that M (or C) holds for real proxy-trained networks (audit with
+  `monotonicity_violations`, `convexity_violations`), nor that proxy error ranks candidates as
+  converged error does (the paper's strong-AB^nC argument: μ-strong convexity, L-smoothness,
+  bounded stochastic gradients, SGD).
 
   Step budget T(ε, s) = ⌈κ / (ε s^{3/2})⌉: Eq. R's second term divided by the number of
   (candidate, hyperparameter) trainings |Θ||Ξ| and by the cost of one SGD step |B|·|W*_T|;
-  κ absorbs the smoothness constants and must be calibrated (`kappa_for`).
+  κ absorbs the smoothness constants and must be calibrated (`kappa_for`). The two uses of s
+  (interval threshold in step 4, divisor in T) are independent reconstructions.
 """
 from __future__ import annotations
 
@@ -81,7 +93,7 @@ Distance = Callable[[Candidate, Candidate], float]
 
 @dataclasses.dataclass(frozen=True)
 class WCoefficient:
-    """Eq. W: W = (p_ref/p)^alpha (i_ref/i)^beta (e_ref/e)^gamma, to be maximised [reconstructed]."""
+    """Eq. W: W = (p_ref/p)^alpha (i_ref/i)^beta (e_ref/e)^gamma, maximised [reconstructed]."""
 
     alpha: float = 1.0
     beta: float = 1.0
@@ -187,7 +199,7 @@ def validate_eps(eps: float) -> float:
 
 
 def validate_interval(s: int) -> int:
-    """The interval size s is a positive integer (candidates per evaluation round)."""
+    """The interval size s is a positive integer (bisection threshold of step 4)."""
     if isinstance(s, bool) or not isinstance(s, int) or s < 1:
         raise ValueError(f"s (interval size) must be a positive int, got {s!r}")
     return s
@@ -251,6 +263,31 @@ def monotonicity_violations(evaluations: Sequence[Evaluation], leq: Leq = compon
 def required_slack(evaluations: Sequence[Evaluation], leq: Leq = componentwise_leq) -> float:
     """Smallest δ for which M holds on ``evaluations``."""
     return max((v[2] for v in monotonicity_violations(evaluations, leq)), default=0.0)
+
+
+def convexity_violations(evaluations: Sequence[Evaluation], x: CostFn,
+                         leq: Leq = componentwise_leq, slack: float = 0.0
+                         ) -> list[tuple[Evaluation, Evaluation, Evaluation, float]]:
+    """Chains ξ0 ⪯ ξ1 ⪯ ξ2 where e(ξ0) is below the secant bound of assumption C.
+
+    Each entry is (ξ0, ξ1, ξ2, excess) with excess = bound/e(ξ0) − 1 > 0. O(|E|³) worst case.
+    """
+    evs = list(evaluations)
+    xs = [float(x(ev.candidate)) for ev in evs]
+    below = [[a for a in range(len(evs)) if a != b and leq(evs[a].candidate, evs[b].candidate)]
+             for b in range(len(evs))]
+    out = []
+    for k2 in range(len(evs)):
+        for k1 in below[k2]:
+            if xs[k2] <= xs[k1]:
+                continue
+            t1 = evs[k1].e / (1.0 + slack)
+            slope = max(0.0, t1 - evs[k2].e) / (xs[k2] - xs[k1])
+            for k0 in below[k1]:
+                bound = t1 + slope * (xs[k1] - xs[k0])
+                if evs[k0].e < bound * (1.0 - 1e-12):
+                    out.append((evs[k0], evs[k1], evs[k2], bound / evs[k0].e - 1.0))
+    return out
 
 
 # ----------------------------------------------------------------------------- AB^nC check
@@ -496,9 +533,13 @@ class _LowerBounds:
     """Lower bounds LB(ξ) on e(ξ) from the evaluated candidates (Eq. B), kept incrementally.
 
     M: LB(ξ) ≥ e(ξ')/(1+δ) for evaluated ξ' ⪰ ξ.  F: LB ≥ e_floor.  L: LB ≥ e(ξ') − L·d(ξ, ξ').
-    C (if ``x`` is given): for evaluated ξ1 ⪯ ξ2 with x1 < x2 and any ξ0 ⪯ ξ1,
-        LB(ξ0) ≥ t1 + σ(ξ1)·(x1 − x0),  t1 = e(ξ1)/(1+δ),  σ(ξ1) = max_ξ2 max(0, t1 − e(ξ2))/(x2 − x1),
-    the secant bound of a function convex in x along the chain ξ0 ⪯ ξ1 ⪯ ξ2.
+    C (if ``x`` is given), with t1 = e(ξ1)/(1+δ), for an evaluated ξ1 and evaluated partners:
+      down: ξ ⪯ ξ1 ⪯ ξ2, x1 < x2:  LB(ξ) ≥ t1 + σ↓(ξ1)·(x1 − x),
+            σ↓(ξ1) = max_ξ2 max(0, t1 − e(ξ2))/(x2 − x1);
+      up:   ξ0 ⪯ ξ1 ⪯ ξ, x0 < x1:  LB(ξ) ≥ t1 + σ↑(ξ1)·(x − x1),
+            σ↑(ξ1) = max_ξ0 (t1 − e(ξ0))/(x1 − x0)  (≤ 0);
+    both are the secant bounds of a function convex in x along a chain, extended outside the
+    secant's interval, with each end moved to its least favourable value.
     """
 
     def __init__(self, up: Sequence[Sequence[int]], down: Sequence[Sequence[int]], slack: float,
@@ -509,7 +550,8 @@ class _LowerBounds:
         self.lower = [floor or 0.0] * len(up)
         self.source: list[int | None] = [None] * len(up)  # evaluated index behind lower[j]
         self.errors: dict[int, float] = {}
-        self.slope: dict[int, float] = {}
+        self.slope_down: dict[int, float] = {}
+        self.slope_up: dict[int, float] = {}
 
     def add(self, k: int, value: float) -> None:
         self.errors[k] = value
@@ -520,30 +562,70 @@ class _LowerBounds:
             for j in range(len(self.lower)):
                 self._raise(j, value - self.lipschitz * self.dist(j, k), k)
         if self.x is not None:
-            self._convex_update(k)
+            for low in [k] + [j for j in self.down[k] if j in self.errors]:
+                self._extend_down(low)
+            for high in [k] + [j for j in self.up[k] if j in self.errors]:
+                self._extend_up(high)
 
     def _raise(self, j: int, bound: float, source: int) -> None:
         if bound > self.lower[j]:
             self.lower[j] = bound
             self.source[j] = source
 
-    def _secant(self, low: int, high: int) -> float:
-        gap = self.x[high] - self.x[low]
-        if gap <= 0:
-            return 0.0
-        t_low = self.errors[low] / (1.0 + self.slack)
-        return max(0.0, t_low - self.errors[high]) / gap
+    def _slope(self, k: int, other: int) -> float | None:
+        """(t_k − e_other)/(x_other − x_k): the secant slope of a chain pair, pessimistically."""
+        gap = self.x[other] - self.x[k]
+        if gap == 0:
+            return None
+        return (self.errors[k] / (1.0 + self.slack) - self.errors[other]) / gap
 
-    def _convex_update(self, k: int) -> None:
-        touched = [k] + [j for j in self.down[k] if j in self.errors]
-        for low in touched:
-            best = max((self._secant(low, h) for h in self.up[low] if h in self.errors),
-                       default=0.0)
-            if best > self.slope.get(low, 0.0):
-                self.slope[low] = best
-                t_low = self.errors[low] / (1.0 + self.slack)
-                for j in self.down[low]:
-                    self._raise(j, t_low + best * (self.x[low] - self.x[j]), low)
+    def _extend_down(self, low: int) -> None:
+        slopes = [self._slope(low, h) for h in self.up[low]
+                  if h in self.errors and self.x[h] > self.x[low]]
+        best = max([0.0] + [v for v in slopes if v is not None])
+        if best > self.slope_down.get(low, 0.0):
+            self.slope_down[low] = best
+            t_low = self.errors[low] / (1.0 + self.slack)
+            for j in self.down[low]:
+                self._raise(j, t_low + best * (self.x[low] - self.x[j]), low)
+
+    def _extend_up(self, high: int) -> None:
+        slopes = [-self._slope(high, lo) for lo in self.down[high]
+                  if lo in self.errors and self.x[lo] < self.x[high]]
+        if not slopes:
+            return
+        best = max(slopes)  # ≤ 0 when M holds; the least steep descent is the tightest
+        if high not in self.slope_up or best > self.slope_up[high]:
+            self.slope_up[high] = best
+            t_high = self.errors[high] / (1.0 + self.slack)
+            for j in self.up[high]:
+                if self.x[j] > self.x[high]:
+                    self._raise(j, t_high + best * (self.x[j] - self.x[high]), high)
+
+
+def _bisect(star: int, pending: set[int], up: Sequence[Sequence[int]],
+            down_sets: Sequence[set[int]], bounds: _LowerBounds, coord: Sequence[float],
+            s: int) -> int:
+    """Step 4: the candidate to evaluate next, given ξ* = the pending candidate of largest UB.
+
+    The interval of ξ* is the set of pending ζ with ξ* ≺ ζ ≺ anchor, anchor = the evaluated
+    candidate that currently bounds ξ* (or, if none, the whole pending up-set). With fewer than s
+    candidates in it, ξ* itself is evaluated; otherwise the one nearest the midpoint of the
+    interval in ``coord`` is, which bounds ξ* (and its whole down-set) from closer up.
+    """
+    anchor = bounds.source[star]
+    if anchor is not None and star not in down_sets[anchor]:
+        anchor = None
+    if anchor is None:
+        above = [j for j in up[star] if j in bounds.errors]
+        anchor = min(above, key=lambda j: (coord[j], j)) if above else None
+    interval = [z for z in up[star] if z in pending
+                and (anchor is None or z in down_sets[anchor])]
+    if len(interval) < s:
+        return star
+    top = coord[anchor] if anchor is not None else max(coord[z] for z in interval)
+    target = 0.5 * (coord[star] + top)
+    return min(interval, key=lambda z: (abs(coord[z] - target), z))
 
 
 def _statement(ratio: float, certified: float, stopped_by: str, n_eval: int, n: int) -> str:
@@ -595,7 +677,8 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
       p, i: cheap exact parameter count and inference cost (positive).
       e: expensive proxy error (positive); may raise (see ``on_error``).
       eps: approximation parameter in (0, 1).
-      s: interval size = candidates evaluated per round (1 = fewest evaluations).
+      s: interval size: the interval above the most promising candidate is bisected while it
+        holds at least s pending candidates (s = 1: always; large s: plain best-first).
       objective: the W-coefficient (Eq. W).
       leq: partial order ξ ⪯ ξ' (sub-architecture); default the space's order or componentwise ≤.
       e_floor: optional known lower bound on every error (assumption F).
@@ -636,6 +719,8 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
             return float(distance(cands[k], cands[j]))
 
     x = None if convex_in is None else [float(convex_in(c)) for c in cands]
+    coord = x or [math.log(a) + math.log(b) for a, b in zip(P, I)]
+    down_sets = [set(d) for d in down]
     bounds = _LowerBounds(up, down, slack, e_floor, lipschitz, dist, x)
     errors = bounds.errors
     failed: dict[int, str] = {}
@@ -684,9 +769,8 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
             stopped_by = "budget"
             break
         size = {k: objective.size_score(P[k], I[k], p_ref, i_ref) for k in todo}
-        for k in sorted(todo, key=lambda k: (-ub[k], -size[k], k))[:s]:
-            if budget_left():
-                evaluate(k)
+        star = min(todo, key=lambda k: (-ub[k], -size[k], k))
+        evaluate(_bisect(star, set(todo), up, down_sets, bounds, coord, s))
     evaluator.close()
     if not errors:
         raise RuntimeError("no candidate could be evaluated: " + "; ".join(failed.values()))

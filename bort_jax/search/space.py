@@ -3,9 +3,9 @@
 de Wynter, "An Approximation Algorithm for Optimal Subarchitecture Extraction", arXiv 2010.08512,
 defines a network as a composition of layers f(x) = l_n(… l_1(x; W_1, ξ_1) …; W_n, ξ_n) whose
 *architectural parameters* ξ = (ξ_1, …, ξ_n) are non-trainable integers (depth, widths, head
-counts). A candidate architecture is one assignment ξ ∈ Ξ. Here Ξ is a finite grid over named integer
-axes, filtered by a validity predicate (for BERT: hidden % heads == 0), enumerated in a fixed,
-deterministic order (itertools.product over the axes in declaration order).
+counts). A candidate architecture is one assignment ξ ∈ Ξ. Here Ξ is a finite grid over named
+integer axes, filtered by a validity predicate (for BERT: hidden % heads == 0), enumerated in a
+fixed, deterministic order (itertools.product over the axes in declaration order).
 
 The grid also carries the *partial order* ⪯ used by the FPTAS bounds (reconstruction, see
 docs/fptas.md): ξ ⪯ ξ' iff ξ_k ≤ ξ'_k on every axis flagged ``monotone`` and ξ_k = ξ'_k on every

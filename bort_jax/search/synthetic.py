@@ -20,6 +20,9 @@ and, W being unimodal in d, the discrete optimum is ⌊d*⌋ or ⌈d*⌉.
 Toy dense stack (the seed's example): arch = (n, h, d_in, h', d_out) is n copies of a two-layer
 unit d_in→h and h'→d_out (composable when h = h'), counted as n·Σ(fan_in·fan_out + fan_out):
 (2,4,3,4,4) → 2(4·3 + 4 + 4·4 + 4) = 72 and (2,3,3,3,2) → 2(3·3 + 3 + 3·2 + 2) = 40.
+
+Random monotone grids: e(ξ) = 0.05 + Σ_{ξ' ⪰ ξ} r(ξ') with i.i.d. r ≥ 0 satisfies M exactly; they
+stress-test the guarantee on error landscapes with no capacity structure.
 """
 from __future__ import annotations
 
@@ -227,11 +230,34 @@ def bert_like_instance(a: float = 1.5, b: float = 60.0, power: float = 0.25, noi
         leq=space.leq, noise=noise, seed=seed)
 
 
-def instance_summary(inst: SyntheticInstance, objective: WCoefficient) -> str:
-    best, value = inst.optimum(objective)
-    return f"{inst.name}: {len(inst.candidates)} candidates, optimum {best} W={value:.6g}"
+def random_monotone_instance(seed: int, n_axes: int = 3, max_values: int = 4,
+                             noise: float = 0.0) -> SyntheticInstance:
+    """A random grid whose error satisfies assumption M exactly (before noise):
 
+        e(ξ) = 0.05 + Σ_{ξ' ⪰ ξ} r(ξ'),   r(ξ') ~ Exponential(0.05) i.i.d.,
 
-def log_spread(values: Sequence[float]) -> float:
-    """max/min ratio of positive values (used to describe how hard an instance is)."""
-    return math.exp(math.log(max(values)) - math.log(min(values)))
+    non-increasing along ⪯ because up-sets shrink; p and i are random positive linear forms.
+    Used to stress-test the guarantee, which must hold for every such instance.
+    """
+    rng = np.random.default_rng(seed)
+    axes = {f"a{k}": tuple(sorted(rng.choice(np.arange(1, 9), size=int(rng.integers(2,
+                                                                              max_values + 1)),
+                                             replace=False).tolist()))
+            for k in range(n_axes)}
+    space = grid(**axes)
+    cands = space.candidates()
+    wp, wi = rng.uniform(0.5, 2.0, n_axes), rng.uniform(0.5, 2.0, n_axes)
+    r = {c: float(rng.exponential(0.05)) for c in cands}
+    base = {c: 0.05 + sum(r[d] for d in cands if space.leq(c, d)) for c in cands}
+
+    def p(c) -> float:
+        return 1.0 + float(np.dot(wp, c))
+
+    def i(c) -> float:
+        return 1.0 + float(np.dot(wi, np.square(c)))
+
+    def noisy(c) -> float:
+        return base[c] * bounded_noise(c, noise, seed)
+
+    return SyntheticInstance(f"random_monotone_{seed}", cands, p, i, CountingError(noisy),
+                             base.__getitem__, space.leq, p, noise)

@@ -1,0 +1,46 @@
+"""KD pretraining of an extracted architecture (Bort, arXiv 2010.10499 Sec. 3).
+
+  python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=runs/pretrain
+  python scripts/pretrain.py --config=configs/pretrain_bort.py:smoke --workdir=/tmp/pt
+  python scripts/pretrain.py --config=configs/pretrain_bort.py \
+      --config.arch=4,8,1024,768 --config.teacher_dir=/ckpt/roberta-large --config.kd.logit=0.5 \
+      --config.kd.mlm=0.1 --config.corpus=tfds:wikipedia/20230601.en
+
+Default: the embedded corpus (stdlib pydoc topics) and the installed all-MiniLM-L6-v2 as the
+teacher (hidden-state KD; it has no MLM head), a 2-layer student sliced from it; a few
+minutes on a 2-core CPU.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.arch = "2,12,384,768"           # D,A,H,I of the student
+    c.teacher_dir = ""                # HF directory; '' = installed all-MiniLM-L6-v2
+    c.student_tokenizer_dir = ""      # if set, must agree with the teacher's vocabulary
+    c.init = "slice"                  # slice (from init_dir or teacher) | random
+    c.init_dir = ""
+    c.corpus = "embedded"             # embedded | path | tfds:NAME[:SPLIT]
+    c.seq_len = 64
+    c.max_sequences = 2048
+    c.heldout_fraction = 0.05
+    c.cache_dir = ""                  # '' = <workdir>/teacher_cache
+    c.seed = 0
+    c.batch_size = 16
+    c.num_steps = 400
+    c.learning_rate = 5e-4
+    c.warmup_ratio = 0.05
+    c.weight_decay = 0.01
+    c.clip_norm = 1.0
+    c.dropout = 0.1
+    c.kd = ml_collections.ConfigDict(dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0,
+                                          layer_map="uniform"))
+    c.checkpoint_every = 100
+    c.eval_every = 100
+    c.log_every = 20
+    c.progress = True
+    if arg == "smoke":
+        c.max_sequences, c.seq_len, c.batch_size = 96, 32, 8
+        c.num_steps, c.checkpoint_every, c.eval_every, c.log_every = 12, 6, 6, 3
+        c.progress = False
+    return c
