@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.eval_batch_size = 64
     cfg.student_arch = "2,6,192,768"   # sliced from init (first layers, heads, units)
     cfg.n_examples = 2                 # perturbed sentences shown in the report
+    cfg.control_restarts = True        # also: best of R+1 plain fits (same compute as Agora)
+    cfg.compilation_cache = True       # JAX persistent cache in <workdir>/jax_cache
 
     cfg.student = ml_collections.ConfigDict(dict(
         num_steps=150, batch_size=16, learning_rate=2e-4, warmup_ratio=0.1,

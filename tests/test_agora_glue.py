@@ -111,6 +111,7 @@ def test_tiny_end_to_end(agora_glue, tiny_dir, data_dir, tmp_path, monkeypatch):
         for r in seed["history"]:
             assert r["heldout_rows_in_train_real"] == r["heldout_rows_in_train_synthetic"] == 0
         assert seed["history"][-1]["train_size"] >= 64
+        assert len(seed["control"]["runs"]) == len(seed["history"])
     # the report: JSON + Markdown listing split sizes and the per-round history
     saved = json.loads((tmp_path / "agora_glue.json").read_text())
     assert saved["tasks"]["sst2"]["sizes"]["heldout"] == 20

@@ -139,3 +139,14 @@ def test_slice_rejects_bigger_target(model_params):
     _, params = model_params
     with pytest.raises(ValueError, match="intermediate"):
         slice_params(params, ARCH, Arch(1, 4, 32, 64))
+
+
+def test_slice_to_wider_heads_falls_back_to_units(model_params):
+    _, params = model_params
+    wide = Arch(1, 2, 24, 48)  # head width 12 > source's 8: plain [H', H'] blocks
+    sliced = slice_params(params, ARCH, wide)
+    np.testing.assert_array_equal(sliced["layer_0"]["attention"]["key"]["kernel"],
+                                  np.asarray(params["layer_0"]["attention"]["key"]["kernel"])[:24, :24])
+    ids, mask = _batch()
+    out = Bert(wide, SPEC, mlm_head=True, num_labels=3).apply({"params": sliced}, ids, mask)
+    assert np.isfinite(out["logits"]).all()

@@ -281,8 +281,7 @@ def slice_params_check(source: Arch, target: Arch,
     for name, t, s in (("depth", target.depth, source.depth),
                        ("heads", target.heads, source.heads),
                        ("hidden", target.hidden, source.hidden),
-                       ("intermediate", target.intermediate, source.intermediate),
-                       ("head_dim", target.head_dim, source.head_dim)):
+                       ("intermediate", target.intermediate, source.intermediate)):
         if t > s:
             raise ValueError(f"cannot slice {target} from {source}: target {name}={t} "
                              f"exceeds source {name}={s}")
@@ -298,7 +297,10 @@ def slice_params(params: dict, source: Arch, target: Arch,
     Keeps layers `layer_map` (default: the first D), the first A heads, the first
     d_head' = H'/A' dimensions of each kept head, the first H' hidden and first I'
     intermediate units. Heads (query/key/value/output kernels) are sliced per head, so a
-    head keeps its own weights. Slicing to `source` itself is the identity.
+    head keeps its own weights; when the target's heads are wider than the source's
+    (d_head' > d_head) the attention kernels are sliced as plain [H', H'] blocks instead
+    (each target head then starts from several source heads). Slicing to `source` itself is
+    the identity.
     Head-specific entries (classifier, mlm bias over the vocabulary) are copied where the
     shapes allow and otherwise dropped.
     """
@@ -312,12 +314,18 @@ def slice_params(params: dict, source: Arch, target: Arch,
     def norm(p):
         return {"scale": vec(p["scale"]), "bias": vec(p["bias"])}
 
+    per_head = d <= sd and a <= sa
+
     def qkv(p):
+        if not per_head:  # wider heads than the source's: plain first-H' units
+            return {"kernel": _take(np.asarray(p["kernel"]), (h, h)), "bias": vec(p["bias"])}
         k = np.asarray(p["kernel"]).reshape(source.hidden, sa, sd)[:h, :a, :d]
         b = np.asarray(p["bias"]).reshape(sa, sd)[:a, :d]
         return {"kernel": k.reshape(h, a * d), "bias": b.reshape(a * d)}
 
     def attn_out(p):
+        if not per_head:
+            return {"kernel": _take(np.asarray(p["kernel"]), (h, h)), "bias": vec(p["bias"])}
         k = np.asarray(p["kernel"]).reshape(sa, sd, source.hidden)[:a, :d, :h]
         return {"kernel": k.reshape(a * d, h), "bias": vec(p["bias"])}
 
