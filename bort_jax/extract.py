@@ -132,6 +132,8 @@ def validate(config, workdir: str) -> None:
         raise ValueError(f"config.eps={config.eps} must lie in (0, 1)")
     if config.s < 1:
         raise ValueError(f"config.s={config.s} must be >= 1")
+    if config.method not in ("fptas", "exhaustive"):
+        raise ValueError(f"config.method={config.method!r}; use 'fptas' or 'exhaustive'")
     if config.inference not in ("measured", "flops"):
         raise ValueError(f"config.inference={config.inference!r}; use 'measured' or 'flops'")
     for key in ("source_dir", "teacher_dir"):
@@ -156,9 +158,52 @@ def _teacher_dir(config) -> str:
     return config.teacher_dir or _source_dir(config)
 
 
-def extract(config, workdir: str) -> dict[str, Any]:
-    """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
-    t_start = time.perf_counter()
+@dataclasses.dataclass
+class Problem:
+    """Everything a search needs: the space and the p, i, e callables (e cached on disk)."""
+
+    space: space.SearchSpace
+    p: Any
+    i: Any
+    e: Any
+    cache: CandidateCache
+    source: hf.Checkpoint
+    spec: A.Spec
+    data: Any
+    config_hash: str
+
+
+def _latency_fn(config, spec: A.Spec, workdir: str):
+    """i(ξ): analytic FLOPs, or the measured median latency cached in workdir (so a resumed
+    search or an audit compares candidates under the same measured i)."""
+    if config.inference == "flops":
+        return lambda a: float(A.flops(a, config.latency_seq_len, spec=spec))
+    key = f"{config.latency_batch}x{config.latency_seq_len}_r{config.latency_repeats}"
+    path = Path(workdir) / f"latency_{key}.json"
+    store: dict[str, float] = {}
+    if path.is_file():
+        try:
+            store = {k: float(v) for k, v in json.loads(path.read_text()).items()}
+        except (ValueError, AttributeError):
+            store = {}
+
+    def i(a: A.Arch) -> float:
+        k = F.candidate_key(a)
+        if k not in store:
+            store[k] = latency.forward_latency(a, spec, config.latency_batch,
+                                               config.latency_seq_len,
+                                               repeats=config.latency_repeats)
+            fd, tmp = tempfile.mkstemp(dir=workdir, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(store, f, indent=1)
+            os.replace(tmp, path)
+        return store[k]
+
+    return i
+
+
+def build_problem(config, workdir: str) -> Problem:
+    """Validate, load checkpoints, prepare data + teacher outputs; p, i, e for the search."""
     validate(config, workdir)
     if config.get("compilation_cache", True):
         jax.config.update("jax_compilation_cache_dir",
@@ -170,11 +215,10 @@ def extract(config, workdir: str) -> dict[str, Any]:
         distill.Teacher(source, hf.load_tokenizer(source_dir))
     pcfg = proxy.config_from_dict(config.proxy)
     sp = build_space(config)
-    candidates = sp.candidates()
     if pcfg.init == "slice":
         if teacher_dir != source_dir:
             mlm.check_vocab_compat(source_dir, teacher_dir)  # sliced embeddings need one vocab
-        for c in candidates:
+        for c in sp.candidates():
             slice_params_check(source.arch, c)
     # Students speak the teacher's vocabulary (Bort: BERT-large shapes, RoBERTa BPE vocab).
     spec = teacher.checkpoint.spec
@@ -185,38 +229,42 @@ def extract(config, workdir: str) -> dict[str, Any]:
                            cache_dir=os.path.join(workdir, "teacher_cache"))
     chash = config_hash(config, ERROR_KEYS)
     cache = CandidateCache(Path(workdir) / "candidates" / chash)
-    p = lambda a: A.param_count(a, spec)["total"]  # noqa: E731
-    lat_cache: dict[A.Arch, float] = {}
 
-    def i(a: A.Arch) -> float:
-        if config.inference == "flops":
-            return float(A.flops(a, config.latency_seq_len, spec=spec))
-        if a not in lat_cache:
-            lat_cache[a] = latency.forward_latency(a, spec, config.latency_batch,
-                                                   config.latency_seq_len,
-                                                   repeats=config.latency_repeats)
-        return lat_cache[a]
-
-    proxy_seconds = []
+    def p(a: A.Arch) -> float:
+        return A.param_count(a, spec)["total"]
 
     def e(a: A.Arch) -> float:
         r = proxy.proxy_error(a, data, spec, pcfg, source=source)
-        proxy_seconds.append(r.train_seconds)
         cache.metrics[F.candidate_key(a)] = dict(r.metrics, train_seconds=r.train_seconds)
         return r.error
 
-    search = F.exhaustive if config.method == "exhaustive" else F.fptas
-    kwargs = dict(objective=F.WCoefficient(**dict(config.objective)), cache=cache,
-                  progress=config.progress)
-    if config.method != "exhaustive":
-        kwargs.update(eps=config.eps, s=config.s, monotonicity_slack=config.monotonicity_slack)
-        if config.convex:
-            kwargs["convex_in"] = lambda a: math.log(A.encoder_params(a))
-    if config.get("max_evaluations") and config.method != "exhaustive":
+    return Problem(sp, p, _latency_fn(config, spec, workdir), e, cache, source, spec, data,
+                   chash)
+
+
+def search_kwargs(config, eps: float | None = None) -> dict:
+    """The FPTAS options of `config` (objective, ε, s, assumptions)."""
+    kwargs = dict(eps=config.eps if eps is None else eps, s=config.s,
+                  monotonicity_slack=config.monotonicity_slack)
+    if config.convex:
+        kwargs["convex_in"] = lambda a: math.log(A.encoder_params(a))
+    if config.get("max_evaluations"):
         kwargs["max_evaluations"] = config.max_evaluations
-    result = search(sp, p, i, e, **kwargs)
-    return write_outputs(config, workdir, result, source, spec, cache, data, chash,
-                         time.perf_counter() - t_start)
+    return kwargs
+
+
+def extract(config, workdir: str) -> dict[str, Any]:
+    """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
+    t_start = time.perf_counter()
+    prob = build_problem(config, workdir)
+    common = dict(objective=F.WCoefficient(**dict(config.objective)), cache=prob.cache,
+                  progress=config.progress)
+    if config.method == "exhaustive":
+        result = F.exhaustive(prob.space, prob.p, prob.i, prob.e, **common)
+    else:
+        result = F.fptas(prob.space, prob.p, prob.i, prob.e, **common, **search_kwargs(config))
+    return write_outputs(config, workdir, result, prob.source, prob.spec, prob.cache,
+                         prob.data, prob.config_hash, time.perf_counter() - t_start)
 
 
 def abnc_check(arch: A.Arch, spec: A.Spec, seq_len: int) -> F.AbncCheck:

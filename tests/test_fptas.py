@@ -303,3 +303,11 @@ def test_report_files_and_json_round_trip(tmp_path):
     assert data["abnc"]["holds"] is True
     assert R.read_json(paths["json"], factory=S.ToyMLP) == res
     assert R.result_from_dict(R.result_to_dict(res)).objective == res.objective
+
+
+def test_audit_rows_respect_bound_and_save_evaluations():
+    from bort_jax.search import audit
+    rows = audit.synthetic_rows([0.1, 0.5])
+    assert len(rows) == 8 and all(r.ok for r in rows)
+    assert all(r.fptas_evaluations < r.exhaustive_evaluations for r in rows)
+    assert "| chain(40)" in audit.markdown(rows)
