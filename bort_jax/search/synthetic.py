@@ -158,7 +158,10 @@ class ToyMLP(NamedTuple):
 def dense_stack_params(layers: Sequence[tuple[int, int]], copies: int = 1,
                        bias: bool = True) -> int:
     """copies · Σ (fan_in·fan_out + fan_out·bias) over dense layers given as (fan_in, fan_out)."""
-    return copies * sum(fi * fo + (fo if bias else 0) for fi, fo in layers)
+    from bort_jax.arch import dense_params
+    if bias:
+        return copies * dense_params(layers)
+    return copies * sum(fi * fo for fi, fo in layers)
 
 
 def dense_stack_flops(layers: Sequence[tuple[int, int]], copies: int = 1) -> int:
@@ -201,17 +204,22 @@ def toy_mlp_instance(a: float = 0.05, b: float = 3.0, power: float = 0.5, noise:
 # ----------------------------------------------------------------------------- BERT-like
 
 
+def _as_arch(c):
+    from bort_jax import arch as A
+    return A.Arch(c.depth, c.heads, c.hidden, c.intermediate)
+
+
 def bert_like_params(c, vocab: int = 30522, positions: int = 512) -> int:
-    """Post-LN BERT: (V+P+2)H + 2H embeddings + D(4H² + 2HI + 9H + I) encoder."""
-    h, inter = c.hidden, c.intermediate
-    return (vocab + positions + 2) * h + 2 * h + c.depth * (4 * h * h + 2 * h * inter + 9 * h
-                                                            + inter)
+    """Post-LN BERT without pooler (`arch.param_count`): (V+P+2)H + 2H + D(4H² + 2HI + 9H + I)."""
+    from bort_jax import arch as A
+    spec = A.Spec(vocab_size=vocab, max_positions=positions, pooler=False)
+    return A.param_count(_as_arch(c), spec)["total"]
 
 
 def bert_like_flops(c, seq_len: int = 128) -> int:
-    """Matmul FLOPs of the encoder for one sequence: 2·L·D(4H² + 2HI) + 4·L²·H·D (attention)."""
-    h, inter, d = c.hidden, c.intermediate, c.depth
-    return 2 * seq_len * d * (4 * h * h + 2 * h * inter) + 4 * seq_len * seq_len * h * d
+    """Matmul FLOPs for one sequence (`arch.flops`): 2·L·D(4H² + 2HI) + 4·L²·H·D."""
+    from bort_jax import arch as A
+    return A.flops(_as_arch(c), seq_len, spec=A.Spec(pooler=False))
 
 
 def bert_like_instance(a: float = 1.5, b: float = 60.0, power: float = 0.25, noise: float = 0.0,
