@@ -203,10 +203,14 @@ def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
         if weights.logit:
             terms["logit"] = losses.logit_kd(out["mlm_logits"], batch["teacher_logits"],
                                              batch["mlm_weights"], weights.temperature)
+        terms["hidden_last"] = hid[-1]
         w = {"mlm": weights.mlm, "hidden": weights.hidden}
         if weights.logit:
             w["logit"] = weights.logit
         total, metrics = losses.kd_objective(w, terms)
+        # The same objective with the hidden term taken at the output layer only: comparable
+        # across depths (the all-layer mean is over D_s + 1 matches), used as proxy error.
+        metrics["output_total"] = total + weights.hidden * (terms["hidden_last"] - terms["hidden"])
         return total, metrics
 
     return loss_fn

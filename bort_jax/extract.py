@@ -48,10 +48,15 @@ def _to_plain(x):
 def config_hash(config, keys: tuple[str, ...]) -> str:
     """Hash of the parts of the config that change e(ξ) (data, teacher, proxy settings)."""
     plain = _to_plain(config)
-    blob = json.dumps({k: plain.get(k) for k in keys}, sort_keys=True, default=str)
+    parts = {k: plain.get(k) for k in keys}
+    parts["error_version"] = ERROR_VERSION
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Bumped whenever the definition of e(ξ) changes, so cached errors of an old definition are
+# never reused (2: output-layer hidden term).
+ERROR_VERSION = 2
 ERROR_KEYS = ("source_dir", "teacher_dir", "corpus", "seq_len", "max_sequences",
               "heldout_fraction", "proxy", "data_seed")
 
@@ -117,7 +122,12 @@ def build_space(config) -> space.SearchSpace:
             return False
         return not head_dim or f["hidden"] == f["heads"] * head_dim
 
-    monotone = {"heads": bool(g.get("monotone_heads", False) or head_dim)}
+    # Axes that take part in the partial order ⪯ of assumption M ("bigger is not worse");
+    # an axis the audit shows M fails on can be taken out (then only equal values compare).
+    monotone = {"heads": bool(g.get("monotone_heads", False) or head_dim),
+                "depth": bool(g.get("monotone_depth", True)),
+                "hidden": bool(g.get("monotone_hidden", True)),
+                "intermediate": bool(g.get("monotone_intermediate", True))}
     sp = space.grid(valid=valid, factory=A.Arch, monotone=monotone, type_name="Arch", **axes)
     sp.candidates()  # raises if nothing is valid
     bad = [(h, a) for h in axes["hidden"] for a in axes["heads"] if h % a]

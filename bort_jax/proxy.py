@@ -5,7 +5,10 @@ arXiv 2010.08512 scores each candidate ξ by training it for a bounded number of
 error tracks the converged one. Here a candidate is initialised (randomly, or sliced from the
 source checkpoint), KD-trained for `steps` steps against the *cached* teacher outputs
 (`distill.KDData`, one teacher pass for the whole search) through the one loop `train.train`,
-and its held-out KD objective is returned as the error.
+and its held-out KD objective is returned as the error — with the hidden-state term measured at
+the output layer only (MSE between the student's and the teacher's last hidden states through
+the learned projection), so that e(ξ) is the same quantity for every depth: the all-layer mean
+used for *training* averages over D_s + 1 matched layers and is not comparable across depths.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ class ProxyConfig:
 @dataclasses.dataclass
 class ProxyResult:
     arch: Arch
-    error: float                  # held-out KD objective after `steps` steps
+    error: float                  # held-out KD objective (output-layer hidden term) after `steps`
     metrics: dict[str, float]     # held-out terms (mlm, hidden, mlm_acc, total, ...)
     train_seconds: float
     steps: int
@@ -74,7 +77,7 @@ def proxy_error(arch: Arch, data: distill.KDData, spec: Spec, cfg: ProxyConfig,
     seconds = time.perf_counter() - t0
     eval_fn = distill.make_eval_fn(loss_fn, distill.heldout_batches(data, cfg.batch_size))
     metrics = eval_fn(result.state.params)
-    error = metrics["heldout_total"]
+    error = metrics["heldout_output_total"]
     if not np.isfinite(error):
         error = float("inf")
     return ProxyResult(arch, float(error), metrics, seconds, cfg.steps)
