@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.compilation_cache = True       # JAX persistent cache in <workdir>/jax_cache
 
     cfg.student = ml_collections.ConfigDict(dict(
-        num_steps=150, batch_size=16, learning_rate=2e-4, warmup_ratio=0.1,
+        num_steps=150, batch_size=16, learning_rate=1e-3, warmup_ratio=0.1,
         weight_decay=0.0, dropout_rate=0.1, log_every=50))
     cfg.labeler = ml_collections.ConfigDict(dict(
         num_steps=100, batch_size=16, learning_rate=1e-4, warmup_ratio=0.1,

@@ -17,6 +17,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "real 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/extract", "real instance workdir (cache)")
 _REAL = flags.DEFINE_bool("real", True, "also audit the real embedded instance")
 _EPS = flags.DEFINE_list("eps", ["0.05", "0.1", "0.25", "0.5"], "ε values")
+_SYNTHETIC = flags.DEFINE_bool("synthetic", True, "audit the synthetic instances")
+_OUT = flags.DEFINE_string("out", "audit.md", "file name of the table inside --workdir")
 
 
 def main(argv):
@@ -24,17 +26,19 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     py_logging.getLogger("absl").setLevel(py_logging.WARNING)
     eps = [float(x) for x in _EPS.value]
-    rows = audit.synthetic_rows(eps)
+    rows = audit.synthetic_rows(eps) if _SYNTHETIC.value else []
     if _REAL.value:
         cfg = _CONFIG.value
         prob = extract.build_problem(cfg, _WORKDIR.value)
+        monotone = ",".join(a.name for a in prob.space.axes if a.monotone)
         rows += audit.audit_problem(
-            f"real: MiniLM grid ({len(prob.space.candidates())})", prob.space, prob.p, prob.i,
+            f"real: MiniLM grid ({len(prob.space.candidates())}), ⪯ over {monotone}, "
+            f"C {'on' if cfg.convex else 'off'}", prob.space, prob.p, prob.i,
             prob.e, eps, F.WCoefficient(**dict(cfg.objective)), cache=prob.cache,
             **{k: v for k, v in extract.search_kwargs(cfg).items() if k != "eps"})
     table = audit.markdown(rows)
     os.makedirs(_WORKDIR.value, exist_ok=True)
-    path = os.path.join(_WORKDIR.value, "audit.md")
+    path = os.path.join(_WORKDIR.value, _OUT.value)
     with open(path, "w") as f:
         f.write("# FPTAS audit: FPTAS vs exhaustive search\n\n" + table + "\n")
     print(table)
