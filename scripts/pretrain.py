@@ -1,5 +1,7 @@
 """KD pretraining: `python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=DIR`."""
-from absl import app, flags
+import logging as py_logging
+
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bort_jax import pretrain
@@ -11,6 +13,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain", "output / resume dire
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
+    py_logging.getLogger("absl").setLevel(py_logging.WARNING)
     summary = pretrain.pretrain(_CONFIG.value, _WORKDIR.value)
     print(f"initial held-out KD objective {summary['initial_heldout']['heldout_total']:.4f}"
           f" → final {summary['final_heldout']['heldout_total']:.4f}; "
