@@ -44,8 +44,10 @@ def test_padding_never_leaks(model_params):
     other[0, 6:] = np.arange(4) + 40  # different tokens under the padding
     a = model.apply({"params": params}, ids, mask)
     b = model.apply({"params": params}, other, mask)
-    np.testing.assert_array_equal(a["last_hidden_state"][0, :6], b["last_hidden_state"][0, :6])
-    np.testing.assert_array_equal(a["logits"], b["logits"])
+    # exactly equal on CPU; accelerators may pick other matmul algorithms per call
+    np.testing.assert_allclose(a["last_hidden_state"][0, :6], b["last_hidden_state"][0, :6],
+                               atol=1e-5)
+    np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)
     # and the unpadded row agrees with running it alone, unpadded
     alone = model.apply({"params": params}, ids[:1, :6], mask[:1, :6])
     np.testing.assert_allclose(alone["last_hidden_state"][0], a["last_hidden_state"][0, :6],
