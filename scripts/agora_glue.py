@@ -5,7 +5,11 @@ fine-tuned on `n_train` training examples. The dev split is cut once, by `split_
 an *agora* half (Agora's evaluation set E: its errors seed the synthetic points, and it
 selects the best round) and a *held-out* half that only the report sees
 (`bort_jax.agora.split_dev`, disjointness asserted). The labeler is the full MiniLM
-fine-tuned on the same `n_train` examples (best step chosen on the agora half).
+fine-tuned once per task (best step chosen on the agora half) on `labeler.train_examples`
+training examples: 0 = the student's `n_train` examples (default), -1 = the whole training
+split, N = N examples. Both subsets come from the same `data_seed` permutation, so the
+student's examples are a subset of a larger labeler set (asserted); the dev split is never
+part of either.
 
 For every seed:
   plain   = Agora's round 0: the student fitted on the real examples only;
@@ -15,6 +19,12 @@ trains the same number of steps on real + synthetic rows. Synthetic rows: each t
 embedding (MiniLM's table) of a misclassified agora-half example is moved uniformly inside a
 ball of radius `agora.radius` x the mean nearest-neighbour distance of the training tokens,
 decoded to the nearest token, and labelled by the labeler (`bort_jax.agora`).
+
+Optional control (`control_distill`): the student trained on its real rows plus the
+labeler's pseudo-labels of random unlabeled training-split sentences (outside the student's
+and, where enough remain, the labeler's set; gold labels discarded), as many rows as Agora's
+largest synthetic pool. With a labeler trained on more data than the student it separates
+Agora's targeted sampling from plain distillation of the labeler.
 
 Outputs in the workdir: agora_glue.json (everything) and agora_glue.md (tables).
 
@@ -48,7 +58,8 @@ Arrays = dict[str, np.ndarray]
 
 @dataclasses.dataclass
 class TaskData:
-    """Encoded splits of one task. agora_idx / heldout_idx index the (capped) dev split."""
+    """Encoded splits of one task. agora_idx / heldout_idx index the (capped) dev split;
+    train_idx / labeler_train_idx index the training split (student / labeler rows)."""
 
     task: Task
     train: Arrays
@@ -56,26 +67,83 @@ class TaskData:
     heldout: Arrays
     agora_idx: np.ndarray
     heldout_idx: np.ndarray
+    labeler_train: Optional[Arrays] = None      # None = the student's `train`
+    train_idx: Optional[np.ndarray] = None
+    labeler_train_idx: Optional[np.ndarray] = None
+    distill_pool: Optional[Arrays] = None       # unlabeled-text control (gold labels unused)
+
+    @property
+    def labeler_rows(self) -> Arrays:
+        return self.train if self.labeler_train is None else self.labeler_train
 
     def sizes(self) -> dict[str, int]:
         return {"train": ft.num_rows(self.train),
+                "labeler_train": ft.num_rows(self.labeler_rows),
                 "dev": len(self.agora_idx) + len(self.heldout_idx),
                 "agora_dev": len(self.agora_idx), "heldout": len(self.heldout_idx)}
 
 
+def subsample_indices(n: int, limit: int, seed: int) -> np.ndarray:
+    """The indices `ft.subsample(examples, limit, seed)` keeps out of n examples (sorted)."""
+    if not limit or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def labeler_limit(cfg: Any) -> int:
+    """Training examples of the labeler, in `ft.subsample` terms (0 = all).
+
+    `labeler.train_examples`: 0 (or absent) = the student's `n_train`; -1 = all; N > 0 = N.
+    """
+    n = int(cfg.labeler.get("train_examples", 0) or 0)
+    if n < -1:
+        raise ValueError(f"labeler.train_examples must be -1, 0 or positive, got {n}")
+    return cfg.n_train if n == 0 else (0 if n == -1 else n)
+
+
 def load_task_data(task: Task, cfg: Any, tokenizer: Any) -> TaskData:
-    """Scarce training subset, dev split into disjoint agora / held-out halves."""
-    train_ex = ft.subsample(ft.load_examples(task, "train", cfg.data_dir), cfg.n_train,
-                            cfg.data_seed)
+    """Scarce training subset (student), the labeler's training subset (same permutation,
+    so a larger one contains the student's), dev split into disjoint agora / held-out
+    halves."""
+    all_train = ft.load_examples(task, "train", cfg.data_dir)
+    train_idx = subsample_indices(len(all_train), cfg.n_train, cfg.data_seed)
+    train_ex = ft.subsample(all_train, cfg.n_train, cfg.data_seed)
+    assert train_ex == [all_train[i] for i in train_idx]
+    lab_limit = labeler_limit(cfg)
+    lab_idx = subsample_indices(len(all_train), lab_limit, cfg.data_seed)
+    if len(lab_idx) >= len(train_idx):
+        assert set(train_idx.tolist()) <= set(lab_idx.tolist()), \
+            "the student's training rows must be a subset of the labeler's"
     dev_ex = ft.subsample(ft.load_examples(task, task.eval_splits[0], cfg.data_dir),
                           cfg.max_dev_examples, cfg.data_seed)
     agora_idx, heldout_idx = agora.split_dev(len(dev_ex), cfg.agora_fraction, cfg.split_seed)
     agora.assert_disjoint(agora_idx, heldout_idx)
     assert len(agora_idx) + len(heldout_idx) == len(dev_ex)
     dev = ft.encode_examples(tokenizer, task, dev_ex, cfg.max_seq_len)
-    return TaskData(task, ft.encode_examples(tokenizer, task, train_ex, cfg.max_seq_len),
-                    ft.take_rows(dev, agora_idx), ft.take_rows(dev, heldout_idx),
-                    agora_idx, heldout_idx)
+    train = ft.encode_examples(tokenizer, task, train_ex, cfg.max_seq_len)
+    labeler_train = None
+    if not np.array_equal(lab_idx, train_idx):
+        labeler_train = ft.encode_examples(
+            tokenizer, task, ft.subsample(all_train, lab_limit, cfg.data_seed),
+            cfg.max_seq_len)
+    pool = None
+    if cfg.get("control_distill", False):
+        pool_idx = distill_pool_indices(len(all_train), train_idx, lab_idx,
+                                        cfg.get("distill_pool_size", 4000), cfg.data_seed)
+        pool = ft.encode_examples(tokenizer, task, [all_train[i] for i in pool_idx],
+                                  cfg.max_seq_len)
+    return TaskData(task, train, ft.take_rows(dev, agora_idx), ft.take_rows(dev, heldout_idx),
+                    agora_idx, heldout_idx, labeler_train, train_idx, lab_idx, pool)
+
+
+def distill_pool_indices(n: int, train_idx: np.ndarray, labeler_idx: np.ndarray,
+                         size: int, seed: int) -> np.ndarray:
+    """Up to `size` training-split rows outside the student's set, preferring rows the
+    labeler was not trained on either (random order, seeded)."""
+    outside = np.setdiff1d(np.arange(n), np.union1d(train_idx, labeler_idx))
+    if len(outside) < size:
+        outside = np.setdiff1d(np.arange(n), train_idx)
+    return np.random.default_rng(seed + 1).permutation(outside)[:size]
 
 
 def row_keys(arrays: Arrays) -> list[bytes]:
@@ -108,18 +176,20 @@ def predict_labels(model, params, inputs: Arrays, cfg: Any) -> np.ndarray:
 def stage_config(section: Any, cfg: Any, seed: int) -> ft.FinetuneConfig:
     """A FinetuneConfig from a `student` / `labeler` section plus the shared fields."""
     values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+    values.pop("train_examples", None)       # labeler data size, not an optimiser field
     return ft.FinetuneConfig.from_config(dict(
         values, seed=seed, max_seq_len=cfg.max_seq_len, length_bucket=cfg.length_bucket,
         eval_batch_size=cfg.eval_batch_size))
 
 
 def train_labeler(ckpt: hf.Checkpoint, data: TaskData, cfg: Any) -> dict:
-    """The full checkpoint fine-tuned on the scarce training set; best step on agora half."""
+    """The full checkpoint fine-tuned on the labeler's training rows (once per task); best
+    step on the agora half."""
     t0 = time.perf_counter()
     lcfg = stage_config(cfg.labeler, cfg, seed=0)
     model, params = ft.build_classifier(ckpt, data.task, dropout_rate=lcfg.dropout_rate)
-    prep = ft.Prepared(lcfg, data.task, model, params, data.train, data.agora_dev, None, "",
-                       lcfg.num_steps, lcfg.eval_every or lcfg.num_steps)
+    prep = ft.Prepared(lcfg, data.task, model, params, data.labeler_rows, data.agora_dev,
+                       None, "", lcfg.num_steps, lcfg.eval_every or lcfg.num_steps)
     best, _ = ft.fit(prep)
     score = metric_fn(data.task)
     return {"model": model, "params": best.params, "best_step": best.step,
@@ -189,9 +259,18 @@ def run_seed(data: TaskData, ckpt: hf.Checkpoint, labeler: dict, tools: dict, cf
     history = [_jsonable(r) for r in result.history]
     control = (restarts_control(data, model, init, scfg, history[0], len(history) - 1, cfg)
                if cfg.control_restarts else None)
+    distill = (distill_control(data, model, init, scfg, labeler, cfg,
+                               max(r["n_synthetic"] for r in history))
+               if data.distill_pool is not None else None)
+    if distill is not None:
+        log(f"[{task.name} seed {seed}] distill control: {distill['n_extra']} pseudo-labelled "
+            f"rows (labeler = gold {distill['labeler_equals_gold']}), agora-dev "
+            f"{distill['agora_dev']:.3f} held-out {distill['heldout']:.3f}")
     return {"seed": seed, "plain": history[0]["heldout_metric"],
             "plain_best_of": None if control is None else control["heldout"],
             "control": control,
+            "distill": None if distill is None else distill["heldout"],
+            "distill_control": distill,
             "agora": history[result.best_round]["heldout_metric"],
             "plain_agora_dev": history[0]["agora_dev_metric"],
             "agora_agora_dev": result.best_metric, "best_round": result.best_round,
@@ -219,6 +298,28 @@ def restarts_control(data: TaskData, model, init: Any, scfg: ft.FinetuneConfig,
                                       data.heldout["label"])})
     best = int(np.argmax([r["agora_dev"] for r in runs]))
     return {"runs": runs, "best": best, "heldout": runs[best]["heldout"]}
+
+
+def distill_control(data: TaskData, model, init: Any, scfg: ft.FinetuneConfig,
+                    labeler: dict, cfg: Any, n_extra: int) -> dict:
+    """The student trained (same init, steps, seed) on its real rows plus `n_extra` random
+    unlabeled training-split sentences labelled by the labeler (Agora's largest synthetic
+    pool size): what the labeler's knowledge gives without Agora's targeted sampling."""
+    score = metric_fn(data.task)
+    pool = data.distill_pool
+    pick = np.random.default_rng(scfg.seed).permutation(ft.num_rows(pool))[:n_extra]
+    rows = ft.take_rows(pool, pick)
+    gold = rows["label"]
+    rows["label"] = labeler["pool_labels"][pick].astype(gold.dtype)
+    train = {k: np.concatenate([np.asarray(data.train[k]), rows[k]]) for k in data.train}
+    params = ft.host_copy(ft.train_on_arrays(model, init, data.task.kind, train, scfg,
+                                             scfg.num_steps, desc="distill").state.params)
+    return {"n_extra": int(len(pick)),
+            "labeler_equals_gold": float(np.mean(rows["label"] == gold)) if len(pick) else None,
+            "agora_dev": score(predict_labels(model, params, data.agora_dev, cfg),
+                               data.agora_dev["label"]),
+            "heldout": score(predict_labels(model, params, data.heldout, cfg),
+                             data.heldout["label"])}
 
 
 @functools.lru_cache(maxsize=None)
@@ -278,16 +379,19 @@ def summarise_task(seeds: list[dict]) -> dict:
     if all(s["plain_best_of"] is not None for s in seeds):
         out["best_of_mean"], out["best_of_std"] = mean_std([s["plain_best_of"]
                                                             for s in seeds])
+    if all(s.get("distill") is not None for s in seeds):
+        out["distill_mean"], out["distill_std"] = mean_std([s["distill"] for s in seeds])
     return out
 
 
 def markdown(report: dict) -> str:
     """Main table, per-round history and perturbation examples."""
     pct = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"  # noqa: E731
-    lines = ["| task | train | dev (agora / held-out) | labeler held-out | plain held-out "
+    lines = ["| task | train | dev (agora / held-out) | labeler train | labeler held-out "
+             "| plain held-out "
              "| plain best-of-(R+1) held-out | Agora held-out | Δ (Agora − plain) "
              "| Agora wins | best round (mean) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, t in report["tasks"].items():
         s, z = t["summary"], t["sizes"]
         rounds = np.mean([x["best_round"] for x in t["seeds"]])
@@ -295,10 +399,25 @@ def markdown(report: dict) -> str:
                    else "not run")
         lines.append(
             f"| {name} | {z['train']} | {z['dev']} ({z['agora_dev']} / {z['heldout']}) | "
-            f"{100 * t['labeler']['heldout']:.1f} | {pct(s['plain_mean'], s['plain_std'])} | "
+            f"{z.get('labeler_train', z['train'])} | {100 * t['labeler']['heldout']:.1f} | "
+            f"{pct(s['plain_mean'], s['plain_std'])} | "
             f"{best_of} | {pct(s['agora_mean'], s['agora_std'])} | "
             f"{pct(s['delta_mean'], s['delta_std'])} | {s['wins']}/{len(t['seeds'])} | "
             f"{rounds:.1f} |")
+    distilled = [(n, t) for n, t in report["tasks"].items()
+                 if "distill_mean" in t["summary"]]
+    if distilled:
+        lines += ["", "Control: student on real rows + labeler pseudo-labels of random "
+                  "unlabeled training-split text (as many rows as Agora's largest synthetic "
+                  "pool):", "", "| task | extra rows (mean) | labeler = gold on them "
+                  "| held-out |", "|---|---:|---:|---:|"]
+        for name, t in distilled:
+            d = [x["distill_control"] for x in t["seeds"]]
+            agree = np.mean([x["labeler_equals_gold"] for x in d
+                             if x["labeler_equals_gold"] is not None] or [np.nan])
+            lines.append(f"| {name} | {np.mean([x['n_extra'] for x in d]):.0f} | "
+                         f"{100 * agree:.1f} | "
+                         f"{pct(t['summary']['distill_mean'], t['summary']['distill_std'])} |")
     lines += ["", "Per round (agora-dev selects; held-out is reported only):", "",
               "| task | seed | round | train rows | synthetic | agora-dev | held-out | errors "
               "| new points | labeler = gold on new | held-out rows in train |",
@@ -336,14 +455,20 @@ def run_task(task: Task, ckpt: hf.Checkpoint, tokenizer: Any, tools: dict, cfg: 
     data = load_task_data(task, cfg, tokenizer)
     log(f"[{task.name}] sizes {data.sizes()}")
     labeler = train_labeler(ckpt, data, cfg)
+    labeler["heldout_rows_in_train"] = count_in(data.labeler_rows,
+                                                set(row_keys(data.heldout)))
+    if data.distill_pool is not None:
+        labeler["pool_labels"] = predict_labels(labeler["model"], labeler["params"],
+                                                data.distill_pool, cfg)
     log(f"[{task.name}] labeler agora-dev {labeler['agora_dev']:.3f} held-out "
         f"{labeler['heldout']:.3f} ({labeler['seconds']:.0f} s)")
     results = [run_seed(data, ckpt, labeler, tools, cfg, s) for s in seeds]
     pert = perturbation_examples(data, labeler, tools, cfg, results[0]["radius"], tokenizer)
     return {"sizes": data.sizes(), "agora_idx": data.agora_idx.tolist(),
-            "heldout_idx": data.heldout_idx.tolist(),
+            "heldout_idx": data.heldout_idx.tolist(), "train_idx": data.train_idx.tolist(),
+            "labeler_train_idx": data.labeler_train_idx.tolist(),
             "labeler": {k: labeler[k] for k in ("best_step", "agora_dev", "heldout",
-                                                "seconds")},
+                                                "heldout_rows_in_train", "seconds")},
             "seeds": results, "summary": summarise_task(results), "perturbation": pert,
             "seconds": time.perf_counter() - t0}
 

@@ -77,8 +77,9 @@ def _config(tiny_dir: Path, data_dir: Path) -> ml_collections.ConfigDict:
     cfg.tasks, cfg.init, cfg.data_dir = "sst2", str(tiny_dir), str(data_dir)
     cfg.n_train, cfg.seeds, cfg.max_seq_len, cfg.student_arch = 64, "0,1", 16, "1,2,16,32"
     cfg.student.update(num_steps=12, learning_rate=1e-3)
-    cfg.labeler.update(num_steps=40, learning_rate=2e-3, eval_every=20)
+    cfg.labeler.update(num_steps=40, learning_rate=2e-3, eval_every=20, train_examples=80)
     cfg.agora.update(rounds=1, samples_per_error=2, radius=2.0)
+    cfg.control_distill, cfg.distill_pool_size = True, 12
     return cfg
 
 
@@ -93,7 +94,12 @@ def test_tiny_end_to_end(agora_glue, tiny_dir, data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(agora_glue.agora, "run_agora", spy)
     report = agora_glue.run(_config(tiny_dir, data_dir), tmp_path)
     task = report["tasks"]["sst2"]
-    assert task["sizes"] == {"train": 64, "dev": 40, "agora_dev": 20, "heldout": 20}
+    assert task["sizes"] == {"train": 64, "labeler_train": 80, "dev": 40, "agora_dev": 20,
+                             "heldout": 20}
+    # the labeler saw 80 training rows, the student only its 64 (a subset of them)
+    assert len(task["train_idx"]) == 64 and len(task["labeler_train_idx"]) == 80
+    assert set(task["train_idx"]) <= set(task["labeler_train_idx"])
+    assert task["labeler"]["heldout_rows_in_train"] == 0
     assert not set(task["agora_idx"]) & set(task["heldout_idx"])
     assert sorted(task["agora_idx"] + task["heldout_idx"]) == list(range(40))
     # Agora was handed the agora half only; no held-out row is in any training set
@@ -104,6 +110,7 @@ def test_tiny_end_to_end(agora_glue, tiny_dir, data_dir, tmp_path, monkeypatch):
     heldout_keys = set(agora_glue.row_keys(heldout))
     assert len(seen_by_agora) == 2
     for train_set, agora_dev in seen_by_agora:
+        assert ft.num_rows(train_set) == 64      # the student's real rows, not the labeler's
         assert not heldout_keys & set(agora_glue.row_keys(agora_dev))
         assert not heldout_keys & set(agora_glue.row_keys(train_set))
     for seed in task["seeds"]:
@@ -112,10 +119,42 @@ def test_tiny_end_to_end(agora_glue, tiny_dir, data_dir, tmp_path, monkeypatch):
             assert r["heldout_rows_in_train_real"] == r["heldout_rows_in_train_synthetic"] == 0
         assert seed["history"][-1]["train_size"] >= 64
         assert len(seed["control"]["runs"]) == len(seed["history"])
+        # distillation control: pseudo-labelled rows from outside both training sets
+        assert seed["distill_control"]["n_extra"] == min(
+            12, max(r["n_synthetic"] for r in seed["history"]))
+        assert 0.0 <= seed["distill"] <= 1.0
     # the report: JSON + Markdown listing split sizes and the per-round history
     saved = json.loads((tmp_path / "agora_glue.json").read_text())
     assert saved["tasks"]["sst2"]["sizes"]["heldout"] == 20
     md = (tmp_path / "agora_glue.md").read_text()
-    assert "| sst2 | 64 | 40 (20 / 20) |" in md and "Per round" in md
+    assert "| sst2 | 64 | 40 (20 / 20) | 80 |" in md and "Per round" in md
     assert 0.0 <= task["labeler"]["heldout"] <= 1.0
-    assert {"plain_mean", "agora_mean", "plain_std", "agora_std"} <= set(task["summary"])
+    assert {"plain_mean", "agora_mean", "plain_std", "agora_std",
+            "distill_mean"} <= set(task["summary"])
+    assert "Control: student on real rows" in md
+
+
+def test_labeler_train_examples(agora_glue, tiny_dir, data_dir):
+    """0 = the student's set (default); -1 = the whole split; N = N rows containing the
+    student's; the labeler's rows reach the labeler, the student keeps its n_train."""
+    cfg = _config(tiny_dir, data_dir)
+    tok, task = hf.load_tokenizer(tiny_dir), get_task("sst2")
+    for value, expected in ((0, 64), (-1, 96), (80, 80), (500, 96)):
+        cfg.labeler.train_examples = value
+        data = agora_glue.load_task_data(task, cfg, tok)
+        assert data.sizes()["train"] == 64
+        assert data.sizes()["labeler_train"] == ft.num_rows(data.labeler_rows) == expected
+        assert (data.labeler_train is None) == (expected == 64)
+        assert set(data.train_idx.tolist()) <= set(data.labeler_train_idx.tolist())
+        keys = set(agora_glue.row_keys(data.labeler_rows))
+        assert set(agora_glue.row_keys(data.train)) <= keys
+        pool = set(agora_glue.row_keys(data.distill_pool))
+        assert len(pool) == 12 and not pool & set(agora_glue.row_keys(data.train))
+        assert not pool & set(agora_glue.row_keys(data.heldout))
+        if expected < 96:
+            assert not pool & keys       # unlabeled for the labeler too, when rows remain
+    cfg.labeler.train_examples = -2
+    with pytest.raises(ValueError):
+        agora_glue.load_task_data(task, cfg, tok)
+    # train_examples is not a FinetuneConfig field: stage_config must drop it
+    assert agora_glue.stage_config(cfg.labeler, cfg, seed=0).num_steps == 40
