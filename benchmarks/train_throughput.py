@@ -9,8 +9,10 @@ through a learned projection + MLM CE) against all-MiniLM-L6-v2. Two modes, time
 in one run (median of ≥5 steps after warm-up, compilation excluded):
   cached     — teacher outputs read from the float16 memory-mapped cache (what a search does);
   recomputed — the teacher's forward pass runs before every step.
-Achieved FLOP/s of the student step = 3 × forward FLOPs (`arch.flops`, + MLM head at the masked
-positions) / step time, against the same process's measured float32 matmul peak.
+Achieved FLOP/s of the student step = 3 × forward matmul FLOPs (`arch.flops`, + MLM head at the
+masked positions + the hidden-KD projections) / step time, against the same process's measured
+float32 matmul peak. The AdamW update of the 31M-entry word-embedding table is memory-bound work
+that no FLOP count includes.
 """
 from __future__ import annotations
 
@@ -31,10 +33,14 @@ from bort_jax.arch import Arch, flops  # noqa: E402
 from bort_jax.models.bert import Bert  # noqa: E402
 
 
-def student_step_flops(arch: Arch, spec, batch: int, seq_len: int, positions: int) -> int:
-    """fwd + bwd ≈ 3 × forward matmul FLOPs (encoder + MLM head at the masked positions)."""
+def student_step_flops(arch: Arch, spec, batch: int, seq_len: int, positions: int,
+                       teacher_hidden: int) -> int:
+    """fwd + bwd ≈ 3 × forward matmul FLOPs of everything the student step multiplies:
+    encoder, MLM head at the masked positions, and the D+1 hidden-KD projections H_s → H_t."""
     fwd = flops(arch, seq_len, batch, spec)
     fwd += 2 * batch * positions * (arch.hidden * arch.hidden + arch.hidden * spec.vocab_size)
+    if arch.hidden != teacher_hidden:
+        fwd += (arch.depth + 1) * 2 * batch * seq_len * arch.hidden * teacher_hidden
     return 3 * fwd
 
 
@@ -71,7 +77,8 @@ def run(args) -> dict:
         timings = {name: time_fn(fn, batch, repeats=args.repeats, warmup=2)
                    for name, fn in (("cached", cached_step), ("recomputed", recomputed_step))}
     positions = batch["mlm_positions"].shape[1]
-    sflops = student_step_flops(arch, spec, args.batch, args.seq_len, positions)
+    sflops = student_step_flops(arch, spec, args.batch, args.seq_len, positions,
+                                data.teacher_hidden)
     tflops = flops(teacher.checkpoint.arch, args.seq_len, args.batch, spec)
     rows = []
     for name, t in timings.items():

@@ -1,0 +1,365 @@
+"""Forward-pass latency and throughput of BERT-large, BERT-base and Bort (random weights).
+
+    python benchmarks/inference.py --out=benchmarks/results/inference_cpu.json
+
+For every dtype in `--dtypes` the script first measures the machine's achieved matmul
+GFLOP/s (`common.matmul_peak`) in this process, then, for every `--shapes` entry BxL and
+every model, compiles the forward pass once (`jax.jit(...).lower(...).compile()`, not timed)
+and times `--repeats` calls after `--warmup` untimed ones. It reports the median latency,
+sequences/s, tokens/s, achieved GFLOP/s (matmul FLOPs from `bort_jax.arch.flops`) and its
+share of the matmul peak of the same dtype, and the speed-up of Bort over BERT-large and
+BERT-base from the same run. A Markdown table goes to stdout and everything to `--out`.
+
+Quick run: `--shapes=1x128 --dtypes=float32 --repeats=5`.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+# Runnable both as `python benchmarks/inference.py` and `python -m benchmarks.inference`.
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from bort_jax import arch as arch_lib  # noqa: E402
+from bort_jax.arch import Arch, Spec  # noqa: E402
+from bort_jax.models.bert import Bert, init_params  # noqa: E402
+
+MODELS: dict[str, tuple[Arch, Spec]] = {
+    "bert-large": (arch_lib.BERT_LARGE, arch_lib.BERT_SPEC),
+    "bert-base": (arch_lib.BERT_BASE, arch_lib.BERT_SPEC),
+    "bort": (arch_lib.BORT, arch_lib.BORT_SPEC),
+    # The ⟨4, 8, 768, 1024⟩ shape that the paper's 56M-parameter figure fits; its FLOP ratio
+    # to BERT-large (~18.7×) is what the paper's ~20× CPU speed-up corresponds to.
+    "bort-paper": (arch_lib.BORT_PAPER_SIZE, arch_lib.BORT_SPEC),
+}
+BORTS = ("bort", "bort-paper")
+REFERENCES = ("bert-large", "bert-base")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# What the project aims for (see README.md); checked on the B8×L128 float32 rows.
+TARGET_BORT_SPEEDUP = 10.0        # Bort vs BERT-large; the paper reports ~20× on CPU
+PAPER_BORT_SPEEDUP = 20.0
+TARGET_PEAK_FRACTION = 0.70       # BERT-large fp32 forward vs measured matmul peak
+PYTORCH_BERT_LARGE_B8_S = 1.8     # reference PyTorch forward, B8×L128 fp32, 2-core machine
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'8x128,1x128' → [(8, 128), (1, 128)]."""
+    shapes = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            batch, length = (int(v) for v in item.lower().split("x"))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"shape {item!r} is not BxL, e.g. 8x128") from e
+        if batch <= 0 or length <= 0:
+            raise argparse.ArgumentTypeError(f"shape {item!r} must be positive")
+        shapes.append((batch, length))
+    if not shapes:
+        raise argparse.ArgumentTypeError("no shapes given")
+    return shapes
+
+
+def parse_choices(text: str, choices: Sequence[str], what: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown {what} {bad or text!r}; choose from "
+                                         f"{', '.join(choices)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    p.add_argument("--models", default=",".join(MODELS),
+                   type=lambda s: parse_choices(s, list(MODELS), "model"))
+    p.add_argument("--shapes", default="8x128,1x128", type=parse_shapes,
+                   help="comma-separated BATCHxLENGTH")
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   type=lambda s: parse_choices(s, list(DTYPES), "dtype"),
+                   help="computation and parameter dtype")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per config (>= 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
+    p.add_argument("--peak_n", type=int, default=2048, help="side of the peak matmul")
+    p.add_argument("--peak_repeats", type=int, default=7)
+    p.add_argument("--xla_flags", default="",
+                   help="appended to $XLA_FLAGS before the backend starts")
+    p.add_argument("--quiet_wait_s", type=float, default=0.0,
+                   help="before each measurement wait up to this long for other processes "
+                        "to leave the CPUs (busy fraction <= --quiet_busy)")
+    p.add_argument("--quiet_busy", type=float, default=0.15)
+    p.add_argument("--max_others", type=float, default=0.1,
+                   help="re-time a config when other processes took more than this share "
+                        "of the CPUs during its timed calls")
+    p.add_argument("--attempts", type=int, default=3, help="tries per config (see above)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def forward_fn(model: Bert):
+    def forward(params, input_ids, attention_mask, token_type_ids):
+        return model.apply({"params": params}, input_ids, attention_mask, token_type_ids,
+                           deterministic=True)
+    return forward
+
+
+def random_inputs(spec: Spec, batch: int, length: int, seed: int) -> tuple[jax.Array, ...]:
+    ids = jax.random.randint(jax.random.PRNGKey(seed + 1), (batch, length), 0,
+                             spec.vocab_size, dtype=jnp.int32)
+    mask = jnp.ones((batch, length), jnp.int32)
+    types = jnp.zeros((batch, length), jnp.int32)
+    return ids, mask, types
+
+
+def timed(fn, fn_args: tuple, args: argparse.Namespace
+          ) -> tuple[dict[str, Any], float | None, list[float] | None]:
+    """`common.time_fn`, repeated (up to `--attempts` times) while other processes took more
+    than `--max_others` of the CPUs during the timed calls; keeps the least disturbed try."""
+    best = None
+    for attempt in range(1, args.attempts + 1):
+        busy = common.wait_for_quiet(args.quiet_busy, args.quiet_wait_s, sample_s=0.5)
+        load = common.load_average()
+        timing = common.time_fn(fn, *fn_args, repeats=args.repeats, warmup=args.warmup)
+        timing["attempts"] = attempt
+        others = timing["others_busy"]
+        if best is None or (others is not None and others < best[0]["others_busy"]):
+            best = (timing, busy, load)
+        if others is None or others <= args.max_others:
+            break
+    return best
+
+
+def measure_peak(dtype_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`common.matmul_peak`, retried like `timed` when other processes disturbed it."""
+    best = None
+    for attempt in range(1, args.attempts + 1):
+        common.wait_for_quiet(args.quiet_busy, args.quiet_wait_s)
+        peak = common.matmul_peak(DTYPES[dtype_name], n=args.peak_n,
+                                  repeats=args.peak_repeats)
+        peak["attempts"] = attempt
+        others = peak["others_busy"]
+        if best is None or (others is not None and others < best["others_busy"]):
+            best = peak
+        if others is None or others <= args.max_others:
+            break
+    return best
+
+
+def bench_model(name: str, dtype_name: str, batch: int, length: int, peak_gflops: float,
+                args: argparse.Namespace) -> dict[str, Any]:
+    arch, spec = MODELS[name]
+    dtype = DTYPES[dtype_name]
+    model = Bert(arch, spec, dtype=dtype, param_dtype=dtype)
+    params = jax.jit(functools.partial(init_params, model))(jax.random.PRNGKey(args.seed))
+    inputs = random_inputs(spec, batch, length, args.seed)
+    compiled, compile_s = common.compile_fn(forward_fn(model), params, *inputs)
+    timing, busy_before, load_before = timed(compiled, (params, *inputs), args)
+    del compiled, params
+    gc.collect()
+    flop = arch_lib.flops(arch, length, batch, spec)
+    median, best = timing["median_s"], timing["min_s"]
+    gflops = flop / median / 1e9
+    return {
+        "model": name,
+        "arch": str(arch),
+        "params": arch_lib.param_count(arch, spec)["total"],
+        "dtype": dtype_name,
+        "batch": batch,
+        "seq_len": length,
+        "compile_s": compile_s,
+        "median_s": median,
+        "min_s": best,
+        "mean_s": timing["mean_s"],
+        "all_s": timing["all"],
+        "seq_per_s": batch / median,
+        "tok_per_s": batch * length / median,
+        "gflop": flop / 1e9,
+        "gflops": gflops,
+        "gflops_best": flop / best / 1e9,
+        "pct_peak": 100.0 * gflops / peak_gflops,
+        "busy_before": busy_before,
+        "others_busy": timing["others_busy"],
+        "attempts": timing["attempts"],
+        "load_before": load_before,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Bort shape vs each BERT, per (dtype, batch, seq_len), from median and min times."""
+    out = []
+    index = {(r["model"], r["dtype"], r["batch"], r["seq_len"]): r for r in rows}
+    for (model, dtype, batch, length), bort in index.items():
+        if model not in BORTS:
+            continue
+        for other in REFERENCES:
+            ref = index.get((other, dtype, batch, length))
+            if ref is None:
+                continue
+            out.append({"model": model, "vs": other, "dtype": dtype, "batch": batch,
+                        "seq_len": length,
+                        "speedup": ref["median_s"] / bort["median_s"],
+                        "speedup_best": ref["min_s"] / bort["min_s"],
+                        "flop_ratio": ref["gflop"] / bort["gflop"]})
+    return out
+
+
+def check_targets(rows: list[dict[str, Any]], ups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The project's targets, evaluated where this run has the needed rows."""
+    targets: dict[str, Any] = {}
+    for model in BORTS:
+        up = next((u for u in ups if u["model"] == model and u["vs"] == "bert-large"
+                   and u["dtype"] == "float32" and (u["batch"], u["seq_len"]) == (8, 128)),
+                  None)
+        if up is not None:
+            targets[f"{model}_vs_bert_large_fp32_b8"] = {
+                "value": up["speedup"], "target": TARGET_BORT_SPEEDUP,
+                "paper": PAPER_BORT_SPEEDUP, "flop_ratio": up["flop_ratio"],
+                "met": up["speedup"] >= TARGET_BORT_SPEEDUP}
+    large = next((r for r in rows if r["model"] == "bert-large" and r["dtype"] == "float32"
+                  and (r["batch"], r["seq_len"]) == (8, 128)), None)
+    if large is not None:
+        targets["bert_large_fp32_b8_pct_peak"] = {
+            "value": large["pct_peak"], "target": 100 * TARGET_PEAK_FRACTION,
+            "met": large["pct_peak"] >= 100 * TARGET_PEAK_FRACTION}
+        targets["bert_large_fp32_b8_vs_pytorch"] = {
+            "jax_s": large["median_s"], "pytorch_s": PYTORCH_BERT_LARGE_B8_S,
+            "jax_speedup": PYTORCH_BERT_LARGE_B8_S / large["median_s"]}
+    return targets
+
+
+def markdown(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]],
+             ups: list[dict[str, Any]], targets: dict[str, Any]) -> str:
+    lines = ["| model | ⟨D,A,H,I⟩ | dtype | B×L | median ms | min ms | seq/s | tok/s "
+             "| GFLOP | GFLOP/s | % peak | others |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['arch']} | {r['dtype']} | {r['batch']}×{r['seq_len']} "
+            f"| {r['median_s'] * 1e3:,.1f} | {r['min_s'] * 1e3:,.1f} | {r['seq_per_s']:,.1f} "
+            f"| {r['tok_per_s']:,.0f} | {r['gflop']:,.1f} | {r['gflops']:,.1f} "
+            f"| {r['pct_peak']:.0f}% | {_pct(r['others_busy'])} |")
+    lines += ["", "| matmul peak | n | GFLOP/s (median) | GFLOP/s (best) | others |",
+              "|---|---:|---:|---:|---:|"]
+    for p in peaks.values():
+        lines.append(f"| {p['dtype']} | {p['n']} | {p['gflops']:,.1f} | "
+                     f"{p['gflops_best']:,.1f} | {_pct(p['others_busy'])} |")
+    if ups:
+        lines += ["", "| speed-up | dtype | B×L | median-based | min-based | FLOP ratio |",
+                  "|---|---|---|---:|---:|---:|"]
+        for u in ups:
+            lines.append(f"| {u['model']} vs {u['vs']} | {u['dtype']} "
+                         f"| {u['batch']}×{u['seq_len']} "
+                         f"| {u['speedup']:.1f}× | {u['speedup_best']:.1f}× "
+                         f"| {u['flop_ratio']:.1f}× |")
+    if targets:
+        lines += ["", "| target | reached | goal | met |", "|---|---:|---:|---|"]
+        for model in BORTS:
+            t = targets.get(f"{model}_vs_bert_large_fp32_b8")
+            if t:
+                lines.append(f"| {model} vs BERT-large, fp32 B8×L128 | {t['value']:.1f}× "
+                             f"(FLOP ratio {t['flop_ratio']:.1f}×) "
+                             f"| ≥{t['target']:.0f}× (paper ~{t['paper']:.0f}×) "
+                             f"| {'yes' if t['met'] else 'no'} |")
+        t = targets.get("bert_large_fp32_b8_pct_peak")
+        if t:
+            lines.append(f"| BERT-large fp32 B8×L128, % of matmul peak | {t['value']:.0f}% "
+                         f"| ≥{t['target']:.0f}% | {'yes' if t['met'] else 'no'} |")
+        t = targets.get("bert_large_fp32_b8_vs_pytorch")
+        if t:
+            lines.append(f"| BERT-large fp32 B8×L128 latency | {t['jax_s']:.2f} s "
+                         f"| PyTorch ≈{t['pytorch_s']:.1f} s | {t['jax_speedup']:.2f}× |")
+    return "\n".join(lines)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    env = f"XLA_FLAGS={shlex.quote(os.environ['XLA_FLAGS'])} " if os.environ.get(
+        "XLA_FLAGS") else ""
+    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
+    return env + "python " + " ".join(shlex.quote(a) for a in [script, *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.repeats < 5:
+        raise SystemExit("--repeats must be at least 5 (the median needs them)")
+    command = command_line(argv)
+    if args.xla_flags:  # read by XLA when the backend starts, i.e. at the first jax call
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
+                                   + args.xla_flags).strip()
+    started = time.time()
+    info = common.machine_info()
+    print(f"# {info['cpu_model']} × {info['cpus_usable']} cores, jax {info['jax']} "
+          f"({info['backend']}), load {info['load_average']}", flush=True)
+
+    rows: list[dict[str, Any]] = []
+    peaks: dict[str, dict[str, Any]] = {}
+    for dtype_name in args.dtypes:
+        peaks[dtype_name] = measure_peak(dtype_name, args)
+        print(f"# {dtype_name} matmul peak (n={args.peak_n}): "
+              f"{peaks[dtype_name]['gflops']:.1f} GFLOP/s", flush=True)
+        for batch, length in args.shapes:
+            for name in args.models:
+                row = bench_model(name, dtype_name, batch, length,
+                                  peaks[dtype_name]["gflops"], args)
+                rows.append(row)
+                print(f"  {name:10s} {dtype_name:8s} {batch}x{length}: "
+                      f"{row['median_s'] * 1e3:9.1f} ms (min {row['min_s'] * 1e3:.1f}), "
+                      f"{row['gflops']:6.1f} GFLOP/s = {row['pct_peak']:.0f}% of peak, "
+                      f"others {_pct(row['others_busy'])} (try {row['attempts']})", flush=True)
+
+    ups = speedups(rows)
+    targets = check_targets(rows, ups)
+    table = markdown(rows, peaks, ups, targets)
+    disturbed = [f"{r['model']} {r['dtype']} {r['batch']}x{r['seq_len']}" for r in rows
+                 if (r["others_busy"] or 0) > args.max_others]
+    disturbed += [f"{d} matmul peak" for d, p in peaks.items()
+                  if (p["others_busy"] or 0) > args.max_others]
+    if disturbed:
+        table += (f"\n\n**Warning:** other processes took more than "
+                  f"{100 * args.max_others:.0f}% of the CPUs while timing "
+                  f"{', '.join(disturbed)}; rerun on a quiet machine (--quiet_wait_s).")
+    print()
+    print(table)
+    result = {
+        "command": command,
+        "argv": argv,
+        "machine": info,
+        "load_average_end": common.load_average(),
+        "wall_s": time.time() - started,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "matmul_peak": peaks,
+        "results": rows,
+        "speedups": ups,
+        "targets": targets,
+        "disturbed": disturbed,
+        "markdown": table,
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
