@@ -146,6 +146,9 @@ def validate(config, workdir: str) -> None:
         raise ValueError(f"config.method={config.method!r}; use 'fptas' or 'exhaustive'")
     if config.inference not in ("measured", "flops"):
         raise ValueError(f"config.inference={config.inference!r}; use 'measured' or 'flops'")
+    if config.get("require_source") and not config.source_dir:
+        raise ValueError("config.source_dir is required by this config (the source model's HF "
+                         "directory, e.g. bert-large-uncased)")
     for key in ("source_dir", "teacher_dir"):
         path = config.get(key)
         if path and not (Path(path) / "config.json").is_file():

@@ -17,6 +17,7 @@ from configs import default
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = default.get_config()
     c.source_dir = ""        # required: BERT-large HF directory
+    c.require_source = True
     c.teacher_dir = ""       # RoBERTa-large HF directory ('' = the source)
     c.grid = ml_collections.ConfigDict(dict(
         depth=[2, 4, 6, 8, 10, 12], heads=[4, 8, 12, 16], hidden=[512, 768, 1024],

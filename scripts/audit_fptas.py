@@ -3,6 +3,11 @@
   python scripts/audit_fptas.py --workdir=runs/extract            # reuses extract's cache
   python scripts/audit_fptas.py --real=false                        # synthetic only, seconds
 """
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
+
 import logging as py_logging
 import os
 

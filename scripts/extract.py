@@ -3,6 +3,11 @@
   python scripts/extract.py                                   # embedded default (MiniLM)
   python scripts/extract.py --config=configs/bert_large.py --config.teacher_dir=/ckpt/roberta-large
 """
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
+
 import logging as py_logging
 
 from absl import app, flags, logging

@@ -1,4 +1,9 @@
 """KD pretraining: `python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=DIR`."""
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
+
 import logging as py_logging
 
 from absl import app, flags, logging

@@ -88,11 +88,23 @@ def test_unwritable_output_dir(tmp_path):
         extract.validate(default.get_config("smoke"), str(target / "out"))
 
 
-def test_bert_configs_validate_with_paper_grid(tmp_path):
+def test_bert_configs_validate_with_paper_grid(tmp_path, minilm_dir):
     for mod, n in ((bert_large, 300), (bert_base, 210)):  # 210 = 6 D × 5 I × (3 + 4) (A, H)
         cfg = mod.get_config()
         assert len(extract.build_space(cfg).candidates()) == n
+        with pytest.raises(ValueError, match="source_dir is required"):
+            extract.validate(cfg, str(tmp_path))
+        cfg.source_dir = minilm_dir
         extract.validate(cfg, str(tmp_path))
+
+
+def test_scripts_import_configs_from_any_cwd(tmp_path):
+    """`python scripts/extract.py --config=configs/bert_large.py` imports `configs.*`."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "extract.py"),
+                          f"--config={ROOT / 'configs' / 'bert_large.py'}",
+                          f"--workdir={tmp_path}"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert "source_dir is required" in out.stderr, out.stderr[-2000:]
 
 
 def _stand_in(path, arch, minilm_dir):
