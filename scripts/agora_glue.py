@@ -30,12 +30,13 @@ Outputs in the workdir: agora_glue.json (everything) and agora_glue.md (tables).
 
     python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=/tmp/agora_glue
 """
+from __future__ import annotations
+
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
 
-from __future__ import annotations
 
 import dataclasses
 import functools

@@ -20,12 +20,13 @@ Rows of the result table (same seed, same per-fit step budget):
 
     python scripts/agora_torus.py --out_dir /tmp/torus
 """
+from __future__ import annotations
+
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
 
-from __future__ import annotations
 
 import argparse
 import dataclasses

@@ -6,12 +6,13 @@
 With --workdir the run is resumable (Orbax checkpoints), and the workdir receives
 metrics.jsonl (training log), metrics.json (summary) and best_model/ (HF format + head).
 """
+from __future__ import annotations
+
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
 
-from __future__ import annotations
 
 import json
 
