@@ -7,8 +7,13 @@ GFLOP/s (`common.matmul_peak`) in this process, then, for every `--shapes` entry
 every model, compiles the forward pass once (`jax.jit(...).lower(...).compile()`, not timed)
 and times `--repeats` calls after `--warmup` untimed ones. It reports the median latency,
 sequences/s, tokens/s, achieved GFLOP/s (matmul FLOPs from `bort_jax.arch.flops`) and its
-share of the matmul peak of the same dtype, and the speed-up of Bort over BERT-large and
-BERT-base from the same run. A Markdown table goes to stdout and everything to `--out`.
+share of the matmul peak of the same dtype, and the speed-up of Bort (as released and the
+paper-size shape) over BERT-large and BERT-base from the same run. A Markdown table goes to
+stdout and everything, with the machine description and the exact command, to `--out`.
+
+The CPUs may be shared: every timing records `others_busy`, the share of the machine's CPU
+time other processes took meanwhile (the `others` column). A try above `--max_others` is
+repeated (`--attempts`), and `--quiet_wait_s` waits for a quiet machine before each try.
 
 Quick run: `--shapes=1x128 --dtypes=float32 --repeats=5`.
 """
@@ -23,7 +28,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 # Runnable both as `python benchmarks/inference.py` and `python -m benchmarks.inference`.
 _REPO = Path(__file__).resolve().parents[1]
@@ -126,37 +131,22 @@ def random_inputs(spec: Spec, batch: int, length: int, seed: int) -> tuple[jax.A
     return ids, mask, types
 
 
-def timed(fn, fn_args: tuple, args: argparse.Namespace
-          ) -> tuple[dict[str, Any], float | None, list[float] | None]:
-    """`common.time_fn`, repeated (up to `--attempts` times) while other processes took more
-    than `--max_others` of the CPUs during the timed calls; keeps the least disturbed try."""
-    best = None
+def least_disturbed(measure: Callable[[], dict[str, Any]],
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """Run `measure()` (which reports 'others_busy') until other processes took at most
+    `--max_others` of the CPUs during it, at most `--attempts` times; keep the least
+    disturbed result. Before each try wait up to `--quiet_wait_s` for a quiet machine."""
+    best: dict[str, Any] | None = None
     for attempt in range(1, args.attempts + 1):
         busy = common.wait_for_quiet(args.quiet_busy, args.quiet_wait_s, sample_s=0.5)
-        load = common.load_average()
-        timing = common.time_fn(fn, *fn_args, repeats=args.repeats, warmup=args.warmup)
-        timing["attempts"] = attempt
-        others = timing["others_busy"]
-        if best is None or (others is not None and others < best[0]["others_busy"]):
-            best = (timing, busy, load)
+        result = measure()
+        result.update(attempt=attempt, busy_before=busy, load_before=common.load_average())
+        others = result["others_busy"]
+        if best is None or (others is not None and others < (best["others_busy"] or 0)):
+            best = result
         if others is None or others <= args.max_others:
             break
-    return best
-
-
-def measure_peak(dtype_name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """`common.matmul_peak`, retried like `timed` when other processes disturbed it."""
-    best = None
-    for attempt in range(1, args.attempts + 1):
-        common.wait_for_quiet(args.quiet_busy, args.quiet_wait_s)
-        peak = common.matmul_peak(DTYPES[dtype_name], n=args.peak_n,
-                                  repeats=args.peak_repeats)
-        peak["attempts"] = attempt
-        others = peak["others_busy"]
-        if best is None or (others is not None and others < best["others_busy"]):
-            best = peak
-        if others is None or others <= args.max_others:
-            break
+    best["tries"] = attempt
     return best
 
 
@@ -168,7 +158,9 @@ def bench_model(name: str, dtype_name: str, batch: int, length: int, peak_gflops
     params = jax.jit(functools.partial(init_params, model))(jax.random.PRNGKey(args.seed))
     inputs = random_inputs(spec, batch, length, args.seed)
     compiled, compile_s = common.compile_fn(forward_fn(model), params, *inputs)
-    timing, busy_before, load_before = timed(compiled, (params, *inputs), args)
+    timing = least_disturbed(functools.partial(
+        common.time_fn, compiled, params, *inputs, repeats=args.repeats,
+        warmup=args.warmup), args)
     del compiled, params
     gc.collect()
     flop = arch_lib.flops(arch, length, batch, spec)
@@ -192,10 +184,11 @@ def bench_model(name: str, dtype_name: str, batch: int, length: int, peak_gflops
         "gflops": gflops,
         "gflops_best": flop / best / 1e9,
         "pct_peak": 100.0 * gflops / peak_gflops,
-        "busy_before": busy_before,
         "others_busy": timing["others_busy"],
-        "attempts": timing["attempts"],
-        "load_before": load_before,
+        "busy_before": timing["busy_before"],
+        "load_before": timing["load_before"],
+        "attempt": timing["attempt"],
+        "tries": timing["tries"],
     }
 
 
@@ -314,7 +307,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     peaks: dict[str, dict[str, Any]] = {}
     for dtype_name in args.dtypes:
-        peaks[dtype_name] = measure_peak(dtype_name, args)
+        peaks[dtype_name] = least_disturbed(functools.partial(
+            common.matmul_peak, DTYPES[dtype_name], n=args.peak_n,
+            repeats=args.peak_repeats), args)
         print(f"# {dtype_name} matmul peak (n={args.peak_n}): "
               f"{peaks[dtype_name]['gflops']:.1f} GFLOP/s", flush=True)
         for batch, length in args.shapes:
@@ -325,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 print(f"  {name:10s} {dtype_name:8s} {batch}x{length}: "
                       f"{row['median_s'] * 1e3:9.1f} ms (min {row['min_s'] * 1e3:.1f}), "
                       f"{row['gflops']:6.1f} GFLOP/s = {row['pct_peak']:.0f}% of peak, "
-                      f"others {_pct(row['others_busy'])} (try {row['attempts']})", flush=True)
+                      f"others {_pct(row['others_busy'])} (try {row['attempt']}/{row['tries']})",
+                      flush=True)
 
     ups = speedups(rows)
     targets = check_targets(rows, ups)
