@@ -15,6 +15,7 @@ def reference(shared_dir):
     return np.load(shared_dir / "fixtures" / "minilm_reference.npz", allow_pickle=True)
 
 
+@jax.default_matmul_precision("highest")  # exact fp32 matmuls on GPU/TPU too
 def test_minilm_parity_every_hidden_state(minilm, reference):
     model = Bert(minilm.arch, minilm.spec)
     out = model.apply({"params": minilm.params}, reference["input_ids"],
