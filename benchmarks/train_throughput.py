@@ -88,7 +88,7 @@ def run(args) -> dict:
                      "gflops": total / sec / 1e9,
                      "pct_peak": 100 * total / sec / 1e9 / peak["gflops"],
                      "others_busy": t["others_busy"]})
-    return {"arch": str(arch), "teacher": teacher_dir, "batch": args.batch,
+    return {"arch": str(arch), "teacher": args.teacher_dir or "all-MiniLM-L6-v2 (installed package)", "batch": args.batch,
             "seq_len": args.seq_len, "student_step_gflop": sflops / 1e9,
             "teacher_forward_gflop": tflops / 1e9, "peak_fp32": peak, "rows": rows,
             "cache_speedup": timings["recomputed"]["median_s"] / timings["cached"]["median_s"],

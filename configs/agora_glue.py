@@ -1,6 +1,6 @@
 """Config for `scripts/agora_glue.py`: plain vs Agora fine-tuning of a small student.
 
-    python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=/tmp/agora_glue \
+    python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=runs/agora_glue \
         [--config.tasks=sst2,rte] [--config.seeds=0,1,2] [--config.n_train=500]
 
 Sizes are chosen so both tasks, three seeds each, run in about 20 minutes on two CPU cores.

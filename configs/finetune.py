@@ -1,7 +1,7 @@
 """Config for `scripts/finetune.py`: every field of `bort_jax.finetune.FinetuneConfig`.
 
     python scripts/finetune.py --config=configs/finetune.py --config.task=rte \
-        --config.init=/path/to/hf_dir --config.arch=2,6,192,768 --workdir=/tmp/ft_rte
+        --config.init=DIR --config.arch=2,6,192,768 --workdir=runs/ft_rte
 
 Empty strings / zeros mean 'not set' (init: the installed all-MiniLM-L6-v2; data_dir:
 ../shared/data beside the repo, else TFDS; eval_every: 4 per run). num_steps defaults to 200

@@ -1,7 +1,7 @@
 """KD pretraining of an extracted architecture (Bort, arXiv 2010.10499 Sec. 3).
 
   python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=runs/pretrain
-  python scripts/pretrain.py --config=configs/pretrain_bort.py:smoke --workdir=/tmp/pt
+  python scripts/pretrain.py --config=configs/pretrain_bort.py:smoke --workdir=runs/pt_smoke
   python scripts/pretrain.py --config=configs/pretrain_bort.py \
       --config.arch=4,8,1024,768 --config.teacher_dir=/ckpt/roberta-large --config.kd.logit=0.5 \
       --config.kd.mlm=0.1 --config.corpus=tfds:wikipedia/20230601.en

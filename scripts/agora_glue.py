@@ -28,7 +28,7 @@ Agora's targeted sampling from plain distillation of the labeler.
 
 Outputs in the workdir: agora_glue.json (everything) and agora_glue.md (tables).
 
-    python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=/tmp/agora_glue
+    python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=runs/agora_glue
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ Rows of the result table (same seed, same per-fit step budget):
   train + agora-dev labels   reference: one fit on the arc data plus the labelled agora
                    split itself (what one could do with E instead of sampling around it).
 
-    python scripts/agora_torus.py --out_dir /tmp/torus
+    python scripts/agora_torus.py --out_dir runs/torus
 """
 from __future__ import annotations
 
@@ -318,7 +318,7 @@ def plot_round(path: str, params: Any, cfg: TorusConfig, data: agora.Dataset,
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out_dir", default="/tmp/torus")
+    p.add_argument("--out_dir", default="runs/torus")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--dim", type=int, default=2, choices=(2, 3))
     p.add_argument("--labeler", default="oracle", choices=("oracle", "strong"))

