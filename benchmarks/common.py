@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
+
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -17,30 +17,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bort_jax import latency
+
 
 def time_fn(fn: Callable[..., Any], *args: Any, repeats: int = 5,
             warmup: int = 1) -> dict[str, Any]:
     """Wall-clock seconds of `fn(*args)`, waiting for the result each time.
 
-    `fn` should be compiled already (e.g. `jax.jit(f).lower(*args).compile()`); a plain
-    `jax.jit` function also works because the `warmup` calls (at least one) compile it.
-    Returns {'median_s', 'min_s', 'mean_s', 'all'} over `repeats` (>= 5) timed calls and
-    'others_busy', the share of the machine's CPU time other processes took meanwhile
-    (None where /proc/stat is unavailable).
+    `fn` should be compiled already; the `warmup` calls (at least one) run before timing.
+    Returns `bort_jax.latency.time_call`'s {'median_s', 'min_s', 'mean_s', 'all'} over
+    `repeats` (>= 5) timed calls plus 'others_busy', the share of the machine's CPU time other
+    processes took meanwhile (None where /proc/stat is unavailable).
     """
     if repeats < 5:
         raise ValueError(f"need at least 5 timed repeats for a median, got {repeats}")
     for _ in range(max(1, warmup)):
         jax.block_until_ready(fn(*args))
-    times = []
     meter = BusyMeter()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    others = meter.stop()[1]
-    return {"median_s": statistics.median(times), "min_s": min(times),
-            "mean_s": statistics.fmean(times), "all": times, "others_busy": others}
+    timing = latency.time_call(lambda: fn(*args), repeats=repeats, warmup=0)
+    timing["others_busy"] = meter.stop()[1]
+    return timing
 
 
 def compile_fn(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], float]:

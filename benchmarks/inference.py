@@ -35,13 +35,12 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from bort_jax import arch as arch_lib  # noqa: E402
 from bort_jax.arch import Arch, Spec  # noqa: E402
-from bort_jax.models.bert import Bert, init_params  # noqa: E402
+from bort_jax import latency  # noqa: E402
 
 MODELS: dict[str, tuple[Arch, Spec]] = {
     "bert-large": (arch_lib.BERT_LARGE, arch_lib.BERT_SPEC),
@@ -116,21 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def forward_fn(model: Bert):
-    def forward(params, input_ids, attention_mask, token_type_ids):
-        return model.apply({"params": params}, input_ids, attention_mask, token_type_ids,
-                           deterministic=True)
-    return forward
-
-
-def random_inputs(spec: Spec, batch: int, length: int, seed: int) -> tuple[jax.Array, ...]:
-    ids = jax.random.randint(jax.random.PRNGKey(seed + 1), (batch, length), 0,
-                             spec.vocab_size, dtype=jnp.int32)
-    mask = jnp.ones((batch, length), jnp.int32)
-    types = jnp.zeros((batch, length), jnp.int32)
-    return ids, mask, types
-
-
 def least_disturbed(measure: Callable[[], dict[str, Any]],
                     args: argparse.Namespace) -> dict[str, Any]:
     """Run `measure()` (which reports 'others_busy') until other processes took at most
@@ -154,14 +138,10 @@ def bench_model(name: str, dtype_name: str, batch: int, length: int, peak_gflops
                 args: argparse.Namespace) -> dict[str, Any]:
     arch, spec = MODELS[name]
     dtype = DTYPES[dtype_name]
-    model = Bert(arch, spec, dtype=dtype, param_dtype=dtype)
-    params = jax.jit(functools.partial(init_params, model))(jax.random.PRNGKey(args.seed))
-    inputs = random_inputs(spec, batch, length, args.seed)
-    compiled, compile_s = common.compile_fn(forward_fn(model), params, *inputs)
+    call, compile_s = latency.compiled_forward(arch, spec, batch, length, dtype, args.seed)
     timing = least_disturbed(functools.partial(
-        common.time_fn, compiled, params, *inputs, repeats=args.repeats,
-        warmup=args.warmup), args)
-    del compiled, params
+        common.time_fn, call, repeats=args.repeats, warmup=args.warmup), args)
+    del call
     gc.collect()
     flop = arch_lib.flops(arch, length, batch, spec)
     median, best = timing["median_s"], timing["min_s"]

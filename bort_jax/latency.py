@@ -18,7 +18,7 @@ from bort_jax.models.bert import Bert, init_params
 
 
 def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, Any]:
-    """Median/min wall time of `fn()` (blocked on its result) over `repeats` runs."""
+    """Median/min/mean wall time of `fn()` (blocked on its result) over `repeats` runs."""
     for _ in range(warmup):
         jax.block_until_ready(fn())
     times = []
@@ -26,23 +26,27 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "all_s": times}
+    return {"median_s": statistics.median(times), "min_s": min(times),
+            "mean_s": statistics.fmean(times), "all": times}
 
 
-def forward_fn(arch: Arch, spec: Spec, batch: int, seq_len: int, dtype: Any = jnp.float32,
-               seed: int = 0) -> Callable[[], jax.Array]:
-    """A zero-argument compiled forward pass of a randomly initialised `arch`."""
+def compiled_forward(arch: Arch, spec: Spec, batch: int, seq_len: int,
+                     dtype: Any = jnp.float32, seed: int = 0
+                     ) -> tuple[Callable[[], jax.Array], float]:
+    """(zero-argument compiled forward pass of a randomly initialised `arch`, compile seconds)."""
     model = Bert(arch, spec, dtype=dtype, param_dtype=dtype)
-    params = init_params(model, jax.random.PRNGKey(seed))
+    params = jax.jit(lambda r: init_params(model, r))(jax.random.PRNGKey(seed))
     ids = jnp.asarray(np.random.default_rng(seed).integers(
-        5, spec.vocab_size, (batch, seq_len)), jnp.int32)
+        0, spec.vocab_size, (batch, seq_len)), jnp.int32)
     mask = jnp.ones_like(ids)
     fwd = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m)["last_hidden_state"])
+    t0 = time.perf_counter()
     compiled = fwd.lower(params, ids, mask).compile()
-    return lambda: compiled(params, ids, mask)
+    return (lambda: compiled(params, ids, mask)), time.perf_counter() - t0
 
 
 def forward_latency(arch: Arch, spec: Spec, batch: int = 1, seq_len: int = 128,
                     dtype: Any = jnp.float32, repeats: int = 5) -> float:
     """Median seconds of one forward pass of `batch` × `seq_len` tokens."""
-    return time_call(forward_fn(arch, spec, batch, seq_len, dtype), repeats)["median_s"]
+    call, _ = compiled_forward(arch, spec, batch, seq_len, dtype)
+    return time_call(call, repeats)["median_s"]

@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 import jax
-import numpy as np
 
 from bort_jax import distill, hf, train
 from bort_jax.arch import Arch, param_count
