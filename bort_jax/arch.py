@@ -16,14 +16,14 @@ Parameter count (exact, post-LN BERT with biases and two LayerNorms per layer):
 FLOPs of one forward pass (`flops`) count every multiply-add of a matrix product as 2 FLOPs:
   per layer: 2·L·(4H² + 2HI)  (QKV, output, FFN)  +  4·L²·H  (Q·Kᵀ and softmax·V)
   pooler: 2·H² per sequence; mlm head: 2·L·(H² + H·V).
-Elementwise work (softmax, GELU, LayerNorm, bias) is O(L·H) and is reported separately by
-`elementwise_flops` so that `flops` stays the matmul count that a roofline compares to peak.
+Elementwise work (softmax, GELU, LayerNorm, bias) is O(L·H) and is not counted, so that
+`flops` stays the matmul count that a roofline compares to peak.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from typing import Sequence
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "relu", "tanh")
 
@@ -171,13 +171,6 @@ def flops(arch: Arch, seq_len: int, batch: int = 1, spec: Spec = BERT_SPEC, *,
     return batch * total
 
 
-def elementwise_flops(arch: Arch, seq_len: int, batch: int = 1) -> int:
-    """Rough non-matmul work: softmax (5/elt), GELU (8/elt), 2 LayerNorms (8/elt), biases."""
-    h, i, l, a = arch.hidden, arch.intermediate, seq_len, arch.heads
-    per_layer = 5 * a * l * l + 8 * l * i + 16 * l * h + l * (4 * h + i + h) + 2 * l * h
-    return batch * arch.depth * per_layer
-
-
 def block_costs(arch: Arch, spec: Spec, seq_len: int) -> dict[str, dict[str, int]]:
     """Cost of the A (embeddings), B (one layer) and C (pooler/output) blocks of AB^nC."""
     h = arch.hidden
@@ -201,24 +194,15 @@ def dense_params(widths: Sequence[tuple[int, int]]) -> int:
     return sum(d_in * d_out + d_out for d_in, d_out in widths)
 
 
-def toy_stack_params(arch: Sequence[int]) -> int:
-    """The seed's toy example: `arch = (n, a, b, c, d)` is n repeated blocks of two dense
-    layers, b→a then c→d, counted with `dense_params`:
-      (2,4,3,4,4) → 2(4·3 + 4 + 4·4 + 4) = 72 ;  (2,3,3,3,2) → 2(3·3 + 3 + 3·2 + 2) = 40.
+def check_seq_len(seq_len: int, spec: Spec, name: str = "seq_len") -> None:
+    """ValueError (naming `name`) if rows of `seq_len` tokens do not fit the model.
+
+    RoBERTa numbers positions from pad_id + 1, so it has max_positions − offset usable ones;
+    a row needs at least 3 tokens ([CLS] x [SEP]).
     """
-    n, a, b, c, d = arch
-    return n * dense_params([(b, a), (c, d)])
-
-
-def summary_table(arch: Arch, spec: Spec = BERT_SPEC, seq_len: int = 128,
-                  reference: Mapping[str, int] | None = None) -> str:
-    """Markdown table of the parameter split and FLOPs of `arch`."""
-    counts = param_count(arch, spec)
-    rows = ["| block | parameters | share |", "|---|---:|---:|"]
-    for key in ("embedding", "encoder", "pooler", "total"):
-        share = counts[key] / counts["total"] * 100
-        rows.append(f"| {key} | {counts[key]:,} | {share:.1f}% |")
-    rows.append(f"| forward FLOPs (L={seq_len}) | {flops(arch, seq_len, spec=spec):,} | |")
-    if reference:
-        rows.append(f"| vs reference total | {counts['total'] / reference['total'] * 100:.1f}% | |")
-    return "\n".join(rows)
+    usable = spec.max_positions - spec.position_offset
+    if seq_len > usable:
+        raise ValueError(f"{name}={seq_len} exceeds the model's {usable} usable positions "
+                         f"(max_positions={spec.max_positions}); use {name} <= {usable}")
+    if seq_len < 3:
+        raise ValueError(f"{name} must be >= 3 to hold [CLS] x [SEP], got {seq_len}")

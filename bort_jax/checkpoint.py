@@ -8,7 +8,7 @@ directly on whatever mesh the caller built.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -21,10 +21,6 @@ def manager(workdir: str | os.PathLike, max_to_keep: int = 2) -> ocp.CheckpointM
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory, options=options)
-
-
-def latest_step(mngr: ocp.CheckpointManager) -> int | None:
-    return mngr.latest_step()
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -44,11 +40,3 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None) -
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     return mngr.restore(step, args=ocp.args.StandardRestore(abstract(target)))
-
-
-def restore_or_init(mngr: ocp.CheckpointManager, init_fn: Callable[[], Any]) -> tuple[Any, bool]:
-    """(latest checkpoint, True) if one exists, else (init_fn(), False)."""
-    state = init_fn()
-    if mngr.latest_step() is None:
-        return state, False
-    return restore(mngr, state), True

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import hf, losses, teacher_cache
-from bort_jax.arch import Arch, Spec
-from bort_jax.data import mlm, text
+from bort_jax.arch import Arch, Spec, check_seq_len
+from bort_jax.data import batching, mlm, text
 from bort_jax.models.bert import Bert, init_params, slice_params
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mlm_positions", "mlm_ids",
@@ -123,7 +123,7 @@ def prepare(teacher: Teacher, teacher_path: str, corpus: str, seq_len: int, *,
             ) -> KDData:
     """Corpus → packed, static-masked sequences → teacher outputs (cached on disk)."""
     ck = teacher.checkpoint
-    mlm.check_seq_len(seq_len, ck.spec.max_positions - ck.spec.position_offset)
+    check_seq_len(seq_len, ck.spec)
     if want_logits and not ck.has_mlm_head:
         raise ValueError(f"logit KD needs a teacher with an MLM head; {teacher_path} has none "
                          "(set kd.logit=0 and use hidden-state KD)")
@@ -216,52 +216,63 @@ def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
     return loss_fn
 
 
-def gather(arrays: Mapping[str, np.ndarray], teacher: Mapping[str, np.ndarray],
-           index: np.ndarray) -> dict[str, np.ndarray]:
-    """One batch: student inputs + teacher outputs for rows `index` (from memmaps)."""
-    batch = {k: np.asarray(arrays[k][index]) for k in INPUT_KEYS}
-    batch["teacher_hidden"] = np.asarray(teacher["hidden"][index])
+def kd_rows(arrays: Mapping[str, np.ndarray], teacher: Mapping[str, np.ndarray]
+            ) -> dict[str, np.ndarray]:
+    """One data set of student inputs + teacher outputs (memory-maps stay memory-maps)."""
+    rows = {k: arrays[k] for k in INPUT_KEYS}
+    rows["teacher_hidden"] = teacher["hidden"]
     if "mlm_logits" in teacher:
-        batch["teacher_logits"] = np.asarray(teacher["mlm_logits"][index])
-    return batch
+        rows["teacher_logits"] = teacher["mlm_logits"]
+    return rows
 
 
-def batch_fn(data: KDData, batch_size: int, seed: int) -> Callable[[int], dict]:
-    """Stateless: the batch of step s is rows perm_{seed,epoch}[...] — resume = restart at s."""
-    n = data.train["input_ids"].shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} exceeds the {n} training sequences")
-    per_epoch = n // batch_size
-
-    def fn(step: int) -> dict:
-        epoch, k = divmod(step, per_epoch)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        return gather(data.train, data.teacher_train, perm[k * batch_size:(k + 1) * batch_size])
-
-    return fn
+def train_batches(data: KDData, batch_size: int, seed: int) -> batching.BatchSource:
+    """Stateless KD batches of the training rows (`batching.epoch_batches`, full epochs)."""
+    return batching.epoch_batches(kd_rows(data.train, data.teacher_train), batch_size, seed,
+                                  drop_remainder=True)
 
 
-def heldout_batches(data: KDData, batch_size: int) -> list[dict]:
-    """Full batches of min(batch_size, N_heldout) rows (one shape, one compilation)."""
-    n = data.heldout["input_ids"].shape[0]
-    batch_size = min(batch_size, n)
-    out = []
-    for s in range(0, n - batch_size + 1, batch_size):  # full batches: one shape
-        out.append(gather(data.heldout, data.teacher_heldout, np.arange(s, s + batch_size)))
-    if not out:
-        raise ValueError(f"held-out set ({n} sequences) smaller than batch_size {batch_size}")
-    return out
+class HeldoutEvaluator:
+    """`evaluator(params, step) -> {'heldout_total', 'heldout_mlm', ...}`: the KD objective's
+    terms on the held-out rows, dropout off, averaged over full batches (one compiled shape)."""
 
+    def __init__(self, loss_fn: Callable, data: KDData, batch_size: int):
+        self.batches = batching.fixed_batches(kd_rows(data.heldout, data.teacher_heldout),
+                                              batch_size)
 
-def make_eval_fn(loss_fn: Callable, batches: list[dict]) -> Callable[[Any], dict]:
-    """params → held-out {'total', 'mlm', 'hidden', 'mlm_acc', ...} (dropout off)."""
-    @jax.jit
-    def metric(params, batch):
-        _, m = loss_fn(params, batch, jax.random.PRNGKey(0), deterministic=True)
-        return m
+        @jax.jit
+        def metric(params, batch):
+            _, m = loss_fn(params, batch, jax.random.PRNGKey(0), deterministic=True)
+            return m
 
-    def eval_fn(params) -> dict:
-        ms = [jax.device_get(metric(params, b)) for b in batches]
+        self._metric = metric
+
+    def __call__(self, params: Any, step: int | None = None) -> dict[str, float]:
+        ms = [jax.device_get(self._metric(params, b)) for b in self.batches]
         return {f"heldout_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
-    return eval_fn
+
+@dataclasses.dataclass
+class Student:
+    """A KD student ready for `train.train`: model, initial params {'student', 'proj'}, loss."""
+
+    arch: Arch
+    spec: Spec
+    model: Bert
+    params: dict
+    loss_fn: Callable
+
+
+def build_student(arch: Arch, data: KDData, teacher_spec: Spec, weights: KDWeights, *,
+                  seed: int, dropout: float = 0.0,
+                  source: hf.Checkpoint | None = None) -> Student:
+    """The one student set-up shared by pretraining and proxy training.
+
+    The student has the teacher's vocabulary/positions, an MLM head and no pooler; its
+    parameters are random (seed) or sliced from `source`; its loss is `make_loss_fn`.
+    """
+    spec = student_spec(teacher_spec)
+    model = Bert(arch, spec, mlm_head=True, dropout_rate=dropout,
+                 attention_dropout_rate=dropout)
+    params = init_student(arch, spec, data.teacher_hidden, seed, source)
+    return Student(arch, spec, model, params, make_loss_fn(model, data, weights))

@@ -16,11 +16,14 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from bort_jax import files
 from bort_jax.arch import Arch, Spec
+from bort_jax.models.bert import HEAD_KEYS
 
 _PREFIXES = ("bert.", "roberta.", "model.")
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_fast": "gelu_fast",
@@ -265,38 +268,98 @@ def save(path: str | os.PathLike, params: dict, arch: Arch, spec: Spec,
          ) -> Path:
     """Write a HF-format directory (config.json + model.safetensors [+ tokenizer files]).
 
-    Written to a temporary sibling and renamed, so a crash never leaves a half-written dir.
+    Built beside the target and swapped in (`files.atomic_write_dir`), so a crash never leaves
+    a half-written directory.
     """
+    return files.atomic_write_dir(
+        path, lambda d: _write_hf_dir(d, params, arch, spec, tokenizer_dir, extra_config))
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                   "merges.txt", "special_tokens_map.json")
+
+
+def _write_hf_dir(directory: Path, params: dict, arch: Arch, spec: Spec,
+                  tokenizer_dir: str | os.PathLike | None, extra_config: dict | None) -> None:
     import shutil
-    import tempfile
+
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
     config = arch_spec_to_config(arch, spec)
     if "mlm_transform" in params:
         config["architectures"] = ["BertForMaskedLM"]
     config.update(extra_config or {})
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     tensors = {k: np.ascontiguousarray(v) for k, v in params_to_tensors(params, arch).items()}
-    save_file(tensors, str(tmp / "model.safetensors"))
+    save_file(tensors, str(directory / "model.safetensors"))
     if tokenizer_dir is not None:
-        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-                     "merges.txt", "special_tokens_map.json"):
+        for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.is_file():
-                shutil.copy(src, tmp / name)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(path)
-    return path
+                shutil.copy(src, directory / name)
+
+
+# ------------------------------------------------------------------- fine-tuned classifiers
+
+HEAD_FILE = "classifier_head.safetensors"
+
+
+def _unflat(flat: Mapping[str, np.ndarray]) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def save_classifier(path: str | os.PathLike, model: Any, params: Mapping[str, Any],
+                    task: Any, tokenizer_dir: str | None = None,
+                    info: Mapping[str, Any] | None = None) -> Path:
+    """HF directory (backbone, config with a 'finetune' entry, tokenizer) + the task head.
+
+    Written beside the target and swapped in, so a crash leaves the previous copy intact.
+    """
+    from safetensors.numpy import save_file
+
+    extra = {"finetune": {"task": task.name, "num_labels": model.num_labels,
+                          "label_names": list(task.label_names), "head_file": HEAD_FILE,
+                          **dict(info or {})}}
+
+    def fill(staging: Path) -> None:
+        _write_hf_dir(staging, params, model.arch, model.spec, tokenizer_dir, extra)
+        head = {k: params[k] for k in HEAD_KEYS if k in params}
+        save_file({k: np.ascontiguousarray(np.asarray(v)) for k, v in _flatten(head).items()},
+                  str(staging / HEAD_FILE))
+
+    return files.atomic_write_dir(path, fill)
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[Any, dict, Any, dict]:
+    """Inverse of `save_classifier`: (model, params, task, finetune info)."""
+    import jax
+    import jax.numpy as jnp
+    from safetensors.numpy import load_file
+
+    from bort_jax.models.bert import Bert, fresh_params, merge_pretrained
+    from bort_jax.tasks import get_task
+
+    ckpt = load(path)
+    info = ckpt.config.get("finetune")
+    if info is None:
+        raise ValueError(f"{path} is not a fine-tuned classifier (no 'finetune' in config)")
+    task = get_task(info["task"])
+    model = Bert(ckpt.arch, ckpt.spec, num_labels=int(info["num_labels"]))
+    head = _unflat(load_file(str(Path(path) / info["head_file"])))
+    params = merge_pretrained(fresh_params(model), ckpt.params)
+    missing = set(HEAD_KEYS) & set(params) - set(head)
+    if missing:
+        raise ValueError(f"{path}/{info['head_file']} lacks {sorted(missing)}")
+    params.update({k: jax.tree_util.tree_map(jnp.asarray, head[k]) for k in HEAD_KEYS
+                   if k in params})
+    return model, params, task, info
 
 
 # ----------------------------------------------------------------------------- tokenizers

@@ -8,85 +8,105 @@ KD objective every `eval_every` steps, and writes `metrics.jsonl`, `loss_curve.p
 """
 from __future__ import annotations
 
-import json
+import dataclasses
+import io
 import os
 from typing import Any
 
 import jax
 
-from bort_jax import distill, hf, train
+from bort_jax import distill, files, hf, train
 from bort_jax.arch import Arch, param_count
-from bort_jax.models.bert import Bert, slice_params_check
+from bort_jax.config import from_config
+from bort_jax.data import mlm
+from bort_jax.models.bert import slice_params_check
 
 
-def _teacher_dir(config) -> str:
-    return config.teacher_dir or hf.minilm_path()
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """KD pretraining of one student (configs/pretrain_bort.py spells out every field)."""
+
+    arch: Arch = Arch(2, 12, 384, 768)
+    teacher_dir: str = ""             # HF directory; '' = installed all-MiniLM-L6-v2
+    student_tokenizer_dir: str = ""   # if set, must agree with the teacher's vocabulary
+    init: str = "slice"               # slice (from init_dir or the teacher) | random
+    init_dir: str = ""
+    corpus: str = "embedded"          # embedded | path | tfds:NAME[:SPLIT]
+    seq_len: int = 64
+    max_sequences: int = 2048
+    heldout_fraction: float = 0.05
+    cache_dir: str = ""               # '' = <workdir>/teacher_cache
+    seed: int = 0
+    batch_size: int = 16
+    num_steps: int = 400
+    dropout: float = 0.1
+    optim: train.OptimConfig = train.OptimConfig(learning_rate=5e-4, warmup_ratio=0.05)
+    kd: distill.KDWeights = distill.KDWeights()
+    checkpoint_every: int = 100
+    eval_every: int = 100
+    log_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.init not in ("random", "slice"):
+            raise ValueError(f"config.init={self.init!r}; use 'random' or 'slice'")
+        for name in ("num_steps", "batch_size", "seq_len", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
 
 
-def validate(config) -> None:
-    """Named errors before any expensive work."""
-    Arch.parse(config.arch)
-    if config.init not in ("random", "slice"):
-        raise ValueError(f"config.init={config.init!r}; use 'random' or 'slice'")
-    if config.num_steps <= 0:
-        raise ValueError(f"config.num_steps must be positive, got {config.num_steps}")
-    for key in ("teacher_dir", "init_dir"):
-        path = config.get(key)
+def validate(config: Any) -> PretrainConfig:
+    """The config as a `PretrainConfig`; named errors before any expensive work."""
+    cfg = from_config(PretrainConfig, config)
+    for key in ("teacher_dir", "init_dir", "student_tokenizer_dir"):
+        path = getattr(cfg, key)
         if path and not os.path.isdir(path):
             raise FileNotFoundError(f"config.{key}={path} does not exist")
+    return cfg
 
 
-def pretrain(config, workdir: str) -> dict[str, Any]:
-    validate(config)
+def pretrain(config: Any, workdir: str) -> dict[str, Any]:
+    """KD-pretrain `config.arch`; resumable from `workdir` (see the module docstring)."""
+    cfg = validate(config)
     os.makedirs(workdir, exist_ok=True)
-    teacher_dir = _teacher_dir(config)
+    teacher_dir = cfg.teacher_dir or hf.minilm_path()
     teacher = distill.Teacher.load(teacher_dir)
-    arch = Arch.parse(config.arch)
-    kd = distill.KDWeights(**dict(config.kd))
     source = None
-    if config.init == "slice":
-        source = hf.load(config.init_dir) if config.init_dir else teacher.checkpoint
-        slice_params_check(source.arch, arch)
-    if config.get("student_tokenizer_dir"):
-        from bort_jax.data import mlm
-        mlm.check_vocab_compat(config.student_tokenizer_dir, teacher_dir)
-    data = distill.prepare(teacher, teacher_dir, config.corpus, config.seq_len,
-                           max_sequences=config.max_sequences,
-                           heldout_fraction=config.heldout_fraction, seed=config.seed,
-                           want_logits=kd.logit > 0,
-                           cache_dir=config.cache_dir or os.path.join(workdir, "teacher_cache"))
-    spec = distill.student_spec(teacher.checkpoint.spec)
-    model = Bert(arch, spec, mlm_head=True, dropout_rate=config.dropout,
-                 attention_dropout_rate=config.dropout)
-    params = distill.init_student(arch, spec, data.teacher_hidden, config.seed, source)
-    loss_fn = distill.make_loss_fn(model, data, kd)
-    eval_fn = distill.make_eval_fn(loss_fn, distill.heldout_batches(data, config.batch_size))
-    opt = train.OptimConfig(learning_rate=config.learning_rate, total_steps=config.num_steps,
-                            warmup_steps=int(config.warmup_ratio * config.num_steps),
-                            weight_decay=config.weight_decay, clip_norm=config.clip_norm)
-    initial = eval_fn(params)
-    result = train.train(loss_fn, params, train.make_optimizer(opt),
-                         distill.batch_fn(data, config.batch_size, config.seed),
-                         config.num_steps, seed=config.seed, workdir=workdir,
-                         checkpoint_every=config.checkpoint_every, eval_fn=eval_fn,
-                         eval_every=config.eval_every, log_every=config.log_every,
-                         progress=config.progress, desc=f"pretrain {arch}")
-    student = jax.device_get(result.state.params["student"])
-    export = hf.save(os.path.join(workdir, "export"), student, arch, spec,
+    if cfg.init == "slice":
+        source = hf.load(cfg.init_dir) if cfg.init_dir else teacher.checkpoint
+        slice_params_check(source.arch, cfg.arch)
+    if cfg.student_tokenizer_dir:
+        mlm.check_vocab_compat(cfg.student_tokenizer_dir, teacher_dir)
+    data = distill.prepare(teacher, teacher_dir, cfg.corpus, cfg.seq_len,
+                           max_sequences=cfg.max_sequences,
+                           heldout_fraction=cfg.heldout_fraction, seed=cfg.seed,
+                           want_logits=cfg.kd.logit > 0,
+                           cache_dir=cfg.cache_dir or os.path.join(workdir, "teacher_cache"))
+    student = distill.build_student(cfg.arch, data, teacher.checkpoint.spec, cfg.kd,
+                                    seed=cfg.seed, dropout=cfg.dropout, source=source)
+    heldout = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)
+    initial = heldout(student.params, 0)
+    loop = train.LoopConfig(num_steps=cfg.num_steps, seed=cfg.seed, log_every=cfg.log_every,
+                            eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
+                            progress=cfg.progress, desc=f"pretrain {cfg.arch}")
+    result = train.train(student.loss_fn, student.params,
+                         distill.train_batches(data, cfg.batch_size, cfg.seed), loop, cfg.optim,
+                         evaluators=[heldout], workdir=workdir)
+    params = jax.device_get(result.state.params["student"])
+    export = hf.save(os.path.join(workdir, "export"), params, cfg.arch, student.spec,
                      tokenizer_dir=teacher_dir)
-    evals = [r for r in result.history if r.get("eval")]
+    evals = result.evals
     summary = {
-        "arch": str(arch), "params": param_count(arch, spec, mlm_head=True),
-        "teacher": teacher_dir, "steps": config.num_steps, "resumed_from": result.resumed_from,
+        "arch": str(cfg.arch), "params": param_count(cfg.arch, student.spec, mlm_head=True),
+        "teacher": teacher_dir, "steps": cfg.num_steps, "resumed_from": result.resumed_from,
         "initial_heldout": initial, "final_heldout": evals[-1] if evals else None,
         "train_seconds": result.seconds, "teacher_cache_hit": data.cache_hit,
         "train_sequences": int(data.train["input_ids"].shape[0]),
         "heldout_sequences": int(data.heldout["input_ids"].shape[0]),
         "export": str(export),
     }
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     plot_curve(result.history, initial, os.path.join(workdir, "loss_curve.png"))
+    files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 
 
@@ -108,5 +128,7 @@ def plot_curve(history: list[dict], initial: dict, path: str) -> None:
     ax.set_title("KD pretraining")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    files.atomic_write_bytes(path, buf.getvalue())

@@ -1,10 +1,13 @@
 """The one training loop: proxy training, KD pretraining and fine-tuning all run through `train`.
 
-A run is defined by
+A run is defined by (the shape of the flax examples' `train_and_evaluate`)
   * `loss_fn(params, batch, rng) -> (loss, metrics)`  — pure, jit-able;
-  * `batch_fn(step) -> batch`                           — stateless: the batch of global step
-    `step` depends only on (data, seed, step), so the data position *is* the step;
-  * an optax transformation from `make_optimizer`.
+  * initial `params`;
+  * a batch source `batches(step) -> batch`            — stateless (`data.batching`): the batch
+    of global step `step` depends only on (data, seed, step), so the data position *is* the step;
+  * a `LoopConfig` (steps, seed, cadence of logs, evaluations and checkpoints);
+  * an `OptimConfig` (the one optimizer builder, `make_optimizer`);
+  * evaluators: objects called as `evaluator(params, step)` returning named metrics.
 `train_step` is `jax.jit`-compiled once per batch shape, donates the old state, skips (does
 not apply) an update whose loss or gradient is not finite, and never syncs with the host
 except every `log_every` steps. Checkpoints (Orbax, atomic) hold params, optimizer state, the
@@ -21,10 +24,9 @@ import dataclasses
 import json
 import math
 import os
-import threading
-import queue
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import flax
 import jax
@@ -33,50 +35,101 @@ import numpy as np
 import optax
 
 from bort_jax import checkpoint as ckpt_lib
+from bort_jax import files
+from bort_jax.data import batching
+from bort_jax.data.batching import Batch, BatchSource
 
-Batch = Mapping[str, np.ndarray]
 LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
+
+
+class Evaluator(Protocol):
+    """Called after evaluation steps with the current parameters; returns named metrics."""
+
+    def __call__(self, params: Any, step: int) -> Mapping[str, float]: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (decoupled, lr-scaled weight decay as BERTAdam) with warm-up + decay, clipping."""
+    """AdamW (decoupled, lr-scaled weight decay as BERTAdam) or SGD; warm-up + decay; clipping.
+
+    The schedule spans the run's `LoopConfig.num_steps`. Warm-up is given either as steps
+    (`warmup_steps`) or as a share of the run (`warmup_ratio`, rounded to the nearest step),
+    never both; `warmup(num_steps)` resolves it, once, for every caller.
+    """
 
     learning_rate: float = 1e-4
-    total_steps: int = 1000
     warmup_steps: int = 0
+    warmup_ratio: float = 0.0
     schedule: str = "linear"        # linear | cosine | constant (after warm-up)
     end_lr: float = 0.0
     weight_decay: float = 0.01
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-6
-    clip_norm: float | None = 1.0
+    clip_norm: float | None = 1.0   # None or 0: no clipping
     optimizer: str = "adamw"        # adamw | sgd (the FPTAS' AB^nC analysis assumes SGD)
     momentum: float = 0.0
 
     def __post_init__(self):
-        if self.total_steps <= 0:
-            raise ValueError(f"OptimConfig.total_steps must be positive, got {self.total_steps}")
-        if not 0 <= self.warmup_steps <= self.total_steps:
-            raise ValueError(f"OptimConfig.warmup_steps={self.warmup_steps} must be in "
-                             f"[0, total_steps={self.total_steps}]")
         if self.learning_rate <= 0:
-            raise ValueError(f"OptimConfig.learning_rate must be > 0, got {self.learning_rate}")
+            raise ValueError(f"optim.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"optim.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("optim: set warmup_steps or warmup_ratio, not both")
         if self.schedule not in ("linear", "cosine", "constant"):
-            raise ValueError(f"OptimConfig.schedule={self.schedule!r} unknown")
+            raise ValueError(f"optim.schedule={self.schedule!r}; use linear, cosine or constant")
         if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"OptimConfig.optimizer={self.optimizer!r} unknown")
+            raise ValueError(f"optim.optimizer={self.optimizer!r}; use adamw or sgd")
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "OptimConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in dict(config).items() if k in names})
+    def warmup(self, num_steps: int) -> int:
+        """Warm-up steps of a run of `num_steps` steps (at most num_steps)."""
+        steps = self.warmup_steps or int(round(self.warmup_ratio * num_steps))
+        return min(steps, num_steps)
 
 
-def learning_rate_schedule(cfg: OptimConfig) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How long and how a run goes: steps, seed, logging, evaluation and checkpoint cadence.
+
+    Evaluators run after every `eval_every` steps (0: only at the end) and always after the
+    last step; with a workdir, a checkpoint is written after every `checkpoint_every` steps (0:
+    with every evaluation) and always after the last step, so a kill loses at most that many.
+    """
+
+    num_steps: int
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    max_to_keep: int = 2
+    progress: bool = False
+    desc: str = "train"
+
+    def __post_init__(self):
+        if self.num_steps <= 0:
+            raise ValueError(f"num_steps must be positive, got {self.num_steps}")
+        for name in ("log_every",):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def is_eval_step(self, step: int) -> bool:
+        return step == self.num_steps or bool(self.eval_every and step % self.eval_every == 0)
+
+    def is_checkpoint_step(self, step: int) -> bool:
+        every = self.checkpoint_every or self.eval_every
+        return step == self.num_steps or bool(every and step % every == 0)
+
+
+def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
     """Linear warm-up to `learning_rate`, then linear/cosine decay to `end_lr` (or constant)."""
-    decay_steps = max(cfg.total_steps - cfg.warmup_steps, 1)
+    warmup_steps = cfg.warmup(num_steps)
+    decay_steps = max(num_steps - warmup_steps, 1)
     if cfg.schedule == "linear":
         decay = optax.linear_schedule(cfg.learning_rate, cfg.end_lr, decay_steps)
     elif cfg.schedule == "cosine":
@@ -84,10 +137,10 @@ def learning_rate_schedule(cfg: OptimConfig) -> optax.Schedule:
                                             alpha=cfg.end_lr / cfg.learning_rate)
     else:
         decay = optax.constant_schedule(cfg.learning_rate)
-    if cfg.warmup_steps == 0:
+    if warmup_steps == 0:
         return decay
-    warmup = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
-    return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+    warmup = optax.linear_schedule(0.0, cfg.learning_rate, warmup_steps)
+    return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
 def decay_mask(params: Any) -> Any:
@@ -98,8 +151,9 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    schedule = learning_rate_schedule(cfg)
+def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransformation:
+    """The one optimizer builder: `cfg` over a run of `num_steps` steps."""
+    schedule = learning_rate_schedule(cfg, num_steps)
     if cfg.optimizer == "adamw":
         opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                           weight_decay=cfg.weight_decay, mask=decay_mask)
@@ -112,7 +166,7 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a resume needs; the data position is `step` (see `batch_fn`)."""
+    """Everything a resume needs; the data position is `step` (batch sources are stateless)."""
 
     step: jax.Array
     params: Any
@@ -140,7 +194,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        pick = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+        pick = lambda new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(finite, a, b), new, old)
         new_state = state.replace(step=state.step + 1, params=pick(new_params, state.params),
                                   opt_state=pick(new_opt, state.opt_state))
@@ -161,35 +215,13 @@ class NonFiniteLoss(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
     state: TrainState
-    history: list[dict]          # one record per log step (and per eval)
+    history: list[dict]          # one record per log step and one per evaluation (eval=True)
     resumed_from: int | None
     seconds: float
 
-
-class _Prefetch:
-    """Computes batch_fn(step) for upcoming steps in a background thread."""
-
-    def __init__(self, batch_fn: Callable[[int], Batch], start: int, stop: int, depth: int = 2):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, args=(batch_fn, start, stop),
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, batch_fn, start, stop):
-        for s in range(start, stop):
-            try:
-                self._q.put((s, batch_fn(s), None))
-            except Exception as e:  # surfaced in the main thread
-                self._q.put((s, None, e))
-                return
-        self._q.put(None)  # end of stream
-
-    def __iter__(self) -> Iterator[tuple[int, Batch]]:
-        while (item := self._q.get()) is not None:
-            s, batch, err = item
-            if err is not None:
-                raise err
-            yield s, batch
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.history if r.get("eval")]
 
 
 def _to_host(metrics: list[dict]) -> list[dict]:
@@ -198,32 +230,26 @@ def _to_host(metrics: list[dict]) -> list[dict]:
              for k, v in m.items()} for m in host]
 
 
-def train(loss_fn: LossFn, params: Any, tx: optax.GradientTransformation,
-          batch_fn: Callable[[int], Batch], num_steps: int, *, seed: int = 0,
-          workdir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-          eval_fn: Callable[[Any], Mapping[str, float]] | None = None, eval_every: int = 0,
-          log_every: int = 50, progress: bool = False, desc: str = "train",
-          state_sharding=None, batch_sharding=None, max_to_keep: int = 2,
-          stop_after: int | None = None) -> TrainResult:
-    """Run `num_steps` steps of `loss_fn` from `params` (or resume from `workdir`).
+def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
+          optim: OptimConfig, *, evaluators: Sequence[Evaluator] = (),
+          workdir: str | os.PathLike | None = None,
+          state_sharding=None, batch_sharding=None) -> TrainResult:
+    """Run `loop.num_steps` steps of `loss_fn` from `params`, or resume from `workdir`.
 
-    `eval_fn(params) -> {name: value}` runs every `eval_every` steps and at the end.
-    `checkpoint_every > 0` (needs `workdir`) saves atomically; the final state is always saved
-    when `workdir` is set. `stop_after` ends the call after that many steps of this
-    invocation (for tests of kill-and-resume; the schedule still spans `num_steps`).
-    History records go to `workdir/metrics.jsonl` as well.
+    After each step `s` (1-based) that `loop.is_eval_step(s)`, every evaluator is called as
+    `evaluator(params, s)` and its metrics go to the history as one record (eval=True), before
+    the checkpoint of step `s` is written. So a run resumed from a checkpoint at step `r` has
+    done exactly the evaluations of steps ≤ r, and finds them in `workdir/metrics.jsonl`; a run
+    resumed after its last step trains nothing and evaluates nothing.
     """
-    if num_steps <= 0:
-        raise ValueError(f"num_steps must be positive, got {num_steps}")
-    if checkpoint_every and workdir is None:
-        raise ValueError("checkpoint_every needs a workdir")
     t0 = time.perf_counter()
+    tx = make_optimizer(optim, loop.num_steps)
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
-    state = init_state(params, tx, seed)
+    state = init_state(params, tx, loop.seed)
     mngr, resumed = None, None
     history: list[dict] = []
     if workdir is not None:
-        mngr = ckpt_lib.manager(workdir, max_to_keep)
+        mngr = ckpt_lib.manager(workdir, loop.max_to_keep)
         if mngr.latest_step() is not None:
             state = ckpt_lib.restore(mngr, state)
             resumed = int(state.step)
@@ -231,24 +257,32 @@ def train(loss_fn: LossFn, params: Any, tx: optax.GradientTransformation,
     if state_sharding is not None:
         state = jax.device_put(state, state_sharding)
     step_fn = make_train_step(loss_fn, tx, state_sharding, batch_sharding)
-    start = int(state.step)
-    stop = num_steps if stop_after is None else min(num_steps, start + stop_after)
+    start, stop = int(state.step), loop.num_steps
     pending: list[dict] = []
     last_saved = resumed
-    bar = _progress(progress, start, num_steps, desc)
+    bar = _progress(loop.progress, start, stop, loop.desc)
+
+    def check_finite(step: int) -> None:
+        """NonFiniteLoss naming the first pending step whose loss was not finite."""
+        flags = jax.device_get([m["finite"] for m in pending])
+        first = step - len(flags)
+        for k, ok in enumerate(flags):
+            if not ok:
+                loss = float(jax.device_get(pending[k]["loss"]))
+                raise NonFiniteLoss(
+                    f"non-finite loss ({loss}) at step {first + k}; stopped. Last good "
+                    f"checkpoint: {'step ' + str(last_saved) if last_saved is not None else 'none'}"
+                    f" in {workdir}")
 
     def flush(step: int) -> None:
+        """One log record: the mean of the metrics since the last one."""
         nonlocal pending
         if not pending:
             return
+        check_finite(step)
         records = _to_host(pending)
-        first = step - len(records)
-        for k, r in enumerate(records):
-            if not r.pop("finite"):
-                raise NonFiniteLoss(
-                    f"non-finite loss ({r['loss']}) at step {first + k}; stopped. Last good "
-                    f"checkpoint: {'step ' + str(last_saved) if last_saved is not None else 'none'}"
-                    f" in {workdir}")
+        for r in records:
+            r.pop("finite")
         mean = {k: float(np.mean([r[k] for r in records])) for k in records[0]}
         mean["step"] = step
         _append(history, mean, workdir)
@@ -256,27 +290,25 @@ def train(loss_fn: LossFn, params: Any, tx: optax.GradientTransformation,
             bar.set_postfix(loss=f"{mean['loss']:.4f}")
         pending = []
 
-    for s, batch in _Prefetch(batch_fn, start, stop):
+    for s, batch in batching.Prefetcher(batches, start, stop):
         state, metrics = step_fn(state, batch)
         pending.append(metrics)
         done = s + 1
         if bar is not None:
             bar.update(1)
-        if done % log_every == 0 or done == stop:
+        if done % loop.log_every == 0 or done == stop:
             flush(done)
-        if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
-            _append(history, dict(eval_fn(state.params), step=done, eval=True), workdir)
-        if mngr is not None and (done == stop or (checkpoint_every and
-                                                  done % checkpoint_every == 0)):
-            flush(done)
+        if evaluators and loop.is_eval_step(done):
+            record = {}
+            for evaluator in evaluators:
+                record.update(evaluator(state.params, done))
+            _append(history, dict(record, step=done, eval=True), workdir)
+        if mngr is not None and loop.is_checkpoint_step(done):
+            check_finite(done)
             ckpt_lib.save(mngr, done, state)
             last_saved = done
-        if done >= stop:
-            break
     if bar is not None:
         bar.close()
-    if eval_fn is not None and int(state.step) == num_steps:
-        _append(history, dict(eval_fn(state.params), step=num_steps, eval=True), workdir)
     return TrainResult(state, history, resumed, time.perf_counter() - t0)
 
 
@@ -308,22 +340,5 @@ def _read_history(workdir, upto: int) -> list[dict]:
                 continue  # a torn last line from a kill
             if r.get("step", math.inf) <= upto:
                 keep.append(r)
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in keep)
+    files.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return keep
-
-
-def evaluate(metric_fn: Callable[[Any, Batch], dict], params: Any,
-             batches: list[Batch]) -> dict[str, float]:
-    """Mean of jitted `metric_fn(params, batch)` over `batches` weighted by metrics['count']
-    when present (so a partial last batch is weighted correctly)."""
-    fn = jax.jit(metric_fn)
-    sums: dict[str, float] = {}
-    total = 0.0
-    for b in batches:
-        m = jax.device_get(fn(params, b))
-        w = float(m.pop("count", 1.0))
-        total += w
-        for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * w
-    return {k: v / max(total, 1e-12) for k, v in sums.items()}

@@ -29,14 +29,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_sequences = 65536
     c.heldout_fraction = 0.02
     c.latency_batch, c.latency_seq_len = 1, 128
+    c.latency_points = 12        # calibration shapes of the latency model (of 300 candidates)
     c.proxy = ml_collections.ConfigDict(dict(
-        steps=2000, batch_size=64, learning_rate=1e-4, warmup_steps=200, weight_decay=0.01,
-        optimizer="adamw", init="random", seed=0, dropout=0.1,
+        steps=2000, batch_size=64, init="random", seed=0, dropout=0.1,
+        optim=dict(learning_rate=1e-4, warmup_steps=200, weight_decay=0.01, optimizer="adamw"),
         kd=dict(mlm=0.1, hidden=0.0, logit=0.5, temperature=2.0, layer_map="uniform")))
     c.max_evaluations = 0
     if arg == "smoke":
         c.max_sequences, c.seq_len = 64, 16
         c.proxy.steps, c.proxy.batch_size = 2, 4
-        c.latency_seq_len, c.latency_repeats = 16, 2
+        c.latency_seq_len, c.latency_repeats, c.latency_points = 16, 2, 4
         c.progress = False
     return c

@@ -12,10 +12,13 @@ minutes on a 2-core CPU.
 """
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
-    c.arch = "2,12,384,768"           # D,A,H,I of the student
+    c.arch = common.parse_arch("2,12,384,768")  # D,A,H,I of the student
     c.teacher_dir = ""                # HF directory; '' = installed all-MiniLM-L6-v2
     c.student_tokenizer_dir = ""      # if set, must agree with the teacher's vocabulary
     c.init = "slice"                  # slice (from init_dir or teacher) | random
@@ -28,18 +31,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.batch_size = 16
     c.num_steps = 400
-    c.learning_rate = 5e-4
-    c.warmup_ratio = 0.05
-    c.weight_decay = 0.01
-    c.clip_norm = 1.0
     c.dropout = 0.1
+    c.optim = ml_collections.ConfigDict(dict(
+        learning_rate=5e-4, warmup_steps=0, warmup_ratio=0.05, schedule="linear", end_lr=0.0,
+        weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, optimizer="adamw",
+        momentum=0.0))
     c.kd = ml_collections.ConfigDict(dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0,
                                           layer_map="uniform"))
     c.checkpoint_every = 100
     c.eval_every = 100
     c.log_every = 20
     c.progress = True
-    if arg == "smoke":
+    if arg.smoke:
         c.max_sequences, c.seq_len, c.batch_size = 96, 32, 8
         c.num_steps, c.checkpoint_every, c.eval_every, c.log_every = 12, 6, 6, 3
         c.progress = False

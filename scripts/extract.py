@@ -1,34 +1,36 @@
-"""Optimal subarchitecture extraction (FPTAS, arXiv 2010.08512).
+"""Optimal subarchitecture extraction (FPTAS, arXiv 2010.08512; thin main of bort_jax.extract).
 
   python scripts/extract.py                                   # embedded default (MiniLM)
-  python scripts/extract.py --config=configs/bert_large.py --config.teacher_dir=/ckpt/roberta-large
+  python scripts/extract.py --config=configs/bert_large.py --config.source_dir=DIR \
+      --config.teacher_dir=DIR
 """
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
+import sys
+from pathlib import Path
 
-import logging as py_logging
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # configs importable
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
-from bort_jax import extract
+from bort_jax import cli, extract  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "search config",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(ROOT / "configs" / "default.py"), "search config", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/extract", "output directory (resumable)")
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)
-    py_logging.getLogger("absl").setLevel(py_logging.WARNING)
     summary = extract.extract(_CONFIG.value, _WORKDIR.value)
-    print(f"chosen {summary['chosen']} (W={summary['objective']:.4g}) after "
-          f"{summary['n_evaluations']}/{summary['n_candidates']} proxy evaluations in "
-          f"{summary['wall_seconds']:.0f} s; report: {summary['report']['markdown']}")
+    print(
+        f"chosen {summary['chosen']} (W={summary['objective']:.4g}) after "
+        f"{summary['n_evaluations']}/{summary['n_candidates']} proxy evaluations in "
+        f"{summary['wall_seconds']:.0f} s; report: {summary['report']['markdown']}"
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,30 +1,34 @@
-"""KD pretraining: `python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=DIR`."""
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+"""KD pretraining (Bort, arXiv 2010.10499 Sec. 3; thin main of bort_jax.pretrain).
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
+python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=runs/pretrain
+"""
 
-import logging as py_logging
+import sys
+from pathlib import Path
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # configs importable
 
-from bort_jax import pretrain
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain_bort.py",
-                                          "pretraining config", lock_config=True)
+from bort_jax import cli, pretrain  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(ROOT / "configs" / "pretrain_bort.py"), "pretraining config", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain", "output / resume directory")
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)
-    py_logging.getLogger("absl").setLevel(py_logging.WARNING)
     summary = pretrain.pretrain(_CONFIG.value, _WORKDIR.value)
-    print(f"initial held-out KD objective {summary['initial_heldout']['heldout_total']:.4f}"
-          f" → final {summary['final_heldout']['heldout_total']:.4f}; "
-          f"export: {summary['export']}")
+    print(
+        f"initial held-out KD objective {summary['initial_heldout']['heldout_total']:.4f}"
+        f" → final {summary['final_heldout']['heldout_total']:.4f}; "
+        f"export: {summary['export']}"
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

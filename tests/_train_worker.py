@@ -32,8 +32,8 @@ def loss_fn(p, batch, rng):
     return loss, {}
 
 
-tx = train.make_optimizer(train.OptimConfig(learning_rate=1e-3, total_steps=30, warmup_steps=5))
-res = train.train(loss_fn, params, tx, batch_fn, 30, seed=1, workdir=workdir,
-                  checkpoint_every=10, log_every=5)
+res = train.train(loss_fn, params, batch_fn,
+                  train.LoopConfig(num_steps=30, seed=1, checkpoint_every=10, log_every=5),
+                  train.OptimConfig(learning_rate=1e-3, warmup_steps=5), workdir=workdir)
 np.savez(out, *jax.tree_util.tree_leaves(jax.device_get(res.state.params)),
          resumed=-1 if res.resumed_from is None else res.resumed_from)

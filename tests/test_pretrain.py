@@ -1,11 +1,14 @@
-"""End-to-end smoke of the pretraining script's library function."""
+"""End-to-end smoke of the pretraining library function, including SIGKILL and resume."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from bort_jax import hf, pretrain
 from configs import pretrain_bort
+
+from _kill import kill_when
 
 
 def test_smoke_pretrain_loss_falls_exports_and_resumes(tmp_path):
@@ -37,3 +40,28 @@ def test_bad_config_named_before_work(tmp_path):
     cfg.arch = "2,12,768,768"
     with pytest.raises(ValueError, match="hidden"):
         pretrain.pretrain(cfg, str(tmp_path))
+
+
+@pytest.mark.parametrize("point", ["after_first_checkpoint", "before_summary"])
+def test_sigkill_anywhere_resumes_to_the_same_result(tmp_path, point):
+    cfg = pretrain_bort.get_config("smoke")
+    reference = pretrain.pretrain(cfg, str(tmp_path / "ref"))
+    workdir = tmp_path / "run"
+    if point == "after_first_checkpoint":
+        kill_when("pretrain", cfg.to_dict(), workdir,
+                  lambda: (workdir / "checkpoints" / "6").is_dir())
+    else:
+        marker = tmp_path / "stalled"
+        kill_when("pretrain", cfg.to_dict(), workdir, marker.exists,
+                  stall=("summary.json", marker))
+        assert (workdir / "checkpoints" / "12").is_dir()
+    assert not (workdir / "summary.json").exists()
+    resumed = pretrain.pretrain(cfg, str(workdir))
+    assert resumed["resumed_from"] == (6 if point == "after_first_checkpoint" else 12)
+    for key in ("initial_heldout", "final_heldout", "params", "train_sequences"):
+        assert resumed[key] == reference[key], key
+    ref_params = hf.load(tmp_path / "ref" / "export").params
+    jax.tree_util.tree_map(np.testing.assert_array_equal,
+                           hf.load(workdir / "export").params, ref_params)
+    history = lambda d: (d / "metrics.jsonl").read_text()
+    assert history(workdir) == history(tmp_path / "ref")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from bort_jax import distill, proxy, teacher_cache
+from bort_jax import distill, proxy, teacher_cache, train
 from bort_jax.arch import Arch
 
 
@@ -21,7 +21,8 @@ def data(teacher, minilm_dir, tmp_path_factory):
 
 
 def test_big_student_beats_tiny_student(data, teacher):
-    cfg = proxy.ProxyConfig(steps=24, batch_size=8, learning_rate=2e-3, warmup_steps=4)
+    cfg = proxy.ProxyConfig(steps=24, batch_size=8,
+                            optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4))
     big = proxy.proxy_error(Arch(6, 12, 384, 1536), data, teacher.checkpoint.spec, cfg)
     tiny = proxy.proxy_error(Arch(1, 1, 32, 32), data, teacher.checkpoint.spec, cfg)
     assert big.error < tiny.error, (big.metrics, tiny.metrics)
@@ -38,8 +39,8 @@ def test_proxy_is_deterministic(data, teacher):
 def test_sliced_full_student_reproduces_teacher_states(data, teacher):
     """Sliced to the teacher's own shape, the student's hidden-state KD loss is ~0."""
     arch = teacher.checkpoint.arch
-    cfg = proxy.ProxyConfig(steps=1, batch_size=8, init="slice", learning_rate=1e-9,
-                            warmup_steps=0)
+    cfg = proxy.ProxyConfig(steps=1, batch_size=8, init="slice",
+                            optim=train.OptimConfig(learning_rate=1e-9))
     r = proxy.proxy_error(arch, data, teacher.checkpoint.spec, cfg, source=teacher.checkpoint)
     assert r.metrics["heldout_hidden"] < 1e-3  # float16 cache rounding only
 

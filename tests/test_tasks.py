@@ -1,12 +1,14 @@
 """Tests for bort_jax.tasks: registry, readers (real GLUE/SuperGLUE files and fixtures), TFDS
 field mapping (with a fake ``tensorflow_datasets``), label remapping and metrics.
 
-Expected counts come from ``shared/data/SOURCES.md``.
+Real files: the slices in ``tests/fixtures/data`` always; the whole files (their counts are in
+``docs/data.md``) only in ``full_data`` tests, when ``BORT_DATA_DIR`` is set.
 """
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import types
 from collections import Counter
@@ -16,9 +18,6 @@ import numpy as np
 import pytest
 
 from bort_jax import tasks as T
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.usefixtures("shared_dir")  # fails (not skips) without ../shared
 
 
 def _label_counts(examples: list[T.Example]) -> dict:
@@ -85,33 +84,58 @@ def test_canonical_split():
 
 
 # --------------------------------------------------------------------------- real files
+# Slices of the real files live in tests/fixtures/data (tests/fixtures/README.md); the
+# whole files, when present, in $BORT_DATA_DIR (docs/data.md; tests marked full_data).
 
-# (task, split, rows, {label: count}) from SOURCES.md.
-REAL_FILES = [
+# (task, split, rows, {label: count}) of the slices in tests/fixtures/data.
+SLICES = [
+    ("cola", "train", 65, {1: 49, 0: 16}),
+    ("cola", "dev", 65, {1: 45, 0: 20}),
+    ("sst2", "train", 65, {1: 28, 0: 37}),
+    ("sst2", "dev", 65, {1: 32, 0: 33}),
+    ("mrpc", "train", 65, {1: 39, 0: 26}),
+    ("mrpc", "dev", 65, {1: 44, 0: 21}),
+    ("rte", "train", 65, {0: 30, 1: 35}),  # 0 = entailment
+    ("rte", "dev", 65, {0: 32, 1: 33}),
+    ("wnli", "train", 65, {1: 33, 0: 32}),
+    ("wnli", "dev", 65, {1: 28, 0: 37}),
+    ("qnli", "dev", 70, {0: 37, 1: 33}),
+    ("cb", "train", 65, {0: 48, 1: 16, 2: 1}),  # entailment/contradiction/neutral
+    ("cb", "dev", 56, {0: 23, 1: 28, 2: 5}),  # the whole file
+    ("superglue_rte", "train", 65, {0: 30, 1: 35}),
+    ("superglue_rte", "dev", 65, {0: 32, 1: 33}),
+    ("copa", "dev", 65, {0: 34, 1: 31}),
+    ("wic", "dev", 65, {0: 33, 1: 32}),
+]
+SLICE_STSB = [("train", 66), ("dev", 65)]
+
+# (task, split, rows, {label: count}) of the whole files, from docs/data.md.
+FULL_FILES = [
     ("cola", "train", 8551, {1: 6023, 0: 2528}),
     ("cola", "dev", 1043, {1: 721, 0: 322}),
     ("sst2", "train", 67349, {1: 37569, 0: 29780}),
     ("sst2", "dev", 872, {1: 444, 0: 428}),
     ("mrpc", "train", 3668, {1: 2474, 0: 1194}),
     ("mrpc", "dev", 408, {1: 279, 0: 129}),
-    ("rte", "train", 2490, {0: 1249, 1: 1241}),  # 0 = entailment
+    ("rte", "train", 2490, {0: 1249, 1: 1241}),
     ("rte", "dev", 277, {0: 146, 1: 131}),
     ("wnli", "train", 635, {1: 312, 0: 323}),
     ("wnli", "dev", 71, {1: 31, 0: 40}),
     ("qnli", "dev", 5463, {0: 2702, 1: 2761}),
-    ("cb", "train", 250, {0: 115, 1: 119, 2: 16}),  # entailment/contradiction/neutral
+    ("cb", "train", 250, {0: 115, 1: 119, 2: 16}),
     ("cb", "dev", 56, {0: 23, 1: 28, 2: 5}),
     ("superglue_rte", "train", 2490, {0: 1249, 1: 1241}),
     ("superglue_rte", "dev", 277, {0: 146, 1: 131}),
     ("copa", "dev", 100, {0: 55, 1: 45}),
     ("wic", "dev", 638, {0: 319, 1: 319}),
 ]
+FULL_STSB = [("train", 5749), ("dev", 1500)]
+QNLI_STRAY_QUOTES = [694, 3428, 3479, 3529, 4080]  # sentence starts with a stray '"'
 
 
-@needs_data
-@pytest.mark.parametrize("name,split,rows,counts", REAL_FILES)
-def test_real_file_counts(name, split, rows, counts):
-    examples = T.read_split(name, DATA, split)
+def _check_file(data: Path, name: str, split: str, rows: int, counts: dict) -> None:
+    """Row and label counts of one split; every example has the task's text fields."""
+    examples = T.read_split(name, data, split)
     assert len(examples) == rows
     assert _label_counts(examples) == counts
     task = T.get_task(name)
@@ -120,46 +144,108 @@ def test_real_file_counts(name, split, rows, counts):
         assert (ex.text_b is None) == (len(task.text_fields) == 1)
 
 
-@needs_data
-@pytest.mark.parametrize("split,rows", [("train", 5749), ("dev", 1500)])
-def test_real_stsb(split, rows):
-    examples = T.read_split("sts-b", DATA / "glue" / "STS-B", split)
+def _check_stsb(data: Path, split: str, rows: int) -> None:
+    """STS-B: float scores spanning the whole 0-5 range, two sentences per row."""
+    examples = T.read_split("sts-b", data / "glue" / "STS-B", split)
     scores = np.array([e.label for e in examples])
     assert len(examples) == rows and scores.dtype == np.float64
     assert scores.min() == 0.0 and scores.max() == 5.0
     assert all(e.text_b for e in examples)
 
 
-@needs_data
-def test_real_file_details():
+def _check_details(data: Path, cola_dev_rows: int) -> None:
+    """Format quirks that hold for the whole files and for their slices alike."""
     # CoLA dev: no header and no final newline; the last row must still be read.
-    cola = T.read_split("cola", DATA / "glue", "dev")
+    raw = (data / "glue" / "CoLA" / "dev.tsv").read_bytes()
+    assert raw.startswith(b"gj04\t1\t\t") and not raw.endswith(b"\n")
+    cola = T.read_split("cola", data / "glue", "dev")
+    assert len(cola) == cola_dev_rows
     assert cola[0].text_a == "The sailors rode the breeze clear of the rocks."
     assert cola[-1].text_a == "John talked to Bill about himself." and cola[-1].label == 1
-    assert cola[-1].idx == 1042
-    # MRPC: BOM stripped from the header, quotes kept as-is (QUOTE_NONE).
-    mrpc = T.read_split("mrpc", DATA, "dev")
+    assert cola[-1].idx == cola_dev_rows - 1
+    # MRPC: BOM stripped from the header, quotes kept as-is (QUOTE_NONE), untokenized text.
+    assert (data / "glue" / "MRPC" / "dev.tsv").read_bytes().startswith(b"\xef\xbb\xbfQuality\t")
+    mrpc = T.read_split("mrpc", data, "dev")
     assert mrpc[0].text_b.startswith('"The foodservice pie business')
-    # QNLI: stray leading quote of row 694 is kept.
-    qnli = {e.idx: e for e in T.read_split("qnli", DATA, "validation")}
+    assert 'whom he called "the witness", of' in T.read_split("mrpc", data, "train")[0].text_a
+    # QNLI: the stray leading quote of row 694 (and four others) is kept.
+    qnli = {e.idx: e for e in T.read_split("qnli", data, "validation")}
     assert qnli[694].text_b.startswith('" Luis Walter Alvarez') and qnli[694].label == 1
+    assert all(qnli[i].text_b.startswith('" ') for i in QNLI_STRAY_QUOTES)
     # SST-2 keeps the trailing space of the official text.
-    assert T.read_split("sst2", DATA, "dev")[0].text_a.endswith("journey . ")
+    assert T.read_split("sst2", data, "dev")[0].text_a.endswith("journey . ")
     # WiC keeps word and offsets; COPA has two choices.
-    wic = T.read_split("wic", DATA, "val")[0]
+    wic = T.read_split("wic", data, "val")[0]
     assert wic.meta["word"] == "class" and wic.label == 0
     assert wic.text_a[wic.meta["start1"]:wic.meta["end1"]] == "class"
-    copa = T.read_split("copa", DATA, "val")[0]
+    copa = T.read_split("copa", data, "val")[0]
     assert copa.choices == ["The toilet filled with water.", "Water flowed from the spout."]
     assert copa.text_b == "effect" and copa.label == 1
-
-
-@needs_data
-def test_real_rte_glue_and_superglue_dirs():
     # A root holding glue/ and superglue/ picks the right RTE release per task.
-    glue = T.read_split("rte", DATA, "dev")
-    sg = T.read_split("superglue_rte", DATA, "dev")
-    assert [e.label for e in glue] == [e.label for e in sg]
+    for split in ("train", "dev"):
+        glue = T.read_split("rte", data, split)
+        sg = T.read_split("superglue_rte", data, split)
+        assert [e.label for e in glue] == [e.label for e in sg] and glue[0].idx == sg[0].idx
+
+
+def _make_slices(src: Path, out: Path) -> dict[str, bytes]:
+    """Runs tests/fixtures/make_task_slices.py on ``src``; returns {relative path: bytes}."""
+    script = Path(__file__).resolve().parent / "fixtures" / "make_task_slices.py"
+    done = subprocess.run([sys.executable, str(script), str(src), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return _tree_bytes(out)
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``, by its path relative to ``root``."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name,split,rows,counts", SLICES)
+def test_slice_counts(task_data_dir, name, split, rows, counts):
+    _check_file(task_data_dir, name, split, rows, counts)
+    assert sorted(counts) == list(range(T.get_task(name).num_labels))  # every label present
+
+
+@pytest.mark.parametrize("split,rows", SLICE_STSB)
+def test_slice_stsb(task_data_dir, split, rows):
+    _check_stsb(task_data_dir, split, rows)
+
+
+def test_slice_details(task_data_dir):
+    _check_details(task_data_dir, cola_dev_rows=65)
+    # The slices stay within the size the README of tests/fixtures promises.
+    assert sum(len(b) for b in _tree_bytes(task_data_dir).values()) < 500_000
+
+
+def test_slices_regenerate_from_themselves(task_data_dir, tmp_path):
+    # Every selection rule keeps the same rows of a slice as of the whole file, so slicing
+    # the slices is the identity: the script, its file list and the fixtures agree.
+    assert _make_slices(task_data_dir, tmp_path) == _tree_bytes(task_data_dir)
+
+
+@pytest.mark.full_data
+@pytest.mark.parametrize("name,split,rows,counts", FULL_FILES)
+def test_full_file_counts(full_data_dir, name, split, rows, counts):
+    _check_file(full_data_dir, name, split, rows, counts)
+
+
+@pytest.mark.full_data
+@pytest.mark.parametrize("split,rows", FULL_STSB)
+def test_full_stsb(full_data_dir, split, rows):
+    _check_stsb(full_data_dir, split, rows)
+
+
+@pytest.mark.full_data
+def test_full_details(full_data_dir):
+    _check_details(full_data_dir, cola_dev_rows=1043)
+
+
+@pytest.mark.full_data
+def test_slices_are_cut_from_full_files(full_data_dir, task_data_dir, tmp_path):
+    assert _make_slices(full_data_dir, tmp_path) == _tree_bytes(task_data_dir)
 
 
 def test_missing_file_names_file(tmp_path):

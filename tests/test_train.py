@@ -26,26 +26,46 @@ def _linear_problem():
     return w_true, batch_fn, loss_fn
 
 
-def test_converges_and_logs(tmp_path):
+def test_converges_logs_evaluates_and_checkpoints(tmp_path):
     w_true, batch_fn, loss_fn = _linear_problem()
-    tx = train.make_optimizer(train.OptimConfig(learning_rate=0.1, total_steps=200,
-                                                warmup_steps=10, weight_decay=0.0))
-    res = train.train(loss_fn, {"w": jnp.zeros(3)}, tx, batch_fn, 200, workdir=tmp_path,
-                      log_every=50, eval_fn=lambda p: {"err": float(jnp.abs(p["w"] - w_true).max())},
-                      eval_every=100)
+    calls = []
+
+    def evaluator(params, step):
+        calls.append(step)
+        return {"err": float(jnp.abs(params["w"] - w_true).max())}
+
+    loop = train.LoopConfig(num_steps=200, log_every=50, eval_every=60)
+    optim = train.OptimConfig(learning_rate=0.1, warmup_steps=10, weight_decay=0.0)
+    res = train.train(loss_fn, {"w": jnp.zeros(3)}, batch_fn, loop, optim,
+                      evaluators=[evaluator], workdir=tmp_path)
     np.testing.assert_allclose(res.state.params["w"], w_true, atol=1e-2)
     steps = [r["step"] for r in res.history if not r.get("eval")]
     assert steps == [50, 100, 150, 200]
-    assert res.history[-1]["eval"] and res.history[-1]["err"] < 1e-2
+    assert calls == [60, 120, 180, 200] == [r["step"] for r in res.evals]
+    assert res.evals[-1]["err"] < 1e-2 < res.evals[0]["err"] + 1
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == len(res.history)
+    # checkpoints follow the evaluations (checkpoint_every=0), the last two kept
+    assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints")) == [180, 200]
+    # a rerun after the end trains and evaluates nothing, and reads the history back
+    again = train.train(loss_fn, {"w": jnp.zeros(3)}, batch_fn, loop, optim,
+                        evaluators=[evaluator], workdir=tmp_path)
+    assert again.resumed_from == 200 and calls == [60, 120, 180, 200]
+    assert again.history == res.history
 
 
-def test_schedule_warmup_then_linear_decay():
-    sched = train.learning_rate_schedule(train.OptimConfig(learning_rate=1.0, total_steps=10,
-                                                           warmup_steps=2, end_lr=0.0))
+@pytest.mark.parametrize("warmup", [dict(warmup_steps=2), dict(warmup_ratio=0.2)])
+def test_schedule_warmup_then_linear_decay(warmup):
+    sched = train.learning_rate_schedule(
+        train.OptimConfig(learning_rate=1.0, end_lr=0.0, **warmup), 10)
     # warm-up 0 → 1 over 2 steps, then 1 → 0 over 8
     np.testing.assert_allclose([float(sched(s)) for s in (0, 1, 2, 6, 10)],
                                [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_warmup_is_resolved_once():
+    assert train.OptimConfig(warmup_ratio=0.05).warmup(12) == 1  # rounded, not truncated
+    assert train.OptimConfig(warmup_steps=50).warmup(12) == 12  # capped at the run
+    assert train.OptimConfig().warmup(100) == 0
 
 
 def test_weight_decay_mask():
@@ -54,9 +74,13 @@ def test_weight_decay_mask():
                     "norm": {"scale": False, "bias": False}}
 
 
-def test_bad_optim_config_named():
-    with pytest.raises(ValueError, match="warmup_steps"):
-        train.OptimConfig(total_steps=10, warmup_steps=20)
+def test_bad_optim_and_loop_config_named():
+    with pytest.raises(ValueError, match="warmup_steps or warmup_ratio"):
+        train.OptimConfig(warmup_steps=2, warmup_ratio=0.1)
+    with pytest.raises(ValueError, match="optim.warmup_ratio"):
+        train.OptimConfig(warmup_ratio=1.5)
+    with pytest.raises(ValueError, match="num_steps must be positive"):
+        train.LoopConfig(num_steps=0)
 
 
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
@@ -66,10 +90,10 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     def loss_fn(p, b, rng):
         return (p["w"] - b["x"]) ** 2, {}
 
-    tx = train.make_optimizer(train.OptimConfig(learning_rate=0.1, total_steps=30))
+    loop = train.LoopConfig(num_steps=30, checkpoint_every=10, log_every=5)
     with pytest.raises(train.NonFiniteLoss, match="step 13.*step 10"):
-        train.train(loss_fn, {"w": jnp.zeros(())}, tx, batch_fn, 30, workdir=tmp_path,
-                    checkpoint_every=10, log_every=5)
+        train.train(loss_fn, {"w": jnp.zeros(())}, batch_fn, loop,
+                    train.OptimConfig(learning_rate=0.1), workdir=tmp_path)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10"]
 
 

@@ -7,17 +7,15 @@ token with 0.1 and stays unchanged with 0.1. Targets are returned in the fixed-s
 (positions, ids, weights) layout of the TPU BERT code, padded to P = ``max_predictions``,
 so every batch has the same shapes and the jitted step never recompiles.
 
-Everything is a pure function of (seed, step): ``MLMBatches(step)`` recomputes the batch of
-any global step, so resuming after a kill means restarting at the saved step.
+Masking is a pure function of its generator: the KD data is masked once under a seed
+(`distill.static_mask`), and batches come from the stateless `data.batching.epoch_batches`.
 """
 from __future__ import annotations
 
 import functools
 import math
 import os
-import queue
-import threading
-from typing import Callable, Iterable, Iterator, Mapping, Union
+from typing import Iterable, Mapping, Union
 
 import numpy as np
 import tokenizers
@@ -147,161 +145,6 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, mask
 
 
 # ---------------------------------------------------------------------------------------------
-# Stateless batch source and prefetching
-# ---------------------------------------------------------------------------------------------
-def _rng(seed: int, stream: int, counter: int) -> np.random.Generator:
-    """Independent generator for (seed, stream, counter); stream 0 = shuffling, 1 = masking."""
-    return np.random.default_rng(np.random.SeedSequence([seed, stream, counter]))
-
-
-class MLMBatches:
-    """Deterministic, stateless MLM batch source: ``batch = source(step)``.
-
-    Epoch e = step // S with S = N // batch_size steps per epoch (the N mod batch_size rows
-    left over by a permutation are skipped for that epoch). Epoch e visits the rows in the
-    order ``permutation_e``, seeded by (seed, 0, e); step s uses rows
-    ``permutation_e[(s mod S) * B : (s mod S + 1) * B]`` and masking seeded by (seed, 1, s).
-    Nothing depends on previous calls, so restarting at a saved step reproduces the run.
-
-    Batch (B = batch_size, L = seq_len, P = max_predictions):
-      input_ids       int32   [B, L]  masked ids
-      attention_mask  int32   [B, L]  1 = real token, 0 = pad
-      token_type_ids  int32   [B, L]  zeros (single segment)
-      mlm_positions   int32   [B, P]
-      mlm_ids         int32   [B, P]
-      mlm_weights     float32 [B, P]
-      index           int64   [B]     rows of ``seqs`` used
-    """
-
-    def __init__(self, seqs: np.ndarray, batch_size: int, *, seed: int, vocab_size: int,
-                 mask_id: int, pad_id: int, special_ids: Iterable[int],
-                 mask_prob: float = 0.15, max_predictions: int | None = None):
-        seqs = np.asarray(seqs)
-        if seqs.ndim != 2:
-            raise ValueError(f'seqs must be [N, seq_len], got shape {seqs.shape}')
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        if batch_size > seqs.shape[0]:
-            raise ValueError(f'batch_size {batch_size} is larger than the number of '
-                             f'sequences {seqs.shape[0]}; use a smaller batch or more text')
-        if seed < 0:
-            raise ValueError(f'seed must be non-negative, got {seed}')
-        self.seqs = seqs
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.vocab_size = int(vocab_size)
-        self.mask_id = int(mask_id)
-        self.pad_id = int(pad_id)
-        self.special_ids = tuple(sorted(set(int(i) for i in special_ids) | {self.pad_id}))
-        self.mask_prob = float(mask_prob)
-        self.max_predictions = (default_max_predictions(seqs.shape[1], mask_prob)
-                                if max_predictions is None else int(max_predictions))
-        self._perm_cache: tuple[int, np.ndarray] | None = None
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """S = N // batch_size."""
-        return self.seqs.shape[0] // self.batch_size
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        """Row order of ``epoch``: int64 [N], seeded by (seed, 0, epoch)."""
-        cached = self._perm_cache
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
-        perm = _rng(self.seed, 0, epoch).permutation(self.seqs.shape[0])
-        self._perm_cache = (epoch, perm)  # Single assignment: safe under the prefetch thread.
-        return perm
-
-    def indices(self, step: int) -> np.ndarray:
-        """Rows used at global ``step``: int64 [batch_size]."""
-        if step < 0:
-            raise ValueError(f'step must be non-negative, got {step}')
-        epoch, offset = divmod(int(step), self.steps_per_epoch)
-        start = offset * self.batch_size
-        return self.permutation(epoch)[start:start + self.batch_size].astype(np.int64)
-
-    def __call__(self, step: int) -> Batch:
-        index = self.indices(step)
-        ids = self.seqs[index]
-        batch = mask_tokens(ids, _rng(self.seed, 1, int(step)), self.vocab_size, self.mask_id,
-                            self.special_ids, self.mask_prob, self.max_predictions)
-        batch['attention_mask'] = (ids != self.pad_id).astype(np.int32)
-        batch['token_type_ids'] = np.zeros_like(batch['input_ids'])
-        batch['index'] = index
-        return batch
-
-
-class Prefetcher:
-    """Iterator of ``(step, source(step))`` for step = start_step, start_step + 1, ...
-
-    A daemon thread computes up to ``depth`` batches ahead. Stops after ``stop_step - 1``
-    when ``stop_step`` is given. An exception in ``source`` is re-raised by ``next``.
-    Use as a context manager, or call ``close()``, to stop the thread early.
-    """
-
-    _END = object()
-
-    def __init__(self, source: Callable[[int], Batch], start_step: int, depth: int = 2,
-                 stop_step: int | None = None):
-        if depth < 1:
-            raise ValueError(f'depth must be >= 1, got {depth}')
-        self._source = source
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(start_step, stop_step),
-                                        daemon=True, name='mlm-prefetch')
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        """Blocking put that gives up when closed; True if the item was queued."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self, step: int, stop_step: int | None) -> None:
-        while stop_step is None or step < stop_step:
-            try:
-                item = (step, self._source(step))
-            except BaseException as err:  # Re-raised in the consumer thread.
-                self._put(err)
-                return
-            if not self._put(item):
-                return
-            step += 1
-        self._put(self._END)
-
-    def __iter__(self) -> Iterator[tuple[int, Batch]]:
-        return self
-
-    def __next__(self) -> tuple[int, Batch]:
-        if self._stop.is_set():
-            raise StopIteration
-        item = self._queue.get()
-        if item is self._END:
-            self._stop.set()
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._stop.set()
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stops the producer thread and drops queued batches."""
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-    def __enter__(self) -> 'Prefetcher':
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# ---------------------------------------------------------------------------------------------
 # Compatibility checks
 # ---------------------------------------------------------------------------------------------
 VocabLike = Union[tokenizers.Tokenizer, Mapping[str, int], str, os.PathLike]
@@ -369,12 +212,3 @@ def check_vocab_compat(student: VocabLike, teacher: VocabLike) -> None:
     if problem is not None:
         raise ValueError(f'student and teacher vocabularies are incompatible for logit '
                          f'distillation: {problem}')
-
-
-def check_seq_len(seq_len: int, max_positions: int) -> None:
-    """Raises ValueError if rows of ``seq_len`` tokens do not fit ``max_positions``."""
-    if seq_len > max_positions:
-        raise ValueError(f'seq_len {seq_len} exceeds the model\'s max_positions '
-                         f'{max_positions}; use seq_len <= {max_positions}')
-    if seq_len < 3:
-        raise ValueError(f'seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}')

@@ -223,7 +223,7 @@ def tokenize_and_pack(docs: Iterable[str], tokenizer: tokenizers.Tokenizer, seq_
     Each row is ``[CLS] tokens... [SEP]`` of exactly ``seq_len`` ids; the text crosses
     document boundaries (optionally marked by ``doc_sep_id`` after every document, RoBERTa
     style). Only the final row can be short; it is right-padded with ``pad_id``. The
-    attention mask is ``attention_mask(rows, pad_id)``.
+    attention mask is ``rows != pad_id``.
 
     Args:
       docs: documents (strings).
@@ -242,11 +242,6 @@ def tokenize_and_pack(docs: Iterable[str], tokenizer: tokenizers.Tokenizer, seq_
         raise ValueError('corpus is empty: no document produced any token '
                          '(check the corpus spec and the tokenizer)')
     return pack_stream(stream, seq_len, cls_id, sep_id, pad_id)
-
-
-def attention_mask(ids: np.ndarray, pad_id: int) -> np.ndarray:
-    """1 where a token is real, 0 where it is padding: int32, same shape as ``ids``."""
-    return (np.asarray(ids) != pad_id).astype(np.int32)
 
 
 def split_train_heldout(seqs: np.ndarray, heldout_fraction: float,

@@ -11,7 +11,7 @@ Everything is pure-functional Flax linen: `init`/`apply`, dropout only with a 'd
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax.arch import Arch, Spec
+
+HEAD_KEYS = ("classifier", "head_pooler")  # the fine-tuning head's subtrees
 
 Dtype = Any
 INIT_STD = 0.02
@@ -362,3 +364,30 @@ def slice_params(params: dict, source: Arch, target: Arch,
         k = np.asarray(params["classifier"]["kernel"])
         out["classifier"] = {"kernel": k[:h], "bias": np.asarray(params["classifier"]["bias"])}
     return jax.tree_util.tree_map(jnp.asarray, out)
+
+
+def fresh_params(model: Bert, seed: int = 0) -> dict:
+    """Random parameters of `model` (jit-compiled init: much faster than eager for BERT)."""
+    return jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(seed))
+
+
+def merge_pretrained(fresh: dict, pretrained: Mapping[str, Any],
+                     head_keys: Sequence[str] = HEAD_KEYS) -> dict:
+    """`fresh` with every subtree but the task head (`head_keys`) replaced by the pretrained
+    one (shapes checked; a ValueError names the subtree and both shapes)."""
+    out = {}
+    for name, sub in fresh.items():
+        if name in head_keys or name not in pretrained:
+            out[name] = sub
+            continue
+        out[name] = jax.tree_util.tree_map(_checked(name), sub, pretrained[name])
+    return out
+
+
+def _checked(name: str) -> Callable:
+    def pick(expected, got):
+        if tuple(np.shape(expected)) != tuple(np.shape(got)):
+            raise ValueError(f"pretrained {name} has shape {np.shape(got)}, model expects "
+                             f"{np.shape(expected)}")
+        return jnp.asarray(got, jnp.asarray(expected).dtype)
+    return pick

@@ -1,0 +1,157 @@
+"""Batching: row helpers, the one stateless epoch batcher, the one prefetcher.
+
+A data set is a dict of arrays with a shared leading axis (rows). Every training run in the
+project (fine-tuning, distillation / proxy training, Agora, the torus demonstration) draws its
+batches from `epoch_batches`, a *stateless* source: the batch of global step `s` depends only on
+(data, seed, s), so the data position of a run is its step and a resume from a checkpoint at
+step `s` continues with exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+Batch = Mapping[str, np.ndarray]
+BatchSource = Callable[[int], Batch]
+
+
+# ------------------------------------------------------------------------- row helpers
+
+
+def num_rows(arrays: Mapping[str, np.ndarray]) -> int:
+    """Rows of a data set; ValueError naming the keys when they disagree or it is empty."""
+    if not arrays:
+        raise ValueError("data set has no arrays")
+    sizes = {k: int(np.shape(v)[0]) for k, v in arrays.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"arrays disagree on the number of rows: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def take(arrays: Mapping[str, np.ndarray], idx: Sequence[int] | np.ndarray) -> Arrays:
+    """Rows `idx` of every array (works on memory-maps: only those rows are read)."""
+    idx = np.asarray(idx)
+    return {k: np.asarray(v[idx]) for k, v in arrays.items()}
+
+
+def concat(*datasets: Mapping[str, np.ndarray] | None) -> Arrays:
+    """Row-wise concatenation of data sets with the same keys (`None`s are skipped; dtypes
+    follow the first data set)."""
+    parts = [d for d in datasets if d is not None]
+    if not parts:
+        raise ValueError("concat needs at least one data set")
+    keys = set(parts[0])
+    for d in parts[1:]:
+        if set(d) != keys:
+            raise ValueError(f"cannot concatenate data sets with keys {sorted(keys)} and "
+                             f"{sorted(d)}")
+    first = parts[0]
+    return {k: np.concatenate([np.asarray(d[k]).astype(np.asarray(first[k]).dtype, copy=False)
+                               for d in parts]) for k in first}
+
+
+def select(arrays: Mapping[str, np.ndarray], keys: Sequence[str]) -> Arrays:
+    """The arrays of `keys` that are present, as numpy arrays."""
+    return {k: np.asarray(arrays[k]) for k in keys if k in arrays}
+
+
+# -------------------------------------------------------------------- the batch source
+
+
+@functools.lru_cache(maxsize=64)
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The row order of epoch `epoch`: a permutation of range(n) seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_rows(step: int, n: int, batch_size: int, seed: int,
+               drop_remainder: bool = False) -> np.ndarray:
+    """Row indices [batch_size] of global step `step`.
+
+    drop_remainder=False: positions step·B … step·B + B − 1 of the concatenation of the
+    per-epoch permutations (a batch may straddle two epochs; every row is seen once per
+    epoch). drop_remainder=True: epoch e = step // ⌊n/B⌋ uses the first ⌊n/B⌋·B rows of its
+    permutation in order (the n mod B others are skipped that epoch).
+    """
+    if drop_remainder:
+        per_epoch = n // batch_size
+        epoch, k = divmod(step, per_epoch)
+        return epoch_permutation(n, seed, epoch)[k * batch_size:(k + 1) * batch_size]
+    pos = step * batch_size + np.arange(batch_size)
+    epochs, offsets = np.divmod(pos, n)
+    return np.array([epoch_permutation(n, seed, int(e))[o] for e, o in zip(epochs, offsets)])
+
+
+def epoch_batches(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, *,
+                  drop_remainder: bool = False,
+                  transform: Callable[[Arrays], Batch] | None = None) -> BatchSource:
+    """`batch(step) -> {key: array [batch_size, ...]}`, stateless (see `batch_rows`).
+
+    `transform` post-processes each gathered batch on the host (e.g. trimming padding).
+
+    Raises:
+      ValueError: empty data, a non-positive batch size, or (drop_remainder) a batch larger
+        than the data set.
+    """
+    n = num_rows(arrays)
+    if n == 0:
+        raise ValueError("cannot draw batches from an empty data set")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if drop_remainder and batch_size > n:
+        raise ValueError(f"batch_size {batch_size} exceeds the {n} rows of the data set")
+
+    def batch(step: int) -> Batch:
+        rows = take(arrays, batch_rows(step, n, batch_size, seed, drop_remainder))
+        return transform(rows) if transform is not None else rows
+
+    return batch
+
+
+def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> list[Arrays]:
+    """Consecutive full batches of min(batch_size, n) rows, in order (one shape, one compile).
+
+    The n mod batch_size trailing rows are not used. ValueError when there are no rows.
+    """
+    n = num_rows(arrays)
+    size = min(batch_size, n)
+    if size <= 0:
+        raise ValueError("cannot batch an empty data set")
+    return [take(arrays, np.arange(s, s + size)) for s in range(0, n - size + 1, size)]
+
+
+# --------------------------------------------------------------------------- prefetch
+
+
+class Prefetcher:
+    """Iterates `(step, source(step))` for steps in [start, stop), computed ahead in a thread.
+
+    An exception in `source` is re-raised in the consuming thread at that step.
+    """
+
+    def __init__(self, source: BatchSource, start: int, stop: int, depth: int = 2):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, args=(source, start, stop),
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, source: BatchSource, start: int, stop: int) -> None:
+        for s in range(start, stop):
+            try:
+                self._q.put((s, source(s), None))
+            except Exception as e:  # noqa: BLE001 - surfaced in the main thread
+                self._q.put((s, None, e))
+                return
+        self._q.put(None)  # end of stream
+
+    def __iter__(self) -> Iterator[tuple[int, Batch]]:
+        while (item := self._q.get()) is not None:
+            s, batch, err = item
+            if err is not None:
+                raise err
+            yield s, batch

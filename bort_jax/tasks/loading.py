@@ -1,0 +1,80 @@
+"""Labelled examples of a task from local files or TensorFlow Datasets, and subsampling.
+
+Where data comes from, in order: an explicit `data_dir` (the official GLUE / SuperGLUE / RACE
+file layout, see `readers`), else the directory named by the environment variable
+`BORT_DATA_DIR` (same layout), else TensorFlow Datasets by name. Nothing here downloads.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bort_jax.tasks.core import Example, Task
+from bort_jax.tasks.readers import read_split
+from bort_jax.tasks.tfds_reader import read_tfds
+
+DATA_DIR_ENV = "BORT_DATA_DIR"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No files for the task under any data directory tried, and TFDS unavailable."""
+
+
+def default_data_dir() -> Path | None:
+    """The directory named by `$BORT_DATA_DIR`, if set (ValueError if it does not exist)."""
+    value = os.environ.get(DATA_DIR_ENV, "")
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise DataNotFoundError(f"{DATA_DIR_ENV}={value} is not a directory")
+    return Path(value)
+
+
+def load_examples(task: Task, split: str, data_dir: str = "",
+                  tfds_data_dir: str = "") -> list[Example]:
+    """Labelled examples of one split: from `data_dir`, $BORT_DATA_DIR, or TFDS (in order).
+
+    Raises:
+        DataNotFoundError: the files are not there and TFDS cannot supply them.
+    """
+    tried = []
+    if data_dir:
+        if not Path(data_dir).is_dir():
+            raise DataNotFoundError(f"data_dir {data_dir} does not exist")
+        roots = [Path(data_dir)]
+    else:
+        roots = [d for d in (default_data_dir(),) if d is not None]
+    for root in roots:
+        try:
+            return _labelled(task, split, read_split(task, root, split))
+        except FileNotFoundError as e:
+            tried.append(str(e))
+    if data_dir:
+        raise DataNotFoundError(f"{task.name}/{split}: {tried[0]}")
+    try:
+        return _labelled(task, split, read_tfds(task, split, tfds_data_dir or None))
+    except ImportError as e:
+        where = "; ".join(tried) or f"no data_dir given and ${DATA_DIR_ENV} not set"
+        raise DataNotFoundError(
+            f"no {split} data for task {task.name!r}: {where}; and TFDS is not available "
+            f"({e}). Pass --config.data_dir=<GLUE/SuperGLUE files>.") from e
+
+
+def _labelled(task: Task, split: str, examples: list[Example]) -> list[Example]:
+    if not examples:
+        raise DataNotFoundError(f"{task.name}/{split}: the split is empty")
+    if any(ex.label is None for ex in examples):
+        raise ValueError(f"{task.name}/{split} has unlabelled examples; fine-tuning and "
+                         "evaluation need labels")
+    return examples
+
+
+def subsample(examples: Sequence[Example], limit: int, seed: int) -> list[Example]:
+    """`limit` examples chosen by a permutation seeded with `seed` (all when limit is 0)."""
+    if not limit or limit >= len(examples):
+        return list(examples)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])
+    return [examples[i] for i in keep]
