@@ -30,7 +30,6 @@ from common import machine_info, matmul_peak, time_fn  # noqa: E402
 
 from bort_jax import distill, hf, train  # noqa: E402
 from bort_jax.arch import Arch, flops  # noqa: E402
-from bort_jax.models.bert import Bert  # noqa: E402
 
 
 def student_step_flops(arch: Arch, spec, batch: int, seq_len: int, positions: int,
@@ -52,13 +51,13 @@ def run(args) -> dict:
         data = distill.prepare(teacher, teacher_dir, "embedded", args.seq_len,
                                max_sequences=args.batch * 4, heldout_fraction=0.2, seed=0,
                                want_logits=False, cache_dir=cache_dir)
-        spec = distill.student_spec(teacher.checkpoint.spec)
-        model = Bert(arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0)
-        params = distill.init_student(arch, spec, data.teacher_hidden, 0)
-        tx = train.make_optimizer(train.OptimConfig(learning_rate=1e-4, total_steps=1000))
-        step = train.make_train_step(distill.make_loss_fn(model, data, distill.KDWeights()), tx)
-        batch = distill.batch_fn(data, args.batch, 0)(0)
-        state = {"s": train.init_state(params, tx, 0)}
+        student = distill.build_student(arch, data, teacher.checkpoint.spec,
+                                        distill.KDWeights(), seed=0)
+        spec = student.spec
+        tx = train.make_optimizer(train.OptimConfig(learning_rate=1e-4), 1000)
+        step = train.make_train_step(student.loss_fn, tx)
+        batch = distill.train_batches(data, args.batch, 0)(0)
+        state = {"s": train.init_state(student.params, tx, 0)}
 
         def cached_step(b):
             state["s"], m = step(state["s"], b)

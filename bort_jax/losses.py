@@ -3,7 +3,7 @@
 Bort (de Wynter & Perry, 2020) is pretrained with 0.1 * MLM-CE + 0.5 * T^2 * KD, T = 2,
 distilling RoBERTa-large's MLM distribution at the masked positions. ``logit_kd`` is the
 textbook KL (Hinton et al., 2015); ``bort_kd_legacy`` reproduces the released MXNet code
-bit for bit (double softmax, division by V; see PAPERS.md pitfall P6). ``hidden_kd`` and
+bit for bit (double softmax, division by V; see docs/papers.md, pitfall P6). ``hidden_kd`` and
 ``attention_kd`` are the intermediate-layer terms of TinyBERT (Jiao et al., 2020) and
 MiniLM (Wang et al., 2020), offered as options.
 

@@ -15,8 +15,9 @@ step and the rng, so a run killed at any point and restarted ends with bit-ident
 parameters to an uninterrupted one. A non-finite loss stops the run cleanly, names the step
 and leaves the last good checkpoint untouched.
 
-Sharding: `train` takes optional `state_sharding`/`batch_sharding` (e.g. `NamedSharding`s on a
-`Mesh`); with `None` everything lives on the default device. Nothing here is device-specific.
+Sharding: under an active `sharding.Partitioner` (a mesh + logical-axis rules) the same call
+runs SPMD: the state is sharded, batches are split along the data axes, checkpoints are saved
+and restored sharded. Without one everything lives on the default device.
 """
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from bort_jax import checkpoint as ckpt_lib
-from bort_jax import files
+from bort_jax import files, sharding
 from bort_jax.data import batching
 from bort_jax.data.batching import Batch, BatchSource
 
@@ -180,7 +182,7 @@ def init_state(params: Any, tx: optax.GradientTransformation, seed: int) -> Trai
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    state_sharding=None, batch_sharding=None) -> Callable:
+                    state_sharding: Any = None, metrics_sharding: Any = None) -> Callable:
     """`(state, batch) -> (state, metrics)`, jitted, state donated.
 
     The step's rng is `fold_in(state.rng, step)`, so it depends on the step alone. An update
@@ -202,9 +204,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         return new_state, metrics
 
     kwargs = {}
-    if state_sharding is not None:
-        kwargs = dict(in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=(state_sharding, None))
+    if state_sharding is not None:  # inputs: as placed (state sharded, batch split)
+        kwargs = dict(out_shardings=(state_sharding, metrics_sharding))
     return jax.jit(step_fn, donate_argnums=(0,), **kwargs)
 
 
@@ -233,7 +234,7 @@ def _to_host(metrics: list[dict]) -> list[dict]:
 def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
           optim: OptimConfig, *, evaluators: Sequence[Evaluator] = (),
           workdir: str | os.PathLike | None = None,
-          state_sharding=None, batch_sharding=None) -> TrainResult:
+          partitioner: sharding.Partitioner | None = None) -> TrainResult:
     """Run `loop.num_steps` steps of `loss_fn` from `params`, or resume from `workdir`.
 
     After each step `s` (1-based) that `loop.is_eval_step(s)`, every evaluator is called as
@@ -241,22 +242,37 @@ def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
     the checkpoint of step `s` is written. So a run resumed from a checkpoint at step `r` has
     done exactly the evaluations of steps ≤ r, and finds them in `workdir/metrics.jsonl`; a run
     resumed after its last step trains nothing and evaluates nothing.
+
+    Sharding: with a `partitioner` (default: the one active through
+    `sharding.Partitioner.activate`, else none = one device), the train state is placed with
+    `partitioner.tree_shardings`, a checkpoint is restored straight onto that layout (also
+    when it was saved on another mesh) and every batch is split along the batch axes.
     """
+    partitioner = partitioner or sharding.current()
+    if partitioner is not None and sharding.current() is not partitioner:
+        with partitioner.activate():
+            return train(loss_fn, params, batches, loop, optim, evaluators=evaluators,
+                         workdir=workdir, partitioner=partitioner)
     t0 = time.perf_counter()
     tx = make_optimizer(optim, loop.num_steps)
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
     state = init_state(params, tx, loop.seed)
+    state_sharding = metrics_sharding = None
+    place = lambda batch: batch  # noqa: E731
+    if partitioner is not None:
+        state_sharding = partitioner.tree_shardings(state)
+        metrics_sharding = NamedSharding(partitioner.mesh, PartitionSpec())
+        state = jax.device_put(state, state_sharding)
+        place = partitioner.put_batch
     mngr, resumed = None, None
     history: list[dict] = []
     if workdir is not None:
         mngr = ckpt_lib.manager(workdir, loop.max_to_keep)
         if mngr.latest_step() is not None:
-            state = ckpt_lib.restore(mngr, state)
+            state = ckpt_lib.restore(mngr, state)  # onto `state`'s shardings
             resumed = int(state.step)
             history = _read_history(workdir, resumed)
-    if state_sharding is not None:
-        state = jax.device_put(state, state_sharding)
-    step_fn = make_train_step(loss_fn, tx, state_sharding, batch_sharding)
+    step_fn = make_train_step(loss_fn, tx, state_sharding, metrics_sharding)
     start, stop = int(state.step), loop.num_steps
     pending: list[dict] = []
     last_saved = resumed
@@ -291,7 +307,7 @@ def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
         pending = []
 
     for s, batch in batching.Prefetcher(batches, start, stop):
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, place(batch))
         pending.append(metrics)
         done = s + 1
         if bar is not None:

@@ -1,0 +1,247 @@
+"""SPMD sharding: a device mesh from config, logical-axis rules, shardings for the train state.
+
+The model names the axes of every parameter and activation logically (`models/bert.py`:
+'vocab', 'embed', 'heads', 'mlp', 'batch', 'seq'); a rule table maps logical names to the
+axes of a 3-D mesh ('data', 'fsdp', 'model'), MaxText style:
+
+    data   batch parallelism (parameters replicated along it);
+    fsdp   batch parallelism with parameters and optimizer state sharded along 'embed';
+    model  tensor parallelism: attention heads, FFN width and vocabulary split.
+
+`Partitioner` holds a mesh + rules and gives `NamedSharding`s for any train state
+(`jax.eval_shape` + the logical axes of each leaf, found by its path: `param_axes`), places
+host batches along the batch axes (multi-host: `jax.make_array_from_process_local_data`), and
+is what `train.train` uses when one is active (`with partitioner.activate(): ...`), so callers
+of the loop need no change. A dimension that the mesh axes do not divide is replicated
+rather than failing (e.g. a 30,522-token vocabulary on 4 model shards).
+
+Multi-host (TPU pod slices, multi-GPU nodes): `initialize_distributed(cfg)` calls
+`jax.distributed.initialize` from config or the environment before any device is touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "model")
+
+# Logical axis -> mesh axes (MaxText's table, cut to the names this model uses).
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("seq", None),
+    ("embed", "fsdp"),
+    ("heads", "model"),
+    ("mlp", "model"),
+    ("vocab", "model"),
+)
+
+# Parameter path (suffix, '/'-joined) -> logical axes. Matches the names `models/bert.py`
+# gives (checked against flax's own metadata in tests/test_sharding.py), at any depth of a
+# bigger tree (KD {'student': ..., 'proj': ...}, optimizer moments mirroring the params).
+PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"word_embeddings/embedding$", ("vocab", "embed")),
+    (r"(position|token_type)_embeddings/embedding$", (None, "embed")),
+    (r"attention/(query|key|value)/kernel$", ("embed", "heads")),
+    (r"attention/(query|key|value)/bias$", ("heads",)),
+    (r"attention/output/kernel$", ("heads", "embed")),
+    (r"ffn_in/kernel$", ("embed", "mlp")),
+    (r"ffn_in/bias$", ("mlp",)),
+    (r"ffn_out/kernel$", ("mlp", "embed")),
+    (r"classifier/kernel$", ("embed", None)),
+    (r"classifier/bias$", (None,)),
+    (r"mlm_bias$", ("vocab",)),
+    (r"(pooler|head_pooler|mlm_transform)/kernel$", ("embed", "embed")),
+    (r"(LayerNorm|_norm)/(scale|bias)$", ("embed",)),
+    (r"(output|ffn_out|pooler|head_pooler|mlm_transform)/bias$", ("embed",)),
+    (r"proj/\d+$", ("embed", None)),  # KD projections [H_student, H_teacher]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh shape: sizes of ('data', 'fsdp', 'model'); one of them may be -1 = the rest."""
+
+    data: int = -1
+    fsdp: int = 1
+    model: int = 1
+    rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
+
+    def shape(self, n_devices: int) -> tuple[int, int, int]:
+        """The resolved (data, fsdp, model) sizes for `n_devices` devices."""
+        sizes = [self.data, self.fsdp, self.model]
+        free = [i for i, s in enumerate(sizes) if s == -1]
+        if len(free) > 1 or any(s == 0 or s < -1 for s in sizes):
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: each size must be >= 1, "
+                             "and at most one may be -1")
+        known = math.prod(s for s in sizes if s != -1)
+        if free:
+            if n_devices % known:
+                raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: {n_devices} devices "
+                                 f"are not a multiple of {known}")
+            sizes[free[0]] = n_devices // known
+        if math.prod(sizes) != n_devices:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} "
+                             f"devices, {n_devices} available")
+        return tuple(sizes)
+
+
+def make_mesh(cfg: MeshConfig = MeshConfig(), devices: Sequence[Any] | None = None) -> Mesh:
+    """A ('data', 'fsdp', 'model') mesh over `devices` (default: all)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = cfg.shape(len(devices))
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
+                           process_id: int = -1) -> bool:
+    """`jax.distributed.initialize` for multi-host runs; True if it ran.
+
+    Arguments left empty come from the environment (`JAX_COORDINATOR_ADDRESS`,
+    `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), and on TPU pod slices / SLURM / Open MPI JAX finds
+    them itself: set `BORT_DISTRIBUTED=1` there. Single-host runs (nothing set) skip it.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
+    if process_id < 0:
+        process_id = int(os.environ.get("JAX_PROCESS_ID", "-1"))
+    if not coordinator_address and os.environ.get("BORT_DISTRIBUTED", "") != "1":
+        return False
+    kwargs = {}
+    if coordinator_address:
+        kwargs = dict(coordinator_address=coordinator_address,
+                      num_processes=num_processes or None,
+                      process_id=process_id if process_id >= 0 else None)
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+# --------------------------------------------------------------------------- logical axes
+
+
+def _path_str(path: Sequence[Any]) -> str:
+    parts = []
+    for p in path:
+        key = getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))
+        parts.append(str(key))
+    return "/".join(parts)
+
+
+def param_axes(path: str, ndim: int) -> tuple[str | None, ...]:
+    """Logical axes of the leaf at `path` (PARAM_AXES), replicated when nothing matches."""
+    for pattern, axes in PARAM_AXES:
+        if re.search(pattern, path) and len(axes) == ndim:
+            return axes
+    return (None,) * ndim
+
+
+def mesh_spec(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+              rules: Sequence[tuple[str, Any]]) -> PartitionSpec:
+    """PartitionSpec of one array: each logical axis mapped by `rules` to mesh axes that are
+    not used yet in this array and whose size divides the dimension (else replicated)."""
+    table = dict(rules)
+    used: set[str] = set()
+    out = []
+    for name, dim in zip(logical, shape):
+        target = table.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)
+        if axes and dim % math.prod(mesh.shape[a] for a in axes) == 0:
+            used.update(axes)
+            out.append(axes[0] if len(axes) == 1 else axes)
+        else:
+            out.append(None)
+    return PartitionSpec(*out)
+
+
+# ----------------------------------------------------------------------------- partitioner
+
+
+@dataclasses.dataclass(frozen=True)
+class Partitioner:
+    """A mesh and its logical-axis rules: shardings for train states and batches."""
+
+    mesh: Mesh
+    rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
+
+    @classmethod
+    def from_config(cls, cfg: MeshConfig = MeshConfig(),
+                    devices: Sequence[Any] | None = None) -> Partitioner:
+        return cls(make_mesh(cfg, devices), tuple(cfg.rules))
+
+    @property
+    def batch_axes(self) -> tuple[str, ...]:
+        target = dict(self.rules).get("batch") or ()
+        return (target,) if isinstance(target, str) else tuple(target)
+
+    @property
+    def batch_divisor(self) -> int:
+        return math.prod(self.mesh.shape[a] for a in self.batch_axes)
+
+    def tree_shardings(self, tree: Any) -> Any:
+        """NamedShardings for every array leaf of `tree` (concrete or `jax.eval_shape`)."""
+        def one(path, leaf):
+            shape = tuple(np.shape(leaf))
+            axes = param_axes(_path_str(path), len(shape))
+            return NamedSharding(self.mesh, mesh_spec(axes, shape, self.mesh, self.rules))
+        return jax.tree_util.tree_map_with_path(one, tree)
+
+    def batch_sharding(self, ndim: int = 1) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(self.batch_axes or None,
+                                                      *([None] * (ndim - 1))))
+
+    def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Host batch (this process's rows) -> global arrays split along the batch axes."""
+        out = {}
+        for key, value in batch.items():
+            value = np.asarray(value)
+            global_rows = value.shape[0] * jax.process_count()
+            if global_rows % self.batch_divisor:
+                raise ValueError(f"batch '{key}' has {global_rows} rows, not divisible by the "
+                                 f"{self.batch_divisor} data-parallel shards "
+                                 f"({dict(self.mesh.shape)})")
+            sharding = self.batch_sharding(value.ndim)
+            if jax.process_count() > 1:
+                out[key] = jax.make_array_from_process_local_data(sharding, value)
+            else:
+                out[key] = jax.device_put(value, sharding)
+        return out
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[Partitioner]:
+        """Make this the partitioner `train.train` uses, and enter mesh + axis rules."""
+        token = _CURRENT.set(self)
+        try:
+            with self.mesh, nn.logical_axis_rules(self.rules):
+                yield self
+        finally:
+            _CURRENT.reset(token)
+
+    def per_device_bytes(self, tree: Any) -> int:
+        """Bytes of `tree`'s shards held by the first device of the mesh."""
+        device = self.mesh.devices.flat[0]
+        total = 0
+        for leaf in jax.tree_util.tree_leaves(tree):
+            for shard in leaf.addressable_shards:
+                if shard.device == device:
+                    total += shard.data.nbytes
+        return total
+
+
+_CURRENT: contextvars.ContextVar[Partitioner | None] = contextvars.ContextVar(
+    "bort_jax_partitioner", default=None)
+
+
+def current() -> Partitioner | None:
+    """The partitioner activated by `Partitioner.activate`, or None (single device)."""
+    return _CURRENT.get()

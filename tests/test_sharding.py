@@ -1,0 +1,130 @@
+"""SPMD sharding (bort_jax/sharding.py) and the sharded training loop.
+
+The mesh tests need 8 devices: `.ci/run` runs this file in a second pytest process with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 (8 fake CPU devices); in the default
+single-device process they are skipped with that reason.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bort_jax import sharding, train
+from bort_jax.arch import Arch, Spec
+from bort_jax.data import batching
+from bort_jax.models.bert import Bert, init_params, logical_axes
+
+needs_8 = pytest.mark.skipif(
+    jax.device_count() < 8,
+    reason="needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (.ci/run)")
+
+ARCH, SPEC = Arch(2, 4, 32, 64), Spec(vocab_size=64, max_positions=16, pooler=True)
+
+
+def test_param_axes_reproduce_the_model_annotations():
+    model = Bert(ARCH, SPEC, mlm_head=True, num_labels=3)
+    declared = logical_axes(model)
+    flat = jax.tree_util.tree_flatten_with_path(
+        declared, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]
+    assert len(flat) > 20
+    for path, spec in flat:
+        name = sharding._path_str(path)
+        assert sharding.param_axes(name, len(spec)) == tuple(spec), name
+    # the same leaves deeper in a KD / optimizer tree, and the KD projections
+    assert sharding.param_axes("opt/0/mu/student/layer_1/ffn_in/kernel", 2) == ("embed", "mlp")
+    assert sharding.param_axes("params/proj/3", 2) == ("embed", None)
+    assert sharding.param_axes("opt/count", 0) == ()
+
+
+def test_mesh_config_resolution_and_errors():
+    cfg = sharding.MeshConfig(data=-1, fsdp=2, model=2)
+    assert cfg.shape(8) == (2, 2, 2) and sharding.MeshConfig().shape(8) == (8, 1, 1)
+    with pytest.raises(ValueError, match="not a multiple of 3"):
+        sharding.MeshConfig(model=3).shape(8)
+    with pytest.raises(ValueError, match="at most one may be -1"):
+        sharding.MeshConfig(data=-1, model=-1).shape(8)
+    with pytest.raises(ValueError, match="needs 4 devices, 8 available"):
+        sharding.MeshConfig(data=2, fsdp=2, model=1).shape(8)
+
+
+def _problem():
+    model = Bert(ARCH, SPEC, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0)
+    params = jax.device_get(init_params(model, jax.random.PRNGKey(0)))
+    ids = np.random.default_rng(0).integers(5, 64, (64, 16)).astype(np.int32)
+
+    def loss_fn(p, batch, rng):
+        logits = model.apply({"params": p}, batch["ids"], deterministic=True)["mlm_logits"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["ids"]).mean(), {}
+
+    return params, batching.epoch_batches({"ids": ids}, 8, seed=0), loss_fn
+
+
+def _run(partitioner=None, steps=4, workdir=None, checkpoint_every=0):
+    params, batches, loss_fn = _problem()
+    loop = train.LoopConfig(num_steps=steps, log_every=1, checkpoint_every=checkpoint_every)
+    return train.train(loss_fn, params, batches, loop, train.OptimConfig(learning_rate=1e-2),
+                       workdir=workdir, partitioner=partitioner)
+
+
+def _assert_close(a, b, atol=2e-5):
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(
+        np.asarray(x), np.asarray(y), atol=atol, rtol=1e-4), a, b)
+
+
+@needs_8
+@pytest.mark.parametrize("mesh", [dict(data=8), dict(data=2, fsdp=2, model=2)])
+def test_sharded_step_equals_unsharded_on_mesh(mesh):
+    with jax.default_matmul_precision("highest"):
+        ref = _run()
+        part = sharding.Partitioner.from_config(sharding.MeshConfig(**mesh))
+        with part.activate():  # callers of train.train change nothing
+            out = _run()
+    _assert_close(out.state.params, ref.state.params)
+    assert [r["loss"] for r in out.history] == pytest.approx([r["loss"] for r in ref.history],
+                                                             rel=1e-5)
+    kernel = out.state.params["layer_0"]["ffn_in"]["kernel"]
+    if mesh.get("model", 1) > 1:  # [embed, mlp] split over (fsdp, model)
+        assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model")
+        assert kernel.addressable_shards[0].data.shape == (16, 32)
+
+
+@needs_8
+def test_per_device_parameter_bytes_shrink_as_model_axis_grows_on_mesh():
+    params, _, _ = _problem()
+    sizes = []
+    for model in (1, 2, 4):
+        part = sharding.Partitioner.from_config(sharding.MeshConfig(model=model))
+        placed = jax.device_put(params, part.tree_shardings(params))
+        sizes.append(part.per_device_bytes(placed))
+    total = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(params))
+    assert sizes[0] == total and sizes[0] > sizes[1] > sizes[2], (total, sizes)
+
+
+@needs_8
+def test_put_batch_splits_rows_and_names_indivisible_batches_on_mesh():
+    part = sharding.Partitioner.from_config(sharding.MeshConfig(data=4, fsdp=2))
+    placed = part.put_batch({"ids": np.arange(16).reshape(8, 2)})
+    assert placed["ids"].addressable_shards[0].data.shape == (1, 2)
+    with pytest.raises(ValueError, match="'ids' has 6 rows, not divisible by the 8"):
+        part.put_batch({"ids": np.zeros((6, 2))})
+
+
+@needs_8
+def test_checkpoint_saved_on_one_mesh_restores_onto_another_mesh(tmp_path):
+    with jax.default_matmul_precision("highest"):
+        ref = _run(steps=6)
+        first = sharding.Partitioner.from_config(sharding.MeshConfig(data=8))
+        _run(first, steps=6, workdir=tmp_path, checkpoint_every=3)
+        # drop the final checkpoint: the rerun restores step 3 (saved on data=8) onto a
+        # (2, 2, 2) mesh and trains steps 4-6 there
+        import shutil
+        shutil.rmtree(tmp_path / "checkpoints" / "6")
+        second = sharding.Partitioner.from_config(sharding.MeshConfig(data=2, fsdp=2, model=2))
+        out = _run(second, steps=6, workdir=tmp_path, checkpoint_every=3)
+    assert out.resumed_from == 3
+    leaf = out.state.params["embeddings"]["word_embeddings"]["embedding"]
+    assert leaf.sharding.mesh.shape == {"data": 2, "fsdp": 2, "model": 2}
+    _assert_close(out.state.params, ref.state.params)
+    assert isinstance(out.state.step, jax.Array) and int(out.state.step) == 6
+    assert jnp.isfinite(out.history[-1]["loss"])
