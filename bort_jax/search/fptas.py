@@ -60,10 +60,18 @@ rule were not found):
   and (1+ε_t)/(1−ε_s) = 1/(1−ε). The result also carries the a-posteriori certified ratio
   best / (proven upper bound on OPT), usually better than 1 − ε. At most |Ξ| calls to e; the
   selection rule (step 4) affects only how many, never the guarantee.
-  Not proved here: that M (or C) holds for real proxy-trained networks (audit with
-  `monotonicity_violations`, `convexity_violations`), nor that proxy error ranks candidates as
-  converged error does (the paper's strong-AB^nC argument: μ-strong convexity, L-smoothness,
-  bounded stochastic gradients, SGD).
+  Checked in every run (`assumptions`): M (and F, L, C when switched on) on every evaluated pair
+  (triple, for C). A violation beyond the declared slack is recorded in
+  `SearchResult.assumption_violations` with the pair and the slack it needs, warned about, and
+  the guarantee then reads "not certified" (no ratio is claimed).
+  Not proved here: that M (or C) holds for unevaluated candidates of real proxy-trained networks
+  (audit with `monotonicity_violations`, `convexity_violations` on an exhaustive run), nor that
+  proxy error ranks candidates as converged error does (the paper's strong-AB^nC argument:
+  μ-strong convexity, L-smoothness, bounded stochastic gradients, SGD).
+
+  Modules: the order ⪯ as a dominance matrix and ε-trimming (`order`, numpy), the lower bounds
+  (`bounds`, numpy), the assumption checks (`assumptions`), calling e with cache and validation
+  (`evaluator`); this module holds the objective, the records and the search loop.
 
   Step budget T(ε, s) = ⌈κ / (ε s^{3/2})⌉: Eq. R's second term divided by the number of
   (candidate, hyperparameter) trainings |Θ||Ξ| and by the cost of one SGD step |B|·|W*_T|;
@@ -73,19 +81,37 @@ rule were not found):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import tempfile
 import time
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
+import numpy as np
+
+from bort_jax.search import order as ordering
+from bort_jax.search.assumptions import (
+    AssumptionChecker,
+    AssumptionViolation,
+    AssumptionWarning,
+    convexity_violations,
+    monotonicity_violations,
+    required_slack,
+    violation_summary,
+)
+from bort_jax.search.bounds import LowerBounds
+from bort_jax.search.evaluator import Evaluator, candidate_key
 from bort_jax.search.space import SearchSpace, componentwise_leq
 
 Candidate = Hashable
 CostFn = Callable[[Candidate], float]
 Leq = Callable[[Candidate, Candidate], bool]
 Distance = Callable[[Candidate, Candidate], float]
+
+__all__ = [
+    "AbncCheck", "AssumptionViolation", "AssumptionWarning", "BlockCost", "Evaluation",
+    "Guarantee", "SearchResult", "WCoefficient", "candidate_key", "check_abnc",
+    "convexity_violations", "exhaustive", "fptas", "kappa_for", "monotonicity_violations",
+    "pareto_front", "required_slack", "step_budget", "validate_eps",
+]
 
 
 # ----------------------------------------------------------------------------- objective
@@ -125,6 +151,13 @@ class WCoefficient:
                 * (1.0 + slack) ** self.gamma)
 
 
+
+    def dominance_factors(self, p: float, i: float, p_dom: np.ndarray, i_dom: np.ndarray,
+                          slack: float) -> np.ndarray:
+        """`dominance_factor` for arrays of dominators (numpy; may differ from it by ~1 ulp)."""
+        return ((p_dom / p) ** self.alpha * (i_dom / i) ** self.beta
+                * (1.0 + slack) ** self.gamma)
+
 # ----------------------------------------------------------------------------- records
 
 
@@ -143,18 +176,25 @@ class Evaluation:
 class Guarantee:
     """What holds for the chosen candidate.
 
-    ratio: a-priori bound W(chosen)/OPT ≥ ratio (1 − ε; 1.0 for exhaustive search).
-    certified_ratio: a-posteriori bound W(chosen)/upper_bound_opt, ≥ ratio unless stopped by budget.
-    upper_bound_opt: proven upper bound on max W over all non-failed candidates.
-    assumptions: the assumptions under which both bounds are proved.
-    statement: one-paragraph human-readable form.
+    ratio: a-priori bound W(chosen)/OPT ≥ ratio (1 − ε; 1.0 for exhaustive search); None when
+      not certified.
+    certified_ratio: a-posteriori bound W(chosen)/upper_bound_opt, ≥ ratio unless stopped by
+      budget; None when not certified.
+    upper_bound_opt: proven upper bound on max W over all non-failed candidates; None when not
+      certified.
+    assumptions: the assumptions under which the bounds are proved.
+    statement: one-paragraph human-readable form ("NOT CERTIFIED: ..." naming the violating
+      pair and the slack it needs, when the e-values violate an assumption).
+    certified: False when the e-values obtained violate an assumption beyond its declared slack
+      (`SearchResult.assumption_violations`): then no ratio is claimed.
     """
 
-    ratio: float
-    certified_ratio: float
-    upper_bound_opt: float
+    ratio: float | None
+    certified_ratio: float | None
+    upper_bound_opt: float | None
     assumptions: tuple[str, ...]
     statement: str
+    certified: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +202,10 @@ class SearchResult:
     """Outcome of `fptas` or `exhaustive`.
 
     n_evaluations counts distinct candidates whose error the algorithm needed (the cost measure to
-    compare with exhaustive search); n_e_calls counts actual calls to ``e`` (cache hits excluded).
+    compare with exhaustive search); n_e_calls counts actual calls to ``e`` (cache hits excluded);
+    n_cache_rejected counts cached values found invalid (NaN, inf, ≤ 0) and recomputed.
+    assumption_violations lists every evaluated pair (M, F, L) or chain (C) that breaks a declared
+    assumption beyond its slack; if any, ``guarantee.certified`` is False.
     """
 
     method: str
@@ -186,6 +229,8 @@ class SearchResult:
     stopped_by: str
     wall_time_s: float
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    assumption_violations: tuple[AssumptionViolation, ...] = ()
+    n_cache_rejected: int = 0
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -222,72 +267,25 @@ def step_budget(eps: float, s: float, kappa: float, *, min_steps: int = 1,
 
 
 def kappa_for(steps: int, eps: float, s: float) -> float:
-    """Inverse of `step_budget`: the κ that gives ``steps`` at (ε, s)."""
+    """Inverse of `step_budget`: the κ that gives ``steps`` at (ε, s), κ = T·ε·s^{3/2}."""
     return float(steps) * validate_eps(eps) * s ** 1.5
 
 
-def runtime_bound(n_candidates: int, n_hparams: int, batch_size: int, max_weights: int,
-                  eps: float, s: float) -> float:
-    """Eq. R without its constant: |Ξ| + |W*_T| (1 + |Θ||B||Ξ| / (ε s^{3/2})) [paper]."""
-    eps = validate_eps(eps)
-    return n_candidates + max_weights * (
-        1.0 + n_hparams * batch_size * n_candidates / (eps * s ** 1.5))
-
-
-def _dominates(a: Evaluation, b: Evaluation) -> bool:
-    no_worse = a.p <= b.p and a.i <= b.i and a.e <= b.e
-    return no_worse and (a.p < b.p or a.i < b.i or a.e < b.e)
-
-
 def pareto_front(evaluations: Sequence[Evaluation]) -> tuple[Evaluation, ...]:
-    """Evaluations not dominated in (p, i, e), all minimised; input order kept."""
-    return tuple(x for x in evaluations if not any(_dominates(y, x) for y in evaluations))
+    """Evaluations not dominated in (p, i, e), all minimised; input order kept.
 
-
-def monotonicity_violations(evaluations: Sequence[Evaluation], leq: Leq = componentwise_leq,
-                            slack: float = 0.0) -> list[tuple[Evaluation, Evaluation, float]]:
-    """Pairs (small ⪯ big) breaking assumption M: e(small) < e(big)/(1+slack).
-
-    Each entry is (small, big, needed) with needed = e(big)/e(small) − 1, the slack δ that pair
-    would require. Use on an audit's exhaustive evaluations to measure how well M holds.
-    """
-    out = []
-    for a in evaluations:
-        for b in evaluations:
-            if a is not b and a.candidate != b.candidate and leq(a.candidate, b.candidate):
-                if a.e * (1.0 + slack) < b.e:
-                    out.append((a, b, b.e / a.e - 1.0))
-    return out
-
-
-def required_slack(evaluations: Sequence[Evaluation], leq: Leq = componentwise_leq) -> float:
-    """Smallest δ for which M holds on ``evaluations``."""
-    return max((v[2] for v in monotonicity_violations(evaluations, leq)), default=0.0)
-
-
-def convexity_violations(evaluations: Sequence[Evaluation], x: CostFn,
-                         leq: Leq = componentwise_leq, slack: float = 0.0
-                         ) -> list[tuple[Evaluation, Evaluation, Evaluation, float]]:
-    """Chains ξ0 ⪯ ξ1 ⪯ ξ2 where e(ξ0) is below the secant bound of assumption C.
-
-    Each entry is (ξ0, ξ1, ξ2, excess) with excess = bound/e(ξ0) − 1 > 0. O(|E|³) worst case.
+    y dominates x iff y ≤ x in p, i and e and y < x in at least one of them.
     """
     evs = list(evaluations)
-    xs = [float(x(ev.candidate)) for ev in evs]
-    below = [[a for a in range(len(evs)) if a != b and leq(evs[a].candidate, evs[b].candidate)]
-             for b in range(len(evs))]
-    out = []
-    for k2 in range(len(evs)):
-        for k1 in below[k2]:
-            if xs[k2] <= xs[k1]:
-                continue
-            t1 = evs[k1].e / (1.0 + slack)
-            slope = max(0.0, t1 - evs[k2].e) / (xs[k2] - xs[k1])
-            for k0 in below[k1]:
-                bound = t1 + slope * (xs[k1] - xs[k0])
-                if evs[k0].e < bound * (1.0 - 1e-12):
-                    out.append((evs[k0], evs[k1], evs[k2], bound / evs[k0].e - 1.0))
-    return out
+    if not evs:
+        return ()
+    pie = np.array([(ev.p, ev.i, ev.e) for ev in evs], dtype=np.float64)
+    keep = []
+    for k, ev in enumerate(evs):
+        dominated = (pie <= pie[k]).all(axis=1) & (pie < pie[k]).any(axis=1)
+        if not dominated.any():
+            keep.append(ev)
+    return tuple(keep)
 
 
 # ----------------------------------------------------------------------------- AB^nC check
@@ -378,105 +376,6 @@ def check_abnc(costs_first: Any, costs_middle: Any, costs_last: Any,
     return AbncCheck(a, b, c, n_middle, cheaper, ratios, holds, text)
 
 
-# ----------------------------------------------------------------------------- caching
-
-
-def candidate_key(candidate: Candidate) -> str:
-    """Default cache key: the candidate's repr (stable for NamedTuples and dataclasses)."""
-    return repr(candidate)
-
-
-class JsonFileCache:
-    """A get/put cache persisted as one JSON object {key: error}; each put rewrites atomically.
-
-    Makes long searches resumable: rerun with the same file and finished candidates are not
-    retrained.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = os.fspath(path)
-        self._data: dict[str, float] = {}
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as fh:
-                self._data = {str(k): float(v) for k, v in json.load(fh).items()}
-
-    def get(self, key: str) -> float | None:
-        return self._data.get(key)
-
-    def put(self, key: str, value: float) -> None:
-        self._data[key] = float(value)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self._data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-class _Evaluator:
-    """Calls e through an optional cache, counts calls, handles failures, drives a progress bar."""
-
-    def __init__(self, e: CostFn, cache: Any, key: Callable[[Candidate], str], on_error: str,
-                 progress: bool, total: int, desc: str) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.e, self.cache, self.key, self.on_error = e, cache, key, on_error
-        self.calls = 0
-        self.hits = 0
-        self.bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit="cand")
-
-    def __call__(self, candidate: Candidate) -> tuple[float | None, str | None]:
-        value = self._lookup(candidate)
-        if value is not None:
-            self.hits += 1
-            self._tick()
-            return value, None
-        try:
-            self.calls += 1
-            value = float(self.e(candidate))
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"e({candidate!r}) = {value}; errors must be finite and > 0")
-        except Exception as exc:  # noqa: BLE001 - policy decided by on_error
-            if self.on_error == "raise":
-                self.close()
-                raise
-            self._tick()
-            return None, f"{type(exc).__name__}: {exc}"
-        if self.cache is not None:
-            put = getattr(self.cache, "put", None)
-            if put is not None:
-                put(self.key(candidate), value)
-            else:
-                self.cache[self.key(candidate)] = value
-        self._tick()
-        return value, None
-
-    def _lookup(self, candidate: Candidate) -> float | None:
-        if self.cache is None:
-            return None
-        value = self.cache.get(self.key(candidate))
-        return None if value is None else float(value)
-
-    def _tick(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def postfix(self, **values: float) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 # ----------------------------------------------------------------------------- search
 
 
@@ -502,130 +401,33 @@ def _cheap_costs(cands: Sequence[Candidate], fn: CostFn, name: str) -> list[floa
     return out
 
 
-def _strict_dominators(cands: Sequence[Candidate], leq: Leq) -> list[list[int]]:
-    """up[k] = indices j ≠ k with cands[k] ⪯ cands[j]."""
-    n = len(cands)
-    up: list[list[int]] = [[] for _ in range(n)]
-    for k in range(n):
-        for j in range(n):
-            if j != k and leq(cands[k], cands[j]):
-                if leq(cands[j], cands[k]):
-                    raise ValueError(f"leq is not antisymmetric on {cands[k]!r}, {cands[j]!r}")
-                up[k].append(j)
-    return up
-
-
-def _trim(up: Sequence[Sequence[int]], factor: Callable[[int, int], float],
-          limit: float) -> dict[int, tuple[int, float]]:
-    """Eq. T, top-down along ⪯ (fewer dominators first): {trimmed: (kept dominator, factor)}."""
-    order = sorted(range(len(up)), key=lambda k: (len(up[k]), k))
-    trimmed: dict[int, tuple[int, float]] = {}
-    for k in order:
-        options = [(factor(k, j), j) for j in up[k] if j not in trimmed]
-        if options:
-            f, j = min(options)
-            if f <= limit:
-                trimmed[k] = (j, f)
-    return trimmed
-
-
-class _LowerBounds:
-    """Lower bounds LB(ξ) on e(ξ) from the evaluated candidates (Eq. B), kept incrementally.
-
-    M: LB(ξ) ≥ e(ξ')/(1+δ) for evaluated ξ' ⪰ ξ.  F: LB ≥ e_floor.  L: LB ≥ e(ξ') − L·d(ξ, ξ').
-    C (if ``x`` is given), with t1 = e(ξ1)/(1+δ), for an evaluated ξ1 and evaluated partners:
-      down: ξ ⪯ ξ1 ⪯ ξ2, x1 < x2:  LB(ξ) ≥ t1 + σ↓(ξ1)·(x1 − x),
-            σ↓(ξ1) = max_ξ2 max(0, t1 − e(ξ2))/(x2 − x1);
-      up:   ξ0 ⪯ ξ1 ⪯ ξ, x0 < x1:  LB(ξ) ≥ t1 + σ↑(ξ1)·(x − x1),
-            σ↑(ξ1) = max_ξ0 (t1 − e(ξ0))/(x1 − x0)  (≤ 0);
-    both are the secant bounds of a function convex in x along a chain, extended outside the
-    secant's interval, with each end moved to its least favourable value.
-    """
-
-    def __init__(self, up: Sequence[Sequence[int]], down: Sequence[Sequence[int]], slack: float,
-                 floor: float | None, lipschitz: float | None,
-                 dist: Callable[[int, int], float], x: Sequence[float] | None) -> None:
-        self.up, self.down, self.slack = up, down, slack
-        self.lipschitz, self.dist, self.x = lipschitz, dist, x
-        self.lower = [floor or 0.0] * len(up)
-        self.source: list[int | None] = [None] * len(up)  # evaluated index behind lower[j]
-        self.errors: dict[int, float] = {}
-        self.slope_down: dict[int, float] = {}
-        self.slope_up: dict[int, float] = {}
-
-    def add(self, k: int, value: float) -> None:
-        self.errors[k] = value
-        t = value / (1.0 + self.slack)
-        for j in self.down[k]:
-            self._raise(j, t, k)
-        if self.lipschitz is not None:
-            for j in range(len(self.lower)):
-                self._raise(j, value - self.lipschitz * self.dist(j, k), k)
-        if self.x is not None:
-            for low in [k] + [j for j in self.down[k] if j in self.errors]:
-                self._extend_down(low)
-            for high in [k] + [j for j in self.up[k] if j in self.errors]:
-                self._extend_up(high)
-
-    def _raise(self, j: int, bound: float, source: int) -> None:
-        if bound > self.lower[j]:
-            self.lower[j] = bound
-            self.source[j] = source
-
-    def _slope(self, k: int, other: int) -> float | None:
-        """(t_k − e_other)/(x_other − x_k): the secant slope of a chain pair, pessimistically."""
-        gap = self.x[other] - self.x[k]
-        if gap == 0:
-            return None
-        return (self.errors[k] / (1.0 + self.slack) - self.errors[other]) / gap
-
-    def _extend_down(self, low: int) -> None:
-        slopes = [self._slope(low, h) for h in self.up[low]
-                  if h in self.errors and self.x[h] > self.x[low]]
-        best = max([0.0] + [v for v in slopes if v is not None])
-        if best > self.slope_down.get(low, 0.0):
-            self.slope_down[low] = best
-            t_low = self.errors[low] / (1.0 + self.slack)
-            for j in self.down[low]:
-                self._raise(j, t_low + best * (self.x[low] - self.x[j]), low)
-
-    def _extend_up(self, high: int) -> None:
-        slopes = [-self._slope(high, lo) for lo in self.down[high]
-                  if lo in self.errors and self.x[lo] < self.x[high]]
-        if not slopes:
-            return
-        best = max(slopes)  # ≤ 0 when M holds; the least steep descent is the tightest
-        if high not in self.slope_up or best > self.slope_up[high]:
-            self.slope_up[high] = best
-            t_high = self.errors[high] / (1.0 + self.slack)
-            for j in self.up[high]:
-                if self.x[j] > self.x[high]:
-                    self._raise(j, t_high + best * (self.x[j] - self.x[high]), high)
-
-
-def _bisect(star: int, pending: set[int], up: Sequence[Sequence[int]],
-            down_sets: Sequence[set[int]], bounds: _LowerBounds, coord: Sequence[float],
-            s: int) -> int:
+def _bisect(star: int, pending: np.ndarray, up: Sequence[np.ndarray], matrix: np.ndarray,
+            bounds: LowerBounds, coord: np.ndarray, s: int) -> int:
     """Step 4: the candidate to evaluate next, given ξ* = the pending candidate of largest UB.
 
     The interval of ξ* is the set of pending ζ with ξ* ≺ ζ ≺ anchor, anchor = the evaluated
-    candidate that currently bounds ξ* (or, if none, the whole pending up-set). With fewer than s
-    candidates in it, ξ* itself is evaluated; otherwise the one nearest the midpoint of the
-    interval in ``coord`` is, which bounds ξ* (and its whole down-set) from closer up.
+    candidate that currently bounds ξ* (or, if none, the evaluated dominator of smallest coord;
+    if none either, the whole pending up-set). With fewer than s candidates in it, ξ* itself is
+    evaluated; otherwise the one nearest the midpoint of the interval in ``coord`` (ties: the
+    smallest index) is, which bounds ξ* (and its whole down-set) from closer up.
     """
-    anchor = bounds.source[star]
-    if anchor is not None and star not in down_sets[anchor]:
-        anchor = None
-    if anchor is None:
-        above = [j for j in up[star] if j in bounds.errors]
-        anchor = min(above, key=lambda j: (coord[j], j)) if above else None
-    interval = [z for z in up[star] if z in pending
-                and (anchor is None or z in down_sets[anchor])]
-    if len(interval) < s:
+    anchor = int(bounds.source[star])
+    if anchor >= 0 and not matrix[star, anchor]:
+        anchor = -1
+    ups = up[star]
+    if anchor < 0:
+        above = ups[bounds.evaluated[ups]]
+        if above.size:
+            anchor = int(above[np.lexsort((above, coord[above]))[0]])
+    interval = ups[pending[ups]]
+    if anchor >= 0:
+        interval = interval[matrix[interval, anchor]]
+    if interval.size < s:
         return star
-    top = coord[anchor] if anchor is not None else max(coord[z] for z in interval)
-    target = 0.5 * (coord[star] + top)
-    return min(interval, key=lambda z: (abs(coord[z] - target), z))
+    top = float(coord[anchor]) if anchor >= 0 else float(coord[interval].max())
+    target = 0.5 * (float(coord[star]) + top)
+    gap = np.abs(coord[interval] - target)
+    return int(interval[gap == gap.min()][0])
 
 
 def _statement(ratio: float, certified: float, stopped_by: str, n_eval: int, n: int) -> str:
@@ -662,6 +464,44 @@ def _check_options(eps: float, s: int, trim_share: float, slack: float,
     return eps, s
 
 
+def _factor_fns(objective: WCoefficient, P: list[float], I: list[float], slack: float
+                ) -> tuple[Callable[[int, np.ndarray], np.ndarray], Callable[[int, int], float]]:
+    """(vectorised, exact scalar) dominance factors f(k, j) of Eq. T for `order.trim`."""
+    def exact(k: int, j: int) -> float:
+        return objective.dominance_factor(P[k], I[k], P[j], I[j], slack)
+
+    cls = type(objective)
+    if (cls.dominance_factors is not WCoefficient.dominance_factors
+            or cls.dominance_factor is WCoefficient.dominance_factor):
+        p_arr, i_arr = np.asarray(P), np.asarray(I)
+
+        def approx(k: int, js: np.ndarray) -> np.ndarray:
+            return np.asarray(objective.dominance_factors(P[k], I[k], p_arr[js], i_arr[js],
+                                                          slack), dtype=np.float64)
+    else:  # a subclass redefined only the scalar factor: use it for every pair
+        def approx(k: int, js: np.ndarray) -> np.ndarray:
+            return np.array([exact(k, int(j)) for j in js], dtype=np.float64)
+    return approx, exact
+
+
+def _w_many(objective: WCoefficient, P: list[float], I: list[float], p_ref: float,
+            i_ref: float) -> Callable[[np.ndarray, np.ndarray], list[float]]:
+    """W(p_j, i_j, e_j) (Eq. W) for index and error arrays, with the scalar `value` arithmetic."""
+    cls = type(objective)
+    if cls.value is WCoefficient.value and cls.size_score is WCoefficient.size_score:
+        size = [objective.size_score(a, b, p_ref, i_ref) for a, b in zip(P, I)]
+        e_ref, gamma = objective.e_ref, objective.gamma
+
+        def many(js: np.ndarray, errs: np.ndarray) -> list[float]:
+            return [size[j] * (e_ref / e) ** gamma if e > 0 else math.inf
+                    for j, e in zip(js.tolist(), errs.tolist())]
+    else:
+        def many(js: np.ndarray, errs: np.ndarray) -> list[float]:
+            return [objective.value(P[j], I[j], e, p_ref, i_ref)
+                    for j, e in zip(js.tolist(), errs.tolist())]
+    return many
+
+
 def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e: CostFn,
           eps: float, s: int = 1, *, objective: WCoefficient = WCoefficient(),
           leq: Leq | None = None, e_floor: float | None = None,
@@ -681,17 +521,25 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
         holds at least s pending candidates (s = 1: always; large s: plain best-first).
       objective: the W-coefficient (Eq. W).
       leq: partial order ξ ⪯ ξ' (sub-architecture); default the space's order or componentwise ≤.
+        Those two are evaluated with numpy (`order.dominance_matrix`); any other function is
+        called on all |Ξ|² pairs.
       e_floor: optional known lower bound on every error (assumption F).
-      monotonicity_slack: δ in assumption M (and C).
+      monotonicity_slack: δ in assumption M (and C): lower bounds e(ξ') / (1+δ) (Eq. B) and the
+        factor (1+δ)^γ of ε-trimming (Eq. T).
       lipschitz, distance: optional assumption L (default distance |log p − log p'|).
       convex_in: optional coordinate x(ξ), increasing along ⪯, in which error is convex along
         chains (assumption C; e.g. log of non-embedding parameters, as in scaling laws).
       trim_share: share of ε spent on trimming (Eq. T); the rest on the stopping rule (Eq. S).
-      cache: object with get(key)/put(key, value) (or a dict); hits are not re-evaluated.
+      cache: object with get(key)/put(key, value) (or a dict); valid hits are not re-evaluated,
+        invalid cached values (NaN, inf, ≤ 0) are recomputed.
       key: candidate → cache key.
       progress: show a tqdm bar with ETA.
       on_error: 'raise', or 'skip' to drop a candidate whose e fails (guarantee then over the rest).
       max_evaluations: hard budget; if it binds, only the certified ratio holds.
+
+    Every evaluated pair (chain, for C) is checked against the assumptions switched on; a
+    violation beyond the declared slack is recorded in ``assumption_violations``, raised as an
+    `AssumptionWarning`, and the guarantee is then not certified (see `assumptions`).
     """
     t0 = time.perf_counter()
     slack = monotonicity_slack
@@ -700,106 +548,132 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
     n = len(cands)
     P, I = _cheap_costs(cands, p, "p"), _cheap_costs(cands, i, "i")
     p_ref, i_ref = max(P), max(I)
-    up = _strict_dominators(cands, leq)
-    down: list[list[int]] = [[] for _ in range(n)]
-    for k in range(n):
-        for j in up[k]:
-            down[j].append(k)
+    matrix = ordering.dominance_matrix(cands, leq)
+    up, down = ordering.up_down_lists(matrix)
     eps_t = trim_share * eps
     rho_stop = (1.0 - eps) * (1.0 + eps_t)
-    trimmed = _trim(up, lambda k, j: objective.dominance_factor(P[k], I[k], P[j], I[j], slack),
-                    1.0 + eps_t)
-    if distance is None:
-        log_p = [math.log(v) for v in P]
+    approx_factors, exact_factor = _factor_fns(objective, P, I, slack)
+    trimmed = ordering.trim(up, approx_factors, exact_factor, 1.0 + eps_t)
+    is_trimmed = np.zeros(n, dtype=bool)
+    is_trimmed[list(trimmed)] = True
+    dist_row: Callable[[int], np.ndarray] | None = None
+    if lipschitz is not None and distance is None:
+        log_p = np.array([math.log(v) for v in P])
 
-        def dist(k: int, j: int) -> float:
-            return abs(log_p[k] - log_p[j])
-    else:
-        def dist(k: int, j: int) -> float:
-            return float(distance(cands[k], cands[j]))
+        def dist_row(k: int) -> np.ndarray:  # d(ξ_j, ξ_k) for every j
+            return np.abs(log_p - log_p[k])
+    elif lipschitz is not None:
+        def dist_row(k: int) -> np.ndarray:
+            return np.array([float(distance(c, cands[k])) for c in cands], dtype=np.float64)
 
     x = None if convex_in is None else [float(convex_in(c)) for c in cands]
-    coord = x or [math.log(a) + math.log(b) for a, b in zip(P, I)]
-    down_sets = [set(d) for d in down]
-    bounds = _LowerBounds(up, down, slack, e_floor, lipschitz, dist, x)
+    coord = np.array(x or [math.log(a) + math.log(b) for a, b in zip(P, I)], dtype=np.float64)
+    size = np.array([objective.size_score(a, b, p_ref, i_ref) for a, b in zip(P, I)])
+    w_many = _w_many(objective, P, I, p_ref, i_ref)
+    bounds = LowerBounds(up, down, slack, e_floor, lipschitz, dist_row, x)
+    checker = AssumptionChecker(cands, up, down, slack, e_floor, lipschitz, dist_row, x)
     errors = bounds.errors
+    ub = np.array(w_many(np.arange(n), bounds.lower), dtype=np.float64)  # UB(ξ), Eq. B
+    bounds.take_dirty()
     failed: dict[int, str] = {}
+    is_failed = np.zeros(n, dtype=bool)
     order: list[int] = []
-    evaluator = _Evaluator(e, cache, key, on_error, progress, n - len(trimmed), "FPTAS")
-
-    def w(k: int, err: float) -> float:
-        return objective.value(P[k], I[k], err, p_ref, i_ref)
+    best = 0.0  # max W over the evaluated candidates
+    evaluator = Evaluator(e, cache, key, on_error, progress, n - len(trimmed), "FPTAS")
 
     def evaluate(k: int) -> None:
+        nonlocal best
         value, message = evaluator(cands[k])
         if value is None:
             failed[k] = message or "failed"
+            is_failed[k] = True
             for t, (j, _) in list(trimmed.items()):
                 if j == k:  # its dominator is gone: the trimmed candidate must stand alone
                     del trimmed[t]
+                    is_trimmed[t] = False
             return
         order.append(k)
         bounds.add(k, value)
+        checker.check(k, bounds.err, bounds.evaluated)
+        best = max(best, w_many(np.array([k]), np.array([value]))[0])
+        dirty = bounds.take_dirty()
+        if dirty.size:
+            ub[dirty] = w_many(dirty, bounds.lower[dirty])
 
-    def pending() -> list[int]:
-        return [k for k in range(n) if k not in trimmed and k not in errors and k not in failed]
-
-    def best() -> float:
-        return max((w(k, errors[k]) for k in errors), default=0.0)
+    def pending() -> np.ndarray:
+        return ~(is_trimmed | bounds.evaluated | is_failed)
 
     def budget_left() -> bool:
         return max_evaluations is None or len(errors) + len(failed) < max_evaluations
 
     if e_floor is None:  # step 3: the maximal elements bound every other candidate
         for k in range(n):
-            if not up[k] and budget_left():
+            if up[k].size == 0 and budget_left():
                 evaluate(k)
     stopped_by = "exhausted"
     while True:
-        todo = pending()
-        if not todo:
+        mask = pending()
+        todo = np.flatnonzero(mask)
+        if todo.size == 0:
             break
-        ub = {k: w(k, bounds.lower[k]) for k in todo}
-        top, current = max(ub.values()), best()
-        evaluator.postfix(best=current, bound=top)
-        if current > 0 and current >= rho_stop * top:
+        ub_todo = ub[todo]
+        top = float(ub_todo.max())
+        status = {"best": best, "bound": top}
+        n_violations = sum(checker.counts.values())
+        if n_violations:
+            status["violations"] = n_violations
+        evaluator.postfix(**status)
+        if best > 0 and best >= rho_stop * top:
             stopped_by = "bound"
             break
         if not budget_left():
             stopped_by = "budget"
             break
-        size = {k: objective.size_score(P[k], I[k], p_ref, i_ref) for k in todo}
-        star = min(todo, key=lambda k: (-ub[k], -size[k], k))
-        evaluate(_bisect(star, set(todo), up, down_sets, bounds, coord, s))
+        tied = todo[ub_todo == top]  # ξ*: largest UB, then largest size score, then index
+        star = int(tied[size[tied] == size[tied].max()][0])
+        evaluate(_bisect(star, mask, up, matrix, bounds, coord, s))
     evaluator.close()
     if not errors:
         raise RuntimeError("no candidate could be evaluated: " + "; ".join(failed.values()))
-    current = best()
-    upper = max([current] + [w(k, bounds.lower[k]) for k in pending()])
-    for t, (j, f) in trimmed.items():
-        upper = max(upper, f * w(j, errors.get(j, bounds.lower[j])))
-    certified = current / upper if upper > 0 else 1.0
+    todo = np.flatnonzero(pending())
+    upper = max([best] + ub[todo].tolist())
+    for j, f in trimmed.values():
+        err_j = errors.get(j, float(bounds.lower[j]))
+        upper = max(upper, f * w_many(np.array([j]), np.array([err_j]))[0])
+    certified = best / upper if upper > 0 else 1.0
     ratio = (1.0 - eps) if stopped_by != "budget" else certified
-    guarantee = Guarantee(ratio, certified, upper,
-                          _assumptions(slack, e_floor, lipschitz, x is not None),
-                          _statement(ratio, certified, stopped_by, len(order), n))
+    assumptions = _assumptions(slack, e_floor, lipschitz, x is not None)
+    statement = _statement(ratio, certified, stopped_by, len(order), n)
+    violations = tuple(checker.violations)
+    if violations:
+        summary = violation_summary(violations, checker.counts)
+        guarantee = Guarantee(None, None, None, assumptions,
+                              f"{summary} Had they held, the final bounds would give: "
+                              f"{statement}", certified=False)
+        checker.summary_warning()
+    else:
+        guarantee = Guarantee(ratio, certified, upper, assumptions, statement)
     settings = {"e_floor": e_floor, "monotonicity_slack": slack, "lipschitz": lipschitz,
                 "convex": x is not None, "trim_share": trim_share, "eps_trim": eps_t,
                 "rho_stop": rho_stop, "max_evaluations": max_evaluations}
     return _result("fptas", cands, order, errors, failed, trimmed, P, I, p_ref, i_ref, objective,
-                   guarantee, eps, s, stopped_by, evaluator, t0, settings)
+                   guarantee, eps, s, stopped_by, evaluator, t0, settings, violations)
 
 
 def exhaustive(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e: CostFn, *,
                objective: WCoefficient = WCoefficient(), cache: Any = None,
                key: Callable[[Candidate], str] = candidate_key, progress: bool = False,
                on_error: str = "raise") -> SearchResult:
-    """Evaluate every candidate and return the exact W-maximiser (the audit baseline)."""
+    """Evaluate every candidate and return the exact W-maximiser (the audit baseline).
+
+    Its guarantee (ratio 1) assumes nothing about e, so no assumption is checked here; audit M
+    and C on its evaluations with `monotonicity_violations` / `convexity_violations`.
+    """
     t0 = time.perf_counter()
     cands, _ = _resolve(candidates, None)
     P, I = _cheap_costs(cands, p, "p"), _cheap_costs(cands, i, "i")
     p_ref, i_ref = max(P), max(I)
-    evaluator = _Evaluator(e, cache, key, on_error, progress, len(cands), "exhaustive")
+    evaluator = Evaluator(e, cache, key, on_error, progress, len(cands), "exhaustive")
     errors: dict[int, float] = {}
     failed: dict[int, str] = {}
     for k, c in enumerate(cands):
@@ -815,15 +689,16 @@ def exhaustive(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: Cost
     guarantee = Guarantee(1.0, 1.0, best, ("e deterministic per candidate",),
                           _statement(1.0, 1.0, "exhausted", len(errors), len(cands)))
     return _result("exhaustive", cands, list(errors), errors, failed, {}, P, I, p_ref, i_ref,
-                   objective, guarantee, None, None, "exhausted", evaluator, t0, {})
+                   objective, guarantee, None, None, "exhausted", evaluator, t0, {}, ())
 
 
 def _result(method: str, cands: Sequence[Candidate], order: Sequence[int],
             errors: Mapping[int, float], failed: Mapping[int, str],
             trimmed: Mapping[int, tuple[int, float]], P: Sequence[float], I: Sequence[float],
             p_ref: float, i_ref: float, objective: WCoefficient, guarantee: Guarantee,
-            eps: float | None, s: int | None, stopped_by: str, evaluator: _Evaluator,
-            t0: float, settings: Mapping[str, Any]) -> SearchResult:
+            eps: float | None, s: int | None, stopped_by: str, evaluator: Evaluator,
+            t0: float, settings: Mapping[str, Any],
+            violations: tuple[AssumptionViolation, ...]) -> SearchResult:
     evals = tuple(Evaluation(cands[k], P[k], I[k], errors[k],
                              objective.value(P[k], I[k], errors[k], p_ref, i_ref))
                   for k in order)
@@ -836,4 +711,5 @@ def _result(method: str, cands: Sequence[Candidate], order: Sequence[int],
         trimmed=tuple((cands[t], cands[j], f) for t, (j, f) in sorted(trimmed.items())),
         failed=tuple((cands[k], m) for k, m in sorted(failed.items())), guarantee=guarantee,
         objective_spec=objective, p_ref=p_ref, i_ref=i_ref, eps=eps, s=s,
-        stopped_by=stopped_by, wall_time_s=time.perf_counter() - t0, settings=dict(settings))
+        stopped_by=stopped_by, wall_time_s=time.perf_counter() - t0, settings=dict(settings),
+        assumption_violations=violations, n_cache_rejected=evaluator.rejected)

@@ -4,18 +4,23 @@ Context: de Wynter, arXiv 2010.08512 (OSE: minimise parameter size p, inference 
 rank by the W-coefficient), as reconstructed in bort_jax/search/fptas.py. A report records, for one
 `SearchResult`: every evaluated candidate with p, i, e and W (Eq. W of fptas.py), the Pareto front
 over (p, i, e), the chosen candidate, the guarantee and its assumptions, the optional AB^nC check,
-ε, s, the number of e-evaluations and the wall time. Plots (matplotlib, Agg canvas, no pyplot
+ε, s, the number of e-evaluations and the wall time. When the e-values violate an assumption
+(`SearchResult.assumption_violations`), the guarantee reads "NOT CERTIFIED", names the worst
+violating pair (chain) of each assumption and the slack it needs, and lists the violations.
+Every file is written atomically (`bort_jax.files`). Plots (matplotlib, Agg canvas, no pyplot
 state): error vs parameters and error vs inference cost, Pareto front and choice marked.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bort_jax.search.fptas import (AbncCheck, Evaluation, Guarantee, SearchResult,
-                                   WCoefficient)
+from bort_jax.files import atomic_write_bytes, atomic_write_text
+from bort_jax.search.assumptions import AssumptionViolation, worst_per_assumption
+from bort_jax.search.fptas import AbncCheck, Evaluation, Guarantee, SearchResult, WCoefficient
 
 Factory = Callable[..., Any]
 
@@ -72,6 +77,9 @@ def result_to_dict(result: SearchResult, abnc: AbncCheck | None = None) -> dict[
         "p_ref": result.p_ref, "i_ref": result.i_ref, "eps": result.eps, "s": result.s,
         "stopped_by": result.stopped_by, "wall_time_s": result.wall_time_s,
         "settings": dict(result.settings),
+        "assumption_violations": [v.to_dict(candidate_to_json)
+                                  for v in result.assumption_violations],
+        "n_cache_rejected": result.n_cache_rejected,
     }
     if abnc is not None:
         out["abnc"] = {"first": dataclasses.asdict(abnc.first),
@@ -88,6 +96,9 @@ def result_from_dict(data: Mapping[str, Any], factory: Factory | None = None) ->
     chosen = _evaluation_from_json(data["chosen"], factory)
     g = dict(data["guarantee"])
     g["assumptions"] = tuple(g["assumptions"])
+
+    def cand(c: Mapping[str, Any]) -> Any:
+        return candidate_from_json(c, factory)
     return SearchResult(
         method=data["method"], chosen=chosen.candidate, objective=chosen.objective,
         chosen_evaluation=chosen, evaluations=evals,
@@ -102,15 +113,16 @@ def result_from_dict(data: Mapping[str, Any], factory: Factory | None = None) ->
         guarantee=Guarantee(**g), objective_spec=WCoefficient(**data["objective_spec"]),
         p_ref=data["p_ref"], i_ref=data["i_ref"], eps=data["eps"], s=data["s"],
         stopped_by=data["stopped_by"], wall_time_s=data["wall_time_s"],
-        settings=dict(data["settings"]))
+        settings=dict(data["settings"]),
+        assumption_violations=tuple(AssumptionViolation.from_dict(v, cand)
+                                    for v in data.get("assumption_violations", ())),
+        n_cache_rejected=data.get("n_cache_rejected", 0))
 
 
 def write_json(result: SearchResult, path: str | Path, abnc: AbncCheck | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result_to_dict(result, abnc), indent=1, sort_keys=True) + "\n",
-                    encoding="utf-8")
-    return path
+    """`result_to_dict` as indented, key-sorted JSON, written atomically."""
+    text = json.dumps(result_to_dict(result, abnc), indent=1, sort_keys=True) + "\n"
+    return atomic_write_text(path, text)
 
 
 def read_json(path: str | Path, factory: Factory | None = None) -> SearchResult:
@@ -124,6 +136,27 @@ def _fmt(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:,.0f}" if abs(x) >= 1e4 and float(x).is_integer() else f"{x:.6g}"
+
+
+def _ratio(x: float | None, digits: str = ".4f") -> str:
+    return "not certified" if x is None else format(x, digits)
+
+
+MAX_VIOLATION_ROWS = 20
+
+
+def _violation_table(violations: tuple[AssumptionViolation, ...]) -> list[str]:
+    """The worst violation of each assumption first, then the rest by need, at most 20 rows."""
+    first = worst_per_assumption(violations)
+    rest = sorted((v for v in violations if v not in first), key=lambda v: -v.needed)
+    rows = ["| assumption | candidates | e | needed | declared |", "|---|---|---|---:|---:|"]
+    for v in (first + rest)[:MAX_VIOLATION_ROWS]:
+        cands = " <= ".join(f"`{c}`" for c in v.candidates)
+        errs = ", ".join(f"{e:.6g}" for e in v.errors)
+        rows.append(f"| {v.assumption} | {cands} | {errs} | {v.needed:.4g} | {v.declared:g} |")
+    if len(violations) > MAX_VIOLATION_ROWS:
+        rows.append(f"| ... | {len(violations) - MAX_VIOLATION_ROWS} more in the JSON | | | |")
+    return rows
 
 
 def _eval_table(evals: tuple[Evaluation, ...], front: set[Any], chosen: Any) -> list[str]:
@@ -155,10 +188,22 @@ def markdown(result: SearchResult, abnc: AbncCheck | None = None, title: str = "
              "## Chosen", "",
              f"`{ch.candidate}`: p = {_fmt(ch.p)}, i = {_fmt(ch.i)}, e = {ch.e:.6g}, "
              f"W = {ch.objective:.6g}", "",
-             "## Guarantee", "", g.statement, "",
-             f"- a-priori ratio: {g.ratio:.4f}; certified ratio: {g.certified_ratio:.4f}; "
-             f"proven upper bound on OPT: {g.upper_bound_opt:.6g}"]
+             "## Guarantee", ""]
+    if not g.certified:
+        lines += ["**NOT CERTIFIED**: the e-values violate a declared assumption (below), so no "
+                  "approximation ratio is claimed.", ""]
+    lines += [g.statement, "",
+              f"- a-priori ratio: {_ratio(g.ratio)}; certified ratio: "
+              f"{_ratio(g.certified_ratio)}; proven upper bound on OPT: "
+              f"{_ratio(g.upper_bound_opt, '.6g')}"]
     lines += [f"- assumption {a}" for a in g.assumptions]
+    if result.n_cache_rejected:
+        lines.append(f"- invalid cached e-values recomputed: {result.n_cache_rejected}")
+    if result.assumption_violations:
+        lines += ["", f"## Assumption violations ({len(result.assumption_violations)})", "",
+                  "Each row needs the listed value (slack δ for M and C, floor for F, constant "
+                  "for L) for the assumption to hold on it.", ""]
+        lines += _violation_table(result.assumption_violations)
     if abnc is not None:
         lines += ["", "## AB^nC check", ""] + abnc.lines()
     lines += ["", "## Pareto front (p, i, e minimised)", ""]
@@ -200,8 +245,9 @@ def _scatter(result: SearchResult, attr: str, label: str, path: Path) -> Path:
     ax.set_title(f"{result.method}: error vs {label}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_plots(result: SearchResult, out_dir: str | Path, name: str = "fptas"
@@ -222,7 +268,6 @@ def write_report(result: SearchResult, out_dir: str | Path, name: str = "fptas",
     paths: dict[str, Path] = write_plots(result, out, name) if plots else {}
     md = markdown(result, abnc, title or f"OSE search ({result.method})",
                   {k: v.name for k, v in paths.items()})
-    paths["markdown"] = out / f"{name}.md"
-    paths["markdown"].write_text(md, encoding="utf-8")
+    paths["markdown"] = atomic_write_text(out / f"{name}.md", md)
     paths["json"] = write_json(result, out / f"{name}.json", abnc)
     return paths

@@ -16,15 +16,19 @@ The BERT grid of de Wynter & Perry, arXiv 2010.10499 (Bort), is D ∈ {2,4,6,8,1
 A ∈ {4,8,12,16}, H ∈ {512,768,1024}, I ∈ {256,512,768,1024,3072}, minus the 60 shapes with
 H mod A ≠ 0: 300 candidates (`bert_grid`).
 
-Candidates are any hashable objects; the default is a NamedTuple built per space. A ``factory``
-(e.g. the frozen dataclass ``bort_jax.arch.Arch``) may be supplied instead.
+Candidates are any hashable objects; the default of `grid` is a NamedTuple built per space, the
+default of `bert_grid` is the library's architecture type ``bort_jax.arch.Arch`` (a frozen,
+ordered dataclass with fields depth, heads, hidden, intermediate). A ``factory`` may be supplied
+instead.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import itertools
-from typing import Any, Callable, Hashable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
+
+from bort_jax.arch import Arch
 
 Candidate = Hashable
 Validity = Callable[[Mapping[str, int]], bool]
@@ -162,15 +166,6 @@ def grid(valid: Validity | None = None, factory: Factory | None = None,
         valid=valid, factory=factory, type_name=type_name)
 
 
-class BertArch(NamedTuple):
-    """⟨D, A, H, I⟩ of a BERT encoder (default candidate type of `bert_grid`)."""
-
-    depth: int
-    heads: int
-    hidden: int
-    intermediate: int
-
-
 BERT_AXES = {
     "depth": (2, 4, 6, 8, 10, 12),
     "heads": (4, 8, 12, 16),
@@ -185,7 +180,7 @@ def heads_divide_hidden(fields: Mapping[str, int]) -> bool:
 
 
 def bert_grid(factory: Factory | None = None, monotone_heads: bool = False) -> SearchSpace:
-    """The Bort paper's BERT grid (300 valid candidates).
+    """The Bort paper's BERT grid (300 valid candidates), as ``bort_jax.arch.Arch`` by default.
 
     ``monotone_heads=False`` (default) leaves the head count out of the ⪯ order: with parameter
     count and FLOPs independent of A at fixed H, assuming "more heads ⇒ lower error" would make
@@ -194,4 +189,4 @@ def bert_grid(factory: Factory | None = None, monotone_heads: bool = False) -> S
     axes = tuple(Axis(name, values, monotone=(name != "heads" or monotone_heads))
                  for name, values in BERT_AXES.items())
     return SearchSpace(axes=axes, valid=heads_divide_hidden,
-                       factory=factory or BertArch, type_name="BertArch")
+                       factory=factory or Arch, type_name="Arch")
