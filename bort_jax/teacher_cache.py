@@ -5,10 +5,18 @@ teacher's outputs are computed once, stored as float16 `.npy` files and memory-m
 candidate: a search costs one teacher pass, not one per candidate.
 
 Layout: `<cache_dir>/<key>/{meta.json, <name>.npy ...}` where `key` is a SHA-256 over the
-teacher's identity (config.json + weights file size/mtime/first MiB digest), the data (digest
-of the input arrays) and the cache config. An entry is written into a temporary directory and
-renamed when complete (a kill never leaves a half entry under the real name); on read, every
-array's shape/dtype and SHA-256 must match `meta.json`, else the entry is rebuilt.
+teacher's identity (`digest_checkpoint`: the full SHA-256 of config.json and of the weights
+file), the data (digest of the input arrays) and the cache config. An entry is written into a
+temporary directory and renamed when complete (a kill never leaves a half entry under the real
+name); on read, every array's shape/dtype and SHA-256 must match `meta.json`, else the entry
+is rebuilt.
+
+The weights' full digest is computed once per file version and memoised beside the checkpoint
+(`.bort_jax_digests.json`), keyed by the file's size, mtime (ns) and a sample digest of its first
+and last MiB; any change to those recomputes it. A rewrite that keeps size, mtime and both ends
+byte for byte (e.g. `touch -d` restoring the old mtime after editing the middle of the file) is
+the one case the memo cannot see; delete the memo file to force a full re-hash. If the checkpoint
+directory is read-only the digest is simply recomputed every run (about 0.5 s per GB).
 """
 from __future__ import annotations
 
@@ -18,11 +26,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from bort_jax.files import atomic_write_json
+
 META = "meta.json"
+DIGEST_MEMO = ".bort_jax_digests.json"   # beside the checkpoint: {file name: memo entry}
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+_SAMPLE = 1 << 20                        # bytes read at each end for the memo's sample digest
 
 
 def digest_arrays(arrays: Mapping[str, np.ndarray]) -> str:
@@ -34,17 +47,60 @@ def digest_arrays(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _sample_digest(path: Path, size: int) -> str:
+    """SHA-256 of the first and last MiB: cheap evidence that a memoised digest still applies."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(_SAMPLE))
+        if size > _SAMPLE:
+            f.seek(max(size - _SAMPLE, _SAMPLE))
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _read_memo(path: Path) -> dict[str, Any]:
+    try:
+        memo = json.loads(path.read_text())
+        return memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Full SHA-256 of a file, memoised beside it (see the module docstring).
+
+    The memo entry is reused only while the file's size, mtime (ns) and the digest of its first
+    and last MiB are unchanged; otherwise the whole file is hashed again and the memo updated
+    (atomically; silently skipped where the directory is not writable).
+    """
+    path = Path(path)
+    st = path.stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "sample": _sample_digest(path, st.st_size)}
+    memo_path = path.parent / DIGEST_MEMO
+    memo = _read_memo(memo_path)
+    entry = memo.get(path.name)
+    if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and \
+            all(entry.get(k) == v for k, v in stamp.items()):
+        return entry["sha256"]
+    digest = _file_sha(path)
+    memo[path.name] = {**stamp, "sha256": digest}
+    try:
+        atomic_write_json(memo_path, memo, indent=1, sort_keys=True)
+    except OSError:  # read-only checkpoint directory: no memo, the digest is still exact
+        pass
+    return digest
+
+
 def digest_checkpoint(path: str | os.PathLike) -> str:
-    """Identity of a checkpoint directory: config + weights (size, first MiB)."""
+    """Identity of a checkpoint directory: name, size and full SHA-256 of config.json and of
+    the weights (`model.safetensors`), so any byte that differs gives a different key."""
     path = Path(path)
     h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
+    for name in CHECKPOINT_FILES:
         f = path / name
         if f.is_file():
-            h.update(name.encode())
-            h.update(str(f.stat().st_size).encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
+            h.update(f"{name}:{f.stat().st_size}:{file_digest(f)}\n".encode())
     return h.hexdigest()
 
 
@@ -94,6 +150,8 @@ def get_or_build(cache_dir: str | os.PathLike, key: str,
         return cached, True
     arrays = build()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    # A unique staging directory (not `files.atomic_write_dir`'s fixed name): two processes
+    # sharing a cache may build the same key at once.
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp"))
     meta = {"key": key, "info": dict(info or {}), "arrays": {}}
     for name, a in arrays.items():

@@ -21,8 +21,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.teacher_dir = ""       # RoBERTa-large HF directory ('' = the source)
     c.grid = ml_collections.ConfigDict(dict(
         depth=[2, 4, 6, 8, 10, 12], heads=[4, 8, 12, 16], hidden=[512, 768, 1024],
-        intermediate=[256, 512, 768, 1024, 3072], head_dim=0, monotone_heads=False, monotone_depth=True,
-        monotone_hidden=True, monotone_intermediate=True))
+        intermediate=[256, 512, 768, 1024, 3072], head_dim=0, monotone_heads=False,
+        monotone_depth=True, monotone_hidden=True, monotone_intermediate=True))
     c.objective = ml_collections.ConfigDict(dict(alpha=0.5, beta=0.5, gamma=4.0))
     c.corpus = "tfds:wikipedia/20230601.en:train[:1%]"
     c.seq_len = 128

@@ -51,6 +51,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.grid.hidden, c.grid.heads = [128, 256], [4, 8]
         c.max_sequences, c.seq_len = 96, 16
         c.proxy.steps, c.proxy.batch_size = 3, 8
-        c.latency_seq_len, c.latency_repeats, c.latency_points = 16, 2, 4
+        c.latency_seq_len, c.latency_repeats, c.latency_points = 16, 2, 3
         c.progress = False
     return c
