@@ -21,7 +21,7 @@ setuptools.setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2"],
+        "dev": ["pytest>=7", "pytest-timeout>=2", "ruff==0.17.6"],
         "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15"],
     },
 )

@@ -400,8 +400,12 @@ def finetune(config: Any, workdir: str | os.PathLike | None = None) -> dict:
     'model' and 'params' (best-dev parameters, host numpy). Everything but model/params also
     goes to workdir/metrics.json (written last: its presence marks a finished run).
     """
+    return run_prepared(prepare(config), workdir)
+
+
+def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> dict:
+    """`finetune` on an already prepared run (e.g. with `prep.dev` replaced by a subset)."""
     t0 = time.perf_counter()
-    prep = prepare(config)
     cfg = prep.config
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
