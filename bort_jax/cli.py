@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 USER_ERRORS = (ValueError, KeyError, OSError)
 EXIT_USER_ERROR = 2
@@ -44,3 +45,20 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
 def run(main: Callable[[list[str]], object]) -> None:
     """`absl.app.run(main)` with one-line user errors (see module docstring)."""
     app.run(_guarded(main))
+
+
+def config_main(fn: Callable[[Any, str | None], Any], default_config: str,
+                default_workdir: str | None, describe: Callable[[Any], str],
+                config_help: str = "config file (get_config); FILE:arg picks a variant") -> None:
+    """The whole body of a script: `--config` / `--workdir` flags, `fn(config, workdir)`, print
+    `describe(result)`, user errors as one line (see `run`)."""
+    config = config_flags.DEFINE_config_file("config", default_config, config_help,
+                                             lock_config=True)
+    workdir = flags.DEFINE_string("workdir", default_workdir, "output / resume directory")
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        print(describe(fn(config.value, workdir.value)))
+
+    run(main)

@@ -4,33 +4,21 @@
   python scripts/extract.py --config=configs/bert_large.py --config.source_dir=DIR \
       --config.teacher_dir=DIR
 """
-
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # configs importable
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
 from bort_jax import cli, extract  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs" / "default.py"), "search config", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/extract", "output directory (resumable)")
 
-
-def main(argv: list[str]) -> None:
-    del argv
-    summary = extract.extract(_CONFIG.value, _WORKDIR.value)
-    print(
-        f"chosen {summary['chosen']} (W={summary['objective']:.4g}) after "
-        f"{summary['n_evaluations']}/{summary['n_candidates']} proxy evaluations in "
-        f"{summary['wall_seconds']:.0f} s; report: {summary['report']['markdown']}"
-    )
+def describe(summary: dict) -> str:
+    return (f"chosen {summary['chosen']} (W={summary['objective']:.4g}) after "
+            f"{summary['n_evaluations']}/{summary['n_candidates']} proxy evaluations in "
+            f"{summary['wall_seconds']:.0f} s; report: {summary['report']['markdown']}")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.config_main(extract.extract, str(ROOT / "configs" / "default.py"), "runs/extract",
+                    describe)

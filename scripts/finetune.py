@@ -6,7 +6,6 @@
 With --workdir the run is resumable (Orbax checkpoints), and the workdir receives
 metrics.jsonl (training log), metrics.json (summary) and best_model/ (HF format + head).
 """
-
 import json
 import sys
 from pathlib import Path
@@ -14,34 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # configs importable
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
 from bort_jax import cli, finetune  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs" / "finetune.py"), "fine-tuning config file", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output / resume directory (optional)")
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    result = finetune.finetune(_CONFIG.value, _WORKDIR.value)
-    keys = (
-        "task",
-        "arch",
-        "num_steps",
-        "train_examples",
-        "dev_examples",
-        "best_step",
-        "best",
-        "final",
-        "seconds",
-    )
-    print(json.dumps({k: result[k] for k in keys}, indent=2))
-
+KEYS = ("task", "arch", "num_steps", "train_examples", "dev_examples", "best_step", "best",
+        "final", "seconds")
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.config_main(finetune.finetune, str(ROOT / "configs" / "finetune.py"), None,
+                    lambda result: json.dumps({k: result[k] for k in KEYS}, indent=2))
