@@ -1,4 +1,5 @@
 """bort_jax: optimal subarchitecture extraction (FPTAS), Bort and Agora in JAX/Flax."""
+
 import setuptools
 
 setuptools.setup(

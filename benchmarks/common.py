@@ -4,11 +4,11 @@ All timings block on the result (`jax.block_until_ready`) and exclude compilatio
 pass an already compiled function (`jax.jit(f).lower(*args).compile()`), and `time_fn`
 additionally runs `warmup` untimed calls before the timed ones.
 """
+
 from __future__ import annotations
 
 import os
 import platform
-
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -20,8 +20,9 @@ import numpy as np
 from bort_jax import latency
 
 
-def time_fn(fn: Callable[..., Any], *args: Any, repeats: int = 5,
-            warmup: int = 1) -> dict[str, Any]:
+def time_fn(
+    fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: int = 1
+) -> dict[str, Any]:
     """Wall-clock seconds of `fn(*args)`, waiting for the result each time.
 
     `fn` should be compiled already; the `warmup` calls (at least one) run before timing.
@@ -46,8 +47,9 @@ def compile_fn(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any], 
     return compiled, time.perf_counter() - start
 
 
-def matmul_peak(dtype: Any = jnp.float32, n: int = 2048, repeats: int = 7,
-                warmup: int = 2) -> dict[str, Any]:
+def matmul_peak(
+    dtype: Any = jnp.float32, n: int = 2048, repeats: int = 7, warmup: int = 2
+) -> dict[str, Any]:
     """Achieved GFLOP/s of a jitted n×n @ n×n matmul of `dtype` (median of `repeats`).
 
     This is the practical ceiling that the model's matmul-dominated forward is compared to;
@@ -59,7 +61,7 @@ def matmul_peak(dtype: Any = jnp.float32, n: int = 2048, repeats: int = 7,
     b = jax.random.normal(keys[1], (n, n), jnp.float32).astype(dtype)
     compiled, _ = compile_fn(jnp.matmul, a, b)
     timing = time_fn(compiled, a, b, repeats=repeats, warmup=warmup)
-    flop = 2 * n ** 3
+    flop = 2 * n**3
     return {
         "dtype": dtype.name,
         "n": n,
@@ -83,8 +85,9 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _cpu_flags(wanted: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16",
-                                        "avx_vnni", "fma")) -> list[str]:
+def _cpu_flags(
+    wanted: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni", "fma"),
+) -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -155,8 +158,9 @@ def idle_busy(seconds: float = 0.5) -> float | None:
     return meter.stop()[0]
 
 
-def wait_for_quiet(max_busy: float = 0.15, max_wait_s: float = 0.0,
-                   sample_s: float = 1.0) -> float | None:
+def wait_for_quiet(
+    max_busy: float = 0.15, max_wait_s: float = 0.0, sample_s: float = 1.0
+) -> float | None:
     """Sleep until `idle_busy() <= max_busy` or `max_wait_s` passed; returns the last reading."""
     deadline = time.monotonic() + max_wait_s
     busy = idle_busy(sample_s)

@@ -17,6 +17,7 @@ repeated (`--attempts`), and `--quiet_wait_s` waits for a quiet machine before e
 
 Quick run: `--shapes=1x128 --dtypes=float32 --repeats=5`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from bort_jax import arch as arch_lib  # noqa: E402
-from bort_jax.arch import Arch, Spec  # noqa: E402
 from bort_jax import latency  # noqa: E402
+from bort_jax.arch import Arch, Spec  # noqa: E402
 
 MODELS: dict[str, tuple[Arch, Spec]] = {
     "bert-large": (arch_lib.BERT_LARGE, arch_lib.BERT_SPEC),
@@ -55,10 +56,10 @@ REFERENCES = ("bert-large", "bert-base")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # What the project aims for (see README.md); checked on the B8×L128 float32 rows.
-TARGET_BORT_SPEEDUP = 10.0        # Bort vs BERT-large; the paper reports ~20× on CPU
+TARGET_BORT_SPEEDUP = 10.0  # Bort vs BERT-large; the paper reports ~20× on CPU
 PAPER_BORT_SPEEDUP = 20.0
-TARGET_PEAK_FRACTION = 0.70       # BERT-large fp32 forward vs measured matmul peak
-PYTORCH_BERT_LARGE_B8_S = 1.8     # reference PyTorch forward, B8×L128 fp32, 2-core machine
+TARGET_PEAK_FRACTION = 0.70  # BERT-large fp32 forward vs measured matmul peak
+PYTORCH_BERT_LARGE_B8_S = 1.8  # reference PyTorch forward, B8×L128 fp32, 2-core machine
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -81,42 +82,59 @@ def parse_choices(text: str, choices: Sequence[str], what: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     bad = [n for n in names if n not in choices]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown {what} {bad or text!r}; choose from "
-                                         f"{', '.join(choices)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {bad or text!r}; choose from {', '.join(choices)}"
+        )
     return names
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    p.add_argument("--models", default=",".join(MODELS),
-                   type=lambda s: parse_choices(s, list(MODELS), "model"))
-    p.add_argument("--shapes", default="8x128,1x128", type=parse_shapes,
-                   help="comma-separated BATCHxLENGTH")
-    p.add_argument("--dtypes", default="float32,bfloat16",
-                   type=lambda s: parse_choices(s, list(DTYPES), "dtype"),
-                   help="computation and parameter dtype")
+    p.add_argument(
+        "--models", default=",".join(MODELS), type=lambda s: parse_choices(s, list(MODELS), "model")
+    )
+    p.add_argument(
+        "--shapes", default="8x128,1x128", type=parse_shapes, help="comma-separated BATCHxLENGTH"
+    )
+    p.add_argument(
+        "--dtypes",
+        default="float32,bfloat16",
+        type=lambda s: parse_choices(s, list(DTYPES), "dtype"),
+        help="computation and parameter dtype",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed calls per config (>= 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
     p.add_argument("--peak_n", type=int, default=2048, help="side of the peak matmul")
     p.add_argument("--peak_repeats", type=int, default=7)
-    p.add_argument("--xla_flags", default="",
-                   help="appended to $XLA_FLAGS before the backend starts")
-    p.add_argument("--quiet_wait_s", type=float, default=0.0,
-                   help="before each measurement wait up to this long for other processes "
-                        "to leave the CPUs (busy fraction <= --quiet_busy)")
+    p.add_argument(
+        "--xla_flags", default="", help="appended to $XLA_FLAGS before the backend starts"
+    )
+    p.add_argument(
+        "--quiet_wait_s",
+        type=float,
+        default=0.0,
+        help="before each measurement wait up to this long for other processes "
+        "to leave the CPUs (busy fraction <= --quiet_busy)",
+    )
     p.add_argument("--quiet_busy", type=float, default=0.15)
-    p.add_argument("--max_others", type=float, default=0.1,
-                   help="re-time a config when other processes took more than this share "
-                        "of the CPUs during its timed calls")
+    p.add_argument(
+        "--max_others",
+        type=float,
+        default=0.1,
+        help="re-time a config when other processes took more than this share "
+        "of the CPUs during its timed calls",
+    )
     p.add_argument("--attempts", type=int, default=3, help="tries per config (see above)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
-def least_disturbed(measure: Callable[[], dict[str, Any]],
-                    args: argparse.Namespace) -> dict[str, Any]:
+def least_disturbed(
+    measure: Callable[[], dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
     """Run `measure()` (which reports 'others_busy') until other processes took at most
     `--max_others` of the CPUs during it, at most `--attempts` times; keep the least
     disturbed result. Before each try wait up to `--quiet_wait_s` for a quiet machine."""
@@ -134,13 +152,20 @@ def least_disturbed(measure: Callable[[], dict[str, Any]],
     return best
 
 
-def bench_model(name: str, dtype_name: str, batch: int, length: int, peak_gflops: float,
-                args: argparse.Namespace) -> dict[str, Any]:
+def bench_model(
+    name: str,
+    dtype_name: str,
+    batch: int,
+    length: int,
+    peak_gflops: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     arch, spec = MODELS[name]
     dtype = DTYPES[dtype_name]
     call, compile_s = latency.compiled_forward(arch, spec, batch, length, dtype, args.seed)
-    timing = least_disturbed(functools.partial(
-        common.time_fn, call, repeats=args.repeats, warmup=args.warmup), args)
+    timing = least_disturbed(
+        functools.partial(common.time_fn, call, repeats=args.repeats, warmup=args.warmup), args
+    )
     del call
     gc.collect()
     flop = arch_lib.flops(arch, length, batch, spec)
@@ -187,11 +212,18 @@ def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ref = index.get((other, dtype, batch, length))
             if ref is None:
                 continue
-            out.append({"model": model, "vs": other, "dtype": dtype, "batch": batch,
-                        "seq_len": length,
-                        "speedup": ref["median_s"] / bort["median_s"],
-                        "speedup_best": ref["min_s"] / bort["min_s"],
-                        "flop_ratio": ref["gflop"] / bort["gflop"]})
+            out.append(
+                {
+                    "model": model,
+                    "vs": other,
+                    "dtype": dtype,
+                    "batch": batch,
+                    "seq_len": length,
+                    "speedup": ref["median_s"] / bort["median_s"],
+                    "speedup_best": ref["min_s"] / bort["min_s"],
+                    "flop_ratio": ref["gflop"] / bort["gflop"],
+                }
+            )
     return out
 
 
@@ -199,73 +231,120 @@ def check_targets(rows: list[dict[str, Any]], ups: list[dict[str, Any]]) -> dict
     """The project's targets, evaluated where this run has the needed rows."""
     targets: dict[str, Any] = {}
     for model in BORTS:
-        up = next((u for u in ups if u["model"] == model and u["vs"] == "bert-large"
-                   and u["dtype"] == "float32" and (u["batch"], u["seq_len"]) == (8, 128)),
-                  None)
+        up = next(
+            (
+                u
+                for u in ups
+                if u["model"] == model
+                and u["vs"] == "bert-large"
+                and u["dtype"] == "float32"
+                and (u["batch"], u["seq_len"]) == (8, 128)
+            ),
+            None,
+        )
         if up is not None:
             targets[f"{model}_vs_bert_large_fp32_b8"] = {
-                "value": up["speedup"], "target": TARGET_BORT_SPEEDUP,
-                "paper": PAPER_BORT_SPEEDUP, "flop_ratio": up["flop_ratio"],
-                "met": up["speedup"] >= TARGET_BORT_SPEEDUP}
-    large = next((r for r in rows if r["model"] == "bert-large" and r["dtype"] == "float32"
-                  and (r["batch"], r["seq_len"]) == (8, 128)), None)
+                "value": up["speedup"],
+                "target": TARGET_BORT_SPEEDUP,
+                "paper": PAPER_BORT_SPEEDUP,
+                "flop_ratio": up["flop_ratio"],
+                "met": up["speedup"] >= TARGET_BORT_SPEEDUP,
+            }
+    large = next(
+        (
+            r
+            for r in rows
+            if r["model"] == "bert-large"
+            and r["dtype"] == "float32"
+            and (r["batch"], r["seq_len"]) == (8, 128)
+        ),
+        None,
+    )
     if large is not None:
         targets["bert_large_fp32_b8_pct_peak"] = {
-            "value": large["pct_peak"], "target": 100 * TARGET_PEAK_FRACTION,
-            "met": large["pct_peak"] >= 100 * TARGET_PEAK_FRACTION}
+            "value": large["pct_peak"],
+            "target": 100 * TARGET_PEAK_FRACTION,
+            "met": large["pct_peak"] >= 100 * TARGET_PEAK_FRACTION,
+        }
         targets["bert_large_fp32_b8_vs_pytorch"] = {
-            "jax_s": large["median_s"], "pytorch_s": PYTORCH_BERT_LARGE_B8_S,
-            "jax_speedup": PYTORCH_BERT_LARGE_B8_S / large["median_s"]}
+            "jax_s": large["median_s"],
+            "pytorch_s": PYTORCH_BERT_LARGE_B8_S,
+            "jax_speedup": PYTORCH_BERT_LARGE_B8_S / large["median_s"],
+        }
     return targets
 
 
-def markdown(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]],
-             ups: list[dict[str, Any]], targets: dict[str, Any]) -> str:
-    lines = ["| model | ⟨D,A,H,I⟩ | dtype | B×L | median ms | min ms | seq/s | tok/s "
-             "| GFLOP | GFLOP/s | % peak | others |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def markdown(
+    rows: list[dict[str, Any]],
+    peaks: dict[str, dict[str, Any]],
+    ups: list[dict[str, Any]],
+    targets: dict[str, Any],
+) -> str:
+    lines = [
+        "| model | ⟨D,A,H,I⟩ | dtype | B×L | median ms | min ms | seq/s | tok/s "
+        "| GFLOP | GFLOP/s | % peak | others |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['arch']} | {r['dtype']} | {r['batch']}×{r['seq_len']} "
             f"| {r['median_s'] * 1e3:,.1f} | {r['min_s'] * 1e3:,.1f} | {r['seq_per_s']:,.1f} "
             f"| {r['tok_per_s']:,.0f} | {r['gflop']:,.1f} | {r['gflops']:,.1f} "
-            f"| {r['pct_peak']:.0f}% | {_pct(r['others_busy'])} |")
-    lines += ["", "| matmul peak | n | GFLOP/s (median) | GFLOP/s (best) | others |",
-              "|---|---:|---:|---:|---:|"]
+            f"| {r['pct_peak']:.0f}% | {_pct(r['others_busy'])} |"
+        )
+    lines += [
+        "",
+        "| matmul peak | n | GFLOP/s (median) | GFLOP/s (best) | others |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for p in peaks.values():
-        lines.append(f"| {p['dtype']} | {p['n']} | {p['gflops']:,.1f} | "
-                     f"{p['gflops_best']:,.1f} | {_pct(p['others_busy'])} |")
+        lines.append(
+            f"| {p['dtype']} | {p['n']} | {p['gflops']:,.1f} | "
+            f"{p['gflops_best']:,.1f} | {_pct(p['others_busy'])} |"
+        )
     if ups:
-        lines += ["", "| speed-up | dtype | B×L | median-based | min-based | FLOP ratio |",
-                  "|---|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "| speed-up | dtype | B×L | median-based | min-based | FLOP ratio |",
+            "|---|---|---|---:|---:|---:|",
+        ]
         for u in ups:
-            lines.append(f"| {u['model']} vs {u['vs']} | {u['dtype']} "
-                         f"| {u['batch']}×{u['seq_len']} "
-                         f"| {u['speedup']:.1f}× | {u['speedup_best']:.1f}× "
-                         f"| {u['flop_ratio']:.1f}× |")
+            lines.append(
+                f"| {u['model']} vs {u['vs']} | {u['dtype']} "
+                f"| {u['batch']}×{u['seq_len']} "
+                f"| {u['speedup']:.1f}× | {u['speedup_best']:.1f}× "
+                f"| {u['flop_ratio']:.1f}× |"
+            )
     if targets:
         lines += ["", "| target | reached | goal | met |", "|---|---:|---:|---|"]
         for model in BORTS:
             t = targets.get(f"{model}_vs_bert_large_fp32_b8")
             if t:
-                lines.append(f"| {model} vs BERT-large, fp32 B8×L128 | {t['value']:.1f}× "
-                             f"(FLOP ratio {t['flop_ratio']:.1f}×) "
-                             f"| ≥{t['target']:.0f}× (paper ~{t['paper']:.0f}×) "
-                             f"| {'yes' if t['met'] else 'no'} |")
+                lines.append(
+                    f"| {model} vs BERT-large, fp32 B8×L128 | {t['value']:.1f}× "
+                    f"(FLOP ratio {t['flop_ratio']:.1f}×) "
+                    f"| ≥{t['target']:.0f}× (paper ~{t['paper']:.0f}×) "
+                    f"| {'yes' if t['met'] else 'no'} |"
+                )
         t = targets.get("bert_large_fp32_b8_pct_peak")
         if t:
-            lines.append(f"| BERT-large fp32 B8×L128, % of matmul peak | {t['value']:.0f}% "
-                         f"| ≥{t['target']:.0f}% | {'yes' if t['met'] else 'no'} |")
+            lines.append(
+                f"| BERT-large fp32 B8×L128, % of matmul peak | {t['value']:.0f}% "
+                f"| ≥{t['target']:.0f}% | {'yes' if t['met'] else 'no'} |"
+            )
         t = targets.get("bert_large_fp32_b8_vs_pytorch")
         if t:
-            lines.append(f"| BERT-large fp32 B8×L128 latency | {t['jax_s']:.2f} s "
-                         f"| PyTorch ≈{t['pytorch_s']:.1f} s | {t['jax_speedup']:.2f}× |")
+            lines.append(
+                f"| BERT-large fp32 B8×L128 latency | {t['jax_s']:.2f} s "
+                f"| PyTorch ≈{t['pytorch_s']:.1f} s | {t['jax_speedup']:.2f}× |"
+            )
     return "\n".join(lines)
 
 
 def command_line(argv: Sequence[str]) -> str:
-    env = f"XLA_FLAGS={shlex.quote(os.environ['XLA_FLAGS'])} " if os.environ.get(
-        "XLA_FLAGS") else ""
+    env = (
+        f"XLA_FLAGS={shlex.quote(os.environ['XLA_FLAGS'])} " if os.environ.get("XLA_FLAGS") else ""
+    )
     script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
     return env + "python " + " ".join(shlex.quote(a) for a in [script, *argv])
 
@@ -277,43 +356,60 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--repeats must be at least 5 (the median needs them)")
     command = command_line(argv)
     if args.xla_flags:  # read by XLA when the backend starts, i.e. at the first jax call
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
-                                   + args.xla_flags).strip()
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     started = time.time()
     info = common.machine_info()
-    print(f"# {info['cpu_model']} × {info['cpus_usable']} cores, jax {info['jax']} "
-          f"({info['backend']}), load {info['load_average']}", flush=True)
+    print(
+        f"# {info['cpu_model']} × {info['cpus_usable']} cores, jax {info['jax']} "
+        f"({info['backend']}), load {info['load_average']}",
+        flush=True,
+    )
 
     rows: list[dict[str, Any]] = []
     peaks: dict[str, dict[str, Any]] = {}
     for dtype_name in args.dtypes:
-        peaks[dtype_name] = least_disturbed(functools.partial(
-            common.matmul_peak, DTYPES[dtype_name], n=args.peak_n,
-            repeats=args.peak_repeats), args)
-        print(f"# {dtype_name} matmul peak (n={args.peak_n}): "
-              f"{peaks[dtype_name]['gflops']:.1f} GFLOP/s", flush=True)
+        peaks[dtype_name] = least_disturbed(
+            functools.partial(
+                common.matmul_peak, DTYPES[dtype_name], n=args.peak_n, repeats=args.peak_repeats
+            ),
+            args,
+        )
+        print(
+            f"# {dtype_name} matmul peak (n={args.peak_n}): "
+            f"{peaks[dtype_name]['gflops']:.1f} GFLOP/s",
+            flush=True,
+        )
         for batch, length in args.shapes:
             for name in args.models:
-                row = bench_model(name, dtype_name, batch, length,
-                                  peaks[dtype_name]["gflops"], args)
+                row = bench_model(
+                    name, dtype_name, batch, length, peaks[dtype_name]["gflops"], args
+                )
                 rows.append(row)
-                print(f"  {name:10s} {dtype_name:8s} {batch}x{length}: "
-                      f"{row['median_s'] * 1e3:9.1f} ms (min {row['min_s'] * 1e3:.1f}), "
-                      f"{row['gflops']:6.1f} GFLOP/s = {row['pct_peak']:.0f}% of peak, "
-                      f"others {_pct(row['others_busy'])} (try {row['attempt']}/{row['tries']})",
-                      flush=True)
+                print(
+                    f"  {name:10s} {dtype_name:8s} {batch}x{length}: "
+                    f"{row['median_s'] * 1e3:9.1f} ms (min {row['min_s'] * 1e3:.1f}), "
+                    f"{row['gflops']:6.1f} GFLOP/s = {row['pct_peak']:.0f}% of peak, "
+                    f"others {_pct(row['others_busy'])} (try {row['attempt']}/{row['tries']})",
+                    flush=True,
+                )
 
     ups = speedups(rows)
     targets = check_targets(rows, ups)
     table = markdown(rows, peaks, ups, targets)
-    disturbed = [f"{r['model']} {r['dtype']} {r['batch']}x{r['seq_len']}" for r in rows
-                 if (r["others_busy"] or 0) > args.max_others]
-    disturbed += [f"{d} matmul peak" for d, p in peaks.items()
-                  if (p["others_busy"] or 0) > args.max_others]
+    disturbed = [
+        f"{r['model']} {r['dtype']} {r['batch']}x{r['seq_len']}"
+        for r in rows
+        if (r["others_busy"] or 0) > args.max_others
+    ]
+    disturbed += [
+        f"{d} matmul peak" for d, p in peaks.items() if (p["others_busy"] or 0) > args.max_others
+    ]
     if disturbed:
-        table += (f"\n\n**Warning:** other processes took more than "
-                  f"{100 * args.max_others:.0f}% of the CPUs while timing "
-                  f"{', '.join(disturbed)}; rerun on a quiet machine (--quiet_wait_s).")
+        table += (
+            f"\n\n**Warning:** other processes took more than "
+            f"{100 * args.max_others:.0f}% of the CPUs while timing "
+            f"{', '.join(disturbed)}; rerun on a quiet machine (--quiet_wait_s)."
+        )
     print()
     print(table)
     result = {

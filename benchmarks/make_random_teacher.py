@@ -1,8 +1,10 @@
 """Write a randomly initialised checkpoint of a given shape in HF format (for benchmarks on
 machines without the pretrained MiniLM package): the tokenizer files are copied from --vocab_dir.
 
-  python benchmarks/make_random_teacher.py --out=runs/random_teacher --vocab_dir=DIR --arch=6,12,384,1536
+  python benchmarks/make_random_teacher.py --out=runs/random_teacher --vocab_dir=DIR \
+      --arch=6,12,384,1536
 """
+
 import argparse
 
 import jax

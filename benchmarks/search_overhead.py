@@ -24,6 +24,7 @@ Each path reports the median of ``--repeats`` runs (``--slow_repeats`` for old/g
 skipped above ``--slow_max_n`` candidates). Every path must choose the same candidate after the
 same sequence of e calls; the table says so per row and the run fails otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,16 +63,22 @@ def make_instance(shape: tuple[int, ...]) -> tuple[SP.SearchSpace, S.SyntheticIn
     def i(c: tuple[int, ...]) -> float:
         return 1.0 + sum(w * v * v for w, v in zip(weights_i, c))
 
-    inst = S.capacity_instance("grid", space.candidates(), p, i, a=0.05, b=3.0, power=0.5,
-                               leq=space.leq)
+    inst = S.capacity_instance(
+        "grid", space.candidates(), p, i, a=0.05, b=3.0, power=0.5, leq=space.leq
+    )
     return space, inst
 
 
 def load_baseline(rev: str) -> Any | None:
     """The module bort_jax/search/fptas.py as of git revision ``rev``, or None."""
     try:
-        source = subprocess.run(["git", "show", f"{rev}:bort_jax/search/fptas.py"], cwd=_REPO,
-                                check=True, capture_output=True, text=True).stdout
+        source = subprocess.run(
+            ["git", "show", f"{rev}:bort_jax/search/fptas.py"],
+            cwd=_REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     name = f"_fptas_baseline_{rev}"
@@ -105,37 +112,51 @@ def time_path(run: Callable[[Callable], Any], e: Callable, repeats: int) -> dict
         totals.append(time.perf_counter() - t0)
         firsts.append((timed.first or time.perf_counter()) - t0)
         outcome = (res.chosen, tuple(timed.seen))
-    return {"seconds": statistics.median(totals), "to_first_e": statistics.median(firsts),
-            "runs": totals, "outcome": outcome, "evaluations": len(outcome[1])}
+    return {
+        "seconds": statistics.median(totals),
+        "to_first_e": statistics.median(firsts),
+        "runs": totals,
+        "outcome": outcome,
+        "evaluations": len(outcome[1]),
+    }
 
 
-def bench_size(shape: tuple[int, ...], objective: F.WCoefficient, args: argparse.Namespace,
-               old: Any | None) -> dict[str, Any]:
+def bench_size(
+    shape: tuple[int, ...], objective: F.WCoefficient, args: argparse.Namespace, old: Any | None
+) -> dict[str, Any]:
     """Time the three paths on one grid; the row of the table (``identical``: same outcome)."""
     space, inst = make_instance(shape)
     n = len(inst.candidates)
 
     def new(leq: Callable) -> Callable[[Callable], Any]:
-        return lambda e: F.fptas(inst.candidates, inst.p, inst.i, e, args.eps,
-                                 objective=objective, leq=leq)
+        return lambda e: F.fptas(
+            inst.candidates, inst.p, inst.i, e, args.eps, objective=objective, leq=leq
+        )
 
     paths: dict[str, dict[str, Any]] = {}
     slow = n <= args.slow_max_n
     if old is not None and slow:
         old_objective = old.WCoefficient(objective.alpha, objective.beta, objective.gamma)
         paths["old"] = time_path(
-            lambda e: old.fptas(inst.candidates, inst.p, inst.i, e, args.eps,
-                                objective=old_objective, leq=space.leq),
-            inst.e.fn, args.slow_repeats)
+            lambda e: old.fptas(
+                inst.candidates, inst.p, inst.i, e, args.eps, objective=old_objective, leq=space.leq
+            ),
+            inst.e.fn,
+            args.slow_repeats,
+        )
     if slow:
-        paths["generic"] = time_path(new(lambda a, b: space.leq(a, b)), inst.e.fn,
-                                     args.slow_repeats)
+        paths["generic"] = time_path(
+            new(lambda a, b: space.leq(a, b)), inst.e.fn, args.slow_repeats
+        )
     paths["vectorised"] = time_path(new(space.leq), inst.e.fn, args.repeats)
     outcomes = {v["outcome"] for v in paths.values()}
-    return {"shape": "x".join(map(str, shape)), "n": n, "identical": len(outcomes) == 1,
-            "evaluations": paths["vectorised"]["evaluations"],
-            "paths": {k: {kk: vv for kk, vv in v.items() if kk != "outcome"}
-                      for k, v in paths.items()}}
+    return {
+        "shape": "x".join(map(str, shape)),
+        "n": n,
+        "identical": len(outcomes) == 1,
+        "evaluations": paths["vectorised"]["evaluations"],
+        "paths": {k: {kk: vv for kk, vv in v.items() if kk != "outcome"} for k, v in paths.items()},
+    }
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -147,16 +168,26 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="5x5x4,10x10x5,10x10x10,10x20x10,20x25x10",
-                    help="comma-separated grid shapes AxBxC (n = A·B·C candidates)")
+    ap.add_argument(
+        "--sizes",
+        default="5x5x4,10x10x5,10x10x10,10x20x10,20x25x10",
+        help="comma-separated grid shapes AxBxC (n = A·B·C candidates)",
+    )
     ap.add_argument("--repeats", type=int, default=5, help="runs per size, vectorised path")
     ap.add_argument("--slow_repeats", type=int, default=1, help="runs per size, old/generic")
-    ap.add_argument("--slow_max_n", type=int, default=5000,
-                    help="skip the old and generic paths above this many candidates")
+    ap.add_argument(
+        "--slow_max_n",
+        type=int,
+        default=5000,
+        help="skip the old and generic paths above this many candidates",
+    )
     ap.add_argument("--objective", default="0.5,0.5,4", help="alpha,beta,gamma of W")
     ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument("--baseline_rev", default=BASELINE_REV,
-                    help="git revision of the old code path ('' to skip it)")
+    ap.add_argument(
+        "--baseline_rev",
+        default=BASELINE_REV,
+        help="git revision of the old code path ('' to skip it)",
+    )
     ap.add_argument("--out", default="", help="optional JSON file for the raw timings")
     args = ap.parse_args(argv)
     shapes = [parse_shape(s) for s in args.sizes.split(",") if s]
@@ -169,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:
         row = bench_size(shape, F.WCoefficient(alpha, beta, gamma), args, old)
         rows.append(row)
-        print(f"n={row['n']}: " + ", ".join(f"{k} {v['seconds']:.3f}s"
-                                            for k, v in row["paths"].items()), flush=True)
+        print(
+            f"n={row['n']}: "
+            + ", ".join(f"{k} {v['seconds']:.3f}s" for k, v in row["paths"].items()),
+            flush=True,
+        )
 
     def cell(row: dict, name: str) -> str:
         p = row["paths"].get(name)
@@ -181,24 +215,42 @@ def main(argv: list[str] | None = None) -> int:
         return "–" if p is None else f"{p['seconds'] / row['paths']['vectorised']['seconds']:.0f}×"
 
     print()
-    print(f"objective W({alpha:g}, {beta:g}, {gamma:g}), eps = {args.eps:g}; seconds: median "
-          f"whole search (before the first e call); old = git {args.baseline_rev or '-'}")
+    print(
+        f"objective W({alpha:g}, {beta:g}, {gamma:g}), eps = {args.eps:g}; seconds: median "
+        f"whole search (before the first e call); old = git {args.baseline_rev or '-'}"
+    )
     print()
-    print("| n candidates | e-evaluations | old code, s | generic leq, s | vectorised, s "
-          "| vectorised vs old | same choice and e-sequence |")
+    print(
+        "| n candidates | e-evaluations | old code, s | generic leq, s | vectorised, s "
+        "| vectorised vs old | same choice and e-sequence |"
+    )
     print("|---:|---:|---:|---:|---:|---:|:---:|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['evaluations']} | {cell(r, 'old')} | {cell(r, 'generic')} | "
-              f"{cell(r, 'vectorised')} | {speedup(r, 'old')} | "
-              f"{'yes' if r['identical'] else 'NO'} |")
-    machine = {"python": platform.python_version(), "numpy": np.__version__,
-               "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-               "loadavg": os.getloadavg()}
+        print(
+            f"| {r['n']:,} | {r['evaluations']} | {cell(r, 'old')} | {cell(r, 'generic')} | "
+            f"{cell(r, 'vectorised')} | {speedup(r, 'old')} | "
+            f"{'yes' if r['identical'] else 'NO'} |"
+        )
+    machine = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "loadavg": os.getloadavg(),
+    }
     print(f"\nmachine: {machine}")
     if args.out:
-        atomic_write_json(args.out, {"command": sys.argv, "machine": machine, "rows": rows,
-                                     "objective": [alpha, beta, gamma], "eps": args.eps,
-                                     "baseline_rev": args.baseline_rev})
+        atomic_write_json(
+            args.out,
+            {
+                "command": sys.argv,
+                "machine": machine,
+                "rows": rows,
+                "objective": [alpha, beta, gamma],
+                "eps": args.eps,
+                "baseline_rev": args.baseline_rev,
+            },
+        )
     if not all(r["identical"] for r in rows):
         print("ERROR: the code paths disagree (chosen candidate or e-call sequence)")
         return 1

@@ -14,6 +14,7 @@ masked positions + the hidden-KD projections) / step time, against the same proc
 float32 matmul peak. The AdamW update of the 31M-entry word-embedding table is memory-bound work
 that no FLOP count includes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ from bort_jax import distill, hf, train  # noqa: E402
 from bort_jax.arch import Arch, flops  # noqa: E402
 
 
-def student_step_flops(arch: Arch, spec, batch: int, seq_len: int, positions: int,
-                       teacher_hidden: int) -> int:
+def student_step_flops(
+    arch: Arch, spec, batch: int, seq_len: int, positions: int, teacher_hidden: int
+) -> int:
     """fwd + bwd ≈ 3 × forward matmul FLOPs of everything the student step multiplies:
     encoder, MLM head at the masked positions, and the D+1 hidden-KD projections H_s → H_t."""
     fwd = flops(arch, seq_len, batch, spec)
@@ -48,11 +50,20 @@ def run(args) -> dict:
     teacher = distill.Teacher.load(teacher_dir)
     arch = Arch.parse(args.arch)
     with tempfile.TemporaryDirectory() as cache_dir:
-        data = distill.prepare(teacher, teacher_dir, "embedded", args.seq_len,
-                               max_sequences=args.batch * 4, heldout_fraction=0.2, seed=0,
-                               want_logits=False, cache_dir=cache_dir)
-        student = distill.build_student(arch, data, teacher.checkpoint.spec,
-                                        distill.KDWeights(), seed=0)
+        data = distill.prepare(
+            teacher,
+            teacher_dir,
+            "embedded",
+            args.seq_len,
+            max_sequences=args.batch * 4,
+            heldout_fraction=0.2,
+            seed=0,
+            want_logits=False,
+            cache_dir=cache_dir,
+        )
+        student = distill.build_student(
+            arch, data, teacher.checkpoint.spec, distill.KDWeights(), seed=0
+        )
         spec = student.spec
         tx = train.make_optimizer(train.OptimConfig(learning_rate=1e-4), 1000)
         step = train.make_train_step(student.loss_fn, tx)
@@ -64,44 +75,75 @@ def run(args) -> dict:
             return m["loss"]
 
         tmodel = teacher.model
-        teacher_fwd = jax.jit(lambda p, b: jnp.stack(tmodel.apply(
-            {"params": p}, b["input_ids"], b["attention_mask"], b["token_type_ids"],
-            output_hidden_states=True)["hidden_states"], 1).astype(jnp.float16))
+        teacher_fwd = jax.jit(
+            lambda p, b: jnp.stack(
+                tmodel.apply(
+                    {"params": p},
+                    b["input_ids"],
+                    b["attention_mask"],
+                    b["token_type_ids"],
+                    output_hidden_states=True,
+                )["hidden_states"],
+                1,
+            ).astype(jnp.float16)
+        )
 
         def recomputed_step(b):
             b = dict(b, teacher_hidden=teacher_fwd(teacher.checkpoint.params, b))
             return cached_step(b)
 
         peak = matmul_peak(jnp.float32, n=args.peak_n, repeats=args.repeats)
-        timings = {name: time_fn(fn, batch, repeats=args.repeats, warmup=2)
-                   for name, fn in (("cached", cached_step), ("recomputed", recomputed_step))}
+        timings = {
+            name: time_fn(fn, batch, repeats=args.repeats, warmup=2)
+            for name, fn in (("cached", cached_step), ("recomputed", recomputed_step))
+        }
     positions = batch["mlm_positions"].shape[1]
-    sflops = student_step_flops(arch, spec, args.batch, args.seq_len, positions,
-                                data.teacher_hidden)
+    sflops = student_step_flops(
+        arch, spec, args.batch, args.seq_len, positions, data.teacher_hidden
+    )
     tflops = flops(teacher.checkpoint.arch, args.seq_len, args.batch, spec)
     rows = []
     for name, t in timings.items():
         sec = t["median_s"]
         total = sflops + (tflops if name == "recomputed" else 0)
-        rows.append({"mode": name, "step_s": sec, "tokens_per_s": args.batch * args.seq_len / sec,
-                     "gflops": total / sec / 1e9,
-                     "pct_peak": 100 * total / sec / 1e9 / peak["gflops"],
-                     "others_busy": t["others_busy"]})
-    return {"arch": str(arch), "teacher": args.teacher_dir or "all-MiniLM-L6-v2 (installed package)", "batch": args.batch,
-            "seq_len": args.seq_len, "student_step_gflop": sflops / 1e9,
-            "teacher_forward_gflop": tflops / 1e9, "peak_fp32": peak, "rows": rows,
-            "cache_speedup": timings["recomputed"]["median_s"] / timings["cached"]["median_s"],
-            "machine": machine_info(), "command": " ".join(["python"] + sys.argv)}
+        rows.append(
+            {
+                "mode": name,
+                "step_s": sec,
+                "tokens_per_s": args.batch * args.seq_len / sec,
+                "gflops": total / sec / 1e9,
+                "pct_peak": 100 * total / sec / 1e9 / peak["gflops"],
+                "others_busy": t["others_busy"],
+            }
+        )
+    return {
+        "arch": str(arch),
+        "teacher": args.teacher_dir or "all-MiniLM-L6-v2 (installed package)",
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "student_step_gflop": sflops / 1e9,
+        "teacher_forward_gflop": tflops / 1e9,
+        "peak_fp32": peak,
+        "rows": rows,
+        "cache_speedup": timings["recomputed"]["median_s"] / timings["cached"]["median_s"],
+        "machine": machine_info(),
+        "command": " ".join(["python"] + sys.argv),
+    }
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Student {res['arch']} (batch {res['batch']} × {res['seq_len']}), teacher "
-             f"all-MiniLM-L6-v2; fp32 matmul peak {res['peak_fp32']['gflops']:.1f} GFLOP/s",
-             "", "| teacher outputs | step (s) | tokens/s | GFLOP/s | % of matmul peak |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Student {res['arch']} (batch {res['batch']} × {res['seq_len']}), teacher "
+        f"all-MiniLM-L6-v2; fp32 matmul peak {res['peak_fp32']['gflops']:.1f} GFLOP/s",
+        "",
+        "| teacher outputs | step (s) | tokens/s | GFLOP/s | % of matmul peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in res["rows"]:
-        lines.append(f"| {r['mode']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['gflops']:.1f} | {r['pct_peak']:.0f}% |")
+        lines.append(
+            f"| {r['mode']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "
+            f"{r['gflops']:.1f} | {r['pct_peak']:.0f}% |"
+        )
     lines.append(f"\nCache saves {res['cache_speedup']:.2f}× per step (recomputed / cached).")
     return "\n".join(lines)
 

@@ -3,4 +3,5 @@
 Submodules are imported explicitly (``from bort_jax import arch``); importing the package pulls in
 nothing heavy.
 """
+
 __version__ = "0.1.0"

@@ -56,7 +56,8 @@ Reconstructed choices (see docs/agora.md for the argument behind each):
 
 Data sets are dicts of numpy arrays with equal first dimension, a 'label' key, any number of
 input keys, and (added here) a boolean 'synthetic' key. Input keys are all keys except
-'label' and 'synthetic'.
+'label' and 'synthetic'. Row helpers (`num_rows`, `take`, `concat`) are those of
+`bort_jax.data.batching`; the default metric is `bort_jax.tasks.metrics.accuracy`.
 
 Randomness: the sample of misclassified point i of a round uses `fold_in(rng, i)`, so the
 result does not depend on how the points are chunked, and everything is a function of
@@ -73,6 +74,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
+
+from bort_jax.data import batching
+from bort_jax.tasks.metrics import accuracy
 
 Array = jax.Array
 Dataset = dict[str, np.ndarray]
@@ -169,14 +173,6 @@ class AgoraResult:
 # ------------------------------------------------------------------------------ data sets
 
 
-def num_rows(ds: Mapping[str, np.ndarray]) -> int:
-    """Common first dimension of every array in `ds`; raises if they disagree."""
-    sizes = {k: int(np.shape(v)[0]) for k, v in ds.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"data set arrays disagree on the number of rows: {sizes}")
-    return next(iter(sizes.values()))
-
-
 def input_keys(ds: Mapping[str, np.ndarray]) -> list[str]:
     """Sorted keys that are model inputs (everything but 'label' and 'synthetic')."""
     return sorted(k for k in ds if k not in RESERVED_KEYS)
@@ -187,28 +183,11 @@ def inputs_of(ds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: ds[k] for k in input_keys(ds)}
 
 
-def take(ds: Mapping[str, np.ndarray], idx: np.ndarray) -> Dataset:
-    """Rows `idx` of every array."""
-    idx = np.asarray(idx, dtype=np.int64)
-    return {k: np.asarray(v)[idx] for k, v in ds.items()}
-
-
-def concat(a: Optional[Mapping[str, np.ndarray]],
-           b: Optional[Mapping[str, np.ndarray]]) -> Optional[Dataset]:
-    """Row-wise concatenation of two data sets with the same keys (None = empty)."""
-    if a is None or b is None:
-        return None if a is None and b is None else dict(b if a is None else a)
-    if set(a) != set(b):
-        raise ValueError(f"cannot concatenate data sets with keys {sorted(a)} and {sorted(b)}")
-    return {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k]).astype(np.asarray(a[k]).dtype)])
-            for k in a}
-
-
 def with_synthetic_flag(ds: Mapping[str, np.ndarray], value: bool) -> Dataset:
     """`ds` with a boolean 'synthetic' column (kept if present, else filled with `value`)."""
     out = dict(ds)
     if "synthetic" not in out:
-        out["synthetic"] = np.full(num_rows(ds), value, dtype=bool)
+        out["synthetic"] = np.full(batching.num_rows(ds), value, dtype=bool)
     return out
 
 
@@ -217,7 +196,7 @@ def _check_dataset(ds: Mapping[str, np.ndarray], name: str) -> int:
         raise ValueError(f"{name} has no 'label' key (keys: {sorted(ds)})")
     if not input_keys(ds):
         raise ValueError(f"{name} has no input keys besides 'label'/'synthetic'")
-    return num_rows(ds)
+    return batching.num_rows(ds)
 
 
 # ------------------------------------------------------------------------- honesty guard
@@ -618,11 +597,6 @@ def argmax_labeler(logits_fn: Callable[[Any, Inputs], Array], params: Any) -> Pa
 # ---------------------------------------------------------------------------- the loop
 
 
-def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Share of predictions equal to the labels."""
-    return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
-
-
 def _padded_size(n: int, cap: int) -> int:
     """Smallest power of two >= n, capped at `cap` (bounds the number of compiled shapes)."""
     return min(cap, 1 << max(n - 1, 0).bit_length())
@@ -639,7 +613,7 @@ def generate(rng: Array, centers: Mapping[str, np.ndarray], represent_fn: Callab
     that equal their centre's gold label.
     """
     inputs = inputs_of(centers)
-    n, k = num_rows(centers), cfg.samples_per_error
+    n, k = batching.num_rows(centers), cfg.samples_per_error
     parts: list[tuple[dict, np.ndarray]] = []
     for start in range(0, n, cfg.chunk_size):
         stop = min(start + cfg.chunk_size, n)
@@ -669,10 +643,10 @@ def generate(rng: Array, centers: Mapping[str, np.ndarray], represent_fn: Callab
 
 def _subset(ds: Dataset, size: int, rng: np.random.Generator) -> Dataset:
     """A uniformly random subset of `size` rows, in original order."""
-    n = num_rows(ds)
+    n = batching.num_rows(ds)
     if size >= n:
         return ds
-    return take(ds, np.sort(rng.choice(n, size, replace=False)))
+    return batching.take(ds, np.sort(rng.choice(n, size, replace=False)))
 
 
 def replay(old: Optional[Dataset], new: Dataset, cfg: AgoraConfig, round_: int) -> Dataset:
@@ -683,17 +657,17 @@ def replay(old: Optional[Dataset], new: Dataset, cfg: AgoraConfig, round_: int) 
     """
     rng = np.random.default_rng([cfg.seed, round_])
     kept = None
-    if old is not None and num_rows(old):
-        kept = _subset(old, int(round(cfg.replay_fraction * num_rows(old))), rng)
+    if old is not None and batching.num_rows(old):
+        kept = _subset(old, int(round(cfg.replay_fraction * batching.num_rows(old))), rng)
     cap = cfg.max_synthetic
     if cap is not None:
-        if num_rows(new) >= cap:
+        if batching.num_rows(new) >= cap:
             return _subset(new, cap, rng)
         if kept is not None:
-            kept = _subset(kept, cap - num_rows(new), rng)
-    if kept is not None and num_rows(kept) == 0:
+            kept = _subset(kept, cap - batching.num_rows(new), rng)
+    if kept is not None and batching.num_rows(kept) == 0:
         kept = None
-    return concat(kept, new)
+    return batching.concat(kept, new)
 
 
 def _training_radius(train_set: Dataset, represent_fn: Callable, cfg: AgoraConfig,
@@ -759,7 +733,7 @@ def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, n
     best_state, best_round, best_metric, stale = None, -1, -math.inf, 0
     current = real
     for r in range(cfg.rounds + 1):
-        current = concat(real, synthetic)
+        current = batching.concat(real, synthetic)
         state = fit_fn(current, r, jax.random.fold_in(jax.random.fold_in(key, 0), r))
         preds = np.asarray(predict_fn(state, dev_inputs)).reshape(-1)
         metric = float(metric_fn(preds, dev_labels))
@@ -770,18 +744,18 @@ def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, n
             best_state, best_round, best_metric, stale = state, r, metric, 0
         else:
             stale += 1
-        n_syn = 0 if synthetic is None else num_rows(synthetic)
-        record = dict(round=r, train_size=num_rows(current), n_real=num_rows(real),
-                      n_synthetic=n_syn, agora_dev_metric=metric, n_errors=int(wrong.size),
-                      n_new=0, labeler_agreement=float("nan"), radius=radius,
-                      is_best=improved)
+        n_syn = 0 if synthetic is None else batching.num_rows(synthetic)
+        record = dict(round=r, train_size=batching.num_rows(current),
+                      n_real=batching.num_rows(real), n_synthetic=n_syn,
+                      agora_dev_metric=metric, n_errors=int(wrong.size), n_new=0,
+                      labeler_agreement=float("nan"), radius=radius, is_best=improved)
         done = (r == cfg.rounds or wrong.size == 0
                 or (cfg.patience > 0 and stale >= cfg.patience))
         if not done:
             rng = jax.random.fold_in(jax.random.fold_in(key, 1), r)
-            new, agreement = generate(rng, take(agora_dev_set, wrong), represent_fn,
+            new, agreement = generate(rng, batching.take(agora_dev_set, wrong), represent_fn,
                                       decode_fn, labeler_fn, cfg, radius, perturb_mask_fn)
-            record.update(n_new=num_rows(new), labeler_agreement=agreement)
+            record.update(n_new=batching.num_rows(new), labeler_agreement=agreement)
             synthetic = replay(synthetic, new, cfg, r)
         history.append(record)
         if callback is not None:

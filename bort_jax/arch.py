@@ -19,6 +19,7 @@ FLOPs of one forward pass (`flops`) count every multiply-add of a matrix product
 Elementwise work (softmax, GELU, LayerNorm, bias) is O(L·H) and is not counted, so that
 `flops` stays the matmul count that a roofline compares to peak.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,7 +47,8 @@ class Arch:
                 raise ValueError(f"Arch.{field.name} must be positive, got {value}")
         if self.hidden % self.heads:
             raise ValueError(
-                f"Arch.hidden={self.hidden} is not divisible by Arch.heads={self.heads}")
+                f"Arch.hidden={self.hidden} is not divisible by Arch.heads={self.heads}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -99,16 +101,29 @@ class Spec:
 
 BERT_LARGE = Arch(24, 16, 1024, 4096)
 BERT_BASE = Arch(12, 12, 768, 3072)
-BORT = Arch(4, 8, 1024, 768)          # as released: width 1024, FFN 768
+BORT = Arch(4, 8, 1024, 768)  # as released: width 1024, FFN 768
 BORT_PAPER_SIZE = Arch(4, 8, 768, 1024)  # the shape the paper's 56M / 39M figures fit
 MINILM_L6 = Arch(6, 12, 384, 1536)
 
 BERT_SPEC = Spec()
-ROBERTA_SPEC = Spec(vocab_size=50265, max_positions=514, type_vocab_size=1, pooler=True,
-                    layer_norm_eps=1e-5, pad_token_id=1, position_offset=2)
+ROBERTA_SPEC = Spec(
+    vocab_size=50265,
+    max_positions=514,
+    type_vocab_size=1,
+    pooler=True,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    position_offset=2,
+)
 # alexa/bort `bort_4_8_768_1024`: RoBERTa BPE vocab, 512 positions from 0, eps 1e-5.
-BORT_SPEC = Spec(vocab_size=50265, max_positions=512, type_vocab_size=2, pooler=False,
-                 layer_norm_eps=1e-5, pad_token_id=1)
+BORT_SPEC = Spec(
+    vocab_size=50265,
+    max_positions=512,
+    type_vocab_size=2,
+    pooler=False,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+)
 MINILM_SPEC = Spec(pooler=False)
 
 
@@ -142,8 +157,9 @@ def classifier_params(arch: Arch, num_labels: int) -> int:
     return arch.hidden * num_labels + num_labels
 
 
-def param_count(arch: Arch, spec: Spec = BERT_SPEC, *, mlm_head: bool = False,
-                num_labels: int = 0) -> dict[str, int]:
+def param_count(
+    arch: Arch, spec: Spec = BERT_SPEC, *, mlm_head: bool = False, num_labels: int = 0
+) -> dict[str, int]:
     """Exact parameter count, split by block. Keys: embedding, encoder, pooler, head, total."""
     counts = {
         "embedding": embedding_params(arch, spec),
@@ -156,8 +172,9 @@ def param_count(arch: Arch, spec: Spec = BERT_SPEC, *, mlm_head: bool = False,
     return counts
 
 
-def flops(arch: Arch, seq_len: int, batch: int = 1, spec: Spec = BERT_SPEC, *,
-          mlm_head: bool = False) -> int:
+def flops(
+    arch: Arch, seq_len: int, batch: int = 1, spec: Spec = BERT_SPEC, *, mlm_head: bool = False
+) -> int:
     """Matmul FLOPs of one forward pass over `batch` sequences of `seq_len` tokens."""
     if seq_len <= 0 or batch <= 0:
         raise ValueError(f"seq_len and batch must be positive, got {seq_len}, {batch}")
@@ -176,16 +193,21 @@ def block_costs(arch: Arch, spec: Spec, seq_len: int) -> dict[str, dict[str, int
     h = arch.hidden
     return {
         "A": {"params": embedding_params(arch, spec), "flops": 10 * seq_len * h},
-        "B": {"params": layer_params(arch), "flops": flops(arch, seq_len, spec=Spec(
-            pooler=False)) // arch.depth},
-        "C": {"params": pooler_params(arch) if spec.pooler else 0,
-              "flops": 2 * h * h if spec.pooler else 0},
+        "B": {
+            "params": layer_params(arch),
+            "flops": flops(arch, seq_len, spec=Spec(pooler=False)) // arch.depth,
+        },
+        "C": {
+            "params": pooler_params(arch) if spec.pooler else 0,
+            "flops": 2 * h * h if spec.pooler else 0,
+        },
     }
 
 
 def count_tree(tree) -> int:
     """Number of scalars in a pytree of arrays (or anything with `.size`)."""
     import jax  # local: arch.py stays importable without initialising a backend
+
     return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
 
 
@@ -202,7 +224,9 @@ def check_seq_len(seq_len: int, spec: Spec, name: str = "seq_len") -> None:
     """
     usable = spec.max_positions - spec.position_offset
     if seq_len > usable:
-        raise ValueError(f"{name}={seq_len} exceeds the model's {usable} usable positions "
-                         f"(max_positions={spec.max_positions}); use {name} <= {usable}")
+        raise ValueError(
+            f"{name}={seq_len} exceeds the model's {usable} usable positions "
+            f"(max_positions={spec.max_positions}); use {name} <= {usable}"
+        )
     if seq_len < 3:
         raise ValueError(f"{name} must be >= 3 to hold [CLS] x [SEP], got {seq_len}")

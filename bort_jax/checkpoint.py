@@ -5,6 +5,7 @@ SIGKILL mid-save never corrupts the latest finished checkpoint; `latest_step` on
 finished ones. Restores take an abstract target (shapes, dtypes, shardings), so a resume lands
 directly on whatever mesh the caller built.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ def manager(workdir: str | os.PathLike, max_to_keep: int = 2) -> ocp.CheckpointM
     """A manager writing `workdir/checkpoints/<step>`; creates the directory."""
     directory = os.path.abspath(os.path.join(os.fspath(workdir), "checkpoints"))
     os.makedirs(directory, exist_ok=True)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+    )
     return ocp.CheckpointManager(directory, options=options)
 
 

@@ -5,6 +5,7 @@ escaping `main` (a bad config value, a missing file, malformed data) is printed 
 `error: <message>` on stderr and the process exits with status 2, before or after expensive
 work alike. Pass `--verbosity=0` or higher (absl's flag) to see the full traceback and INFO logs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,7 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
             message = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
+
     return wrapped
 
 
@@ -47,13 +49,18 @@ def run(main: Callable[[list[str]], object]) -> None:
     app.run(_guarded(main))
 
 
-def config_main(fn: Callable[[Any, str | None], Any], default_config: str,
-                default_workdir: str | None, describe: Callable[[Any], str],
-                config_help: str = "config file (get_config); FILE:arg picks a variant") -> None:
+def config_main(
+    fn: Callable[[Any, str | None], Any],
+    default_config: str,
+    default_workdir: str | None,
+    describe: Callable[[Any], str],
+    config_help: str = "config file (get_config); FILE:arg picks a variant",
+) -> None:
     """The whole body of a script: `--config` / `--workdir` flags, `fn(config, workdir)`, print
     `describe(result)`, user errors as one line (see `run`)."""
-    config = config_flags.DEFINE_config_file("config", default_config, config_help,
-                                             lock_config=True)
+    config = config_flags.DEFINE_config_file(
+        "config", default_config, config_help, lock_config=True
+    )
     workdir = flags.DEFINE_string("workdir", default_workdir, "output / resume directory")
 
     def main(argv: list[str]) -> None:

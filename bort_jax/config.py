@@ -1,11 +1,12 @@
 """One adapter from configs (ml_collections `ConfigDict`, dicts) to the library's dataclasses.
 
 Every module takes its hyperparameters as a frozen dataclass; configs stay data. `from_config`
-is the only bridge: nested dataclass fields are built recursively, a field typed with a class that has a `parse` classmethod (`Arch`) is
-parsed from its string form ("4,8,1024,768"), and an unknown key raises
-`ConfigError` naming the full dotted path of the key (`proxy.kd.hiden`), so a typo on the
-command line never silently does nothing.
+is the only bridge: nested dataclass fields are built recursively, a field typed with a class
+that has a `parse` classmethod (`Arch`) is parsed from its string form ("4,8,1024,768"), and an
+unknown key raises `ConfigError` naming the full dotted path of the key (`proxy.kd.hiden`), so a
+typo on the command line never silently does nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,13 +56,16 @@ def from_config(cls: type[T], config: Any, where: str = "config") -> T:
         config = {}
     values = dict(config.items()) if hasattr(config, "items") else None
     if values is None:
-        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, "
-                          f"got {type(config).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping of {cls.__name__} fields, got {type(config).__name__}"
+        )
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}"
-                          f" (valid: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}"
+            f" (valid: {', '.join(sorted(names))})"
+        )
     types = _field_types(cls)
     kwargs = {}
     for name, value in values.items():

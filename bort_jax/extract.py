@@ -47,6 +47,7 @@ Its in-sample error is written to the report. It is also cheaper: K compilations
 per candidate. A stored model is checked against the requested batch, sequence length, dtype and
 device; a mismatch is an error, never a silent reuse.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,8 +84,16 @@ def config_hash(config, keys: tuple[str, ...]) -> str:
 # Bumped whenever the definition of e(ξ) changes, so cached errors of an old definition are
 # never reused (2: output-layer hidden term).
 ERROR_VERSION = 2
-ERROR_KEYS = ("source_dir", "teacher_dir", "corpus", "seq_len", "max_sequences",
-              "heldout_fraction", "proxy", "data_seed")
+ERROR_KEYS = (
+    "source_dir",
+    "teacher_dir",
+    "corpus",
+    "seq_len",
+    "max_sequences",
+    "heldout_fraction",
+    "proxy",
+    "data_seed",
+)
 
 
 class CandidateCache:
@@ -105,8 +114,9 @@ class CandidateCache:
 
     @staticmethod
     def _checksum(entry: dict) -> str:
-        return hashlib.sha256(json.dumps([entry["key"], entry["error"], entry["metrics"]],
-                                         sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps([entry["key"], entry["error"], entry["metrics"]], sort_keys=True).encode()
+        ).hexdigest()
 
     def get(self, key: str) -> float | None:
         try:
@@ -135,8 +145,9 @@ def build_space(config) -> space.SearchSpace:
     for name in ("depth", "heads", "hidden", "intermediate"):
         values = tuple(int(v) for v in g[name])
         if not values or min(values) <= 0:
-            raise ValueError(f"config.grid.{name} must be a non-empty list of positive ints, "
-                             f"got {list(g[name])}")
+            raise ValueError(
+                f"config.grid.{name} must be a non-empty list of positive ints, got {list(g[name])}"
+            )
         axes[name] = values
     head_dim = g.get("head_dim") or 0
 
@@ -147,10 +158,12 @@ def build_space(config) -> space.SearchSpace:
 
     # Axes that take part in the partial order ⪯ of assumption M ("bigger is not worse");
     # an axis the audit shows M fails on can be taken out (then only equal values compare).
-    monotone = {"heads": bool(g.get("monotone_heads", False) or head_dim),
-                "depth": bool(g.get("monotone_depth", True)),
-                "hidden": bool(g.get("monotone_hidden", True)),
-                "intermediate": bool(g.get("monotone_intermediate", True))}
+    monotone = {
+        "heads": bool(g.get("monotone_heads", False) or head_dim),
+        "depth": bool(g.get("monotone_depth", True)),
+        "hidden": bool(g.get("monotone_hidden", True)),
+        "intermediate": bool(g.get("monotone_intermediate", True)),
+    }
     sp = space.grid(valid=valid, factory=A.Arch, monotone=monotone, type_name="Arch", **axes)
     sp.candidates()  # raises if nothing is valid
     bad = [(h, a) for h in axes["hidden"] for a in axes["heads"] if h % a]
@@ -170,16 +183,20 @@ def validate(config, workdir: str) -> None:
     if config.inference not in ("measured", "flops"):
         raise ValueError(f"config.inference={config.inference!r}; use 'measured' or 'flops'")
     if config.get("require_source") and not config.source_dir:
-        raise ValueError("config.source_dir is required by this config (the source model's HF "
-                         "directory, e.g. bert-large-uncased)")
+        raise ValueError(
+            "config.source_dir is required by this config (the source model's HF "
+            "directory, e.g. bert-large-uncased)"
+        )
     for key in ("source_dir", "teacher_dir"):
         path = config.get(key)
         if path and not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"config.{key}={path}: no checkpoint (config.json) there")
     from_config(proxy.ProxyConfig, config.proxy, "proxy")
     if config.inference == "measured" and config.get("latency_points", 8) < 2:
-        raise ValueError(f"config.latency_points={config.latency_points} must be >= 2 (the "
-                         "latency model is fitted to that many measured shapes)")
+        raise ValueError(
+            f"config.latency_points={config.latency_points} must be >= 2 (the "
+            "latency model is fitted to that many measured shapes)"
+        )
     build_space(config)
     try:
         os.makedirs(workdir, exist_ok=True)
@@ -217,12 +234,15 @@ def latency_model_path(config, workdir: str) -> Path:
     """Where the latency model of `config` is stored: `config.latency_model`, or the workdir."""
     if config.get("latency_model"):
         return Path(config.latency_model)
-    return Path(workdir) / (f"latency_model_{config.latency_batch}x{config.latency_seq_len}"
-                            f"_r{config.latency_repeats}_k{config.get('latency_points', 8)}.json")
+    return Path(workdir) / (
+        f"latency_model_{config.latency_batch}x{config.latency_seq_len}"
+        f"_r{config.latency_repeats}_k{config.get('latency_points', 8)}.json"
+    )
 
 
-def latency_model(config, spec: A.Spec, workdir: str,
-                  candidates: list[A.Arch]) -> latency.LatencyModel:
+def latency_model(
+    config, spec: A.Spec, workdir: str, candidates: list[A.Arch]
+) -> latency.LatencyModel:
     """The stored latency model, or a new one calibrated on `candidates` and stored (atomic).
 
     Raises ValueError when a stored model is unreadable or was fitted for other settings
@@ -230,25 +250,33 @@ def latency_model(config, spec: A.Spec, workdir: str,
     """
     path = latency_model_path(config, workdir)
     # what a stored model must share with the request, else its i(ξ) means another thing
-    want = {"batch": int(config.latency_batch), "seq_len": int(config.latency_seq_len),
-            "dtype": "float32", "device": latency.device_name()}
+    want = {
+        "batch": int(config.latency_batch),
+        "seq_len": int(config.latency_seq_len),
+        "dtype": "float32",
+        "device": latency.device_name(),
+    }
     if path.is_file():
         try:
             model = latency.LatencyModel.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"latency model {path} is unreadable ({err}); delete it to "
-                             "recalibrate") from err
-        bad = {k: (model.settings.get(k), v) for k, v in want.items()
-               if model.settings.get(k) != v}
+            raise ValueError(
+                f"latency model {path} is unreadable ({err}); delete it to recalibrate"
+            ) from err
+        bad = {k: (model.settings.get(k), v) for k, v in want.items() if model.settings.get(k) != v}
         if bad:
-            raise ValueError(f"latency model {path} was fitted for other settings "
-                             f"(stored, requested): {bad}; delete it or set "
-                             "config.latency_model to another path")
+            raise ValueError(
+                f"latency model {path} was fitted for other settings "
+                f"(stored, requested): {bad}; delete it or set "
+                "config.latency_model to another path"
+            )
         return model
-    shapes = latency.calibration_shapes(candidates, spec, config.latency_seq_len,
-                                        config.get("latency_points", 8))
-    model = latency.calibrate(shapes, spec, config.latency_batch, config.latency_seq_len,
-                              config.latency_repeats)
+    shapes = latency.calibration_shapes(
+        candidates, spec, config.latency_seq_len, config.get("latency_points", 8)
+    )
+    model = latency.calibrate(
+        shapes, spec, config.latency_batch, config.latency_seq_len, config.latency_repeats
+    )
     atomic_write_json(path, model.to_json(), indent=1)
     return model
 
@@ -266,13 +294,20 @@ def build_problem(config, workdir: str) -> Problem:
     """Validate, load checkpoints, prepare data + teacher outputs; p, i, e for the search."""
     validate(config, workdir)
     if config.get("compilation_cache", True):
-        jax.config.update("jax_compilation_cache_dir", os.path.abspath(
-            config.get("compilation_cache_dir") or os.path.join(workdir, "jax_cache")))
+        jax.config.update(
+            "jax_compilation_cache_dir",
+            os.path.abspath(
+                config.get("compilation_cache_dir") or os.path.join(workdir, "jax_cache")
+            ),
+        )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     source_dir, teacher_dir = _source_dir(config), _teacher_dir(config)
     source = hf.load(source_dir)
-    teacher = distill.Teacher.load(teacher_dir) if teacher_dir != source_dir else \
-        distill.Teacher(source, hf.load_tokenizer(source_dir))
+    teacher = (
+        distill.Teacher.load(teacher_dir)
+        if teacher_dir != source_dir
+        else distill.Teacher(source, hf.load_tokenizer(source_dir))
+    )
     pcfg = from_config(proxy.ProxyConfig, config.proxy, "proxy")
     sp = build_space(config)
     if pcfg.init == "slice":
@@ -282,11 +317,17 @@ def build_problem(config, workdir: str) -> Problem:
             slice_params_check(source.arch, c)
     # Students speak the teacher's vocabulary (Bort: BERT-large shapes, RoBERTa BPE vocab).
     spec = teacher.checkpoint.spec
-    data = distill.prepare(teacher, teacher_dir, config.corpus, config.seq_len,
-                           max_sequences=config.max_sequences,
-                           heldout_fraction=config.heldout_fraction, seed=config.data_seed,
-                           want_logits=pcfg.kd.logit > 0,
-                           cache_dir=os.path.join(workdir, "teacher_cache"))
+    data = distill.prepare(
+        teacher,
+        teacher_dir,
+        config.corpus,
+        config.seq_len,
+        max_sequences=config.max_sequences,
+        heldout_fraction=config.heldout_fraction,
+        seed=config.data_seed,
+        want_logits=pcfg.kd.logit > 0,
+        cache_dir=os.path.join(workdir, "teacher_cache"),
+    )
     chash = config_hash(config, ERROR_KEYS)
     cache = CandidateCache(Path(workdir) / "candidates" / chash)
 
@@ -304,8 +345,11 @@ def build_problem(config, workdir: str) -> Problem:
 
 def search_kwargs(config, eps: float | None = None) -> dict:
     """The FPTAS options of `config` (objective, ε, s, assumptions)."""
-    kwargs = dict(eps=config.eps if eps is None else eps, s=config.s,
-                  monotonicity_slack=config.monotonicity_slack)
+    kwargs = dict(
+        eps=config.eps if eps is None else eps,
+        s=config.s,
+        monotonicity_slack=config.monotonicity_slack,
+    )
     if config.convex:
         kwargs["convex_in"] = lambda a: math.log(A.encoder_params(a))
     if config.get("max_evaluations"):
@@ -317,15 +361,27 @@ def extract(config, workdir: str) -> dict[str, Any]:
     """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
     t_start = time.perf_counter()
     prob = build_problem(config, workdir)
-    common = dict(objective=F.WCoefficient(**dict(config.objective)), cache=prob.cache,
-                  progress=config.progress)
+    common = dict(
+        objective=F.WCoefficient(**dict(config.objective)),
+        cache=prob.cache,
+        progress=config.progress,
+    )
     if config.method == "exhaustive":
         result = F.exhaustive(prob.space, prob.p, prob.i, prob.e, **common)
     else:
         result = F.fptas(prob.space, prob.p, prob.i, prob.e, **common, **search_kwargs(config))
-    return write_outputs(config, workdir, result, prob.source, prob.spec, prob.cache,
-                         prob.data, prob.config_hash, time.perf_counter() - t_start,
-                         prob.latency_model)
+    return write_outputs(
+        config,
+        workdir,
+        result,
+        prob.source,
+        prob.spec,
+        prob.cache,
+        prob.data,
+        prob.config_hash,
+        time.perf_counter() - t_start,
+        prob.latency_model,
+    )
 
 
 def abnc_check(arch: A.Arch, spec: A.Spec, seq_len: int) -> F.AbncCheck:
@@ -337,56 +393,94 @@ def _inference_note(config, workdir: str, model: latency.LatencyModel | None) ->
     if model is None:
         return f"analytic matmul FLOPs of one sequence of {config.latency_seq_len} tokens"
     errs = model.relative_errors()
-    return (f"latency model `{latency_model_path(config, workdir)}` ({len(errs)} calibration "
-            f"shapes on {model.settings['device']}, batch {model.settings['batch']} x "
-            f"{model.settings['seq_len']} tokens; in-sample relative error mean "
-            f"{100 * sum(errs) / len(errs):.1f} %, max {100 * max(errs):.1f} %)")
+    return (
+        f"latency model `{latency_model_path(config, workdir)}` ({len(errs)} calibration "
+        f"shapes on {model.settings['device']}, batch {model.settings['batch']} x "
+        f"{model.settings['seq_len']} tokens; in-sample relative error mean "
+        f"{100 * sum(errs) / len(errs):.1f} %, max {100 * max(errs):.1f} %)"
+    )
 
 
-def write_outputs(config, workdir: str, result, source: hf.Checkpoint, spec: A.Spec,
-                  cache: CandidateCache, data, chash: str, seconds: float,
-                  lat_model: latency.LatencyModel | None = None) -> dict:
+def write_outputs(
+    config,
+    workdir: str,
+    result,
+    source: hf.Checkpoint,
+    spec: A.Spec,
+    cache: CandidateCache,
+    data,
+    chash: str,
+    seconds: float,
+    lat_model: latency.LatencyModel | None = None,
+) -> dict:
     out = Path(workdir)
     chosen: A.Arch = result.chosen
     abnc = abnc_check(chosen, spec, config.latency_seq_len)
-    paths = report.write_report(result, out, name="report", abnc=abnc,
-                                title=f"OSE search ({result.method}) on {source.path}")
+    paths = report.write_report(
+        result,
+        out,
+        name="report",
+        abnc=abnc,
+        title=f"OSE search ({result.method}) on {source.path}",
+    )
     try:
         slice_params_check(source.arch, chosen)
         sliced = slice_params(source.params, source.arch, chosen)
-        hf.save(out / "chosen_hf", jax.device_get(sliced), chosen,
-                dataclasses.replace(source.spec, pooler="pooler" in sliced),
-                tokenizer_dir=source.path)
+        hf.save(
+            out / "chosen_hf",
+            jax.device_get(sliced),
+            chosen,
+            dataclasses.replace(source.spec, pooler="pooler" in sliced),
+            tokenizer_dir=source.path,
+        )
         sliced_note = f"weights sliced from the source: {out / 'chosen_hf'}"
     except ValueError as err:  # chosen is not a sub-architecture of the source
         sliced_note = f"no sliced weights: {err}"
-    atomic_write_text(out / "pretrain_config.py", PRETRAIN_TEMPLATE.format(
-        arch=f"{chosen.depth},{chosen.heads},{chosen.hidden},{chosen.intermediate}",
-        init_dir=str((out / "chosen_hf").resolve()), teacher_dir=_teacher_dir(config)))
+    atomic_write_text(
+        out / "pretrain_config.py",
+        PRETRAIN_TEMPLATE.format(
+            arch=f"{chosen.depth},{chosen.heads},{chosen.hidden},{chosen.intermediate}",
+            init_dir=str((out / "chosen_hf").resolve()),
+            teacher_dir=_teacher_dir(config),
+        ),
+    )
     summary = {
-        "chosen": str(chosen), "objective": result.objective, "method": result.method,
-        "eps": config.eps, "s": config.s, "n_candidates": result.n_candidates,
-        "n_evaluations": result.n_evaluations, "n_e_calls": result.n_e_calls,
-        "n_cache_hits": result.n_cache_hits, "guarantee": result.guarantee.statement
-        if result.guarantee else None, "abnc": {"holds": abnc.holds, "ratios": dict(abnc.ratios),
-                                   "guarantee": abnc.guarantee},
-        "wall_seconds": seconds, "config_hash": chash,
+        "chosen": str(chosen),
+        "objective": result.objective,
+        "method": result.method,
+        "eps": config.eps,
+        "s": config.s,
+        "n_candidates": result.n_candidates,
+        "n_evaluations": result.n_evaluations,
+        "n_e_calls": result.n_e_calls,
+        "n_cache_hits": result.n_cache_hits,
+        "guarantee": result.guarantee.statement if result.guarantee else None,
+        "abnc": {"holds": abnc.holds, "ratios": dict(abnc.ratios), "guarantee": abnc.guarantee},
+        "wall_seconds": seconds,
+        "config_hash": chash,
         "teacher_cache_hit": data.cache_hit,
         "inference": _inference_note(config, workdir, lat_model),
-        "latency_model": None if lat_model is None else {
-            "path": str(latency_model_path(config, workdir)), **lat_model.to_json()},
+        "latency_model": None
+        if lat_model is None
+        else {"path": str(latency_model_path(config, workdir)), **lat_model.to_json()},
         "candidate_metrics": {k: v for k, v in cache.metrics.items()},
-        "report": {k: str(v) for k, v in paths.items()}, "sliced": sliced_note,
+        "report": {k: str(v) for k, v in paths.items()},
+        "sliced": sliced_note,
     }
     atomic_write_json(out / "summary.json", summary, default=str)
     markdown = Path(paths["markdown"]).read_text(encoding="utf-8")
-    atomic_write_text(paths["markdown"], markdown + (
-        f"\n\n## Run\n\n- wall time: {seconds:.1f} s\n- proxy evaluations: "
-        f"{result.n_evaluations} of {result.n_candidates} candidates "
-        f"({result.n_cache_hits} from the on-disk cache)\n- config hash: {chash}\n"
-        f"- inference cost i: {summary['inference']}\n"
-        f"- chosen architecture ready to pretrain: `python scripts/pretrain.py "
-        f"--config={out / 'pretrain_config.py'}`\n- {sliced_note}\n"))
+    atomic_write_text(
+        paths["markdown"],
+        markdown
+        + (
+            f"\n\n## Run\n\n- wall time: {seconds:.1f} s\n- proxy evaluations: "
+            f"{result.n_evaluations} of {result.n_candidates} candidates "
+            f"({result.n_cache_hits} from the on-disk cache)\n- config hash: {chash}\n"
+            f"- inference cost i: {summary['inference']}\n"
+            f"- chosen architecture ready to pretrain: `python scripts/pretrain.py "
+            f"--config={out / 'pretrain_config.py'}`\n- {sliced_note}\n"
+        ),
+    )
     return summary
 
 

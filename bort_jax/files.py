@@ -3,6 +3,7 @@
 Every writer stages the content in a temporary sibling, flushes it to disk and `os.replace`s it
 onto the target (atomic on POSIX), so readers see either the old file or the whole new one.
 """
+
 from __future__ import annotations
 
 import json

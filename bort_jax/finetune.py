@@ -25,6 +25,7 @@ max_seq_len / length_bucket.
 Data: `data_dir` (official GLUE/SuperGLUE file layout), else `$BORT_DATA_DIR`, else
 TensorFlow Datasets by name; none of them -> `tasks.loading.DataNotFoundError`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,29 +69,29 @@ class FinetuneConfig:
     """
 
     task: str = "sst2"
-    init: str = ""                 # HF checkpoint dir; "" = the installed all-MiniLM-L6-v2
-    tokenizer: str = ""            # tokenizer dir; "" = init
-    arch: str = ""                 # "D,A,H,I": slice init to this shape; "" = init's shape
-    data_dir: str = ""             # "" = $BORT_DATA_DIR, else TFDS
+    init: str = ""  # HF checkpoint dir; "" = the installed all-MiniLM-L6-v2
+    tokenizer: str = ""  # tokenizer dir; "" = init
+    arch: str = ""  # "D,A,H,I": slice init to this shape; "" = init's shape
+    data_dir: str = ""  # "" = $BORT_DATA_DIR, else TFDS
     tfds_data_dir: str = ""
     max_seq_len: int = 64
-    length_bucket: int = 16        # trim batches to a multiple of this; 0 = never trim
+    length_bucket: int = 16  # trim batches to a multiple of this; 0 = never trim
     batch_size: int = 16
     eval_batch_size: int = 64
     learning_rate: float = 1e-4
-    epochs: float = 1.0            # used when num_steps is 0
-    num_steps: int = 200           # > 0 overrides epochs (200: a few CPU minutes for MiniLM)
+    epochs: float = 1.0  # used when num_steps is 0
+    num_steps: int = 200  # > 0 overrides epochs (200: a few CPU minutes for MiniLM)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     dropout_rate: float = 0.1
-    seed: int = 0                  # head init, dropout, data order
-    data_seed: int = 0             # which max_train_examples rows are kept
-    max_train_examples: int = 0    # 0 = all
-    max_eval_examples: int = 0     # 0 = all
-    eval_every: int = 0            # 0 = 4 evaluations per run
+    seed: int = 0  # head init, dropout, data order
+    data_seed: int = 0  # which max_train_examples rows are kept
+    max_train_examples: int = 0  # 0 = all
+    max_eval_examples: int = 0  # 0 = all
+    eval_every: int = 0  # 0 = 4 evaluations per run
     log_every: int = 50
-    checkpoint_every: int = 0      # 0 = with every evaluation (a kill loses < eval_every steps)
+    checkpoint_every: int = 0  # 0 = with every evaluation (a kill loses < eval_every steps)
     save_best: bool = True
     progress: bool = False
 
@@ -98,26 +99,29 @@ class FinetuneConfig:
         positive = ("max_seq_len", "batch_size", "eval_batch_size", "log_every")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ValueError(f"config.{name} must be positive, "
-                                 f"got {getattr(self, name)}")
-        non_negative = ("length_bucket", "num_steps", "max_train_examples",
-                        "max_eval_examples", "eval_every", "checkpoint_every",
-                        "weight_decay", "clip_norm", "epochs")
+                raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
+        non_negative = (
+            "length_bucket",
+            "num_steps",
+            "max_train_examples",
+            "max_eval_examples",
+            "eval_every",
+            "checkpoint_every",
+            "weight_decay",
+            "clip_norm",
+            "epochs",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise ValueError(f"config.{name} must be >= 0, "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(f"config.{name} must be >= 0, got {getattr(self, name)}")
         if not self.num_steps and not self.epochs > 0:
             raise ValueError("config: set epochs > 0 or num_steps > 0")
         if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ValueError(f"config.warmup_ratio must be in [0, 1], "
-                             f"got {self.warmup_ratio}")
+            raise ValueError(f"config.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"config.dropout_rate must be in [0, 1), "
-                             f"got {self.dropout_rate}")
+            raise ValueError(f"config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.learning_rate <= 0:
-            raise ValueError(f"config.learning_rate must be > 0, "
-                             f"got {self.learning_rate}")
+            raise ValueError(f"config.learning_rate must be > 0, got {self.learning_rate}")
 
     @classmethod
     def from_config(cls, config: Any) -> FinetuneConfig:
@@ -131,8 +135,14 @@ class FinetuneConfig:
 # ------------------------------------------------------------------------------ model
 
 
-def build_classifier(checkpoint: hf.Checkpoint, task: Task | str, arch: Arch | None = None,
-                     *, dropout_rate: float = 0.1, seed: int = 0) -> tuple[Bert, dict]:
+def build_classifier(
+    checkpoint: hf.Checkpoint,
+    task: Task | str,
+    arch: Arch | None = None,
+    *,
+    dropout_rate: float = 0.1,
+    seed: int = 0,
+) -> tuple[Bert, dict]:
     """Bert with the task head; encoder (+ pooler) from `checkpoint`, sliced to `arch`.
 
     The head (classifier, and head_pooler when the checkpoint has no pooler) is freshly
@@ -143,13 +153,19 @@ def build_classifier(checkpoint: hf.Checkpoint, task: Task | str, arch: Arch | N
     body = checkpoint.params
     if target != checkpoint.arch:
         body = slice_params(body, checkpoint.arch, target)
-    model = Bert(target, checkpoint.spec, num_labels=head_width(task),
-                 dropout_rate=dropout_rate, attention_dropout_rate=dropout_rate)
+    model = Bert(
+        target,
+        checkpoint.spec,
+        num_labels=head_width(task),
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=dropout_rate,
+    )
     return model, merge_pretrained(fresh_params(model, seed), body)
 
 
-def task_logits(model: Bert, params: Any, inputs: Mapping[str, jax.Array],
-                rng: jax.Array | None = None) -> jax.Array:
+def task_logits(
+    model: Bert, params: Any, inputs: Mapping[str, jax.Array], rng: jax.Array | None = None
+) -> jax.Array:
     """Head outputs: [B, C] (classification), [B, 1] (regression), [B, K] (multiple choice).
 
     Multiple-choice inputs are [B, K, L]; they are scored as B·K rows and reshaped.
@@ -158,8 +174,11 @@ def task_logits(model: Bert, params: Any, inputs: Mapping[str, jax.Array],
     ids = inputs["input_ids"]
     length = ids.shape[-1]
     flat = [inputs[k].reshape(-1, length) if k in inputs else None for k in INPUT_KEYS]
-    kwargs = ({"deterministic": True} if rng is None
-              else {"deterministic": False, "rngs": {"dropout": rng}})
+    kwargs = (
+        {"deterministic": True}
+        if rng is None
+        else {"deterministic": False, "rngs": {"dropout": rng}}
+    )
     logits = model.apply({"params": params}, *flat, **kwargs)["logits"]
     return logits.reshape(ids.shape[:2]) if ids.ndim == 3 else logits
 
@@ -182,6 +201,7 @@ def classification_loss_fn(model: Bert, kind: str = "classification") -> train.L
     kind: 'classification' / 'multiple_choice' (CE; metrics: accuracy) or 'regression'
     (MSE; metrics: mse). batch: INPUT_KEYS + 'label'.
     """
+
     def loss_fn(params, batch, rng):
         logits = task_logits(model, params, batch, rng)
         if kind == "regression":
@@ -190,15 +210,18 @@ def classification_loss_fn(model: Bert, kind: str = "classification") -> train.L
         loss = jnp.mean(softmax_cross_entropy(logits, batch["label"]))
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, {"accuracy": acc}
+
     return loss_fn
 
 
-def train_batches(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int,
-                  bucket: int = 0) -> batching.BatchSource:
+def train_batches(
+    arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, bucket: int = 0
+) -> batching.BatchSource:
     """Stateless training batches of INPUT_KEYS + 'label' (other keys ignored), trimmed."""
     data = batching.select(arrays, INPUT_KEYS + ("label",))
-    return batching.epoch_batches(data, batch_size, seed,
-                                  transform=functools.partial(trim, bucket=bucket))
+    return batching.epoch_batches(
+        data, batch_size, seed, transform=functools.partial(trim, bucket=bucket)
+    )
 
 
 # ------------------------------------------------------------------------ prediction
@@ -209,8 +232,13 @@ def _jitted_logits(model: Bert) -> Callable:
     return jax.jit(functools.partial(task_logits, model))
 
 
-def predict(model: Bert, params: Any, arrays: Mapping[str, np.ndarray], batch_size: int = 64,
-            bucket: int = 16) -> np.ndarray:
+def predict(
+    model: Bert,
+    params: Any,
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int = 64,
+    bucket: int = 16,
+) -> np.ndarray:
     """Head outputs for every row, float32 [N, C] (see `task_logits`).
 
     Rows are processed in order of length (so trimming to `bucket` helps) in batches of
@@ -223,18 +251,24 @@ def predict(model: Bert, params: Any, arrays: Mapping[str, np.ndarray], batch_si
     fn = _jitted_logits(model)
     outs = []
     for start in range(0, n, batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         padded = np.concatenate([rows, np.full(batch_size - rows.size, rows[-1])])
         out = fn(params, trim(batching.take(inputs, padded), bucket))
-        outs.append(np.asarray(jax.device_get(out))[:rows.size])
+        outs.append(np.asarray(jax.device_get(out))[: rows.size])
     result = np.empty((n,) + outs[0].shape[1:], np.float32)
     result[order] = np.concatenate(outs)
     return result
 
 
-def evaluate_task(model: Bert, params: Any, task: Task, arrays: Mapping[str, np.ndarray],
-                  batch_size: int = 64, groups: Sequence | None = None,
-                  bucket: int = 16) -> dict[str, float]:
+def evaluate_task(
+    model: Bert,
+    params: Any,
+    task: Task,
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int = 64,
+    groups: Sequence | None = None,
+    bucket: int = 16,
+) -> dict[str, float]:
     """`compute_metrics` of the task on labelled `arrays`."""
     logits = predict(model, params, arrays, batch_size, bucket)
     return compute_metrics(task, logits, arrays["label"], groups)
@@ -260,9 +294,16 @@ class DevEvaluator:
     (e.g. to write `best_model`). `best_*` hold the best step, metrics and host parameters.
     """
 
-    def __init__(self, model: Bert, task: Task, dev: Arrays, groups: Sequence | None = None,
-                 batch_size: int = 64, bucket: int = 16,
-                 on_best: Callable[[DevEvaluator], None] | None = None):
+    def __init__(
+        self,
+        model: Bert,
+        task: Task,
+        dev: Arrays,
+        groups: Sequence | None = None,
+        batch_size: int = 64,
+        bucket: int = 16,
+        on_best: Callable[[DevEvaluator], None] | None = None,
+    ):
         self.model, self.task, self.dev, self.groups = model, task, dev, groups
         self.batch_size, self.bucket, self.on_best = batch_size, bucket, on_best
         self.metric = task.primary_metric
@@ -271,8 +312,9 @@ class DevEvaluator:
         self.best_params: Any = None
 
     def __call__(self, params: Any, step: int) -> dict[str, float]:
-        metrics = evaluate_task(self.model, params, self.task, self.dev, self.batch_size,
-                                self.groups, self.bucket)
+        metrics = evaluate_task(
+            self.model, params, self.task, self.dev, self.batch_size, self.groups, self.bucket
+        )
         if is_better(float(metrics[self.metric]), self.best_value):
             self.best_value, self.best_step = float(metrics[self.metric]), step
             self.best_metrics, self.best_params = dict(metrics), host_copy(params)
@@ -331,57 +373,105 @@ def prepare(config: Any) -> Prepared:
     init_dir = cfg.init or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")
-    train_ex = subsample(load_examples(task, "train", cfg.data_dir, cfg.tfds_data_dir),
-                         cfg.max_train_examples, cfg.data_seed)
-    dev_ex = subsample(load_examples(task, task.eval_splits[0], cfg.data_dir,
-                                     cfg.tfds_data_dir), cfg.max_eval_examples, cfg.data_seed)
+    train_ex = subsample(
+        load_examples(task, "train", cfg.data_dir, cfg.tfds_data_dir),
+        cfg.max_train_examples,
+        cfg.data_seed,
+    )
+    dev_ex = subsample(
+        load_examples(task, task.eval_splits[0], cfg.data_dir, cfg.tfds_data_dir),
+        cfg.max_eval_examples,
+        cfg.data_seed,
+    )
     tokenizer_dir = cfg.tokenizer or init_dir
     tok = hf.load_tokenizer(tokenizer_dir)
     train_arrays = encode_examples(tok, task, train_ex, cfg.max_seq_len)
     dev_arrays = encode_examples(tok, task, dev_ex, cfg.max_seq_len)
     groups = [ex.group for ex in dev_ex] if "em" in task.metric_names else None
-    model, params = build_classifier(ckpt, task, arch, dropout_rate=cfg.dropout_rate,
-                                     seed=cfg.seed)
+    model, params = build_classifier(ckpt, task, arch, dropout_rate=cfg.dropout_rate, seed=cfg.seed)
     steps, every = resolve_steps(cfg, len(train_ex))
-    return Prepared(cfg, task, model, params, train_arrays, dev_arrays, groups,
-                    str(tokenizer_dir), steps, every)
+    return Prepared(
+        cfg, task, model, params, train_arrays, dev_arrays, groups, str(tokenizer_dir), steps, every
+    )
 
 
 def optim_config(cfg: FinetuneConfig) -> train.OptimConfig:
     """AdamW with linear warm-up over warmup_ratio of the run, then linear decay to 0."""
-    return train.OptimConfig(learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
-                             weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm or None)
+    return train.OptimConfig(
+        learning_rate=cfg.learning_rate,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        clip_norm=cfg.clip_norm or None,
+    )
 
 
-def train_on_arrays(model: Bert, params: Any, kind: str, arrays: Mapping[str, np.ndarray],
-                    cfg: FinetuneConfig, num_steps: int, *,
-                    workdir: str | os.PathLike | None = None,
-                    evaluators: Sequence[train.Evaluator] = (), eval_every: int = 0,
-                    desc: str = "finetune") -> train.TrainResult:
+def train_on_arrays(
+    model: Bert,
+    params: Any,
+    kind: str,
+    arrays: Mapping[str, np.ndarray],
+    cfg: FinetuneConfig,
+    num_steps: int,
+    *,
+    workdir: str | os.PathLike | None = None,
+    evaluators: Sequence[train.Evaluator] = (),
+    eval_every: int = 0,
+    desc: str = "finetune",
+) -> train.TrainResult:
     """`train.train` on encoded `arrays` (INPUT_KEYS + 'label') with the optimiser, batch
     size, seed, bucket, logging and checkpointing of `cfg`."""
-    loop = train.LoopConfig(num_steps=num_steps, seed=cfg.seed, log_every=cfg.log_every,
-                            eval_every=eval_every, checkpoint_every=cfg.checkpoint_every,
-                            progress=cfg.progress, desc=desc)
-    return train.train(classification_loss_fn(model, kind), params,
-                       train_batches(arrays, cfg.batch_size, cfg.seed, cfg.length_bucket),
-                       loop, optim_config(cfg), evaluators=evaluators, workdir=workdir)
+    loop = train.LoopConfig(
+        num_steps=num_steps,
+        seed=cfg.seed,
+        log_every=cfg.log_every,
+        eval_every=eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
+        desc=desc,
+    )
+    return train.train(
+        classification_loss_fn(model, kind),
+        params,
+        train_batches(arrays, cfg.batch_size, cfg.seed, cfg.length_bucket),
+        loop,
+        optim_config(cfg),
+        evaluators=evaluators,
+        workdir=workdir,
+    )
 
 
-def fit(prep: Prepared, workdir: str | os.PathLike | None = None,
-        on_best: Callable[[DevEvaluator], None] | None = None
-        ) -> tuple[DevEvaluator, train.TrainResult]:
+def fit(
+    prep: Prepared,
+    workdir: str | os.PathLike | None = None,
+    on_best: Callable[[DevEvaluator], None] | None = None,
+) -> tuple[DevEvaluator, train.TrainResult]:
     """Train `prep.model`, evaluating dev every `prep.eval_every` steps; keep the best."""
     cfg = prep.config
-    dev = DevEvaluator(prep.model, prep.task, prep.dev, prep.dev_groups, cfg.eval_batch_size,
-                       cfg.length_bucket, on_best)
+    dev = DevEvaluator(
+        prep.model,
+        prep.task,
+        prep.dev,
+        prep.dev_groups,
+        cfg.eval_batch_size,
+        cfg.length_bucket,
+        on_best,
+    )
     if workdir is not None:
         resumed = _latest_step(workdir)
         if resumed:
             dev.restore(Path(workdir) / BEST_DIR, resumed)
-    result = train_on_arrays(prep.model, prep.params, prep.task.kind, prep.train, cfg,
-                             prep.num_steps, workdir=workdir, evaluators=[dev],
-                             eval_every=prep.eval_every, desc=f"finetune {prep.task.name}")
+    result = train_on_arrays(
+        prep.model,
+        prep.params,
+        prep.task.kind,
+        prep.train,
+        cfg,
+        prep.num_steps,
+        workdir=workdir,
+        evaluators=[dev],
+        eval_every=prep.eval_every,
+        desc=f"finetune {prep.task.name}",
+    )
     return dev, result
 
 
@@ -422,9 +512,18 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
 
 
 def _save_best(path: Path, prep: Prepared, dev: DevEvaluator) -> None:
-    hf.save_classifier(path, prep.model, dev.best_params, prep.task, prep.tokenizer_dir,
-                       info={"step": dev.best_step, "dev": dev.best_metrics,
-                             "config": dataclasses.asdict(prep.config)})
+    hf.save_classifier(
+        path,
+        prep.model,
+        dev.best_params,
+        prep.task,
+        prep.tokenizer_dir,
+        info={
+            "step": dev.best_step,
+            "dev": dev.best_metrics,
+            "config": dataclasses.asdict(prep.config),
+        },
+    )
 
 
 def _reload(workdir, prep: Prepared) -> dict:
@@ -437,19 +536,29 @@ def _reload(workdir, prep: Prepared) -> dict:
     return dict(summary, model=prep.model, params=params)
 
 
-def summarise(prep: Prepared, dev: DevEvaluator, result: train.TrainResult,
-              seconds: float) -> dict:
+def summarise(prep: Prepared, dev: DevEvaluator, result: train.TrainResult, seconds: float) -> dict:
     """JSON-able record of a run (see `finetune`)."""
     evals = result.evals
-    losses = [{"step": r["step"], "loss": r["loss"]} for r in result.history
-              if not r.get("eval") and "loss" in r]
+    losses = [
+        {"step": r["step"], "loss": r["loss"]}
+        for r in result.history
+        if not r.get("eval") and "loss" in r
+    ]
     final = {k[4:]: v for k, v in evals[-1].items() if k.startswith("dev_")} if evals else {}
     return {
-        "task": prep.task.name, "primary_metric": prep.task.primary_metric,
-        "arch": str(prep.model.arch), "num_steps": prep.num_steps,
-        "eval_every": prep.eval_every, "train_examples": batching.num_rows(prep.train),
-        "dev_examples": batching.num_rows(prep.dev), "best_step": dev.best_step,
-        "best": dev.best_metrics, "final": final, "evals": evals, "train_loss": losses,
-        "resumed_from": result.resumed_from, "seconds": seconds,
+        "task": prep.task.name,
+        "primary_metric": prep.task.primary_metric,
+        "arch": str(prep.model.arch),
+        "num_steps": prep.num_steps,
+        "eval_every": prep.eval_every,
+        "train_examples": batching.num_rows(prep.train),
+        "dev_examples": batching.num_rows(prep.dev),
+        "best_step": dev.best_step,
+        "best": dev.best_metrics,
+        "final": final,
+        "evals": evals,
+        "train_loss": losses,
+        "resumed_from": result.resumed_from,
+        "seconds": seconds,
         "config": dataclasses.asdict(prep.config),
     }

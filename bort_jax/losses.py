@@ -10,6 +10,7 @@ MiniLM (Wang et al., 2020), offered as options.
 All functions are pure ``jnp`` code, safe under ``jit``/``grad``, and compute in float32
 whatever the input dtype. Teacher inputs pass through ``stop_gradient``.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 # Weights of the released Bort pretraining script (run_pretraining_distillation.sh).
-BORT_LOSS_WEIGHTS = {'mlm': 0.1, 'kd': 0.5}
+BORT_LOSS_WEIGHTS = {"mlm": 0.1, "kd": 0.5}
 BORT_TEMPERATURE = 2.0
 _NEG = -1e30  # Logit for masked-out attention keys: exp underflows to exactly 0.
 
@@ -61,8 +62,9 @@ def mlm_accuracy(logits: Array, ids: Array, weights: Array) -> Array:
     return weighted_mean(correct, weights)
 
 
-def logit_kd(student_logits: Array, teacher_logits: Array, weights: Array,
-             temperature: float = 1.0) -> Array:
+def logit_kd(
+    student_logits: Array, teacher_logits: Array, weights: Array, temperature: float = 1.0
+) -> Array:
     """Temperature-scaled KL(teacher || student) averaged over weighted positions.
 
         q = softmax(t / T),  p = softmax(s / T)
@@ -85,11 +87,15 @@ def logit_kd(student_logits: Array, teacher_logits: Array, weights: Array,
     log_q = jax.nn.log_softmax(t, axis=-1)
     log_p = jax.nn.log_softmax(s, axis=-1)
     kl = jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=-1)
-    return temperature ** 2 * weighted_mean(kl, weights)
+    return temperature**2 * weighted_mean(kl, weights)
 
 
-def bort_kd_legacy(student_logits: Array, teacher_logits: Array, weights: Array,
-                   temperature: float = BORT_TEMPERATURE) -> Array:
+def bort_kd_legacy(
+    student_logits: Array,
+    teacher_logits: Array,
+    weights: Array,
+    temperature: float = BORT_TEMPERATURE,
+) -> Array:
     """The KD term exactly as the released MXNet Bort code computes it (quirks included).
 
     ``forward`` in utils/pretraining_distillation_utils.py feeds probabilities, not logits,
@@ -116,14 +122,14 @@ def bort_kd_legacy(student_logits: Array, teacher_logits: Array, weights: Array,
     vocab = student_logits.shape[-1]
     q = jax.nn.softmax(jax.lax.stop_gradient(_f32(teacher_logits)) / temperature, axis=-1)
     p = jax.nn.softmax(_f32(student_logits) / temperature, axis=-1)
-    per_token = jnp.sum(q * (jnp.log(q + 1e-12) - jax.nn.log_softmax(p, axis=-1)),
-                        axis=-1) / vocab
+    per_token = jnp.sum(q * (jnp.log(q + 1e-12) - jax.nn.log_softmax(p, axis=-1)), axis=-1) / vocab
     weights = _f32(weights)
-    return temperature ** 2 * jnp.sum(weights * per_token) / (jnp.sum(weights) + 1e-8)
+    return temperature**2 * jnp.sum(weights * per_token) / (jnp.sum(weights) + 1e-8)
 
 
-def hidden_kd(student_hidden: Array, teacher_hidden: Array, mask: Array,
-              projection: Array | None = None) -> Array:
+def hidden_kd(
+    student_hidden: Array, teacher_hidden: Array, mask: Array, projection: Array | None = None
+) -> Array:
     """Mean squared error between hidden states over real tokens and features.
 
         h'_bl = h^S_bl W      (W = projection [Hs, Ht]; identity when None)
@@ -145,14 +151,15 @@ def hidden_kd(student_hidden: Array, teacher_hidden: Array, mask: Array,
     if projection is not None:
         student = student @ _f32(projection)
     if student.shape[-1] != teacher.shape[-1]:
-        raise ValueError(f'hidden widths differ (student {student.shape[-1]}, teacher '
-                         f'{teacher.shape[-1]}); pass a projection kernel [Hs, Ht]')
+        raise ValueError(
+            f"hidden widths differ (student {student.shape[-1]}, teacher "
+            f"{teacher.shape[-1]}); pass a projection kernel [Hs, Ht]"
+        )
     squared = jnp.sum(jnp.square(student - teacher), axis=-1)
     return weighted_mean(squared, mask) / teacher.shape[-1]
 
 
-def layer_map(student_depth: int, teacher_depth: int,
-              mode: str = 'uniform') -> tuple[int, ...]:
+def layer_map(student_depth: int, teacher_depth: int, mode: str = "uniform") -> tuple[int, ...]:
     """Teacher hidden-state index matched to each student hidden-state index 0..Ds.
 
     Hidden-state index 0 is the embedding output, k the output of layer k; 0 <-> 0 always.
@@ -164,14 +171,16 @@ def layer_map(student_depth: int, teacher_depth: int,
       tuple of Ds + 1 teacher indices; entry k belongs to student index k.
     """
     if student_depth < 1 or teacher_depth < 1:
-        raise ValueError(f'depths must be >= 1, got {student_depth}, {teacher_depth}')
-    if mode == 'uniform':
-        return tuple(math.floor(k * teacher_depth / student_depth + 0.5)
-                     for k in range(student_depth + 1))
-    if mode == 'last':
+        raise ValueError(f"depths must be >= 1, got {student_depth}, {teacher_depth}")
+    if mode == "uniform":
+        return tuple(
+            math.floor(k * teacher_depth / student_depth + 0.5) for k in range(student_depth + 1)
+        )
+    if mode == "last":
         if student_depth > teacher_depth:
-            raise ValueError(f"mode 'last' needs student depth {student_depth} <= teacher "
-                             f'depth {teacher_depth}')
+            raise ValueError(
+                f"mode 'last' needs student depth {student_depth} <= teacher depth {teacher_depth}"
+            )
         offset = teacher_depth - student_depth
         return (0,) + tuple(offset + k for k in range(1, student_depth + 1))
     raise ValueError(f"unknown layer_map mode {mode!r}; use 'uniform' or 'last'")
@@ -230,8 +239,9 @@ def attention_kd(student_logits: Array, teacher_logits: Array, mask: Array) -> A
     return weighted / (heads * jnp.maximum(jnp.sum(mask), 1.0))
 
 
-def kd_objective(weights: Mapping[str, float],
-                 terms: Mapping[str, Array]) -> tuple[Array, dict[str, Array]]:
+def kd_objective(
+    weights: Mapping[str, float], terms: Mapping[str, Array]
+) -> tuple[Array, dict[str, Array]]:
     """Weighted sum of loss terms: total = sum_k weights[k] * terms[k].
 
     Terms without a weight are returned for logging but not summed (as the released code
@@ -245,8 +255,9 @@ def kd_objective(weights: Mapping[str, float],
     """
     missing = sorted(set(weights) - set(terms))
     if missing:
-        raise ValueError(f'loss weights given for missing terms {missing}; '
-                         f'terms are {sorted(terms)}')
+        raise ValueError(
+            f"loss weights given for missing terms {missing}; terms are {sorted(terms)}"
+        )
     total = sum(weight * _f32(terms[name]) for name, weight in weights.items())
     total = jnp.asarray(total, jnp.float32)
-    return total, {**{name: _f32(value) for name, value in terms.items()}, 'total': total}
+    return total, {**{name: _f32(value) for name, value in terms.items()}, "total": total}

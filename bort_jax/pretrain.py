@@ -6,6 +6,7 @@ trains it with `train.train` (periodic atomic checkpoints, exact resume), evalua
 KD objective every `eval_every` steps, and writes `metrics.jsonl`, `loss_curve.png`,
 `summary.json` and the student in Hugging Face format (`workdir/export`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,15 +28,15 @@ class PretrainConfig:
     """KD pretraining of one student (configs/pretrain_bort.py spells out every field)."""
 
     arch: Arch = Arch(2, 12, 384, 768)
-    teacher_dir: str = ""             # HF directory; '' = installed all-MiniLM-L6-v2
-    student_tokenizer_dir: str = ""   # if set, must agree with the teacher's vocabulary
-    init: str = "slice"               # slice (from init_dir or the teacher) | random
+    teacher_dir: str = ""  # HF directory; '' = installed all-MiniLM-L6-v2
+    student_tokenizer_dir: str = ""  # if set, must agree with the teacher's vocabulary
+    init: str = "slice"  # slice (from init_dir or the teacher) | random
     init_dir: str = ""
-    corpus: str = "embedded"          # embedded | path | tfds:NAME[:SPLIT]
+    corpus: str = "embedded"  # embedded | path | tfds:NAME[:SPLIT]
     seq_len: int = 64
     max_sequences: int = 2048
     heldout_fraction: float = 0.05
-    cache_dir: str = ""               # '' = <workdir>/teacher_cache
+    cache_dir: str = ""  # '' = <workdir>/teacher_cache
     seed: int = 0
     batch_size: int = 16
     num_steps: int = 400
@@ -77,30 +78,61 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         slice_params_check(source.arch, cfg.arch)
     if cfg.student_tokenizer_dir:
         mlm.check_vocab_compat(cfg.student_tokenizer_dir, teacher_dir)
-    data = distill.prepare(teacher, teacher_dir, cfg.corpus, cfg.seq_len,
-                           max_sequences=cfg.max_sequences,
-                           heldout_fraction=cfg.heldout_fraction, seed=cfg.seed,
-                           want_logits=cfg.kd.logit > 0,
-                           cache_dir=cfg.cache_dir or os.path.join(workdir, "teacher_cache"))
-    student = distill.build_student(cfg.arch, data, teacher.checkpoint.spec, cfg.kd,
-                                    seed=cfg.seed, dropout=cfg.dropout, source=source)
+    data = distill.prepare(
+        teacher,
+        teacher_dir,
+        cfg.corpus,
+        cfg.seq_len,
+        max_sequences=cfg.max_sequences,
+        heldout_fraction=cfg.heldout_fraction,
+        seed=cfg.seed,
+        want_logits=cfg.kd.logit > 0,
+        cache_dir=cfg.cache_dir or os.path.join(workdir, "teacher_cache"),
+    )
+    student = distill.build_student(
+        cfg.arch,
+        data,
+        teacher.checkpoint.spec,
+        cfg.kd,
+        seed=cfg.seed,
+        dropout=cfg.dropout,
+        source=source,
+    )
     heldout = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)
     initial = heldout(student.params, 0)
-    loop = train.LoopConfig(num_steps=cfg.num_steps, seed=cfg.seed, log_every=cfg.log_every,
-                            eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-                            progress=cfg.progress, desc=f"pretrain {cfg.arch}")
-    result = train.train(student.loss_fn, student.params,
-                         distill.train_batches(data, cfg.batch_size, cfg.seed), loop, cfg.optim,
-                         evaluators=[heldout], workdir=workdir)
+    loop = train.LoopConfig(
+        num_steps=cfg.num_steps,
+        seed=cfg.seed,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
+        desc=f"pretrain {cfg.arch}",
+    )
+    result = train.train(
+        student.loss_fn,
+        student.params,
+        distill.train_batches(data, cfg.batch_size, cfg.seed),
+        loop,
+        cfg.optim,
+        evaluators=[heldout],
+        workdir=workdir,
+    )
     params = jax.device_get(result.state.params["student"])
-    export = hf.save(os.path.join(workdir, "export"), params, cfg.arch, student.spec,
-                     tokenizer_dir=teacher_dir)
+    export = hf.save(
+        os.path.join(workdir, "export"), params, cfg.arch, student.spec, tokenizer_dir=teacher_dir
+    )
     evals = result.evals
     summary = {
-        "arch": str(cfg.arch), "params": param_count(cfg.arch, student.spec, mlm_head=True),
-        "teacher": teacher_dir, "steps": cfg.num_steps, "resumed_from": result.resumed_from,
-        "initial_heldout": initial, "final_heldout": evals[-1] if evals else None,
-        "train_seconds": result.seconds, "teacher_cache_hit": data.cache_hit,
+        "arch": str(cfg.arch),
+        "params": param_count(cfg.arch, student.spec, mlm_head=True),
+        "teacher": teacher_dir,
+        "steps": cfg.num_steps,
+        "resumed_from": result.resumed_from,
+        "initial_heldout": initial,
+        "final_heldout": evals[-1] if evals else None,
+        "train_seconds": result.seconds,
+        "teacher_cache_hit": data.cache_hit,
         "train_sequences": int(data.train["input_ids"].shape[0]),
         "heldout_sequences": int(data.heldout["input_ids"].shape[0]),
         "export": str(export),
@@ -113,12 +145,14 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
 def plot_curve(history: list[dict], initial: dict, path: str) -> None:
     """Training loss and held-out KD objective against step → PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tr = [(r["step"], r["total"]) for r in history if not r.get("eval") and "total" in r]
-    ev = [(0, initial["heldout_total"])] + [(r["step"], r["heldout_total"]) for r in history
-                                            if r.get("eval")]
+    ev = [(0, initial["heldout_total"])] + [
+        (r["step"], r["heldout_total"]) for r in history if r.get("eval")
+    ]
     fig, ax = plt.subplots(figsize=(6, 4))
     if tr:
         ax.plot(*zip(*tr), label="train KD objective", alpha=0.7)

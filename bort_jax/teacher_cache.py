@@ -18,6 +18,7 @@ byte for byte (e.g. `touch -d` restoring the old mtime after editing the middle 
 the one case the memo cannot see; delete the memo file to force a full re-hash. If the checkpoint
 directory is read-only the digest is simply recomputed every run (about 0.5 s per GB).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +34,9 @@ import numpy as np
 from bort_jax.files import atomic_write_json
 
 META = "meta.json"
-DIGEST_MEMO = ".bort_jax_digests.json"   # beside the checkpoint: {file name: memo entry}
+DIGEST_MEMO = ".bort_jax_digests.json"  # beside the checkpoint: {file name: memo entry}
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
-_SAMPLE = 1 << 20                        # bytes read at each end for the memo's sample digest
+_SAMPLE = 1 << 20  # bytes read at each end for the memo's sample digest
 
 
 def digest_arrays(arrays: Mapping[str, np.ndarray]) -> str:
@@ -75,13 +76,19 @@ def file_digest(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     st = path.stat()
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "sample": _sample_digest(path, st.st_size)}
+    stamp = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sample": _sample_digest(path, st.st_size),
+    }
     memo_path = path.parent / DIGEST_MEMO
     memo = _read_memo(memo_path)
     entry = memo.get(path.name)
-    if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and \
-            all(entry.get(k) == v for k, v in stamp.items()):
+    if (
+        isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str)
+        and all(entry.get(k) == v for k, v in stamp.items())
+    ):
         return entry["sha256"]
     digest = _file_sha(path)
     memo[path.name] = {**stamp, "sha256": digest}
@@ -137,9 +144,13 @@ def load(entry: Path, verify: bool = True) -> dict[str, np.ndarray] | None:
         return None
 
 
-def get_or_build(cache_dir: str | os.PathLike, key: str,
-                 build: Callable[[], Mapping[str, np.ndarray]], dtype=np.float16,
-                 info: Mapping | None = None) -> tuple[dict[str, np.ndarray], bool]:
+def get_or_build(
+    cache_dir: str | os.PathLike,
+    key: str,
+    build: Callable[[], Mapping[str, np.ndarray]],
+    dtype=np.float16,
+    info: Mapping | None = None,
+) -> tuple[dict[str, np.ndarray], bool]:
     """(arrays, hit). On a miss or a corrupt entry, `build()` and store it atomically.
 
     Floating arrays are stored as `dtype` (float16 by default); integer arrays unchanged.
@@ -160,8 +171,11 @@ def get_or_build(cache_dir: str | os.PathLike, key: str,
             a = a.astype(dtype)
         f = tmp / f"{name}.npy"
         np.save(f, a)
-        meta["arrays"][name] = {"shape": list(a.shape), "dtype": str(a.dtype),
-                                "sha256": _file_sha(f)}
+        meta["arrays"][name] = {
+            "shape": list(a.shape),
+            "dtype": str(a.dtype),
+            "sha256": _file_sha(f),
+        }
     (tmp / META).write_text(json.dumps(meta, indent=1))
     if entry.exists():
         shutil.rmtree(entry)

@@ -19,6 +19,7 @@ Sharding: under an active `sharding.Partitioner` (a mesh + logical-axis rules) t
 runs SPMD: the state is sharded, batches are split along the data axes, checkpoints are saved
 and restored sharded. Without one everything lives on the default device.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,14 +63,14 @@ class OptimConfig:
     learning_rate: float = 1e-4
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
-    schedule: str = "linear"        # linear | cosine | constant (after warm-up)
+    schedule: str = "linear"  # linear | cosine | constant (after warm-up)
     end_lr: float = 0.0
     weight_decay: float = 0.01
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-6
-    clip_norm: float | None = 1.0   # None or 0: no clipping
-    optimizer: str = "adamw"        # adamw | sgd (the FPTAS' AB^nC analysis assumes SGD)
+    clip_norm: float | None = 1.0  # None or 0: no clipping
+    optimizer: str = "adamw"  # adamw | sgd (the FPTAS' AB^nC analysis assumes SGD)
     momentum: float = 0.0
 
     def __post_init__(self):
@@ -135,8 +136,9 @@ def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
     if cfg.schedule == "linear":
         decay = optax.linear_schedule(cfg.learning_rate, cfg.end_lr, decay_steps)
     elif cfg.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(cfg.learning_rate, decay_steps,
-                                            alpha=cfg.end_lr / cfg.learning_rate)
+        decay = optax.cosine_decay_schedule(
+            cfg.learning_rate, decay_steps, alpha=cfg.end_lr / cfg.learning_rate
+        )
     else:
         decay = optax.constant_schedule(cfg.learning_rate)
     if warmup_steps == 0:
@@ -147,9 +149,11 @@ def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
 
 def decay_mask(params: Any) -> Any:
     """True for weights that get weight decay: not biases, not LayerNorm scales."""
+
     def keep(path, _):
         names = [getattr(p, "key", str(p)) for p in path]
         return not (names[-1] in ("bias", "scale") or names[-1].endswith("bias"))
+
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
@@ -157,8 +161,14 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
     """The one optimizer builder: `cfg` over a run of `num_steps` steps."""
     schedule = learning_rate_schedule(cfg, num_steps)
     if cfg.optimizer == "adamw":
-        opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                          weight_decay=cfg.weight_decay, mask=decay_mask)
+        opt = optax.adamw(
+            schedule,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        )
     else:
         opt = optax.sgd(schedule, momentum=cfg.momentum or None)
     if cfg.clip_norm:
@@ -177,29 +187,41 @@ class TrainState:
 
 
 def init_state(params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=jax.random.PRNGKey(seed))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(seed),
+    )
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    state_sharding: Any = None, metrics_sharding: Any = None) -> Callable:
+def make_train_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    state_sharding: Any = None,
+    metrics_sharding: Any = None,
+) -> Callable:
     """`(state, batch) -> (state, metrics)`, jitted, state donated.
 
     The step's rng is `fold_in(state.rng, step)`, so it depends on the step alone. An update
     with a non-finite loss or gradient norm is not applied; metrics['finite'] records it.
     """
+
     def step_fn(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, rng)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
         pick = lambda new, old: jax.tree_util.tree_map(
-            lambda a, b: jnp.where(finite, a, b), new, old)
-        new_state = state.replace(step=state.step + 1, params=pick(new_params, state.params),
-                                  opt_state=pick(new_opt, state.opt_state))
+            lambda a, b: jnp.where(finite, a, b), new, old
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=pick(new_params, state.params),
+            opt_state=pick(new_opt, state.opt_state),
+        )
         metrics = dict(metrics, loss=loss, grad_norm=gnorm, finite=finite)
         return new_state, metrics
 
@@ -216,7 +238,7 @@ class NonFiniteLoss(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
     state: TrainState
-    history: list[dict]          # one record per log step and one per evaluation (eval=True)
+    history: list[dict]  # one record per log step and one per evaluation (eval=True)
     resumed_from: int | None
     seconds: float
 
@@ -227,14 +249,23 @@ class TrainResult:
 
 def _to_host(metrics: list[dict]) -> list[dict]:
     host = jax.device_get(metrics)
-    return [{k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
-             for k, v in m.items()} for m in host]
+    return [
+        {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in m.items()}
+        for m in host
+    ]
 
 
-def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
-          optim: OptimConfig, *, evaluators: Sequence[Evaluator] = (),
-          workdir: str | os.PathLike | None = None,
-          partitioner: sharding.Partitioner | None = None) -> TrainResult:
+def train(
+    loss_fn: LossFn,
+    params: Any,
+    batches: BatchSource,
+    loop: LoopConfig,
+    optim: OptimConfig,
+    *,
+    evaluators: Sequence[Evaluator] = (),
+    workdir: str | os.PathLike | None = None,
+    partitioner: sharding.Partitioner | None = None,
+) -> TrainResult:
     """Run `loop.num_steps` steps of `loss_fn` from `params`, or resume from `workdir`.
 
     After each step `s` (1-based) that `loop.is_eval_step(s)`, every evaluator is called as
@@ -251,8 +282,16 @@ def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
     partitioner = partitioner or sharding.current()
     if partitioner is not None and sharding.current() is not partitioner:
         with partitioner.activate():
-            return train(loss_fn, params, batches, loop, optim, evaluators=evaluators,
-                         workdir=workdir, partitioner=partitioner)
+            return train(
+                loss_fn,
+                params,
+                batches,
+                loop,
+                optim,
+                evaluators=evaluators,
+                workdir=workdir,
+                partitioner=partitioner,
+            )
     t0 = time.perf_counter()
     tx = make_optimizer(optim, loop.num_steps)
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
@@ -288,7 +327,8 @@ def train(loss_fn: LossFn, params: Any, batches: BatchSource, loop: LoopConfig,
                 raise NonFiniteLoss(
                     f"non-finite loss ({loss}) at step {first + k}; stopped. Last good "
                     f"checkpoint: {'step ' + str(last_saved) if last_saved is not None else 'none'}"
-                    f" in {workdir}")
+                    f" in {workdir}"
+                )
 
     def flush(step: int) -> None:
         """One log record: the mean of the metrics since the last one."""
@@ -332,6 +372,7 @@ def _progress(enabled: bool, start: int, total: int, desc: str):
     if not enabled:
         return None
     from tqdm.auto import tqdm
+
     return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True)
 
 

@@ -3,6 +3,7 @@
   python scripts/extract.py --config=configs/bert_base.py \
       --config.source_dir=/ckpt/bert-base-uncased --config.teacher_dir=/ckpt/roberta-base
 """
+
 import ml_collections
 
 from configs import bert_large

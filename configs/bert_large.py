@@ -9,6 +9,7 @@ through its MLM head, students use its BPE vocabulary, so candidates start from 
 Any HF directory works for either. Candidate shapes: D ∈ {2..12}, A ∈ {4, 8, 12, 16},
 H ∈ {512, 768, 1024}, I ∈ {256, 512, 768, 1024, 3072}, H divisible by A (300 candidates).
 """
+
 import ml_collections
 
 from configs import default
@@ -16,24 +17,40 @@ from configs import default
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = default.get_config()
-    c.source_dir = ""        # required: BERT-large HF directory
+    c.source_dir = ""  # required: BERT-large HF directory
     c.require_source = True
-    c.teacher_dir = ""       # RoBERTa-large HF directory ('' = the source)
-    c.grid = ml_collections.ConfigDict(dict(
-        depth=[2, 4, 6, 8, 10, 12], heads=[4, 8, 12, 16], hidden=[512, 768, 1024],
-        intermediate=[256, 512, 768, 1024, 3072], head_dim=0, monotone_heads=False,
-        monotone_depth=True, monotone_hidden=True, monotone_intermediate=True))
+    c.teacher_dir = ""  # RoBERTa-large HF directory ('' = the source)
+    c.grid = ml_collections.ConfigDict(
+        dict(
+            depth=[2, 4, 6, 8, 10, 12],
+            heads=[4, 8, 12, 16],
+            hidden=[512, 768, 1024],
+            intermediate=[256, 512, 768, 1024, 3072],
+            head_dim=0,
+            monotone_heads=False,
+            monotone_depth=True,
+            monotone_hidden=True,
+            monotone_intermediate=True,
+        )
+    )
     c.objective = ml_collections.ConfigDict(dict(alpha=0.5, beta=0.5, gamma=4.0))
     c.corpus = "tfds:wikipedia/20230601.en:train[:1%]"
     c.seq_len = 128
     c.max_sequences = 65536
     c.heldout_fraction = 0.02
     c.latency_batch, c.latency_seq_len = 1, 128
-    c.latency_points = 12        # calibration shapes of the latency model (of 300 candidates)
-    c.proxy = ml_collections.ConfigDict(dict(
-        steps=2000, batch_size=64, init="random", seed=0, dropout=0.1,
-        optim=dict(learning_rate=1e-4, warmup_steps=200, weight_decay=0.01, optimizer="adamw"),
-        kd=dict(mlm=0.1, hidden=0.0, logit=0.5, temperature=2.0, layer_map="uniform")))
+    c.latency_points = 12  # calibration shapes of the latency model (of 300 candidates)
+    c.proxy = ml_collections.ConfigDict(
+        dict(
+            steps=2000,
+            batch_size=64,
+            init="random",
+            seed=0,
+            dropout=0.1,
+            optim=dict(learning_rate=1e-4, warmup_steps=200, weight_decay=0.01, optimizer="adamw"),
+            kd=dict(mlm=0.1, hidden=0.0, logit=0.5, temperature=2.0, layer_map="uniform"),
+        )
+    )
     c.max_evaluations = 0
     if arg == "smoke":
         c.max_sequences, c.seq_len = 64, 16

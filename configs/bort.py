@@ -7,6 +7,7 @@ every model and the source on GLUE tasks over a small grid → one comparison re
 
 Data: `data_dir` (GLUE file layout; '' = $BORT_DATA_DIR, else TFDS by name).
 """
+
 import ml_collections
 
 from configs import common, default, finetune, pretrain_bort
@@ -21,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.finetune = finetune.get_config(variant)
     c.tasks = "sst2,mrpc,rte,cola,stsb"
     c.data_dir = ""
-    c.seed = 0                      # the split of each dev set into selection / report halves
+    c.seed = 0  # the split of each dev set into selection / report halves
     # Bort searched lr and steps per task; every model gets this same grid.
     c.grid = ml_collections.ConfigDict(dict(learning_rate=[1e-4, 5e-4], num_steps=[200, 1000]))
     c.latency_batch = 1

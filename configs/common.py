@@ -1,4 +1,5 @@
 """Helpers shared by the config files (big_vision's `parse_arg` habit)."""
+
 from __future__ import annotations
 
 import ml_collections

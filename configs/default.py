@@ -8,44 +8,61 @@ MiniLM's head width (A = H/32), so it can be sliced from MiniLM, and heads grow 
 partial order. Candidates are initialised by slicing and proxy-trained by hidden-state +
 MLM KD for `proxy.steps` steps. Finishes in well under 20 minutes on a 2-core CPU.
 """
+
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.source_dir = ""            # '' = installed all-MiniLM-L6-v2
-    c.teacher_dir = ""           # '' = the source
-    c.grid = ml_collections.ConfigDict(dict(
-        depth=[1, 2, 4, 6], heads=[4, 8, 12], hidden=[128, 256, 384],
-        intermediate=[384, 1536], head_dim=32, monotone_heads=True, monotone_depth=True,
-        monotone_hidden=True, monotone_intermediate=True))
-    c.method = "fptas"           # fptas | exhaustive
+    c.source_dir = ""  # '' = installed all-MiniLM-L6-v2
+    c.teacher_dir = ""  # '' = the source
+    c.grid = ml_collections.ConfigDict(
+        dict(
+            depth=[1, 2, 4, 6],
+            heads=[4, 8, 12],
+            hidden=[128, 256, 384],
+            intermediate=[384, 1536],
+            head_dim=32,
+            monotone_heads=True,
+            monotone_depth=True,
+            monotone_hidden=True,
+            monotone_intermediate=True,
+        )
+    )
+    c.method = "fptas"  # fptas | exhaustive
     c.eps = 0.1
     c.s = 1
     c.objective = ml_collections.ConfigDict(dict(alpha=0.5, beta=0.5, gamma=4.0))
-    c.monotonicity_slack = 0.04    # ≥ the δ* = 0.033 measured by scripts/audit_fptas.py (M holds)
-    c.convex = False             # assumption C fails on this instance (audit): off
+    c.monotonicity_slack = 0.04  # ≥ the δ* = 0.033 measured by scripts/audit_fptas.py (M holds)
+    c.convex = False  # assumption C fails on this instance (audit): off
     # i(ξ): "measured" = a latency model fitted once to `latency_points` measured shapes and
     # stored (bort_jax/extract.py explains why not raw measurements) | "flops" = analytic FLOPs
     c.inference = "measured"
     c.latency_batch = 1
     c.latency_seq_len = 128
-    c.latency_repeats = 5          # timed runs per calibration shape (median)
-    c.latency_points = 8           # calibration shapes, spread over the grid's FLOP range
-    c.latency_model = ""           # '' = <workdir>/latency_model_*.json; a shared path makes
+    c.latency_repeats = 5  # timed runs per calibration shape (median)
+    c.latency_points = 8  # calibration shapes, spread over the grid's FLOP range
+    c.latency_model = ""  # '' = <workdir>/latency_model_*.json; a shared path makes
     #                                several extractions use the very same i(ξ)
     c.corpus = "embedded"
     c.seq_len = 32
     c.max_sequences = 640
     c.heldout_fraction = 0.1
     c.data_seed = 0
-    c.proxy = ml_collections.ConfigDict(dict(
-        steps=40, batch_size=16, init="slice", seed=0, dropout=0.0,
-        optim=dict(learning_rate=1e-3, warmup_steps=4, weight_decay=0.01, optimizer="adamw"),
-        kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform")))
+    c.proxy = ml_collections.ConfigDict(
+        dict(
+            steps=40,
+            batch_size=16,
+            init="slice",
+            seed=0,
+            dropout=0.0,
+            optim=dict(learning_rate=1e-3, warmup_steps=4, weight_decay=0.01, optimizer="adamw"),
+            kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform"),
+        )
+    )
     c.progress = True
     c.compilation_cache = True
-    c.compilation_cache_dir = ""   # '' = <workdir>/jax_cache
+    c.compilation_cache_dir = ""  # '' = <workdir>/jax_cache
     if arg == "smoke":
         c.grid.depth, c.grid.intermediate = [1, 2], [384]
         c.grid.hidden, c.grid.heads = [128, 256], [4, 8]

@@ -8,6 +8,7 @@ Bort's grid had lr {1e-4, 1e-5, 9e-6}, weight decay {0, 10, 100, 350}, warm-up r
 {0.35 .. 0.50}, batch {8, 16}; these defaults (lr 1e-4, wd 0, batch 16, warm-up 0.1,
 max_seq_len 64, 200 steps) fine-tune MiniLM on a CPU in a few minutes.
 """
+
 import ml_collections
 
 from configs import common
@@ -17,29 +18,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
     c.task = "sst2"
-    c.init = ""                 # HF checkpoint dir; '' = the installed all-MiniLM-L6-v2
-    c.tokenizer = ""            # tokenizer dir; '' = init
-    c.arch = ""                 # 'D,A,H,I': slice init to this shape; '' = init's shape
-    c.data_dir = ""             # GLUE/SuperGLUE file layout; '' = $BORT_DATA_DIR, else TFDS
+    c.init = ""  # HF checkpoint dir; '' = the installed all-MiniLM-L6-v2
+    c.tokenizer = ""  # tokenizer dir; '' = init
+    c.arch = ""  # 'D,A,H,I': slice init to this shape; '' = init's shape
+    c.data_dir = ""  # GLUE/SuperGLUE file layout; '' = $BORT_DATA_DIR, else TFDS
     c.tfds_data_dir = ""
     c.max_seq_len = 64
-    c.length_bucket = 16        # trim batches to a multiple of this; 0 = never trim
+    c.length_bucket = 16  # trim batches to a multiple of this; 0 = never trim
     c.batch_size = 16
     c.eval_batch_size = 64
     c.learning_rate = 1e-4
-    c.epochs = 1.0              # used when num_steps is 0
-    c.num_steps = 200           # > 0 overrides epochs
+    c.epochs = 1.0  # used when num_steps is 0
+    c.num_steps = 200  # > 0 overrides epochs
     c.warmup_ratio = 0.1
     c.weight_decay = 0.0
     c.clip_norm = 1.0
     c.dropout_rate = 0.1
-    c.seed = 0                  # head init, dropout, data order
-    c.data_seed = 0             # which max_train_examples rows are kept
-    c.max_train_examples = 0    # 0 = all
-    c.max_eval_examples = 0     # 0 = all
-    c.eval_every = 0            # 0 = 4 evaluations per run
+    c.seed = 0  # head init, dropout, data order
+    c.data_seed = 0  # which max_train_examples rows are kept
+    c.max_train_examples = 0  # 0 = all
+    c.max_eval_examples = 0  # 0 = all
+    c.eval_every = 0  # 0 = 4 evaluations per run
     c.log_every = 50
-    c.checkpoint_every = 0      # 0 = with every evaluation
+    c.checkpoint_every = 0  # 0 = with every evaluation
     c.save_best = True
     c.progress = True
     if arg.smoke:

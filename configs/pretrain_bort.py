@@ -10,6 +10,7 @@ Default: the embedded corpus (stdlib pydoc topics) and the installed all-MiniLM-
 teacher (hidden-state KD; it has no MLM head), a 2-layer student sliced from it; a few
 minutes on a 2-core CPU.
 """
+
 import ml_collections
 
 from configs import common
@@ -19,25 +20,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
     c.arch = common.parse_arch("2,12,384,768")  # D,A,H,I of the student
-    c.teacher_dir = ""                # HF directory; '' = installed all-MiniLM-L6-v2
-    c.student_tokenizer_dir = ""      # if set, must agree with the teacher's vocabulary
-    c.init = "slice"                  # slice (from init_dir or teacher) | random
+    c.teacher_dir = ""  # HF directory; '' = installed all-MiniLM-L6-v2
+    c.student_tokenizer_dir = ""  # if set, must agree with the teacher's vocabulary
+    c.init = "slice"  # slice (from init_dir or teacher) | random
     c.init_dir = ""
-    c.corpus = "embedded"             # embedded | path | tfds:NAME[:SPLIT]
+    c.corpus = "embedded"  # embedded | path | tfds:NAME[:SPLIT]
     c.seq_len = 64
     c.max_sequences = 2048
     c.heldout_fraction = 0.05
-    c.cache_dir = ""                  # '' = <workdir>/teacher_cache
+    c.cache_dir = ""  # '' = <workdir>/teacher_cache
     c.seed = 0
     c.batch_size = 16
     c.num_steps = 400
     c.dropout = 0.1
-    c.optim = ml_collections.ConfigDict(dict(
-        learning_rate=5e-4, warmup_steps=0, warmup_ratio=0.05, schedule="linear", end_lr=0.0,
-        weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, optimizer="adamw",
-        momentum=0.0))
-    c.kd = ml_collections.ConfigDict(dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0,
-                                          layer_map="uniform"))
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            learning_rate=5e-4,
+            warmup_steps=0,
+            warmup_ratio=0.05,
+            schedule="linear",
+            end_lr=0.0,
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+            clip_norm=1.0,
+            optimizer="adamw",
+            momentum=0.0,
+        )
+    )
+    c.kd = ml_collections.ConfigDict(
+        dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform")
+    )
     c.checkpoint_every = 100
     c.eval_every = 100
     c.log_every = 20

@@ -1,8 +1,9 @@
 """Audit the FPTAS against exhaustive search (synthetic instances + the real embedded instance).
 
-  python scripts/audit_fptas.py --workdir=runs/extract            # reuses extract's cache
-  python scripts/audit_fptas.py --real=false                        # synthetic only, seconds
+python scripts/audit_fptas.py --workdir=runs/extract            # reuses extract's cache
+python scripts/audit_fptas.py --real=false                        # synthetic only, seconds
 """
+
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -39,15 +40,24 @@ def main(argv):
         monotone = ",".join(a.name for a in prob.space.axes if a.monotone)
         rows += audit.audit_problem(
             f"real: MiniLM grid ({len(prob.space.candidates())}), ⪯ over {monotone}, "
-            f"C {'on' if cfg.convex else 'off'}", prob.space, prob.p, prob.i,
-            prob.e, eps, F.WCoefficient(**dict(cfg.objective)), cache=prob.cache,
-            **{k: v for k, v in extract.search_kwargs(cfg).items() if k != "eps"})
+            f"C {'on' if cfg.convex else 'off'}",
+            prob.space,
+            prob.p,
+            prob.i,
+            prob.e,
+            eps,
+            F.WCoefficient(**dict(cfg.objective)),
+            cache=prob.cache,
+            **{k: v for k, v in extract.search_kwargs(cfg).items() if k != "eps"},
+        )
     table = audit.markdown(rows)
     path = os.path.join(_WORKDIR.value, _OUT.value)
     atomic_write_text(path, "# FPTAS audit: FPTAS vs exhaustive search\n\n" + table + "\n")
     print(table)
-    print(f"\nwritten to {path}; bound violated in {sum(not r.ok for r in rows)} of {len(rows)} "
-          f"rows; assumptions violated (not certified) in {sum(not r.certified for r in rows)}")
+    print(
+        f"\nwritten to {path}; bound violated in {sum(not r.ok for r in rows)} of {len(rows)} "
+        f"rows; assumptions violated (not certified) in {sum(not r.certified for r in rows)}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
   python scripts/extract.py --config=configs/bert_large.py --config.source_dir=DIR \
       --config.teacher_dir=DIR
 """
+
 import sys
 from pathlib import Path
 
@@ -14,11 +15,12 @@ from bort_jax import cli, extract  # noqa: E402
 
 
 def describe(summary: dict) -> str:
-    return (f"chosen {summary['chosen']} (W={summary['objective']:.4g}) after "
-            f"{summary['n_evaluations']}/{summary['n_candidates']} proxy evaluations in "
-            f"{summary['wall_seconds']:.0f} s; report: {summary['report']['markdown']}")
+    return (
+        f"chosen {summary['chosen']} (W={summary['objective']:.4g}) after "
+        f"{summary['n_evaluations']}/{summary['n_candidates']} proxy evaluations in "
+        f"{summary['wall_seconds']:.0f} s; report: {summary['report']['markdown']}"
+    )
 
 
 if __name__ == "__main__":
-    cli.config_main(extract.extract, str(ROOT / "configs" / "default.py"), "runs/extract",
-                    describe)
+    cli.config_main(extract.extract, str(ROOT / "configs" / "default.py"), "runs/extract", describe)

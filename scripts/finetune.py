@@ -6,6 +6,7 @@
 With --workdir the run is resumable (Orbax checkpoints), and the workdir receives
 metrics.jsonl (training log), metrics.json (summary) and best_model/ (HF format + head).
 """
+
 import json
 import sys
 from pathlib import Path
@@ -15,9 +16,22 @@ sys.path.insert(0, str(ROOT))  # configs importable
 
 from bort_jax import cli, finetune  # noqa: E402
 
-KEYS = ("task", "arch", "num_steps", "train_examples", "dev_examples", "best_step", "best",
-        "final", "seconds")
+KEYS = (
+    "task",
+    "arch",
+    "num_steps",
+    "train_examples",
+    "dev_examples",
+    "best_step",
+    "best",
+    "final",
+    "seconds",
+)
 
 if __name__ == "__main__":
-    cli.config_main(finetune.finetune, str(ROOT / "configs" / "finetune.py"), None,
-                    lambda result: json.dumps({k: result[k] for k in KEYS}, indent=2))
+    cli.config_main(
+        finetune.finetune,
+        str(ROOT / "configs" / "finetune.py"),
+        None,
+        lambda result: json.dumps({k: result[k] for k in KEYS}, indent=2),
+    )

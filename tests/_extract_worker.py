@@ -9,6 +9,7 @@ WORKDIR/calls.log as "<pid> <candidate>" before it starts. With $KILL_AFTER=n se
 SIGKILLs itself right after the n-th candidate entry was stored; the tests also kill it from
 outside at other points (both are real signals, nothing in the library knows about them).
 """
+
 import os
 import signal
 import sys

@@ -7,6 +7,7 @@ atomic write of that output file (e.g. metrics.json, written after the run's las
 is replaced by creating MARKER and sleeping, so a test can SIGKILL the process exactly between
 the last checkpoint and the final outputs.
 """
+
 import json
 import sys
 import time

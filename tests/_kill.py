@@ -1,4 +1,5 @@
 """Run a long job in a subprocess and SIGKILL it at a chosen point (a real signal)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from typing import Any
 WORKER = Path(__file__).with_name("_job_worker.py")
 
 
-def kill_when(job: str, config: dict[str, Any], workdir: Path, ready: Callable[[], bool],
-              stall: tuple[str, Path] | None = None, timeout: float = 300) -> None:
+def kill_when(
+    job: str,
+    config: dict[str, Any],
+    workdir: Path,
+    ready: Callable[[], bool],
+    stall: tuple[str, Path] | None = None,
+    timeout: float = 300,
+) -> None:
     """Start `tests/_job_worker.py JOB ...`; SIGKILL it as soon as `ready()` holds.
 
     `stall=(file name, marker)` makes the worker stop before writing that output file and
@@ -27,8 +34,9 @@ def kill_when(job: str, config: dict[str, Any], workdir: Path, ready: Callable[[
     deadline = time.time() + timeout
     while not ready():
         if proc.poll() is not None:
-            raise AssertionError("worker ended before the kill point: "
-                                 + proc.stderr.read().decode()[-3000:])
+            raise AssertionError(
+                "worker ended before the kill point: " + proc.stderr.read().decode()[-3000:]
+            )
         if time.time() > deadline:
             proc.kill()
             raise AssertionError("worker never reached the kill point")

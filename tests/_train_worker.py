@@ -1,5 +1,6 @@
 """Subprocess body for the kill-and-resume test: a tiny BERT MLM run; SIGKILLs itself at
 step $KILL_AT (inside batch_fn, i.e. mid-run, between checkpoints) when that is set."""
+
 import os
 import signal
 import sys
@@ -26,14 +27,23 @@ def batch_fn(step):
 
 
 def loss_fn(p, batch, rng):
-    logits = model.apply({"params": p}, batch["ids"], deterministic=False,
-                         rngs={"dropout": rng})["mlm_logits"]
+    logits = model.apply({"params": p}, batch["ids"], deterministic=False, rngs={"dropout": rng})[
+        "mlm_logits"
+    ]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["ids"]).mean()
     return loss, {}
 
 
-res = train.train(loss_fn, params, batch_fn,
-                  train.LoopConfig(num_steps=30, seed=1, checkpoint_every=10, log_every=5),
-                  train.OptimConfig(learning_rate=1e-3, warmup_steps=5), workdir=workdir)
-np.savez(out, *jax.tree_util.tree_leaves(jax.device_get(res.state.params)),
-         resumed=-1 if res.resumed_from is None else res.resumed_from)
+res = train.train(
+    loss_fn,
+    params,
+    batch_fn,
+    train.LoopConfig(num_steps=30, seed=1, checkpoint_every=10, log_every=5),
+    train.OptimConfig(learning_rate=1e-3, warmup_steps=5),
+    workdir=workdir,
+)
+np.savez(
+    out,
+    *jax.tree_util.tree_leaves(jax.device_get(res.state.params)),
+    resumed=-1 if res.resumed_from is None else res.resumed_from,
+)

@@ -5,6 +5,7 @@ Everything the suite needs lives in the repository (``tests/fixtures``) or in th
 only when ``BORT_DATA_DIR`` names such a data directory (docs/data.md) and are skipped
 otherwise.
 """
+
 import os
 from pathlib import Path
 
@@ -20,8 +21,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Skips ``full_data`` tests, with the reason, when ``BORT_DATA_DIR`` is unset."""
     if os.environ.get(DATA_DIR_ENV):
         return
-    skip = pytest.mark.skip(reason=f"full_data: set {DATA_DIR_ENV} to a GLUE/SuperGLUE data "
-                                   "directory to run it (docs/data.md)")
+    skip = pytest.mark.skip(
+        reason=f"full_data: set {DATA_DIR_ENV} to a GLUE/SuperGLUE data "
+        "directory to run it (docs/data.md)"
+    )
     for item in items:
         if item.get_closest_marker("full_data"):
             item.add_marker(skip)
@@ -52,10 +55,12 @@ def full_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
     from bort_jax import hf
+
     return hf.minilm_path()
 
 
 @pytest.fixture(scope="session")
 def minilm(minilm_dir):
     from bort_jax import hf
+
     return hf.load(minilm_dir)

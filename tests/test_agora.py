@@ -1,12 +1,9 @@
-"""Tests of bort_jax.agora: the sampling step, decoding, the dev split guard, the round loop,
-and the torus demonstration (Agora beats plain training on held-out data)."""
+"""Tests of bort_jax.agora: the sampling step, decoding, the dev split guard and the round
+loop. The torus demonstration (Agora beats plain training) is tests/test_agora_torus.py."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +11,7 @@ import numpy as np
 import pytest
 
 from bort_jax import agora
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bort_jax.data import batching
 
 
 def _sign_labeler(inputs):
@@ -231,13 +227,13 @@ def test_replay_fraction_and_cap():
                 "label": np.zeros(n, np.int32), "synthetic": np.ones(n, bool)}
     old, new = rows(10, 0), rows(4, 100)
     out = agora.replay(old, new, agora.AgoraConfig(replay_fraction=0.5), 1)
-    assert agora.num_rows(out) == 9 and set(out["x"][-4:, 0]) == {100, 101, 102, 103}
+    assert batching.num_rows(out) == 9 and set(out["x"][-4:, 0]) == {100, 101, 102, 103}
     out = agora.replay(old, new, agora.AgoraConfig(replay_fraction=1.0, max_synthetic=6), 1)
-    assert agora.num_rows(out) == 6 and set(out["x"][-4:, 0]) == {100, 101, 102, 103}
+    assert batching.num_rows(out) == 6 and set(out["x"][-4:, 0]) == {100, 101, 102, 103}
     out = agora.replay(old, new, agora.AgoraConfig(replay_fraction=0.0), 1)
-    assert agora.num_rows(out) == 4
+    assert batching.num_rows(out) == 4
     out = agora.replay(old, new, agora.AgoraConfig(max_synthetic=2), 1)
-    assert agora.num_rows(out) == 2 and set(out["x"][:, 0]) <= {100, 101, 102, 103}
+    assert batching.num_rows(out) == 2 and set(out["x"][:, 0]) <= {100, 101, 102, 103}
 
 
 # -------------------------------------------------------------------------- round loop
@@ -256,14 +252,14 @@ def test_run_agora_loop_with_nearest_neighbour_model():
     dev = _ring(200, rng)
     agora_idx, heldout_idx = agora.split_dev(200, 0.5, seed=0)
     agora.assert_disjoint(agora_idx, heldout_idx)
-    agora_dev, heldout = agora.take(dev, agora_idx), agora.take(dev, heldout_idx)
+    agora_dev, heldout = batching.take(dev, agora_idx), batching.take(dev, heldout_idx)
     heldout_rows = {tuple(x) for x in heldout["x"]}
     seen: list[np.ndarray] = []
     fits: list[tuple[int, int, int]] = []
 
     def fit_fn(data, r, key):
         assert data["synthetic"].dtype == bool
-        fits.append((r, agora.num_rows(data), int(data["synthetic"].sum())))
+        fits.append((r, batching.num_rows(data), int(data["synthetic"].sum())))
         seen.append(data["x"])
         return {k: np.asarray(v) for k, v in data.items()}
 
@@ -307,27 +303,3 @@ def test_patience_stops_early():
                           lambda inputs: inputs["x"], agora.identity_decode("x"),
                           lambda inputs: jnp.zeros(inputs["x"].shape[0], jnp.int32), cfg)
     assert [r["round"] for r in res.history] == [0, 1, 2] and res.best_round == 0
-
-
-# ------------------------------------------------------------------------------- torus
-
-
-def _torus_module():
-    path = os.path.join(ROOT, "scripts", "agora_torus.py")
-    spec = importlib.util.spec_from_file_location("agora_torus", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_agora_beats_plain_training_on_the_torus():
-    """Same seed, same per-fit steps. Measured (docs/agora.md) over seeds 0-2: plain
-    64.3-65.1 %, Agora 98.3-99.0 % held-out, gain +33.9 to +34.0 points; assert +20."""
-    torus = _torus_module()
-    tcfg = torus.TorusConfig()
-    acfg = agora.AgoraConfig(rounds=4, samples_per_error=8, radius=1.0)
-    out = torus.run_seed(tcfg, acfg, seed=0, extras=False)
-    assert out["agora"] - out["plain"] >= 0.20, out
-    assert out["agora"] >= 0.9, out
-    assert out["rounds"][0]["heldout_acc"] == pytest.approx(out["plain"])  # round 0 = plain

@@ -1,41 +1,42 @@
-"""scripts/agora_glue.py end to end on a tiny random BERT and a synthetic SST-2: the held-out
-half never reaches Agora or the training set, and the report lists the split sizes."""
+"""`bort_jax.experiments.agora_glue` end to end on a tiny random BERT and a synthetic SST-2:
+the held-out half never reaches Agora or the training set, the report lists the split
+sizes, and a run SIGKILLed at several points and rerun ends with the same report."""
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
-from bort_jax import finetune as ft
-from bort_jax import hf
+from bort_jax import agora, hf
 from bort_jax.arch import Arch, Spec
-from bort_jax.models.bert import Bert
+from bort_jax.config import ConfigError
+from bort_jax.data import batching
+from bort_jax.experiments import agora_glue, without_seconds
+from bort_jax.models.bert import Bert, fresh_params
 from bort_jax.tasks import get_task
+from bort_jax.tasks.encoding import encode_examples
+from bort_jax.tasks.loading import load_examples
+from configs import agora_glue as agora_glue_config
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("_agora_worker.py")
 WORDS = ("good", "great", "bad", "awful", "the", "movie", "was", "a", "film", "plot",
          "actor", "really", "this", "and", "story", "very", "it", "so", "cast", "music",
          "scene", "end", "long", "short", "old", "new", "dark", "light")
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def agora_glue():
-    return _load("agora_glue_script", ROOT / "scripts" / "agora_glue.py")
+def _canonical(report: dict) -> str:
+    """The report without wall-clock fields, as sorted JSON (so NaN equals NaN)."""
+    return json.dumps(without_seconds(report), sort_keys=True)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     (root / "tok" / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
     arch, spec = Arch(1, 2, 32, 64), Spec(vocab_size=len(SPECIAL + WORDS), max_positions=32,
                                           pooler=False)
-    params = jax.device_get(ft.fresh_params(Bert(arch, spec)))
+    params = jax.device_get(fresh_params(Bert(arch, spec)))
     return hf.save(root / "model", params, arch, spec, tokenizer_dir=root / "tok")
 
 
@@ -72,27 +73,48 @@ def data_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _config(tiny_dir: Path, data_dir: Path) -> ml_collections.ConfigDict:
-    cfg = _load("agora_glue_config", ROOT / "configs" / "agora_glue.py").get_config()
-    cfg.tasks, cfg.init, cfg.data_dir = "sst2", str(tiny_dir), str(data_dir)
-    cfg.n_train, cfg.seeds, cfg.max_seq_len, cfg.student_arch = 64, "0,1", 16, "1,2,16,32"
-    cfg.student.update(num_steps=12, learning_rate=1e-3)
+def _config(tiny_dir: Path, data_dir: Path, cache_dir: Path) -> dict:
+    """The `smoke` config on the tiny model and data: 2 seeds, 1 Agora round, both controls.
+
+    The JAX compilation cache is shared by every run of the module (in process and in the
+    kill test's subprocesses): each fit re-jits an identical train step. No dropout: it
+    quadruples the train step's compile time on CPU and is not what these tests check.
+    """
+    cfg = agora_glue_config.get_config("smoke")
+    cfg.init, cfg.data_dir, cfg.compilation_cache = str(tiny_dir), str(data_dir), str(cache_dir)
+    cfg.n_train, cfg.max_dev_examples, cfg.seeds = 64, 0, "0,1"
+    cfg.max_seq_len, cfg.student_arch = 16, "1,2,16,32"
+    cfg.student.learning_rate, cfg.student.dropout_rate, cfg.labeler.dropout_rate = 1e-3, 0, 0
     cfg.labeler.update(num_steps=40, learning_rate=2e-3, eval_every=20, train_examples=80)
-    cfg.agora.update(rounds=1, samples_per_error=2, radius=2.0)
-    cfg.control_distill, cfg.distill_pool_size = True, 12
-    return cfg
+    cfg.agora.radius = 2.0
+    cfg.control_restarts, cfg.control_distill, cfg.distill_pool_size = True, True, 12
+    return cfg.to_dict()
 
 
-def test_tiny_end_to_end(agora_glue, tiny_dir, data_dir, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def config(tiny_dir, data_dir, tmp_path_factory) -> dict:
+    return _config(tiny_dir, data_dir, tmp_path_factory.mktemp("jax_cache"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config, tmp_path_factory) -> tuple[dict, Path, list]:
+    """One in-process run; records what `agora.run_agora` was handed."""
     seen_by_agora = []
-    run_agora = agora_glue.agora.run_agora
+    run_agora = agora.run_agora
 
     def spy(train_set, agora_dev_set, *args, **kwargs):
         seen_by_agora.append((train_set, agora_dev_set))
         return run_agora(train_set, agora_dev_set, *args, **kwargs)
 
-    monkeypatch.setattr(agora_glue.agora, "run_agora", spy)
-    report = agora_glue.run(_config(tiny_dir, data_dir), tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(agora, "run_agora", spy)
+        workdir = tmp_path_factory.mktemp("agora_glue_run")
+        report = agora_glue.run(config, workdir)
+    return report, workdir, seen_by_agora
+
+
+def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
+    report, workdir, seen_by_agora = uninterrupted
     task = report["tasks"]["sst2"]
     assert task["sizes"] == {"train": 64, "labeler_train": 80, "dev": 40, "agora_dev": 20,
                              "heldout": 20}
@@ -103,47 +125,71 @@ def test_tiny_end_to_end(agora_glue, tiny_dir, data_dir, tmp_path, monkeypatch):
     assert not set(task["agora_idx"]) & set(task["heldout_idx"])
     assert sorted(task["agora_idx"] + task["heldout_idx"]) == list(range(40))
     # Agora was handed the agora half only; no held-out row is in any training set
-    heldout = ft.encode_examples(
-        hf.load_tokenizer(tiny_dir), get_task("sst2"),
-        [ft.load_examples(get_task("sst2"), "dev", str(data_dir))[i]
-         for i in task["heldout_idx"]], 16)
+    sst2 = get_task("sst2")
+    heldout = encode_examples(hf.load_tokenizer(tiny_dir), sst2,
+                              [load_examples(sst2, "dev", str(data_dir))[i]
+                               for i in task["heldout_idx"]], 16)
     heldout_keys = set(agora_glue.row_keys(heldout))
     assert len(seen_by_agora) == 2
     for train_set, agora_dev in seen_by_agora:
-        assert ft.num_rows(train_set) == 64      # the student's real rows, not the labeler's
+        assert batching.num_rows(train_set) == 64   # the student's real rows only
+        assert batching.num_rows(agora_dev) == 20
         assert not heldout_keys & set(agora_glue.row_keys(agora_dev))
         assert not heldout_keys & set(agora_glue.row_keys(train_set))
     for seed in task["seeds"]:
         assert seed["plain"] == seed["history"][0]["heldout_metric"]
+        assert seed["agora"] == seed["history"][seed["best_round"]]["heldout_metric"]
+        assert all(r["heldout_loss"] > 0 for r in seed["history"])
         for r in seed["history"]:
             assert r["heldout_rows_in_train_real"] == r["heldout_rows_in_train_synthetic"] == 0
-        assert seed["history"][-1]["train_size"] >= 64
+        assert seed["history"][-1]["train_size"] > 64        # synthetic rows were added
         assert len(seed["control"]["runs"]) == len(seed["history"])
         # distillation control: pseudo-labelled rows from outside both training sets
         assert seed["distill_control"]["n_extra"] == min(
             12, max(r["n_synthetic"] for r in seed["history"]))
         assert 0.0 <= seed["distill"] <= 1.0
+    assert 0.0 <= task["perturbation"]["token_change_rate"] <= 1.0
+    assert len(task["perturbation"]["examples"]) == 2
     # the report: JSON + Markdown listing split sizes and the per-round history
-    saved = json.loads((tmp_path / "agora_glue.json").read_text())
+    saved = json.loads((workdir / "agora_glue.json").read_text())
     assert saved["tasks"]["sst2"]["sizes"]["heldout"] == 20
-    md = (tmp_path / "agora_glue.md").read_text()
+    md = (workdir / "agora_glue.md").read_text()
     assert "| sst2 | 64 | 40 (20 / 20) | 80 |" in md and "Per round" in md
-    assert 0.0 <= task["labeler"]["heldout"] <= 1.0
-    assert {"plain_mean", "agora_mean", "plain_std", "agora_std",
-            "distill_mean"} <= set(task["summary"])
     assert "Control: student on real rows" in md
+    assert 0.0 <= task["labeler"]["heldout"] <= 1.0
+    assert {"plain_mean", "agora_mean", "plain_std", "agora_std", "best_of_mean",
+            "distill_mean"} <= set(task["summary"])
+    # finished stages: one JSON each; student checkpoints gone; the labeler's best model kept
+    assert {p.name for p in (workdir / "sst2").iterdir()} == {
+        "labeler", "seed0.json", "seed1.json", "task.json"}
+    assert (workdir / "sst2" / "labeler" / "best_model" / "config.json").is_file()
+    assert not (workdir / "sst2" / "labeler" / "checkpoints").exists()
 
 
-def test_labeler_train_examples(agora_glue, tiny_dir, data_dir):
-    """0 = the student's set (default); -1 = the whole split; N = N rows containing the
-    student's; the labeler's rows reach the labeler, the student keeps its n_train."""
-    cfg = _config(tiny_dir, data_dir)
+def test_rerun_loads_finished_stages(uninterrupted, config, monkeypatch):
+    """A finished workdir is loaded, not recomputed; another config there is refused."""
+    report, workdir, _ = uninterrupted
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished task was recomputed")
+
+    monkeypatch.setattr(agora_glue, "run_task", boom)
+    again = agora_glue.run(config, workdir)
+    assert _canonical(again) == _canonical(report)
+    with pytest.raises(ValueError, match="another config"):
+        agora_glue.run(dict(config, n_train=32), workdir)
+
+
+def test_labeler_train_examples(config, tiny_dir):
+    """0 = the student's set; -1 = the whole split; N = N rows containing the student's; the
+    labeler's rows reach the labeler, the student keeps its n_train."""
     tok, task = hf.load_tokenizer(tiny_dir), get_task("sst2")
     for value, expected in ((0, 64), (-1, 96), (80, 80), (500, 96)):
-        cfg.labeler.train_examples = value
+        cfg = agora_glue.GlueConfig.from_config(
+            dict(config, labeler=dict(config["labeler"], train_examples=value)))
         data = agora_glue.load_task_data(task, cfg, tok)
         assert data.sizes()["train"] == 64
-        assert data.sizes()["labeler_train"] == ft.num_rows(data.labeler_rows) == expected
+        assert data.sizes()["labeler_train"] == batching.num_rows(data.labeler_rows) == expected
         assert (data.labeler_train is None) == (expected == 64)
         assert set(data.train_idx.tolist()) <= set(data.labeler_train_idx.tolist())
         keys = set(agora_glue.row_keys(data.labeler_rows))
@@ -153,8 +199,72 @@ def test_labeler_train_examples(agora_glue, tiny_dir, data_dir):
         assert not pool & set(agora_glue.row_keys(data.heldout))
         if expected < 96:
             assert not pool & keys       # unlabeled for the labeler too, when rows remain
-    cfg.labeler.train_examples = -2
-    with pytest.raises(ValueError):
-        agora_glue.load_task_data(task, cfg, tok)
-    # train_examples is not a FinetuneConfig field: stage_config must drop it
+    # train_examples is not a FinetuneConfig field: stage_config drops it
     assert agora_glue.stage_config(cfg.labeler, cfg, seed=0).num_steps == 40
+
+
+def test_config_errors(config):
+    """Unknown keys are named with their dotted path; bad values are refused early."""
+    with pytest.raises(ConfigError, match="config.labeler.train_exampels"):
+        agora_glue.GlueConfig.from_config(
+            dict(config, labeler=dict(config["labeler"], train_exampels=1)))
+    with pytest.raises(ConfigError, match="config.agora.radious"):
+        agora_glue.GlueConfig.from_config(dict(config, agora=dict(config["agora"], radious=1)))
+    with pytest.raises(ConfigError, match="train_examples"):
+        agora_glue.GlueConfig.from_config(
+            dict(config, labeler=dict(config["labeler"], train_examples=-2)))
+    with pytest.raises(ConfigError, match="regression"):
+        agora_glue.GlueConfig.from_config(dict(config, tasks="stsb"))
+    smoke = agora_glue.GlueConfig.from_config(agora_glue_config.get_config("smoke"))
+    assert smoke.tasks == "sst2" and smoke.seeds == "0"
+    assert agora_glue.GlueConfig.from_config(agora_glue_config.get_config()).n_train == 500
+
+
+# ---------------------------------------------------------------------------- kill / resume
+
+
+def _stage_checkpoint(*parts: str):
+    """Marker: a finished Orbax checkpoint step under workdir/parts/checkpoints."""
+    def present(workdir: Path) -> bool:
+        d = workdir.joinpath(*parts, "checkpoints")
+        return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+    return present
+
+
+def _run_worker(config_path: Path, workdir: Path, kill_when=None) -> int:
+    """Run the worker; with `kill_when(workdir)`, SIGKILL it as soon as that holds."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(config_path), str(workdir)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    if kill_when is not None:
+        while proc.poll() is None and not kill_when(workdir):
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, -signal.SIGKILL), err[-3000:]
+    return proc.returncode
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(uninterrupted, config, tmp_path):
+    """SIGKILL mid-labeler, mid-student-fit (after a checkpoint) and after the first seed's
+    result; the rerun ends with the uninterrupted run's report (wall-clock fields aside)."""
+    report, reference, _ = uninterrupted
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    workdir = tmp_path / "run"
+    seed0 = workdir / "sst2" / "seed0.json"
+    for marker in (_stage_checkpoint("sst2", "labeler"),
+                   _stage_checkpoint("sst2", "seed0", "round1"), lambda w: seed0.is_file()):
+        assert _run_worker(config_path, workdir, marker) == -signal.SIGKILL
+        assert not (workdir / "agora_glue.json").exists()
+    finished = seed0.stat().st_mtime_ns
+    assert _run_worker(config_path, workdir) == 0
+    assert seed0.stat().st_mtime_ns == finished             # loaded, not recomputed
+    resumed = json.loads((workdir / "agora_glue.json").read_text())
+    assert _canonical(resumed) == _canonical(report)
+    assert (workdir / "agora_glue.md").read_text() == report["markdown"]
+    best = Path("sst2", "labeler", "best_model")
+    for name in ("model.safetensors", hf.HEAD_FILE):     # the labeler resumed bit-exactly
+        assert (workdir / best / name).read_bytes() == (reference / best / name).read_bytes()

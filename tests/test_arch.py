@@ -1,4 +1,5 @@
 """Exact parameter arithmetic of bort_jax.arch, checked against known models and real trees."""
+
 import jax
 import numpy as np
 import pytest
@@ -26,8 +27,9 @@ def test_toy_dense_stack():
 
 
 def test_bort_shapes():
-    released = A.param_count(A.BORT, A.Spec(vocab_size=50265, max_positions=514,
-                                            type_vocab_size=1, pooler=True))
+    released = A.param_count(
+        A.BORT, A.Spec(vocab_size=50265, max_positions=514, type_vocab_size=1, pooler=True)
+    )
     assert abs(released["total"] / 1e6 - 76.2) < 0.05
     assert round(released["encoder"] / released["total"] * 100, 1) == 30.3
     paper = A.param_count(A.BORT_PAPER_SIZE, A.Spec(vocab_size=50265, pooler=True))
@@ -35,8 +37,10 @@ def test_bort_shapes():
     assert abs(paper["embedding"] / 1e6 - 39.0) < 0.1
 
 
-@pytest.mark.parametrize("field,args", [
-    ("heads", (2, 3, 8, 16)), ("depth", (0, 2, 8, 16)), ("intermediate", (2, 2, 8, -1))])
+@pytest.mark.parametrize(
+    "field,args",
+    [("heads", (2, 3, 8, 16)), ("depth", (0, 2, 8, 16)), ("intermediate", (2, 2, 8, -1))],
+)
 def test_invalid_arch_names_field(field, args):
     with pytest.raises(ValueError, match=field):
         A.Arch(*args)
@@ -54,8 +58,14 @@ def _random_archs(n, seed=0):
     out = []
     while len(out) < n:
         heads = int(rng.integers(1, 5))
-        out.append(A.Arch(int(rng.integers(1, 4)), heads, heads * int(rng.integers(1, 9)),
-                          int(rng.integers(1, 40))))
+        out.append(
+            A.Arch(
+                int(rng.integers(1, 4)),
+                heads,
+                heads * int(rng.integers(1, 9)),
+                int(rng.integers(1, 40)),
+            )
+        )
     return out
 
 

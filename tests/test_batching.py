@@ -1,4 +1,5 @@
 """The one batch source, row helpers and prefetcher (bort_jax/data/batching.py)."""
+
 import numpy as np
 import pytest
 
@@ -36,8 +37,7 @@ def test_stateless_seeded_and_transformed():
     c = batching.epoch_batches(_rows(7), 3, seed=2)
     np.testing.assert_array_equal(a(5)["y"], b(5)["y"])  # a "restarted" source agrees
     assert any(not np.array_equal(a(s)["y"], c(s)["y"]) for s in range(4))
-    doubled = batching.epoch_batches(_rows(7), 3, seed=1,
-                                     transform=lambda r: {"y": r["y"] * 2})
+    doubled = batching.epoch_batches(_rows(7), 3, seed=1, transform=lambda r: {"y": r["y"] * 2})
     np.testing.assert_array_equal(doubled(5)["y"], a(5)["y"] * 2)
 
 

@@ -1,5 +1,6 @@
 """The whole pipeline (bort_jax/experiments/bort_pipeline.py) on its smoke config, cut to a
 two-candidate grid and the fixture GLUE slices: extract → pretrain → fine-tune → report."""
+
 import json
 
 import pytest
@@ -37,8 +38,7 @@ def test_report_compares_chosen_extremes_and_source(run, config, minilm):
     for row in report["models"]:
         arch = A.Arch.parse(row["arch"])
         assert row["params"] == A.param_count(arch, minilm.spec)["total"]
-        assert row["speedup_vs_source"] == pytest.approx(
-            source["latency_ms"] / row["latency_ms"])
+        assert row["speedup_vs_source"] == pytest.approx(source["latency_ms"] / row["latency_ms"])
         for task in report["tasks"]:
             detail = report["details"][row["model"]][task]
             metric = detail["primary_metric"]

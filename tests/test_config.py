@@ -1,4 +1,5 @@
 """The config adapter (bort_jax/config.py), the config files and one-line script errors."""
+
 import dataclasses
 import subprocess
 import sys
@@ -15,12 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_nested_dataclasses_and_arch_strings():
-    cfg = from_config(proxy.ProxyConfig, {"steps": 3, "optim": {"learning_rate": 0.5},
-                                          "kd": {"hidden": 0.0}})
+    cfg = from_config(
+        proxy.ProxyConfig, {"steps": 3, "optim": {"learning_rate": 0.5}, "kd": {"hidden": 0.0}}
+    )
     assert cfg.steps == 3 and cfg.optim.learning_rate == 0.5 and cfg.kd.hidden == 0.0
     assert cfg.optim.weight_decay == train.OptimConfig().weight_decay  # default kept
     assert from_config(pretrain.PretrainConfig, {"arch": "4,8,1024,768"}).arch == Arch(
-        4, 8, 1024, 768)
+        4, 8, 1024, 768
+    )
 
 
 def test_unknown_keys_and_bad_values_are_named():
@@ -49,14 +52,21 @@ def test_parse_arg_and_arch():
     assert common.parse_arch("D4/A8/H1024/I768") == "4,8,1024,768"
 
 
-@pytest.mark.parametrize("script,override,message", [
-    ("finetune.py", "--config.batch_size=0", "config.batch_size must be positive"),
-    ("pretrain.py", "--config.arch=2,5,384,768", "config.arch: Arch.hidden=384 is not"),
-])
+@pytest.mark.parametrize(
+    "script,override,message",
+    [
+        ("finetune.py", "--config.batch_size=0", "config.batch_size must be positive"),
+        ("pretrain.py", "--config.arch=2,5,384,768", "config.arch: Arch.hidden=384 is not"),
+    ],
+)
 def test_script_bad_value_prints_one_line(tmp_path, script, override, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), override,
-                           f"--workdir={tmp_path}"], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), override, f"--workdir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

@@ -1,4 +1,5 @@
 """Tests for bort_jax.data.text and bort_jax.data.mlm."""
+
 from __future__ import annotations
 
 import os
@@ -12,28 +13,40 @@ from tokenizers import models, normalizers, pre_tokenizers
 
 from bort_jax.data import mlm, text
 
-TINY_VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]',
-              'the', 'cat', 'sat', 'on', 'mat', 'a', 'dog', '##s']
+TINY_VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "a",
+    "dog",
+    "##s",
+]
 PAD, UNK, CLS, SEP, MASK = range(5)
 
 
 def tiny_tokenizer() -> tokenizers.Tokenizer:
     """Lower-casing WordPiece tokenizer over ``TINY_VOCAB``."""
     vocab = {token: i for i, token in enumerate(TINY_VOCAB)}
-    tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token='[UNK]'))
+    tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.add_special_tokens(TINY_VOCAB[:5])
     return tok
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def minilm_tokenizer(minilm_dir) -> tokenizers.Tokenizer:
-    return tokenizers.Tokenizer.from_file(os.path.join(minilm_dir, 'tokenizer.json'))
+    return tokenizers.Tokenizer.from_file(os.path.join(minilm_dir, "tokenizer.json"))
 
 
-def random_rows(rng: np.random.Generator, batch: int, seq_len: int,
-                vocab: int) -> np.ndarray:
+def random_rows(rng: np.random.Generator, batch: int, seq_len: int, vocab: int) -> np.ndarray:
     """[CLS] random-ids [SEP] rows with random-length padding tails; int32 [batch, seq_len]."""
     ids = rng.integers(5, vocab, size=(batch, seq_len)).astype(np.int32)
     lengths = rng.integers(3, seq_len + 1, size=batch)
@@ -56,22 +69,22 @@ def test_embedded_corpus_is_deterministic_prose():
 
 
 def test_read_text_files_splits_on_blank_lines(tmp_path):
-    (tmp_path / 'sub').mkdir()
-    (tmp_path / 'a.txt').write_text('first doc\nline two\n\n  \nsecond doc\n', encoding='utf-8')
-    (tmp_path / 'sub' / 'b.tokens').write_text(' = Title = \n\nbody text\n', encoding='utf-8')
-    (tmp_path / 'ignored.json').write_text('{"not": "text"}', encoding='utf-8')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("first doc\nline two\n\n  \nsecond doc\n", encoding="utf-8")
+    (tmp_path / "sub" / "b.tokens").write_text(" = Title = \n\nbody text\n", encoding="utf-8")
+    (tmp_path / "ignored.json").write_text('{"not": "text"}', encoding="utf-8")
     docs = text.read_text_files(tmp_path)
-    assert docs == ['first doc\nline two', 'second doc', '= Title =', 'body text']
-    assert text.read_text_files(tmp_path / 'a.txt') == docs[:2]
+    assert docs == ["first doc\nline two", "second doc", "= Title =", "body text"]
+    assert text.read_text_files(tmp_path / "a.txt") == docs[:2]
     assert text.load_corpus(str(tmp_path)) == docs
 
 
 def test_read_text_files_empty_names_path(tmp_path):
-    (tmp_path / 'blank.txt').write_text('\n\n   \n', encoding='utf-8')
-    with pytest.raises(ValueError, match=str(tmp_path).replace('\\', r'\\')):
+    (tmp_path / "blank.txt").write_text("\n\n   \n", encoding="utf-8")
+    with pytest.raises(ValueError, match=str(tmp_path).replace("\\", r"\\")):
         text.read_text_files(tmp_path)
     with pytest.raises(FileNotFoundError):
-        text.read_text_files(tmp_path / 'missing')
+        text.read_text_files(tmp_path / "missing")
 
 
 @pytest.fixture
@@ -81,31 +94,35 @@ def fake_tfds(monkeypatch):
 
     def load(name, split, data_dir=None, shuffle_files=False):
         calls.append((name, split, data_dir, shuffle_files))
-        return [{'text': f'{name} {split} doc {i}'.encode(), 'title': b't'} for i in range(5)]
+        return [{"text": f"{name} {split} doc {i}".encode(), "title": b"t"} for i in range(5)]
 
-    module = types.ModuleType('tensorflow_datasets')
+    module = types.ModuleType("tensorflow_datasets")
     module.load = load
     module.as_numpy = lambda dataset: iter(dataset)
-    monkeypatch.setitem(sys.modules, 'tensorflow_datasets', module)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
     return calls
 
 
 def test_read_tfds_with_fake_module(fake_tfds):
-    docs = list(text.read_tfds('wiki/1.0', 'train[:1%]', data_dir='/d', max_examples=3))
-    assert docs == ['wiki/1.0 train[:1%] doc 0', 'wiki/1.0 train[:1%] doc 1',
-                    'wiki/1.0 train[:1%] doc 2']
-    assert fake_tfds == [('wiki/1.0', 'train[:1%]', '/d', False)]
-    assert text.load_corpus('tfds:wikipedia/20230601.en')[-1] == (
-        'wikipedia/20230601.en train doc 4')
-    assert text.load_corpus('tfds:x/1:validation', max_examples=1) == ['x/1 validation doc 0']
-    with pytest.raises(KeyError, match='body'):
-        list(text.read_tfds('wiki/1.0', text_key='body'))
+    docs = list(text.read_tfds("wiki/1.0", "train[:1%]", data_dir="/d", max_examples=3))
+    assert docs == [
+        "wiki/1.0 train[:1%] doc 0",
+        "wiki/1.0 train[:1%] doc 1",
+        "wiki/1.0 train[:1%] doc 2",
+    ]
+    assert fake_tfds == [("wiki/1.0", "train[:1%]", "/d", False)]
+    assert text.load_corpus("tfds:wikipedia/20230601.en")[-1] == (
+        "wikipedia/20230601.en train doc 4"
+    )
+    assert text.load_corpus("tfds:x/1:validation", max_examples=1) == ["x/1 validation doc 0"]
+    with pytest.raises(KeyError, match="body"):
+        list(text.read_tfds("wiki/1.0", text_key="body"))
 
 
 def test_read_tfds_missing_dependency_hint(monkeypatch):
-    monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # Makes the import fail.
-    with pytest.raises(ImportError, match='pip install'):
-        text.read_tfds('wikipedia/20230601.en')
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Makes the import fail.
+    with pytest.raises(ImportError, match="pip install"):
+        text.read_tfds("wikipedia/20230601.en")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,46 +130,46 @@ def test_read_tfds_missing_dependency_hint(monkeypatch):
 # --------------------------------------------------------------------------------------------
 def test_pack_hand_made_example():
     tok = tiny_tokenizer()
-    docs = ['The cat sat', 'on the mat', 'dogs']
+    docs = ["The cat sat", "on the mat", "dogs"]
     # Stream: the cat sat | on the mat | dog ##s = [5, 6, 7, 8, 5, 9, 11, 12]; body = 3.
     rows = text.tokenize_and_pack(docs, tok, seq_len=5, cls_id=CLS, sep_id=SEP, pad_id=PAD)
-    expected = np.array([[CLS, 5, 6, 7, SEP],
-                         [CLS, 8, 5, 9, SEP],
-                         [CLS, 11, 12, SEP, PAD]], np.int32)
+    expected = np.array(
+        [[CLS, 5, 6, 7, SEP], [CLS, 8, 5, 9, SEP], [CLS, 11, 12, SEP, PAD]], np.int32
+    )
     np.testing.assert_array_equal(rows, expected)
     assert rows.dtype == np.int32
-    np.testing.assert_array_equal((rows != PAD).astype(np.int32),
-                                  [[1] * 5, [1] * 5, [1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        (rows != PAD).astype(np.int32), [[1] * 5, [1] * 5, [1, 1, 1, 1, 0]]
+    )
     # Exact fit: no padding row, and a document separator option.
-    rows = text.tokenize_and_pack(['the cat sat'], tok, 5, CLS, SEP, PAD)
+    rows = text.tokenize_and_pack(["the cat sat"], tok, 5, CLS, SEP, PAD)
     np.testing.assert_array_equal(rows, [[CLS, 5, 6, 7, SEP]])
-    rows = text.tokenize_and_pack(['the cat', 'mat'], tok, 6, CLS, SEP, PAD, doc_sep_id=SEP)
-    np.testing.assert_array_equal(rows, [[CLS, 5, 6, SEP, 9, SEP], [CLS, SEP, SEP, PAD, PAD,
-                                                                   PAD]])
+    rows = text.tokenize_and_pack(["the cat", "mat"], tok, 6, CLS, SEP, PAD, doc_sep_id=SEP)
+    np.testing.assert_array_equal(rows, [[CLS, 5, 6, SEP, 9, SEP], [CLS, SEP, SEP, PAD, PAD, PAD]])
 
 
 def test_pack_ignores_tokenizer_truncation_and_padding():
     tok = tiny_tokenizer()
     tok.enable_truncation(max_length=2)
     tok.enable_padding(length=10, pad_id=PAD)
-    rows = text.tokenize_and_pack(['the cat sat on the mat'], tok, 8, CLS, SEP, PAD)
+    rows = text.tokenize_and_pack(["the cat sat on the mat"], tok, 8, CLS, SEP, PAD)
     np.testing.assert_array_equal(rows, [[CLS, 5, 6, 7, 8, 5, 9, SEP]])
     assert tok.truncation is not None and tok.padding is not None  # Caller's copy untouched.
 
 
 def test_pack_empty_corpus_raises():
     tok = tiny_tokenizer()
-    for docs in ([], ['', '   ']):
-        with pytest.raises(ValueError, match='corpus is empty'):
+    for docs in ([], ["", "   "]):
+        with pytest.raises(ValueError, match="corpus is empty"):
             text.tokenize_and_pack(docs, tok, 8, CLS, SEP, PAD)
-    with pytest.raises(ValueError, match='seq_len'):
-        text.tokenize_and_pack(['the cat'], tok, 2, CLS, SEP, PAD)
+    with pytest.raises(ValueError, match="seq_len"):
+        text.tokenize_and_pack(["the cat"], tok, 2, CLS, SEP, PAD)
 
 
 def test_pack_embedded_corpus_with_minilm(minilm_tokenizer):
     docs = text.embedded_corpus()
     ids = text.special_token_ids(minilm_tokenizer)
-    cls, sep, pad = ids['[CLS]'], ids['[SEP]'], ids['[PAD]']
+    cls, sep, pad = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
     assert (cls, sep, pad) == (101, 102, 0)
     rows = text.tokenize_and_pack(docs, minilm_tokenizer, 128, cls, sep, pad)
     # MiniLM's tokenizer.json truncates to 128; packing must see the full documents.
@@ -165,7 +182,7 @@ def test_pack_embedded_corpus_with_minilm(minilm_tokenizer):
     assert np.all(rows[:-1, -1] == sep)
     assert np.all(rows[:-1] != pad)
     last_len = n_tokens - (rows.shape[0] - 1) * 126
-    assert rows[-1, last_len + 1] == sep and np.all(rows[-1, last_len + 2:] == pad)
+    assert rows[-1, last_len + 1] == sep and np.all(rows[-1, last_len + 2 :] == pad)
     assert int((rows != pad).sum()) == n_tokens + 2 * rows.shape[0]
 
 
@@ -193,10 +210,14 @@ def test_mask_tokens_statistics():
     ids = random_rows(np.random.default_rng(0), 4000, 64, vocab)
     special = [PAD, UNK, CLS, SEP, MASK]
     out = mlm.mask_tokens(ids, np.random.default_rng(1), vocab, MASK, special)
-    pos, tgt, w = out['mlm_positions'], out['mlm_ids'], out['mlm_weights']
+    pos, tgt, w = out["mlm_positions"], out["mlm_ids"], out["mlm_weights"]
     assert pos.shape == tgt.shape == w.shape == (4000, 10)  # ceil(0.15 * 64) = 10.
-    assert (out['input_ids'].dtype, pos.dtype, tgt.dtype, w.dtype) == (
-        np.int32, np.int32, np.int32, np.float32)
+    assert (out["input_ids"].dtype, pos.dtype, tgt.dtype, w.dtype) == (
+        np.int32,
+        np.int32,
+        np.int32,
+        np.float32,
+    )
     sel = w > 0
     rows = np.broadcast_to(np.arange(4000)[:, None], pos.shape)
     # Targets are the original tokens; none is special or padding.
@@ -211,12 +232,12 @@ def test_mask_tokens_statistics():
     frac = sel.sum() / candidates.sum()
     assert abs(frac - 0.15) < 0.01, frac
     # Unselected positions are untouched.
-    changed = out['input_ids'] != ids
+    changed = out["input_ids"] != ids
     selected_map = np.zeros_like(candidates)
     selected_map[rows[sel], pos[sel]] = True
     assert not changed[~selected_map].any()
     # 80 / 10 / 10 among the selected.
-    new = out['input_ids'][rows[sel], pos[sel]]
+    new = out["input_ids"][rows[sel], pos[sel]]
     orig = tgt[sel]
     n = sel.sum()
     masked = np.mean(new == MASK)
@@ -233,13 +254,13 @@ def test_mask_tokens_edge_cases():
     special = [PAD, CLS, SEP, MASK]
     ids = np.array([[CLS, SEP, PAD, PAD], [CLS, 7, SEP, PAD]], np.int32)
     out = mlm.mask_tokens(ids, np.random.default_rng(0), 20, MASK, special, max_predictions=3)
-    np.testing.assert_array_equal(out['mlm_weights'], [[0, 0, 0], [1, 0, 0]])
-    np.testing.assert_array_equal(out['mlm_positions'][1], [1, 0, 0])
-    np.testing.assert_array_equal(out['mlm_ids'][1], [7, 0, 0])
+    np.testing.assert_array_equal(out["mlm_weights"], [[0, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(out["mlm_positions"][1], [1, 0, 0])
+    np.testing.assert_array_equal(out["mlm_ids"][1], [7, 0, 0])
     # max_predictions caps the count; 1-D input keeps its rank.
     row = np.arange(10, 50, dtype=np.int32)
     out = mlm.mask_tokens(row, np.random.default_rng(0), 60, MASK, special, 0.5, 4)
-    assert out['input_ids'].shape == (40,) and out['mlm_weights'].sum() == 4
+    assert out["input_ids"].shape == (40,) and out["mlm_weights"].sum() == 4
 
 
 def test_mask_tokens_deterministic():
@@ -249,35 +270,35 @@ def test_mask_tokens_deterministic():
     c = mlm.mask_tokens(ids, np.random.default_rng(8), 100, MASK, [PAD, CLS, SEP])
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    assert not np.array_equal(a['input_ids'], c['input_ids'])
+    assert not np.array_equal(a["input_ids"], c["input_ids"])
 
 
 # --------------------------------------------------------------------------------------------
 # Compatibility checks
 # --------------------------------------------------------------------------------------------
 def test_check_vocab_compat(minilm_dir, minilm_tokenizer):
-    vocab_txt = os.path.join(minilm_dir, 'vocab.txt')
+    vocab_txt = os.path.join(minilm_dir, "vocab.txt")
     mlm.check_vocab_compat(minilm_tokenizer, vocab_txt)
     mlm.check_vocab_compat(minilm_dir, minilm_tokenizer)
     base = {token: i for i, token in enumerate(TINY_VOCAB)}
     mlm.check_vocab_compat(tiny_tokenizer(), base)
-    with pytest.raises(ValueError, match='sizes differ: student has 13 tokens, teacher has '
-                                         '30522'):
+    with pytest.raises(ValueError, match="sizes differ: student has 13 tokens, teacher has 30522"):
         mlm.check_vocab_compat(base, vocab_txt)
     swapped = dict(base, cat=7, sat=6)
     with pytest.raises(ValueError, match="token id 6 is 'sat' in the student"):
         mlm.check_vocab_compat(swapped, base)
-    special = dict(base, **{'[MASK]': 5, 'the': 4})
+    special = dict(base, **{"[MASK]": 5, "the": 4})
     with pytest.raises(ValueError, match=r"special token '\[MASK\]' has id 5 in the student"):
         mlm.check_vocab_compat(special, base)
 
 
 def test_check_seq_len():
     from bort_jax.arch import Spec, check_seq_len
+
     check_seq_len(512, Spec(max_positions=512))
-    with pytest.raises(ValueError, match='seq_len=513 exceeds the model.s 512 usable'):
+    with pytest.raises(ValueError, match="seq_len=513 exceeds the model.s 512 usable"):
         check_seq_len(513, Spec(max_positions=512))
-    with pytest.raises(ValueError, match='max_seq_len=513 exceeds the model.s 512 usable'):
-        check_seq_len(513, Spec(max_positions=514, position_offset=2), 'max_seq_len')
-    with pytest.raises(ValueError, match='>= 3'):
+    with pytest.raises(ValueError, match="max_seq_len=513 exceeds the model.s 512 usable"):
+        check_seq_len(513, Spec(max_positions=514, position_offset=2), "max_seq_len")
+    with pytest.raises(ValueError, match=">= 3"):
         check_seq_len(2, Spec())

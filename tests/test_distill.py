@@ -7,6 +7,7 @@ and MLM logits; everything after that — the layer map for D_s < D_t, the proje
 MLM-slot masks, the term weights, the temperature, and `output_total` (the e(ξ) the search
 optimises) — is recomputed here in float64 numpy, without calling `bort_jax.losses`.
 """
+
 import jax
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from bort_jax import distill
 from bort_jax.arch import Arch, Spec
 from bort_jax.models.bert import Bert, init_params
 
-B, L, P, V = 3, 6, 3, 13          # batch, sequence length, MLM slots, vocabulary
-DS, HS, DT, HT = 2, 8, 5, 12      # student / teacher depth and width
+B, L, P, V = 3, 6, 3, 13  # batch, sequence length, MLM slots, vocabulary
+DS, HS, DT, HT = 2, 8, 5, 12  # student / teacher depth and width
 # The teacher hidden state matched to each student hidden state 0..D_s (0 = embeddings),
 # worked out by hand: 'uniform' is k·D_t/D_s rounded half up (1·5/2 = 2.5 → 3), 'last' the top
 # D_s teacher layers.
@@ -25,11 +26,13 @@ HAND_MAPS = {"uniform": (0, 3, 5), "last": (0, 4, 5)}
 
 def _batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
     mask = np.ones((B, L), np.int32)
-    mask[1, 4:] = 0                                   # padding: rows 1 and 2 are shorter
+    mask[1, 4:] = 0  # padding: rows 1 and 2 are shorter
     mask[2, 3:] = 0
     ids = rng.integers(4, V, (B, L)).astype(np.int32) * mask
     return {
-        "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((B, L), np.int32),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": np.zeros((B, L), np.int32),
         "mlm_positions": np.array([[1, 3, 5], [2, 0, 0], [1, 2, 0]], np.int32),
         "mlm_ids": rng.integers(0, V, (B, P)).astype(np.int32),
         "mlm_weights": np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0]], np.float32),  # padded slots
@@ -43,8 +46,14 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def _expected(hidden: list[np.ndarray], logits: np.ndarray, proj: dict, batch: dict,
-              tmap: tuple[int, ...], w: distill.KDWeights) -> dict[str, float]:
+def _expected(
+    hidden: list[np.ndarray],
+    logits: np.ndarray,
+    proj: dict,
+    batch: dict,
+    tmap: tuple[int, ...],
+    w: distill.KDWeights,
+) -> dict[str, float]:
     """The KD objective of distill.py's docstring, in float64, term by term."""
     wts = batch["mlm_weights"].astype(np.float64)
     n_slots = max(wts.sum(), 1.0)
@@ -58,7 +67,7 @@ def _expected(hidden: list[np.ndarray], logits: np.ndarray, proj: dict, batch: d
     t = batch["teacher_logits"].astype(np.float64) / w.temperature
     log_q, log_p = _log_softmax(t), _log_softmax(z / w.temperature)
     kl = (np.exp(log_q) * (log_q - log_p)).sum(-1)
-    logit = w.temperature ** 2 * (wts * kl).sum() / n_slots
+    logit = w.temperature**2 * (wts * kl).sum() / n_slots
     # hidden-state MSE per student layer k against teacher layer tmap[k], through W_k, over real
     # tokens, divided by the teacher width
     mask = batch["attention_mask"].astype(np.float64)
@@ -71,8 +80,15 @@ def _expected(hidden: list[np.ndarray], logits: np.ndarray, proj: dict, batch: d
     hidden_mean = sum(per_layer) / len(per_layer)
     total = w.mlm * mlm + w.hidden * hidden_mean + w.logit * logit
     output_total = w.mlm * mlm + w.hidden * per_layer[-1] + w.logit * logit
-    return {"mlm": mlm, "mlm_acc": acc, "logit": logit, "hidden": hidden_mean,
-            "hidden_last": per_layer[-1], "total": total, "output_total": output_total}
+    return {
+        "mlm": mlm,
+        "mlm_acc": acc,
+        "logit": logit,
+        "hidden": hidden_mean,
+        "hidden_last": per_layer[-1],
+        "total": total,
+        "output_total": output_total,
+    }
 
 
 @pytest.mark.parametrize("layer_map", ["uniform", "last"])
@@ -84,25 +100,43 @@ def test_kd_objective_equals_hand_computation(layer_map, logit_weight):
     student = init_params(model, jax.random.PRNGKey(3))
     proj = {str(k): rng.normal(0, 0.5, (HS, HT)).astype(np.float32) for k in range(DS + 1)}
     params = {"student": student, "proj": proj}
-    data = distill.KDData(train={}, heldout={}, teacher_train={}, teacher_heldout={},
-                          teacher_depth=DT, teacher_hidden=HT, vocab_size=V)
-    weights = distill.KDWeights(mlm=0.7, hidden=1.3, logit=logit_weight, temperature=2.0,
-                                layer_map=layer_map)
+    data = distill.KDData(
+        train={},
+        heldout={},
+        teacher_train={},
+        teacher_heldout={},
+        teacher_depth=DT,
+        teacher_hidden=HT,
+        vocab_size=V,
+    )
+    weights = distill.KDWeights(
+        mlm=0.7, hidden=1.3, logit=logit_weight, temperature=2.0, layer_map=layer_map
+    )
     batch = _batch(rng)
     if not logit_weight:
         del batch["teacher_logits"]  # hidden-state KD only: no teacher MLM head needed
     total, metrics = distill.make_loss_fn(model, data, weights)(
-        params, batch, jax.random.PRNGKey(0), deterministic=True)
+        params, batch, jax.random.PRNGKey(0), deterministic=True
+    )
 
-    out = model.apply({"params": student}, batch["input_ids"], batch["attention_mask"],
-                      batch["token_type_ids"], output_hidden_states=True,
-                      mlm_positions=batch["mlm_positions"])
+    out = model.apply(
+        {"params": student},
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["token_type_ids"],
+        output_hidden_states=True,
+        mlm_positions=batch["mlm_positions"],
+    )
     hidden = [np.asarray(h) for h in out["hidden_states"]]
     assert len(hidden) == DS + 1
-    exp = _expected(hidden, np.asarray(out["mlm_logits"]), proj,
-                    {**batch, "teacher_logits": batch.get("teacher_logits",
-                                                          np.zeros((B, P, V)))},
-                    HAND_MAPS[layer_map], weights)
+    exp = _expected(
+        hidden,
+        np.asarray(out["mlm_logits"]),
+        proj,
+        {**batch, "teacher_logits": batch.get("teacher_logits", np.zeros((B, P, V)))},
+        HAND_MAPS[layer_map],
+        weights,
+    )
     got = {k: float(v) for k, v in metrics.items()}
     np.testing.assert_allclose(float(total), exp["total"], rtol=2e-5)
     np.testing.assert_allclose(got["total"], exp["total"], rtol=2e-5)
@@ -116,8 +150,12 @@ def test_kd_objective_equals_hand_computation(layer_map, logit_weight):
     # the check can fail: the two objectives differ, and another layer map gives other values
     assert abs(exp["output_total"] - exp["total"]) > 1e-3
     other = "last" if layer_map == "uniform" else "uniform"
-    wrong = _expected(hidden, np.asarray(out["mlm_logits"]), proj,
-                      {**batch, "teacher_logits": batch.get("teacher_logits",
-                                                            np.zeros((B, P, V)))},
-                      HAND_MAPS[other], weights)
+    wrong = _expected(
+        hidden,
+        np.asarray(out["mlm_logits"]),
+        proj,
+        {**batch, "teacher_logits": batch.get("teacher_logits", np.zeros((B, P, V)))},
+        HAND_MAPS[other],
+        weights,
+    )
     assert abs(wrong["total"] - got["total"]) > 1e-3 * abs(got["total"])

@@ -6,6 +6,7 @@ latency model are checked on it, and a second fresh run and a run killed twice (
 reproduce it exactly. All runs of the module share one latency model and one JAX compilation
 cache (`shared/`), as extractions that must compare do.
 """
+
 import importlib.util
 import json
 import os
@@ -32,8 +33,14 @@ WALL_CLOCK = ("wall_time_s",)  # report.json fields that are wall-clock times
 
 def _start(workdir: Path, shared: Path, kill_after: int = 0) -> subprocess.Popen:
     env = dict(os.environ, KILL_AFTER=str(kill_after), PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, str(WORKER), str(workdir), str(shared)], env=env,
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(workdir), str(shared)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _run(workdir: Path, shared: Path, kill_after: int = 0) -> subprocess.CompletedProcess:
@@ -61,8 +68,10 @@ def _report(workdir: Path) -> dict:
 
 def _sequence(workdir: Path) -> list[tuple]:
     """The evaluation sequence: (candidate, p, i, e, W) in the order the search evaluated."""
-    return [(ev["candidate"]["repr"], ev["p"], ev["i"], ev["e"], ev["objective"])
-            for ev in json.loads((workdir / "report.json").read_text())["evaluations"]]
+    return [
+        (ev["candidate"]["repr"], ev["p"], ev["i"], ev["e"], ev["objective"])
+        for ev in json.loads((workdir / "report.json").read_text())["evaluations"]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -103,16 +112,16 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     summary = json.loads((reference / "summary.json").read_text())
     cfg = default.get_config("smoke")
     spec = hf.load(hf.minilm_path()).spec
-    model = latency.LatencyModel.from_json(json.loads(
-        (shared / "latency_model.json").read_text()))
+    model = latency.LatencyModel.from_json(json.loads((shared / "latency_model.json").read_text()))
     cands = extract.build_space(cfg).candidates()
     p = {str(a): float(A.param_count(a, spec)["total"]) for a in cands}
     i = {str(a): model.predict(a, spec) for a in cands}
     e = {}
     for f in _entries(reference):
         entry = json.loads(f.read_text())
-        e[str(Arch(**{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", entry["key"])}))] = \
-            entry["error"]
+        e[str(Arch(**{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", entry["key"])}))] = entry[
+            "error"
+        ]
     p_ref, i_ref = max(p.values()), max(i.values())
     w = dict(cfg.objective)
     assert rep["p_ref"] == p_ref and rep["i_ref"] == i_ref
@@ -125,10 +134,17 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     for row in table:
         name = row["candidate"].strip("*")
         ev = evals[name]
-        want_w = (p_ref / p[name]) ** w["alpha"] * (i_ref / i[name]) ** w["beta"] * \
-            (1.0 / e[name]) ** w["gamma"]
-        for col, json_value, own in (("p", ev["p"], p[name]), ("i", ev["i"], i[name]),
-                                     ("e", ev["e"], e[name]), ("W", ev["objective"], want_w)):
+        want_w = (
+            (p_ref / p[name]) ** w["alpha"]
+            * (i_ref / i[name]) ** w["beta"]
+            * (1.0 / e[name]) ** w["gamma"]
+        )
+        for col, json_value, own in (
+            ("p", ev["p"], p[name]),
+            ("i", ev["i"], i[name]),
+            ("e", ev["e"], e[name]),
+            ("W", ev["objective"], want_w),
+        ):
             assert json_value == pytest.approx(own, rel=1e-12), (name, col)
             assert _num(row[col]) == pytest.approx(own, rel=1e-5), (name, col, row[col])
         assert (row["candidate"].startswith("**")) == (name == summary["chosen"])
@@ -138,16 +154,23 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     assert str(Arch(**best["candidate"]["fields"])) == summary["chosen"]
     chosen_line = md.split("## Chosen\n\n", 1)[1].splitlines()[0]
     assert chosen_line.startswith(f"`{summary['chosen']}`")
-    assert _num(re.search(r"W = ([\d.e+-]+)", chosen_line).group(1)) == \
-        pytest.approx(best["objective"], rel=1e-5)
+    assert _num(re.search(r"W = ([\d.e+-]+)", chosen_line).group(1)) == pytest.approx(
+        best["objective"], rel=1e-5
+    )
     run = re.search(r"proxy evaluations: (\d+) of (\d+) candidates \((\d+) from", md)
-    assert tuple(map(int, run.groups())) == (rep["n_evaluations"], rep["n_candidates"],
-                                             rep["n_cache_hits"])
+    assert tuple(map(int, run.groups())) == (
+        rep["n_evaluations"],
+        rep["n_candidates"],
+        rep["n_cache_hits"],
+    )
     assert rep["n_candidates"] == len(cands)
     # e is the held-out objective the proxy trainer reported for that candidate
     for name, ev in evals.items():
-        key = next(k for k in summary["candidate_metrics"] if str(Arch(**{
-            a: int(v) for a, v in re.findall(r"(\w+)=(\d+)", k)})) == name)
+        key = next(
+            k
+            for k in summary["candidate_metrics"]
+            if str(Arch(**{a: int(v) for a, v in re.findall(r"(\w+)=(\d+)", k)})) == name
+        )
         assert summary["candidate_metrics"][key]["heldout_output_total"] == ev["e"]
 
 
@@ -160,8 +183,9 @@ def test_measured_latency_model(reference, shared, tmp_path):
     assert cfg.inference == "measured"
     assert model.settings["seq_len"] == cfg.latency_seq_len == 16
     assert model.settings["device"] == latency.device_name()
-    assert len(model.calibration) == min(cfg.latency_points, len(
-        extract.build_space(cfg).candidates()))
+    assert len(model.calibration) == min(
+        cfg.latency_points, len(extract.build_space(cfg).candidates())
+    )
     assert all(c >= 0 for c in model.coefficients.values())
     assert all(t > 0 and f > 0 for _, t, f in model.calibration)
     spec = hf.load(hf.minilm_path()).spec
@@ -180,8 +204,9 @@ def test_measured_latency_model(reference, shared, tmp_path):
 def test_generated_pretrain_config_runs(reference, tmp_path):
     """workdir/pretrain_config.py imports, validates and pretrains the chosen shape."""
     summary = json.loads((reference / "summary.json").read_text())
-    spec = importlib.util.spec_from_file_location("chosen_pretrain_config",
-                                                  reference / "pretrain_config.py")
+    spec = importlib.util.spec_from_file_location(
+        "chosen_pretrain_config", reference / "pretrain_config.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     cfg = module.get_config("smoke")
@@ -208,8 +233,10 @@ def test_extraction_is_deterministic(reference, shared, tmp_path):
     a = json.loads((tmp_path / "again" / "summary.json").read_text())
     b = json.loads((reference / "summary.json").read_text())
     assert a["chosen"] == b["chosen"] and a["objective"] == b["objective"]
-    strip = lambda m: {k: {n: v for n, v in x.items() if n != "train_seconds"}  # noqa: E731
-                       for k, x in m.items()}
+    strip = lambda m: {
+        k: {n: v for n, v in x.items() if n != "train_seconds"}  # noqa: E731
+        for k, x in m.items()
+    }
     assert strip(a["candidate_metrics"]) == strip(b["candidate_metrics"])
 
 
@@ -236,7 +263,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(reference, shared, t
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert [c for _, c in _calls(work)] == ref_calls  # same order, nothing evaluated twice
-    assert len(_entries(work)) == n - 1               # the interrupted candidate is not stored
+    assert len(_entries(work)) == n - 1  # the interrupted candidate is not stored
     # corrupt one finished entry: it must be recomputed, the others reused
     _entries(work)[0].write_text("{not json")
     last = _run(work, shared)
@@ -245,11 +272,19 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(reference, shared, t
     assert summary["n_cache_hits"] == n - 2 and summary["n_e_calls"] == 2
     assert len(_calls(work)) == n + 2
     assert _sequence(work) == _sequence(reference)
-    keep = lambda r: {k: v for k, v in r.items()  # noqa: E731
-                      if k not in ("n_e_calls", "n_cache_hits")}
+    keep = lambda r: {
+        k: v
+        for k, v in r.items()  # noqa: E731
+        if k not in ("n_e_calls", "n_cache_hits")
+    }
     assert keep(_report(work)) == keep(_report(reference))
-    for name in ("report.md", "report.json", "report_e_vs_p.png", "report_e_vs_i.png",
-                 "pretrain_config.py"):
+    for name in (
+        "report.md",
+        "report.json",
+        "report_e_vs_p.png",
+        "report_e_vs_i.png",
+        "pretrain_config.py",
+    ):
         assert (work / name).is_file(), name
     assert str(hf.load(work / "chosen_hf").arch) == summary["chosen"]
     # a changed config must not reuse stale entries: different hash directory
@@ -258,12 +293,15 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(reference, shared, t
     assert extract.config_hash(cfg, extract.ERROR_KEYS) != summary["config_hash"]
 
 
-@pytest.mark.parametrize("field,value,err,match", [
-    ("eps", 1.5, ValueError, "eps"),
-    ("eps", 0.0, ValueError, "eps"),
-    ("source_dir", "/nonexistent/ckpt", FileNotFoundError, "source_dir"),
-    ("inference", "guess", ValueError, "inference"),
-])
+@pytest.mark.parametrize(
+    "field,value,err,match",
+    [
+        ("eps", 1.5, ValueError, "eps"),
+        ("eps", 0.0, ValueError, "eps"),
+        ("source_dir", "/nonexistent/ckpt", FileNotFoundError, "source_dir"),
+        ("inference", "guess", ValueError, "inference"),
+    ],
+)
 def test_named_errors_before_work(tmp_path, field, value, err, match):
     cfg = default.get_config("smoke")
     setattr(cfg, field, value)
@@ -307,10 +345,18 @@ def test_bert_configs_validate_with_paper_grid(tmp_path, minilm_dir):
 
 def test_scripts_import_configs_from_any_cwd(tmp_path):
     """`python scripts/extract.py --config=configs/bert_large.py` imports `configs.*`."""
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "extract.py"),
-                          f"--config={ROOT / 'configs' / 'bert_large.py'}",
-                          f"--workdir={tmp_path}"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "extract.py"),
+            f"--config={ROOT / 'configs' / 'bert_large.py'}",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "source_dir is required" in out.stderr, out.stderr[-2000:]
 
 
@@ -347,8 +393,13 @@ def test_latency_model_fit_predict_round_trip():
     spec = Spec(vocab_size=30522, max_positions=512, pooler=False)
     cands = extract.build_space(default.get_config()).candidates()
     settings = {"batch": 1, "seq_len": 128}
-    truth = {"call": 2e-4, "layer": 1e-4, "matmul_flops": 2e-12, "softmax_elements": 0.0,
-             "weight_bytes": 0.0}
+    truth = {
+        "call": 2e-4,
+        "layer": 1e-4,
+        "matmul_flops": 2e-12,
+        "softmax_elements": 0.0,
+        "weight_bytes": 0.0,
+    }
 
     def seconds(a):
         x = latency.features(a, spec, 1, 128)

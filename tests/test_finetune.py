@@ -1,6 +1,7 @@
 """Fine-tuning: learning on an easy synthetic task, encodings, best-dev selection, errors,
 determinism and exact resume. A tiny random BERT (Arch 1,2,32,64) with a WordPiece vocabulary
 built here keeps the whole file well under a minute on two CPU cores."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,16 +24,31 @@ from bort_jax.tasks.loading import DataNotFoundError, load_examples
 
 POSITIVE = ("good", "great", "fine", "nice")
 NEGATIVE = ("bad", "awful", "poor", "dull")
-FILLER = ("the", "movie", "was", "a", "film", "plot", "actor", "really", "this", "and",
-          "story", "very", "it", "so")
+FILLER = (
+    "the",
+    "movie",
+    "was",
+    "a",
+    "film",
+    "plot",
+    "actor",
+    "really",
+    "this",
+    "and",
+    "story",
+    "very",
+    "it",
+    "so",
+)
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TINY = Arch(1, 2, 32, 64)
 
 
 def _sentence(rng: np.random.Generator, label: int) -> str:
     words = list(rng.choice(FILLER, size=rng.integers(3, 7)))
-    words.insert(int(rng.integers(0, len(words) + 1)),
-                 str(rng.choice(POSITIVE if label else NEGATIVE)))
+    words.insert(
+        int(rng.integers(0, len(words) + 1)), str(rng.choice(POSITIVE if label else NEGATIVE))
+    )
     return " ".join(words)
 
 
@@ -66,9 +82,20 @@ def sst2_dir(tmp_path_factory) -> Path:
 
 
 def _config(tiny_dir, data_dir, **kw) -> dict:
-    base = dict(task="sst2", init=str(tiny_dir), data_dir=str(data_dir), max_seq_len=16,
-                batch_size=16, learning_rate=2e-3, num_steps=24, eval_every=8, log_every=4,
-                warmup_ratio=0.1, dropout_rate=0.0, eval_batch_size=64)
+    base = dict(
+        task="sst2",
+        init=str(tiny_dir),
+        data_dir=str(data_dir),
+        max_seq_len=16,
+        batch_size=16,
+        learning_rate=2e-3,
+        num_steps=24,
+        eval_every=8,
+        log_every=4,
+        warmup_ratio=0.1,
+        dropout_rate=0.0,
+        eval_batch_size=64,
+    )
     return dict(base, **kw)
 
 
@@ -76,8 +103,9 @@ def _config(tiny_dir, data_dir, **kw) -> dict:
 
 
 def test_loss_decreases_and_dev_accuracy_rises(tiny_dir, sst2_dir, tmp_path):
-    res = ft.finetune(_config(tiny_dir, sst2_dir, num_steps=160, eval_every=40, log_every=20),
-                      tmp_path)
+    res = ft.finetune(
+        _config(tiny_dir, sst2_dir, num_steps=160, eval_every=40, log_every=20), tmp_path
+    )
     losses = [r["loss"] for r in res["train_loss"]]
     assert losses[-1] < 0.5 * losses[0], losses
     accs = [r["dev_accuracy"] for r in res["evals"]]
@@ -114,17 +142,22 @@ def test_same_seed_same_run(tiny_dir, sst2_dir, tmp_path):
 def test_pair_encoding_rte(tiny_dir):
     tok = hf.load_tokenizer(tiny_dir)
     task = get_task("rte")
-    examples = [Example("the movie was good", "it was fine", label=0),
-                Example("the plot", "so dull", label=1)]
+    examples = [
+        Example("the movie was good", "it was fine", label=0),
+        Example("the plot", "so dull", label=1),
+    ]
     arrays = encode_examples(tok, task, examples, 12)
     assert arrays["input_ids"].shape == arrays["token_type_ids"].shape == (2, 12)
     assert arrays["label"].tolist() == [0, 1] and arrays["label"].dtype == np.int32
     sep = tok.token_to_id("[SEP]")
-    row, types, mask = arrays["input_ids"][0], arrays["token_type_ids"][0], \
-        arrays["attention_mask"][0]
+    row, types, mask = (
+        arrays["input_ids"][0],
+        arrays["token_type_ids"][0],
+        arrays["attention_mask"][0],
+    )
     assert row[0] == tok.token_to_id("[CLS]") and (row == sep).sum() == 2
     first_sep = int(np.argmax(row == sep))
-    assert types[:first_sep + 1].sum() == 0 and types[first_sep + 1:mask.sum()].all()
+    assert types[: first_sep + 1].sum() == 0 and types[first_sep + 1 : mask.sum()].all()
 
 
 def test_real_rte_with_minilm_tokenizer(task_data_dir, minilm_dir):
@@ -138,9 +171,11 @@ def test_real_rte_with_minilm_tokenizer(task_data_dir, minilm_dir):
 def test_multiple_choice_shapes_and_loss(tiny_dir):
     ckpt = hf.load(tiny_dir)
     task = get_task("copa")
-    examples = [Example("the movie was good", "effect", choices=["nice", "dull"], label=0),
-                Example("the plot was bad", "cause", choices=["fine", "poor"], label=1),
-                Example("the actor", "effect", choices=["great", "awful"], label=0)]
+    examples = [
+        Example("the movie was good", "effect", choices=["nice", "dull"], label=0),
+        Example("the plot was bad", "cause", choices=["fine", "poor"], label=1),
+        Example("the actor", "effect", choices=["great", "awful"], label=0),
+    ]
     arrays = encode_examples(hf.load_tokenizer(tiny_dir), task, examples, 16)
     assert arrays["input_ids"].shape == (3, 2, 16) and arrays["label"].shape == (3,)
     model, params = ft.build_classifier(ckpt, task)
@@ -149,8 +184,12 @@ def test_multiple_choice_shapes_and_loss(tiny_dir):
     logits = logits_fn(params, arrays)
     assert logits.shape == (3, 2)
     # the second choice is scored exactly like the same pair encoded on its own
-    alone = encode_examples(hf.load_tokenizer(tiny_dir), get_task("rte"),
-                               [Example("the movie was good", "effect dull", label=0)], 16)
+    alone = encode_examples(
+        hf.load_tokenizer(tiny_dir),
+        get_task("rte"),
+        [Example("the movie was good", "effect dull", label=0)],
+        16,
+    )
     np.testing.assert_allclose(logits_fn(params, alone)[0, 0], logits[0, 1], atol=1e-5)
     loss, _ = jax.jit(ft.classification_loss_fn(model, task.kind))(params, arrays, None)
     expected = np.mean(jax.nn.logsumexp(logits, -1) - logits[np.arange(3), arrays["label"]])
@@ -161,16 +200,20 @@ def test_multiple_choice_shapes_and_loss(tiny_dir):
 def test_regression_head_uses_mse(tiny_dir):
     ckpt = hf.load(tiny_dir)
     task = get_task("stsb")
-    arrays = encode_examples(hf.load_tokenizer(tiny_dir), task,
-                                [Example("a film", "the movie", label=4.5),
-                                 Example("good", "bad", label=0.5)], 16)
+    arrays = encode_examples(
+        hf.load_tokenizer(tiny_dir),
+        task,
+        [Example("a film", "the movie", label=4.5), Example("good", "bad", label=0.5)],
+        16,
+    )
     assert arrays["label"].dtype == np.float32
     model, params = ft.build_classifier(ckpt, task)
     out = ft.predict(model, params, arrays)
     assert out.shape == (2, 1)
     loss, _ = jax.jit(ft.classification_loss_fn(model, task.kind))(params, arrays, None)
-    assert float(loss) == pytest.approx(float(np.mean((out[:, 0] - arrays["label"]) ** 2)),
-                                        rel=1e-5)
+    assert float(loss) == pytest.approx(
+        float(np.mean((out[:, 0] - arrays["label"]) ** 2)), rel=1e-5
+    )
     metrics = ft.evaluate_task(model, params, task, arrays)
     assert set(metrics) == {"pearson", "spearman"}
 
@@ -189,15 +232,19 @@ def test_train_batches_are_stateless_trimmed_and_cover_each_epoch():
     n, bsz = 10, 4
     mask = np.zeros((n, 32), np.int32)
     mask[:, :3] = 1
-    arrays = {"input_ids": np.arange(n)[:, None].repeat(32, 1).astype(np.int32),
-              "attention_mask": mask, "label": np.arange(n), "ignored": np.zeros(n)}
+    arrays = {
+        "input_ids": np.arange(n)[:, None].repeat(32, 1).astype(np.int32),
+        "attention_mask": mask,
+        "label": np.arange(n),
+        "ignored": np.zeros(n),
+    }
     fn = ft.train_batches(arrays, bsz, seed=3, bucket=8)
     np.testing.assert_array_equal(fn(7)["label"], fn(7)["label"])
     assert set(fn(0)) == {"input_ids", "attention_mask", "label"}
     assert fn(0)["input_ids"].shape == (bsz, 8)
     seen = np.concatenate([fn(s)["label"] for s in range(5)])  # 2 epochs of 10 rows
-    assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n:2 * n]) == list(range(n))
-    assert not np.array_equal(seen[:n], seen[n:2 * n])
+    assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n : 2 * n]) == list(range(n))
+    assert not np.array_equal(seen[:n], seen[n : 2 * n])
 
 
 def test_trim_keeps_a_bucket_multiple():
@@ -212,8 +259,9 @@ def test_dev_evaluator_keeps_first_maximum(tiny_dir, sst2_dir, monkeypatch):
     accs = iter((0.6, 0.8, 0.7, 0.8, float("nan")))
     monkeypatch.setattr(ft, "evaluate_task", lambda *a, **k: {"accuracy": next(accs)})
     saved = []
-    dev = ft.DevEvaluator(prep.model, prep.task, prep.dev, on_best=lambda d: saved.append(
-        d.best_step))
+    dev = ft.DevEvaluator(
+        prep.model, prep.task, prep.dev, on_best=lambda d: saved.append(d.best_step)
+    )
     for step in (10, 20, 30, 40, 50):
         out = dev({"w": np.full(2, step)}, step)
         assert set(out) == {"dev_accuracy"}
@@ -251,6 +299,7 @@ def test_sliced_candidate_trains(tiny_dir, sst2_dir):
 
 def test_config_file_spells_out_every_field():
     from configs import finetune as finetune_config
+
     cfg = finetune_config.get_config()
     assert set(cfg) == {f.name for f in dataclasses.fields(ft.FinetuneConfig)}
     assert ft.FinetuneConfig.from_config(cfg).task == "sst2"
@@ -282,7 +331,6 @@ def test_sigkill_anywhere_resumes_to_the_same_result(tiny_dir, sst2_dir, tmp_pat
     assert resumed["evals"] == reference["evals"]
     assert resumed["best_step"] == reference["best_step"]
     assert resumed["train_loss"] == reference["train_loss"]
-    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["params"],
-                           reference["params"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["params"], reference["params"])
     saved = json.loads((workdir / "metrics.json").read_text())
     assert saved["evals"] == reference["evals"] and saved["best"] == reference["best"]

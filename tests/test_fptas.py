@@ -1,4 +1,5 @@
 """The OSE search library: spaces, the (1-ε) guarantee, savings, Pareto front, reports, caching."""
+
 import dataclasses
 import json
 import math
@@ -16,9 +17,19 @@ SCALARISATIONS = (F.WCoefficient(1, 1, 1), F.WCoefficient(1, 1, 4), F.WCoefficie
 
 
 def run(inst, eps, objective, convex=False, s=1, **kw):
-    return F.fptas(inst.candidates, inst.p, inst.i, inst.e, eps, s, objective=objective,
-                   leq=inst.leq, monotonicity_slack=inst.noise,
-                   convex_in=inst.log_capacity if convex else None, **kw)
+    return F.fptas(
+        inst.candidates,
+        inst.p,
+        inst.i,
+        inst.e,
+        eps,
+        s,
+        objective=objective,
+        leq=inst.leq,
+        monotonicity_slack=inst.noise,
+        convex_in=inst.log_capacity if convex else None,
+        **kw,
+    )
 
 
 def exact(inst, objective):
@@ -56,14 +67,17 @@ def test_bert_grid_order_and_factory():
     assert SP.bert_grid(monotone_heads=True).leq(Arch(2, 4, 512, 256), Arch(4, 8, 768, 768))
 
 
-@pytest.mark.parametrize("make,field", [
-    (lambda: SP.Axis("depth", ()), "depth"),
-    (lambda: SP.Axis("width", (4, 4)), "width"),
-    (lambda: SP.Axis("heads", (4, 2.5)), "heads"),
-    (lambda: SP.grid(depth=(1, 2), monotone={"widht": True}), "widht"),
-    (lambda: SP.SearchSpace((SP.Axis("d", (1,)), SP.Axis("d", (2,)))), "'d'"),
-    (lambda: SP.grid(valid=lambda f: False, hidden=(8,)).candidates(), "valid"),
-])
+@pytest.mark.parametrize(
+    "make,field",
+    [
+        (lambda: SP.Axis("depth", ()), "depth"),
+        (lambda: SP.Axis("width", (4, 4)), "width"),
+        (lambda: SP.Axis("heads", (4, 2.5)), "heads"),
+        (lambda: SP.grid(depth=(1, 2), monotone={"widht": True}), "widht"),
+        (lambda: SP.SearchSpace((SP.Axis("d", (1,)), SP.Axis("d", (2,)))), "'d'"),
+        (lambda: SP.grid(valid=lambda f: False, hidden=(8,)).candidates(), "valid"),
+    ],
+)
 def test_bad_grid_names_the_field(make, field):
     with pytest.raises(ValueError, match=field):
         make()
@@ -84,16 +98,20 @@ def test_toy_mlp_counts():
 
 
 def instances():
-    return [S.chain_instance(), S.toy_mlp_instance(power=1.0),
-            S.toy_mlp_instance(power=1.0, noise=0.05), S.random_monotone_instance(3),
-            S.random_monotone_instance(7, noise=0.1)]
+    return [
+        S.chain_instance(),
+        S.toy_mlp_instance(power=1.0),
+        S.toy_mlp_instance(power=1.0, noise=0.05),
+        S.random_monotone_instance(3),
+        S.random_monotone_instance(7, noise=0.1),
+    ]
 
 
 @pytest.mark.parametrize("eps", EPSILONS)
 def test_fptas_within_one_minus_eps_of_exhaustive(eps):
     for inst in instances():
         for objective in SCALARISATIONS:
-            for convex in ((False, True) if not inst.name.startswith("random") else (False,)):
+            for convex in (False, True) if not inst.name.startswith("random") else (False,):
                 base = exact(inst, objective)
                 assert base.chosen == inst.optimum(objective)[0]
                 res = run(inst, eps, objective, convex)
@@ -102,8 +120,7 @@ def test_fptas_within_one_minus_eps_of_exhaustive(eps):
                 assert res.guarantee.certified and not res.assumption_violations
                 assert res.guarantee.ratio == pytest.approx(1 - eps)
                 assert res.guarantee.certified_ratio >= 1 - eps - 1e-12
-                assert res.objective >= res.guarantee.certified_ratio * base.objective * (
-                    1 - 1e-12)
+                assert res.objective >= res.guarantee.certified_ratio * base.objective * (1 - 1e-12)
 
 
 def test_guarantee_on_many_random_monotone_instances():
@@ -127,14 +144,17 @@ def test_chain_matches_analytic_optimum():
     assert res.objective >= 0.9 * inst.optimum(objective)[1]
 
 
-@pytest.mark.parametrize("inst_fn,objective,convex", [
-    (S.chain_instance, F.WCoefficient(1, 1, 4), True),
-    (S.chain_instance, F.WCoefficient(0.5, 0.5, 4), True),
-    (S.chain_instance, F.WCoefficient(0.5, 0.5, 4), False),
-    (S.bert_like_instance, F.WCoefficient(1, 1, 4), True),
-    (S.bert_like_instance, F.WCoefficient(1, 1, 4), False),
-    (S.bert_like_instance, F.WCoefficient(0.5, 0.5, 4), True),
-])
+@pytest.mark.parametrize(
+    "inst_fn,objective,convex",
+    [
+        (S.chain_instance, F.WCoefficient(1, 1, 4), True),
+        (S.chain_instance, F.WCoefficient(0.5, 0.5, 4), True),
+        (S.chain_instance, F.WCoefficient(0.5, 0.5, 4), False),
+        (S.bert_like_instance, F.WCoefficient(1, 1, 4), True),
+        (S.bert_like_instance, F.WCoefficient(1, 1, 4), False),
+        (S.bert_like_instance, F.WCoefficient(0.5, 0.5, 4), True),
+    ],
+)
 def test_savings_at_eps_0_1(inst_fn, objective, convex):
     inst = inst_fn()
     res = run(inst, 0.1, objective, convex=convex)
@@ -179,11 +199,15 @@ def test_other_bad_arguments():
 
 
 def test_pareto_front_hand_made():
-    ev = [F.Evaluation("a", 10, 10, 0.5, 0), F.Evaluation("b", 5, 20, 0.5, 0),
-          F.Evaluation("c", 10, 10, 0.6, 0),   # dominated by a
-          F.Evaluation("d", 20, 20, 0.1, 0), F.Evaluation("e", 20, 20, 0.2, 0),  # e by d
-          F.Evaluation("f", 10, 10, 0.5, 0),   # equal to a: neither dominates
-          F.Evaluation("g", 4, 30, 0.9, 0)]
+    ev = [
+        F.Evaluation("a", 10, 10, 0.5, 0),
+        F.Evaluation("b", 5, 20, 0.5, 0),
+        F.Evaluation("c", 10, 10, 0.6, 0),  # dominated by a
+        F.Evaluation("d", 20, 20, 0.1, 0),
+        F.Evaluation("e", 20, 20, 0.2, 0),  # e by d
+        F.Evaluation("f", 10, 10, 0.5, 0),  # equal to a: neither dominates
+        F.Evaluation("g", 4, 30, 0.9, 0),
+    ]
     assert [x.candidate for x in F.pareto_front(ev)] == ["a", "b", "d", "f", "g"]
 
 
@@ -193,8 +217,10 @@ def test_result_front_is_nondominated_subset():
     front = set(x.candidate for x in res.pareto_front)
     assert front <= set(x.candidate for x in res.evaluations)
     for x in res.evaluations:
-        dominated = any(y.p <= x.p and y.i <= x.i and y.e <= x.e and (y.p, y.i, y.e) != (
-            x.p, x.i, x.e) for y in res.evaluations)
+        dominated = any(
+            y.p <= x.p and y.i <= x.i and y.e <= x.e and (y.p, y.i, y.e) != (x.p, x.i, x.e)
+            for y in res.evaluations
+        )
         assert dominated == (x.candidate not in front)
 
 
@@ -229,8 +255,9 @@ def test_cache_hits_prevent_reevaluation():
     assert inst.e.calls == first.n_e_calls  # no new call
     assert second.n_e_calls == 0 and second.n_cache_hits == second.n_evaluations
     assert second.chosen == first.chosen
-    full = F.exhaustive(inst.candidates, inst.p, inst.i, inst.e, objective=objective,
-                        cache=reloaded)
+    full = F.exhaustive(
+        inst.candidates, inst.p, inst.i, inst.e, objective=objective, cache=reloaded
+    )
     assert full.n_cache_hits == first.n_evaluations
     assert inst.e.calls == len(inst.candidates)
     plain = {}
@@ -249,8 +276,7 @@ def test_failures_skip_or_raise():
 
     with pytest.raises(RuntimeError, match="out of memory"):
         F.fptas(inst.candidates, inst.p, inst.i, flaky, 0.1, objective=objective)
-    res = F.fptas(inst.candidates, inst.p, inst.i, flaky, 0.1, objective=objective,
-                  on_error="skip")
+    res = F.fptas(inst.candidates, inst.p, inst.i, flaky, 0.1, objective=objective, on_error="skip")
     assert res.failed and res.failed[0][0].depth == 12 and "out of memory" in res.failed[0][1]
     rest = [c for c in inst.candidates if c.depth != 12]
     best = F.exhaustive(rest, inst.p, inst.i, inst.e.fn, objective=objective)
@@ -277,9 +303,12 @@ def test_step_budget():
 
 def test_check_abnc():
     # BERT-like with a 30k vocabulary: embeddings (A) hold more parameters than one layer (B).
-    bert = F.check_abnc({"params": 23_440_896, "flops": 10 * 128 * 768},
-                        {"params": 7_087_872, "flops": 2 * 128 * 7_077_888},
-                        (0, 0), n_middle=12)
+    bert = F.check_abnc(
+        {"params": 23_440_896, "flops": 10 * 128 * 768},
+        {"params": 7_087_872, "flops": 2 * 128 * 7_077_888},
+        (0, 0),
+        n_middle=12,
+    )
     assert not bert.holds and not bert.cheaper["A<B params"] and bert.cheaper["A<B flops"]
     assert "FAILS" in bert.guarantee and "A<B params" in bert.guarantee
     assert bert.ratios["A<B params"] == pytest.approx(23_440_896 / 7_087_872)
@@ -296,7 +325,7 @@ def test_assumption_audits():
     assert F.monotonicity_violations(full.evaluations, inst.leq) == []
     assert F.convexity_violations(full.evaluations, inst.log_capacity, inst.leq) == []
     ev = [F.Evaluation((1,), 1, 1, 0.5, 0), F.Evaluation((2,), 2, 2, 0.6, 0)]
-    (small, big, needed), = F.monotonicity_violations(ev)
+    ((small, big, needed),) = F.monotonicity_violations(ev)
     assert small.candidate == (1,) and needed == pytest.approx(0.2)
     assert F.required_slack(ev) == pytest.approx(0.2)
 
@@ -313,8 +342,14 @@ def test_report_files_and_json_round_trip(tmp_path):
         assert paths[key].exists() and paths[key].stat().st_size > 0
     assert paths["plot_params"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths["markdown"].read_text()
-    for needle in ("Pareto front", "Evaluated candidates", "AB^nC", "eps = 0.1", "wall time",
-                   str(res.chosen)):
+    for needle in (
+        "Pareto front",
+        "Evaluated candidates",
+        "AB^nC",
+        "eps = 0.1",
+        "wall time",
+        str(res.chosen),
+    ):
         assert needle in text
     data = json.loads(paths["json"].read_text())
     assert data == json.loads(json.dumps(R.result_to_dict(res, abnc)))
@@ -325,6 +360,7 @@ def test_report_files_and_json_round_trip(tmp_path):
 
 def test_audit_rows_respect_bound_and_save_evaluations():
     from bort_jax.search import audit
+
     rows = audit.synthetic_rows([0.1, 0.5])
     assert len(rows) == 8 and all(r.ok for r in rows)
     assert all(r.fptas_evaluations < r.exhaustive_evaluations for r in rows)

@@ -1,4 +1,5 @@
 """Checkpoint I/O against the real all-MiniLM-L6-v2 and the Hugging Face PyTorch reference."""
+
 import importlib.util
 import json
 import sys
@@ -21,9 +22,13 @@ def reference(fixtures_dir):
 @jax.default_matmul_precision("highest")  # exact fp32 matmuls on GPU/TPU too
 def test_minilm_parity_every_hidden_state(minilm, reference):
     model = Bert(minilm.arch, minilm.spec)
-    out = model.apply({"params": minilm.params}, reference["input_ids"],
-                      reference["attention_mask"], reference["token_type_ids"],
-                      output_hidden_states=True)
+    out = model.apply(
+        {"params": minilm.params},
+        reference["input_ids"],
+        reference["attention_mask"],
+        reference["token_type_ids"],
+        output_hidden_states=True,
+    )
     got = np.stack(out["hidden_states"])
     assert got.shape == reference["hidden_states"].shape == (7, 5, 32, 384)
     err = np.abs(got - reference["hidden_states"])
@@ -50,7 +55,8 @@ def test_minilm_tokenizer_matches_reference_ids(minilm_dir, reference):
 def test_reference_script_describes_fixture(fixtures_dir, reference):
     """make_minilm_reference.py (run with torch elsewhere) encodes exactly the stored texts."""
     spec = importlib.util.spec_from_file_location(
-        "make_minilm_reference", fixtures_dir / "make_minilm_reference.py")
+        "make_minilm_reference", fixtures_dir / "make_minilm_reference.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)  # imports numpy only; torch is imported when it runs
     texts = [*script.SINGLES, script.PAIR_SEPARATOR.join(script.PAIR)]
@@ -71,12 +77,14 @@ def test_other_lengths_consistent(minilm, minilm_dir):
 
 
 def test_round_trip_bit_exact(minilm, minilm_dir, tmp_path):
-    out = hf.save(tmp_path / "export", minilm.params, minilm.arch, minilm.spec,
-                  tokenizer_dir=minilm_dir)
+    out = hf.save(
+        tmp_path / "export", minilm.params, minilm.arch, minilm.spec, tokenizer_dir=minilm_dir
+    )
     again = hf.load(out)
     assert again.arch == minilm.arch and again.spec == minilm.spec
     jax.tree_util.tree_map(np.testing.assert_array_equal, again.params, minilm.params)
     from safetensors.numpy import load_file
+
     orig = load_file(f"{minilm_dir}/model.safetensors")
     new = load_file(str(out / "model.safetensors"))
     for k, v in new.items():
@@ -97,11 +105,20 @@ def test_mlm_head_and_prefixed_keys_round_trip(tmp_path):
 
 
 def test_roberta_config_gives_offset_positions():
-    arch, spec = hf.config_to_arch_spec({
-        "model_type": "roberta", "num_hidden_layers": 24, "num_attention_heads": 16,
-        "hidden_size": 1024, "intermediate_size": 4096, "vocab_size": 50265,
-        "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
-        "pad_token_id": 1})
+    arch, spec = hf.config_to_arch_spec(
+        {
+            "model_type": "roberta",
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "vocab_size": 50265,
+            "max_position_embeddings": 514,
+            "type_vocab_size": 1,
+            "layer_norm_eps": 1e-5,
+            "pad_token_id": 1,
+        }
+    )
     assert spec.position_offset == 2 and spec.pad_token_id == 1 and arch.depth == 24
 
 
@@ -115,6 +132,7 @@ def test_named_errors(tmp_path):
 
 def test_shape_mismatch_is_named(tmp_path, minilm_dir):
     import shutil
+
     d = tmp_path / "bad"
     shutil.copytree(minilm_dir, d)
     cfg = json.loads((d / "config.json").read_text())
@@ -126,9 +144,13 @@ def test_shape_mismatch_is_named(tmp_path, minilm_dir):
 
 def test_byte_level_bpe_tokenizer(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
+
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["hello world, hello bort"] * 20, vocab_size=300,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        ["hello world, hello bort"] * 20,
+        vocab_size=300,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.save_model(str(tmp_path))
     tok = hf.load_tokenizer(tmp_path)
     ids = hf.special_ids(tok)

@@ -1,4 +1,5 @@
 """Tests for bort_jax.losses against values computed by hand with ``math``."""
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,17 @@ def test_mlm_cross_entropy_hand_computed():
     ce1 = math.log(3)
     assert ce0 == pytest.approx(0.4076059644)
     assert losses.mlm_cross_entropy(logits, ids, jnp.array([[1.0, 1.0]])) == pytest.approx(
-        (ce0 + ce1) / 2, rel=1e-6)
+        (ce0 + ce1) / 2, rel=1e-6
+    )
     assert losses.mlm_cross_entropy(logits, ids, jnp.array([[1.0, 0.0]])) == pytest.approx(
-        ce0, rel=1e-6)
+        ce0, rel=1e-6
+    )
     # All weights zero: denominator max(0, 1) = 1, loss 0 (no NaN).
     assert losses.mlm_cross_entropy(logits, ids, jnp.zeros((1, 2))) == 0.0
     assert losses.mlm_accuracy(logits, ids, jnp.array([[1.0, 1.0]])) == pytest.approx(1.0)
-    assert losses.mlm_accuracy(logits, jnp.array([[1, 0]]),
-                               jnp.array([[1.0, 0.0]])) == pytest.approx(0.0)
+    assert losses.mlm_accuracy(
+        logits, jnp.array([[1, 0]]), jnp.array([[1.0, 0.0]])
+    ) == pytest.approx(0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,10 +57,12 @@ def test_logit_kd_hand_computed():
     q = [1 / (2 + math.sqrt(2)), math.sqrt(2) / (2 + math.sqrt(2)), 1 / (2 + math.sqrt(2))]
     kl0_t2 = sum(qi * math.log(qi / (1 / 3)) for qi in q)
     assert losses.logit_kd(student, teacher, weights, 2.0) == pytest.approx(
-        4 * kl0_t2 / 2, rel=1e-5)
+        4 * kl0_t2 / 2, rel=1e-5
+    )
     # Only weighted positions count.
     assert losses.logit_kd(student, teacher, jnp.array([[0.0, 1.0]]), 1.0) == pytest.approx(
-        0.0, abs=1e-7)
+        0.0, abs=1e-7
+    )
 
 
 def test_kd_terms_vanish_when_student_equals_teacher():
@@ -85,12 +91,12 @@ def test_bort_kd_legacy_hand_computed():
     # One position, V = 3, T = 2; MXNet: KLDivLoss(from_logits=False)(softmax(s/T), softmax(t/T)).
     s_row, t_row = [2.0, 0.0, -2.0], [0.0, 4.0, 0.0]
     T, V = 2.0, 3
-    p = softmax([x / T for x in s_row])                 # Student probabilities.
-    q = softmax([x / T for x in t_row])                 # Teacher probabilities.
+    p = softmax([x / T for x in s_row])  # Student probabilities.
+    q = softmax([x / T for x in t_row])  # Teacher probabilities.
     log_softmax_p = [pi - math.log(sum(math.exp(pj) for pj in p)) for pi in p]  # 2nd softmax.
     per_token = sum(qi * (math.log(qi + 1e-12) - li) for qi, li in zip(q, log_softmax_p)) / V
     # Second position has weight 0; denominator = sum(w) + 1e-8.
-    expected = T ** 2 * per_token / (1 + 1e-8)
+    expected = T**2 * per_token / (1 + 1e-8)
     student = jnp.array([[s_row, [9.0, 0.0, 0.0]]])
     teacher = jnp.array([[t_row, [0.0, 0.0, 9.0]]])
     got = losses.bort_kd_legacy(student, teacher, jnp.array([[1.0, 0.0]]), T)
@@ -99,16 +105,17 @@ def test_bort_kd_legacy_hand_computed():
     same = jnp.array([[s_row]])
     assert losses.bort_kd_legacy(same, same, jnp.ones((1, 1)), T) > 1e-3
     clean = losses.logit_kd(student, teacher, jnp.array([[1.0, 0.0]]), T)
-    assert clean == pytest.approx(T ** 2 * sum(qi * math.log(qi / pi) for qi, pi in zip(q, p)),
-                                  rel=1e-5)
+    assert clean == pytest.approx(
+        T**2 * sum(qi * math.log(qi / pi) for qi, pi in zip(q, p)), rel=1e-5
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Hidden-state and attention KD
 # --------------------------------------------------------------------------------------------
 def test_hidden_kd_hand_computed():
-    student = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])     # [B=1, L=2, Hs=2]
-    teacher2 = jnp.array([[[1.0, 0.0], [0.0, 0.0]]])    # [1, 2, 2]
+    student = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])  # [B=1, L=2, Hs=2]
+    teacher2 = jnp.array([[[1.0, 0.0], [0.0, 0.0]]])  # [1, 2, 2]
     mask = jnp.array([[1, 0]])
     # Token 0 only: ((1-1)^2 + (2-0)^2) / (1 token * 2 features) = 2.
     assert losses.hidden_kd(student, teacher2, mask) == pytest.approx(2.0)
@@ -118,7 +125,7 @@ def test_hidden_kd_hand_computed():
     proj = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     teacher3 = jnp.array([[[1.0, 0.0, 0.0], [5.0, 5.0, 5.0]]])
     assert losses.hidden_kd(student, teacher3, mask, proj) == pytest.approx(8 / 3)
-    with pytest.raises(ValueError, match='projection'):
+    with pytest.raises(ValueError, match="projection"):
         losses.hidden_kd(student, teacher3, mask)
 
 
@@ -127,22 +134,20 @@ def test_layer_map():
     assert losses.layer_map(3, 12) == (0, 4, 8, 12)
     # k * 6 / 4 = 0, 1.5, 3, 4.5, 6 -> half-up rounding.
     assert losses.layer_map(4, 6) == (0, 2, 3, 5, 6)
-    assert losses.layer_map(4, 24, 'last') == (0, 21, 22, 23, 24)
-    assert losses.layer_map(6, 6, 'last') == (0, 1, 2, 3, 4, 5, 6)
+    assert losses.layer_map(4, 24, "last") == (0, 21, 22, 23, 24)
+    assert losses.layer_map(6, 6, "last") == (0, 1, 2, 3, 4, 5, 6)
     with pytest.raises(ValueError):
-        losses.layer_map(6, 4, 'last')
-    with pytest.raises(ValueError, match='unknown'):
-        losses.layer_map(2, 4, 'middle')
+        losses.layer_map(6, 4, "last")
+    with pytest.raises(ValueError, match="unknown"):
+        losses.layer_map(2, 4, "middle")
 
 
 def test_attention_kd_hand_computed():
-    mask = jnp.array([[1, 1, 0]])                        # Key/query 2 is padding.
-    student = jnp.zeros((1, 1, 3, 3))                    # Uniform (1/2, 1/2) over real keys.
+    mask = jnp.array([[1, 1, 0]])  # Key/query 2 is padding.
+    student = jnp.zeros((1, 1, 3, 3))  # Uniform (1/2, 1/2) over real keys.
     # Query 0: teacher softmax over real keys of (log 3, 0) = (3/4, 1/4); key 2's 99 is ignored.
     # Query 1: (0, 0) -> uniform, KL 0.  Query 2 is padding: ignored whatever its values.
-    teacher = jnp.array([[[[math.log(3.0), 0.0, 99.0],
-                           [0.0, 0.0, 5.0],
-                           [7.0, -3.0, 1.0]]]])
+    teacher = jnp.array([[[[math.log(3.0), 0.0, 99.0], [0.0, 0.0, 5.0], [7.0, -3.0, 1.0]]]])
     kl0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     assert kl0 == pytest.approx(0.1308120)
     # Mean over 1 head and 2 real queries.
@@ -160,24 +165,27 @@ def test_attention_kd_head_grouping():
     # (3/4) log(3/2) + (1/4) log(1/2) against the uniform student.
     kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
     assert losses.attention_kd(jnp.zeros((1, 2, 2, 2)), teacher, mask) == pytest.approx(
-        kl, rel=1e-5)
+        kl, rel=1e-5
+    )
     # 3 student heads vs 2 teacher heads: neither divides, both averaged over all heads.
     assert losses.attention_kd(jnp.zeros((1, 3, 2, 2)), teacher, mask) == pytest.approx(
-        0.0, abs=1e-6)
+        0.0, abs=1e-6
+    )
     # Student with 4 heads vs teacher with 2: student grouped in pairs, mean of (a, b) is
     # uniform, compared against teacher a and b -> KL as above.
     student4 = jnp.array([[[row_a] * 2, [row_b] * 2, [row_a] * 2, [row_b] * 2]])
     assert losses.attention_kd(student4, teacher, mask) == pytest.approx(
-        0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5), rel=1e-5)
+        0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5), rel=1e-5
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Combiner
 # --------------------------------------------------------------------------------------------
 def test_kd_objective():
-    terms = {'mlm': jnp.float32(2.0), 'kd': jnp.float32(4.0), 'mse': jnp.float32(7.0)}
+    terms = {"mlm": jnp.float32(2.0), "kd": jnp.float32(4.0), "mse": jnp.float32(7.0)}
     total, out = losses.kd_objective(losses.BORT_LOSS_WEIGHTS, terms)
     assert total == pytest.approx(0.1 * 2.0 + 0.5 * 4.0)  # mse is logged, not summed.
-    assert set(out) == {'mlm', 'kd', 'mse', 'total'} and out['mse'] == 7.0
-    with pytest.raises(ValueError, match='missing'):
-        losses.kd_objective({'hidden': 1.0}, terms)
+    assert set(out) == {"mlm", "kd", "mse", "total"} and out["mse"] == 7.0
+    with pytest.raises(ValueError, match="missing"):
+        losses.kd_objective({"hidden": 1.0}, terms)

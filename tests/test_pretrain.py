@@ -1,14 +1,14 @@
 """End-to-end smoke of the pretraining library function, including SIGKILL and resume."""
+
 import json
 
 import jax
 import numpy as np
 import pytest
+from _kill import kill_when
 
 from bort_jax import hf, pretrain
 from configs import pretrain_bort
-
-from _kill import kill_when
 
 
 def test_smoke_pretrain_loss_falls_exports_and_resumes(tmp_path):
@@ -22,8 +22,9 @@ def test_smoke_pretrain_loss_falls_exports_and_resumes(tmp_path):
     again = pretrain.pretrain(cfg, str(tmp_path))
     assert again["resumed_from"] == cfg.num_steps and again["teacher_cache_hit"]
     again_params = hf.load(tmp_path / "export").params
-    np.testing.assert_array_equal(again_params["layer_0"]["ffn_in"]["kernel"],
-                                  exported.params["layer_0"]["ffn_in"]["kernel"])
+    np.testing.assert_array_equal(
+        again_params["layer_0"]["ffn_in"]["kernel"], exported.params["layer_0"]["ffn_in"]["kernel"]
+    )
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == cfg.num_steps
 
 
@@ -48,12 +49,12 @@ def test_sigkill_anywhere_resumes_to_the_same_result(tmp_path, point):
     reference = pretrain.pretrain(cfg, str(tmp_path / "ref"))
     workdir = tmp_path / "run"
     if point == "after_first_checkpoint":
-        kill_when("pretrain", cfg.to_dict(), workdir,
-                  lambda: (workdir / "checkpoints" / "6").is_dir())
+        kill_when(
+            "pretrain", cfg.to_dict(), workdir, lambda: (workdir / "checkpoints" / "6").is_dir()
+        )
     else:
         marker = tmp_path / "stalled"
-        kill_when("pretrain", cfg.to_dict(), workdir, marker.exists,
-                  stall=("summary.json", marker))
+        kill_when("pretrain", cfg.to_dict(), workdir, marker.exists, stall=("summary.json", marker))
         assert (workdir / "checkpoints" / "12").is_dir()
     assert not (workdir / "summary.json").exists()
     resumed = pretrain.pretrain(cfg, str(workdir))
@@ -61,7 +62,8 @@ def test_sigkill_anywhere_resumes_to_the_same_result(tmp_path, point):
     for key in ("initial_heldout", "final_heldout", "params", "train_sequences"):
         assert resumed[key] == reference[key], key
     ref_params = hf.load(tmp_path / "ref" / "export").params
-    jax.tree_util.tree_map(np.testing.assert_array_equal,
-                           hf.load(workdir / "export").params, ref_params)
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, hf.load(workdir / "export").params, ref_params
+    )
     history = lambda d: (d / "metrics.jsonl").read_text()
     assert history(workdir) == history(tmp_path / "ref")

@@ -1,4 +1,5 @@
 """Proxy training and the teacher-output cache on the embedded corpus with the real MiniLM."""
+
 import json
 
 import numpy as np
@@ -15,14 +16,23 @@ def teacher(minilm_dir):
 
 @pytest.fixture(scope="module")
 def data(teacher, minilm_dir, tmp_path_factory):
-    return distill.prepare(teacher, minilm_dir, "embedded", 32, max_sequences=160,
-                           heldout_fraction=0.2, seed=0, want_logits=False,
-                           cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return distill.prepare(
+        teacher,
+        minilm_dir,
+        "embedded",
+        32,
+        max_sequences=160,
+        heldout_fraction=0.2,
+        seed=0,
+        want_logits=False,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
 
 
 def test_big_student_beats_tiny_student(data, teacher):
-    cfg = proxy.ProxyConfig(steps=24, batch_size=8,
-                            optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4))
+    cfg = proxy.ProxyConfig(
+        steps=24, batch_size=8, optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4)
+    )
     big = proxy.proxy_error(Arch(6, 12, 384, 1536), data, teacher.checkpoint.spec, cfg)
     tiny = proxy.proxy_error(Arch(1, 1, 32, 32), data, teacher.checkpoint.spec, cfg)
     assert big.error < tiny.error, (big.metrics, tiny.metrics)
@@ -39,15 +49,17 @@ def test_proxy_is_deterministic(data, teacher):
 def test_sliced_full_student_reproduces_teacher_states(data, teacher):
     """Sliced to the teacher's own shape, the student's hidden-state KD loss is ~0."""
     arch = teacher.checkpoint.arch
-    cfg = proxy.ProxyConfig(steps=1, batch_size=8, init="slice",
-                            optim=train.OptimConfig(learning_rate=1e-9))
+    cfg = proxy.ProxyConfig(
+        steps=1, batch_size=8, init="slice", optim=train.OptimConfig(learning_rate=1e-9)
+    )
     r = proxy.proxy_error(arch, data, teacher.checkpoint.spec, cfg, source=teacher.checkpoint)
     assert r.metrics["heldout_hidden"] < 1e-3  # float16 cache rounding only
 
 
 def test_cache_hit_and_corruption_rebuild(teacher, minilm_dir, tmp_path):
-    kw = dict(max_sequences=40, heldout_fraction=0.25, seed=0, want_logits=False,
-              cache_dir=str(tmp_path))
+    kw = dict(
+        max_sequences=40, heldout_fraction=0.25, seed=0, want_logits=False, cache_dir=str(tmp_path)
+    )
     first = distill.prepare(teacher, minilm_dir, "embedded", 16, **kw)
     second = distill.prepare(teacher, minilm_dir, "embedded", 16, **kw)
     assert not first.cache_hit and second.cache_hit
@@ -74,14 +86,41 @@ def test_cache_hit_and_corruption_rebuild(teacher, minilm_dir, tmp_path):
 
 def test_named_errors(teacher, minilm_dir):
     with pytest.raises(ValueError, match="512"):
-        distill.prepare(teacher, minilm_dir, "embedded", 1024, max_sequences=8,
-                        heldout_fraction=0.2, seed=0, want_logits=False, cache_dir=None)
+        distill.prepare(
+            teacher,
+            minilm_dir,
+            "embedded",
+            1024,
+            max_sequences=8,
+            heldout_fraction=0.2,
+            seed=0,
+            want_logits=False,
+            cache_dir=None,
+        )
     with pytest.raises(ValueError, match="MLM head"):
-        distill.prepare(teacher, minilm_dir, "embedded", 32, max_sequences=8,
-                        heldout_fraction=0.2, seed=0, want_logits=True, cache_dir=None)
+        distill.prepare(
+            teacher,
+            minilm_dir,
+            "embedded",
+            32,
+            max_sequences=8,
+            heldout_fraction=0.2,
+            seed=0,
+            want_logits=True,
+            cache_dir=None,
+        )
     with pytest.raises(ValueError, match="empty"):
-        distill.prepare(teacher, minilm_dir, "embedded", 32, max_sequences=8,
-                        heldout_fraction=0.2, seed=0, want_logits=False, cache_dir=None,
-                        docs=["", "  "])
+        distill.prepare(
+            teacher,
+            minilm_dir,
+            "embedded",
+            32,
+            max_sequences=8,
+            heldout_fraction=0.2,
+            seed=0,
+            want_logits=False,
+            cache_dir=None,
+            docs=["", "  "],
+        )
     with pytest.raises(ValueError, match="init"):
         proxy.ProxyConfig(init="magic")

@@ -4,6 +4,7 @@ Hand-made instances where δ changes the answer (each test fails if δ is droppe
 names), instances that break M, F and C (flagged, warned, "not certified" in the result and the
 report), and corrupt cache entries (recomputed, never used).
 """
+
 import json
 import math
 from typing import NamedTuple
@@ -88,8 +89,16 @@ def test_convex_secant_keeps_the_slack():
     cands, p, i, e = chain([1.0, 1.0 / 0.196, 200.0], [0.3, 0.2 * (1 + DELTA), 0.1])
     best = optimum(cands, p, i, e, W_P_E4)
     assert best.chosen == Size(1)
-    res = F.fptas(cands, p, i, e, 0.1, objective=W_P_E4, monotonicity_slack=DELTA,
-                  convex_in=lambda c: float(c.size - 1))
+    res = F.fptas(
+        cands,
+        p,
+        i,
+        e,
+        0.1,
+        objective=W_P_E4,
+        monotonicity_slack=DELTA,
+        convex_in=lambda c: float(c.size - 1),
+    )
     assert e.seen == [Size(3), Size(2), Size(1)]
     assert res.chosen == Size(1) and res.objective >= 0.9 * best.objective
     assert res.guarantee.certified and not res.assumption_violations
@@ -122,8 +131,10 @@ def test_m_violation_is_flagged_and_not_certified(tmp_path):
     assert not g.certified and g.ratio is None and g.certified_ratio is None
     assert g.upper_bound_opt is None and g.statement.startswith("NOT CERTIFIED")
     # every evaluated pair is checked: exactly the pairs the audit function finds
-    expected = {(a.candidate, b.candidate)
-                for a, b, _ in F.monotonicity_violations(res.evaluations, space.leq, DELTA)}
+    expected = {
+        (a.candidate, b.candidate)
+        for a, b, _ in F.monotonicity_violations(res.evaluations, space.leq, DELTA)
+    }
     assert expected and {v.candidates for v in res.assumption_violations} == expected
     for v in res.assumption_violations:
         small, big = v.candidates
@@ -155,8 +166,9 @@ def test_f_violation_wrong_floor():
     assert low, "the search must evaluate some candidate below the wrong floor"
     flagged = {v.candidates[0]: v for v in res.assumption_violations}
     assert set(flagged) == set(low)
-    assert all(v.assumption == "F" and v.needed == low[c] and v.declared == 0.2
-               for c, v in flagged.items())
+    assert all(
+        v.assumption == "F" and v.needed == low[c] and v.declared == 0.2 for c, v in flagged.items()
+    )
     assert not res.guarantee.certified and res.guarantee.certified_ratio is None
     assert "e_floor <=" in res.guarantee.statement
     ok = run_floor(inst, 0.1)  # a correct floor: nothing flagged
@@ -164,8 +176,15 @@ def test_f_violation_wrong_floor():
 
 
 def run_floor(inst, floor):
-    return F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=F.WCoefficient(1, 1, 4),
-                   e_floor=floor)
+    return F.fptas(
+        inst.candidates,
+        inst.p,
+        inst.i,
+        inst.e,
+        0.1,
+        objective=F.WCoefficient(1, 1, 4),
+        e_floor=floor,
+    )
 
 
 def test_c_violation_concave_error():
@@ -179,8 +198,15 @@ def test_c_violation_concave_error():
         return math.log(c.depth)
 
     with pytest.warns(AssumptionWarning, match="C: chain"):
-        res = F.fptas(cands, lambda c: 1e3 * c.depth, lambda c: 2e3 * c.depth, e, 0.1,
-                      objective=F.WCoefficient(0.5, 0.5, 1), convex_in=x)
+        res = F.fptas(
+            cands,
+            lambda c: 1e3 * c.depth,
+            lambda c: 2e3 * c.depth,
+            e,
+            0.1,
+            objective=F.WCoefficient(0.5, 0.5, 1),
+            convex_in=x,
+        )
     assert res.assumption_violations and not res.guarantee.certified
     assert {v.assumption for v in res.assumption_violations} == {"C"}  # M holds
     # brute force over the evaluated chains: worst needed slack per middle candidate
@@ -189,8 +215,9 @@ def test_c_violation_concave_error():
     for a in range(len(evs)):
         for b in range(a + 1, len(evs)):
             for c in range(b + 1, len(evs)):
-                need = chord_slack(evs[a].e, evs[b].e, evs[c].e, *(x(evs[k].candidate)
-                                                                  for k in (a, b, c)))
+                need = chord_slack(
+                    evs[a].e, evs[b].e, evs[c].e, *(x(evs[k].candidate) for k in (a, b, c))
+                )
                 if need > 1e-9:
                     mid = evs[b].candidate
                     worst[mid] = max(worst.get(mid, -1.0), need)
@@ -205,12 +232,21 @@ def test_c_violation_concave_error():
 
 def test_no_violation_no_warning_on_noisy_instances_within_slack():
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", AssumptionWarning)
         for inst in (S.chain_instance(noise=0.02), S.bert_like_instance(noise=0.02)):
-            res = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1,
-                          objective=F.WCoefficient(0.5, 0.5, 4), leq=inst.leq,
-                          monotonicity_slack=0.02, convex_in=inst.log_capacity)
+            res = F.fptas(
+                inst.candidates,
+                inst.p,
+                inst.i,
+                inst.e,
+                0.1,
+                objective=F.WCoefficient(0.5, 0.5, 4),
+                leq=inst.leq,
+                monotonicity_slack=0.02,
+                convex_in=inst.log_capacity,
+            )
             assert res.guarantee.certified and not res.assumption_violations
             assert res.guarantee.certified_ratio >= 0.9
 
@@ -223,19 +259,19 @@ def test_invalid_cached_value_is_recomputed(bad):
     inst = S.chain_instance()
     objective = F.WCoefficient(1, 1, 4)
     cache = {}
-    first = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective,
-                    cache=cache)
+    first = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective, cache=cache)
     key = F.candidate_key(first.chosen)
     cache[key] = bad
     calls = inst.e.calls
-    second = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective,
-                     cache=cache)
+    second = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective, cache=cache)
     assert inst.e.calls == calls + 1 and inst.e.seen[-1] == first.chosen
     assert second.n_e_calls == 1 and second.n_cache_hits == first.n_evaluations - 1
     assert second.n_cache_rejected == (0 if bad is None else 1)  # None = absent, not invalid
     assert cache[key] == inst.e.fn(first.chosen)  # overwritten with the fresh value
     assert [(ev.candidate, ev.e) for ev in second.evaluations] == [
-        (ev.candidate, ev.e) for ev in first.evaluations]
-    full = F.exhaustive(inst.candidates, inst.p, inst.i, inst.e,
-                        objective=objective, cache={key: bad})
+        (ev.candidate, ev.e) for ev in first.evaluations
+    ]
+    full = F.exhaustive(
+        inst.candidates, inst.p, inst.i, inst.e, objective=objective, cache={key: bad}
+    )
     assert full.n_e_calls == len(inst.candidates) and full.chosen == first.chosen

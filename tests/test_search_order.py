@@ -1,4 +1,5 @@
 """The vectorised order ⪯ and bounds give exactly the search of the generic (custom leq) path."""
+
 import dataclasses
 import random
 import warnings
@@ -19,15 +20,20 @@ def generic(leq):
     return lambda a, b: leq(a, b)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: (SP.bert_grid().candidates(), SP.bert_grid().leq),  # heads not monotone
-    lambda: (SP.bert_grid(monotone_heads=True).candidates(),
-             SP.bert_grid(monotone_heads=True).leq),
-    lambda: (S.toy_mlp_space().candidates(), S.toy_mlp_space().leq),
-    lambda: (SP.bert_grid().candidates(), SP.componentwise_leq),  # Arch dataclasses
-    lambda: ([(a, b) for a in range(5) for b in (0.5, 1.5, 2.5)], SP.componentwise_leq),
-    lambda: (S.random_monotone_instance(4).candidates, S.random_monotone_instance(4).leq),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (SP.bert_grid().candidates(), SP.bert_grid().leq),  # heads not monotone
+        lambda: (
+            SP.bert_grid(monotone_heads=True).candidates(),
+            SP.bert_grid(monotone_heads=True).leq,
+        ),
+        lambda: (S.toy_mlp_space().candidates(), S.toy_mlp_space().leq),
+        lambda: (SP.bert_grid().candidates(), SP.componentwise_leq),  # Arch dataclasses
+        lambda: ([(a, b) for a in range(5) for b in (0.5, 1.5, 2.5)], SP.componentwise_leq),
+        lambda: (S.random_monotone_instance(4).candidates, S.random_monotone_instance(4).leq),
+    ],
+)
 def test_dominance_matrix_matches_generic(make):
     cands, leq = make()
     assert O.order_values(cands, leq) is not None  # the vectorised path is really taken
@@ -42,8 +48,9 @@ def test_dominance_matrix_matches_generic(make):
 def test_block_size_does_not_matter():
     cands = SP.bert_grid().candidates()
     values, monotone = O.order_values(cands, SP.bert_grid().leq)
-    assert np.array_equal(O._vectorised_matrix(values, monotone, block=7),
-                          O._vectorised_matrix(values, monotone))
+    assert np.array_equal(
+        O._vectorised_matrix(values, monotone, block=7), O._vectorised_matrix(values, monotone)
+    )
 
 
 def test_fallbacks_and_antisymmetry():
@@ -95,17 +102,34 @@ def test_trim_is_exact_despite_rounded_vector_factors(seed):
 
 
 def summary(res):
-    return (res.chosen, res.evaluations, res.trimmed, res.failed, res.stopped_by,
-            res.guarantee, res.pareto_front, res.assumption_violations)
+    return (
+        res.chosen,
+        res.evaluations,
+        res.trimmed,
+        res.failed,
+        res.stopped_by,
+        res.guarantee,
+        res.pareto_front,
+        res.assumption_violations,
+    )
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_vectorised_and_generic_searches_are_identical(seed):
-    objective = (F.WCoefficient(1, 1, 1), F.WCoefficient(1, 1, 4),
-                 F.WCoefficient(0.5, 0.5, 4), F.WCoefficient(0.5, 0.5, 2))[seed % 4]
+    objective = (
+        F.WCoefficient(1, 1, 1),
+        F.WCoefficient(1, 1, 4),
+        F.WCoefficient(0.5, 0.5, 4),
+        F.WCoefficient(0.5, 0.5, 2),
+    )[seed % 4]
     inst = S.random_monotone_instance(200 + seed, noise=0.1 * (seed % 2))
-    options = [dict(s=1), dict(s=3), dict(lipschitz=2.0), dict(convex_in=inst.log_capacity),
-               dict(e_floor=0.05, s=2)]
+    options = [
+        dict(s=1),
+        dict(s=3),
+        dict(lipschitz=2.0),
+        dict(convex_in=inst.log_capacity),
+        dict(e_floor=0.05, s=2),
+    ]
     for eps in (0.05, 0.25):
         for extra in options:
             runs = []
@@ -113,9 +137,17 @@ def test_vectorised_and_generic_searches_are_identical(seed):
                 inst.e.seen.clear()
                 with warnings.catch_warnings():  # L and C need not hold on these instances
                     warnings.simplefilter("ignore", AssumptionWarning)
-                    res = F.fptas(inst.candidates, inst.p, inst.i, inst.e, eps,
-                                  objective=objective, leq=leq, monotonicity_slack=inst.noise,
-                                  **extra)
+                    res = F.fptas(
+                        inst.candidates,
+                        inst.p,
+                        inst.i,
+                        inst.e,
+                        eps,
+                        objective=objective,
+                        leq=leq,
+                        monotonicity_slack=inst.noise,
+                        **extra,
+                    )
                 runs.append((summary(res), list(inst.e.seen)))
             assert runs[0] == runs[1], (seed, eps, extra)
             assert runs[0][1] == [ev.candidate for ev in runs[0][0][1]]  # same e-call sequence
@@ -124,8 +156,24 @@ def test_vectorised_and_generic_searches_are_identical(seed):
 def test_vectorised_path_on_arch_candidates():
     inst = S.bert_like_instance(noise=0.02)
     assert type(inst.candidates[0]) is Arch
-    a = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, leq=inst.leq,
-                monotonicity_slack=0.02, objective=F.WCoefficient(0.5, 0.5, 4))
-    b = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, leq=generic(inst.leq),
-                monotonicity_slack=0.02, objective=F.WCoefficient(0.5, 0.5, 4))
+    a = F.fptas(
+        inst.candidates,
+        inst.p,
+        inst.i,
+        inst.e,
+        0.1,
+        leq=inst.leq,
+        monotonicity_slack=0.02,
+        objective=F.WCoefficient(0.5, 0.5, 4),
+    )
+    b = F.fptas(
+        inst.candidates,
+        inst.p,
+        inst.i,
+        inst.e,
+        0.1,
+        leq=generic(inst.leq),
+        monotonicity_slack=0.02,
+        objective=F.WCoefficient(0.5, 0.5, 4),
+    )
     assert summary(a) == summary(b) and a.guarantee.certified

@@ -4,6 +4,7 @@ field mapping (with a fake ``tensorflow_datasets``), label remapping and metrics
 Real files: the slices in ``tests/fixtures/data`` always; the whole files (their counts are in
 ``docs/data.md``) only in ``full_data`` tests, when ``BORT_DATA_DIR`` is set.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,12 +38,26 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
 # --------------------------------------------------------------------------- registry
 
 
-@pytest.mark.parametrize("alias,canonical", [
-    ("sst2", "sst2"), ("SST-2", "sst2"), ("glue/sst2", "sst2"), ("MNLI", "mnli"),
-    ("cb", "cb"), ("CB", "cb"), ("superglue_rte", "superglue_rte"),
-    ("super_glue/rte", "superglue_rte"), ("rte", "rte"), ("STS-B", "stsb"), ("CoLA", "cola"),
-    ("race", "race"), ("RACE-m", "race_m"), ("race_high", "race_h"), ("MultiRC", "multirc"),
-])
+@pytest.mark.parametrize(
+    "alias,canonical",
+    [
+        ("sst2", "sst2"),
+        ("SST-2", "sst2"),
+        ("glue/sst2", "sst2"),
+        ("MNLI", "mnli"),
+        ("cb", "cb"),
+        ("CB", "cb"),
+        ("superglue_rte", "superglue_rte"),
+        ("super_glue/rte", "superglue_rte"),
+        ("rte", "rte"),
+        ("STS-B", "stsb"),
+        ("CoLA", "cola"),
+        ("race", "race"),
+        ("RACE-m", "race_m"),
+        ("race_high", "race_h"),
+        ("MultiRC", "multirc"),
+    ],
+)
 def test_get_task_aliases(alias, canonical):
     assert T.get_task(alias).name == canonical
 
@@ -70,9 +85,17 @@ def test_task_definitions():
     assert T.get_task("cola").metric_names == ("mcc",)
     assert T.get_task("mrpc").primary_metric == "f1"
     with pytest.raises(ValueError):
-        T.Task(name="bad", benchmark="glue", kind="classification", label_names=("a",),
-               num_labels=2, metric_names=("accuracy",), primary_metric="accuracy",
-               text_fields=("x",), dir_name="X")
+        T.Task(
+            name="bad",
+            benchmark="glue",
+            kind="classification",
+            label_names=("a",),
+            num_labels=2,
+            metric_names=("accuracy",),
+            primary_metric="accuracy",
+            text_fields=("x",),
+            dir_name="X",
+        )
 
 
 def test_canonical_split():
@@ -177,7 +200,7 @@ def _check_details(data: Path, cola_dev_rows: int) -> None:
     # WiC keeps word and offsets; COPA has two choices.
     wic = T.read_split("wic", data, "val")[0]
     assert wic.meta["word"] == "class" and wic.label == 0
-    assert wic.text_a[wic.meta["start1"]:wic.meta["end1"]] == "class"
+    assert wic.text_a[wic.meta["start1"] : wic.meta["end1"]] == "class"
     copa = T.read_split("copa", data, "val")[0]
     assert copa.choices == ["The toilet filled with water.", "Water flowed from the spout."]
     assert copa.text_b == "effect" and copa.label == 1
@@ -191,16 +214,20 @@ def _check_details(data: Path, cola_dev_rows: int) -> None:
 def _make_slices(src: Path, out: Path) -> dict[str, bytes]:
     """Runs tests/fixtures/make_task_slices.py on ``src``; returns {relative path: bytes}."""
     script = Path(__file__).resolve().parent / "fixtures" / "make_task_slices.py"
-    done = subprocess.run([sys.executable, str(script), str(src), "--out", str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(script), str(src), "--out", str(out)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return _tree_bytes(out)
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root``, by its path relative to ``root``."""
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("name,split,rows,counts", SLICES)
@@ -259,26 +286,31 @@ def test_missing_file_names_file(tmp_path):
 
 # --------------------------------------------------------------------------- GLUE fixtures
 
-_MNLI_HEAD = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
-              "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2")
+_MNLI_HEAD = (
+    "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
+    "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2"
+)
 
 
 def _mnli_row(i: int, s1: str, s2: str, labels: list[str]) -> str:
     parse = "( x )"
-    return "\t".join([str(i), "1", f"{i}e", "fiction", parse, parse, parse, parse, s1, s2,
-                      *labels]) + "\n"
+    return (
+        "\t".join([str(i), "1", f"{i}e", "fiction", parse, parse, parse, parse, s1, s2, *labels])
+        + "\n"
+    )
 
 
 def test_mnli_fixture(tmp_path):
     head = _MNLI_HEAD + "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n"
-    rows = [("A man sleeps.", "A person rests.", "entailment"),
-            ("A dog runs.", "A cat sits.", "contradiction"),
-            ('"Quoted start', "Maybe.", "neutral")]
+    rows = [
+        ("A man sleeps.", "A person rests.", "entailment"),
+        ("A dog runs.", "A cat sits.", "contradiction"),
+        ('"Quoted start', "Maybe.", "neutral"),
+    ]
     text = head + "".join(_mnli_row(i, a, b, [g] * 5 + [g]) for i, (a, b, g) in enumerate(rows))
     _write(tmp_path / "MNLI" / "dev_matched.tsv", text)
     _write(tmp_path / "MNLI" / "dev_mismatched.tsv", text)
-    _write(tmp_path / "MNLI" / "test_matched.tsv",
-           _MNLI_HEAD + "\n" + _mnli_row(0, "P.", "H.", []))
+    _write(tmp_path / "MNLI" / "test_matched.tsv", _MNLI_HEAD + "\n" + _mnli_row(0, "P.", "H.", []))
     dev = T.read_split("mnli", tmp_path, "dev_matched")
     assert [e.label for e in dev] == [0, 2, 1]  # entailment, contradiction, neutral (GLUE order)
     assert dev[2].text_a == '"Quoted start' and dev[1].text_b == "A cat sits."
@@ -303,21 +335,27 @@ def test_qqp_fixture_and_malformed_rows(tmp_path):
 
 
 def test_glue_bad_label_and_test_headers(tmp_path):
-    _write(tmp_path / "RTE" / "train.tsv",
-           "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
+    _write(
+        tmp_path / "RTE" / "train.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n",
+    )
     with pytest.raises(ValueError, match=r"train\.tsv:3: unknown label 'maybe'"):
         T.read_split("rte", tmp_path, "train")
     # CoLA test has a header (index, sentence); train/dev do not.
     _write(tmp_path / "CoLA" / "test.tsv", "index\tsentence\n0\tBill left.\n1\tLeft Bill.\n")
     test = T.read_split("cola", tmp_path, "test")
-    assert [(e.idx, e.text_a, e.label) for e in test] == [(0, "Bill left.", None),
-                                                         (1, "Left Bill.", None)]
+    assert [(e.idx, e.text_a, e.label) for e in test] == [
+        (0, "Bill left.", None),
+        (1, "Left Bill.", None),
+    ]
     _write(tmp_path / "CoLA" / "train.tsv", "src\t1\t\tOk.\nsrc\t0\t*\n")
     with pytest.raises(ValueError, match=r"train\.tsv:2: expected 4"):
         T.read_split("cola", tmp_path, "train")
-    _write(tmp_path / "STS-B" / "test.tsv",
-           "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\n"
-           "0\tmain-news\theadlines\t2016\t0001\tnone\tnone\tA b.\tC d.\n")
+    _write(
+        tmp_path / "STS-B" / "test.tsv",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\n"
+        "0\tmain-news\theadlines\t2016\t0001\tnone\tnone\tA b.\tC d.\n",
+    )
     assert T.read_split("stsb", tmp_path, "test")[0].label is None
 
 
@@ -325,28 +363,49 @@ def test_glue_bad_label_and_test_headers(tmp_path):
 
 
 def test_boolq_fixture(tmp_path):
-    _write_jsonl(tmp_path / "BoolQ" / "val.jsonl", [
-        {"question": "is the sky blue", "passage": "The sky is blue.", "idx": 0, "label": True},
-        {"question": "is fire cold", "passage": "Fire is hot.", "idx": 1, "label": False},
-    ])
-    _write_jsonl(tmp_path / "BoolQ" / "test.jsonl",
-                 [{"question": "q", "passage": "p", "idx": 0}])
+    _write_jsonl(
+        tmp_path / "BoolQ" / "val.jsonl",
+        [
+            {"question": "is the sky blue", "passage": "The sky is blue.", "idx": 0, "label": True},
+            {"question": "is fire cold", "passage": "Fire is hot.", "idx": 1, "label": False},
+        ],
+    )
+    _write_jsonl(tmp_path / "BoolQ" / "test.jsonl", [{"question": "q", "passage": "p", "idx": 0}])
     dev = T.read_split("boolq", tmp_path, "dev")
     assert [(e.text_a, e.text_b, e.label) for e in dev] == [
-        ("is the sky blue", "The sky is blue.", 1), ("is fire cold", "Fire is hot.", 0)]
+        ("is the sky blue", "The sky is blue.", 1),
+        ("is fire cold", "Fire is hot.", 0),
+    ]
     assert T.read_split("boolq", tmp_path, "test")[0].label is None
 
 
 def test_multirc_fixture(tmp_path):
-    record = {"idx": 3, "version": 1.1, "passage": {
-        "text": "Sam has a red car and a blue bike.",
-        "questions": [
-            {"question": "What color is the car?", "idx": 0, "answers": [
-                {"text": "red", "idx": 0, "label": 1}, {"text": "blue", "idx": 1, "label": 0}]},
-            {"question": "What does Sam have?", "idx": 1, "answers": [
-                {"text": "a car", "idx": 2, "label": 1}, {"text": "a bike", "idx": 3, "label": 1},
-                {"text": "a boat", "idx": 4, "label": 0}]},
-        ]}}
+    record = {
+        "idx": 3,
+        "version": 1.1,
+        "passage": {
+            "text": "Sam has a red car and a blue bike.",
+            "questions": [
+                {
+                    "question": "What color is the car?",
+                    "idx": 0,
+                    "answers": [
+                        {"text": "red", "idx": 0, "label": 1},
+                        {"text": "blue", "idx": 1, "label": 0},
+                    ],
+                },
+                {
+                    "question": "What does Sam have?",
+                    "idx": 1,
+                    "answers": [
+                        {"text": "a car", "idx": 2, "label": 1},
+                        {"text": "a bike", "idx": 3, "label": 1},
+                        {"text": "a boat", "idx": 4, "label": 0},
+                    ],
+                },
+            ],
+        },
+    }
     _write_jsonl(tmp_path / "MultiRC" / "train.jsonl", [record])
     ex = T.read_split("multirc", tmp_path, "train")
     assert len(ex) == 5
@@ -355,15 +414,19 @@ def test_multirc_fixture(tmp_path):
     assert ex[0].text_a == "Sam has a red car and a blue bike."
     assert ex[0].text_b == "What color is the car? red" and ex[4].meta["answer"] == "a boat"
     # Predicting all-true: q0 wrong (blue), q1 wrong (boat) -> EM 0; TP=3, FP=2, FN=0 -> F1a 6/8.
-    got = T.compute_metrics("multirc", np.ones(5, int), [e.label for e in ex],
-                            groups=[e.group for e in ex])
+    got = T.compute_metrics(
+        "multirc", np.ones(5, int), [e.label for e in ex], groups=[e.group for e in ex]
+    )
     assert got == pytest.approx({"f1a": 0.75, "em": 0.0})
 
 
 def test_wsc_fixture_and_bad_json(tmp_path):
-    rec = {"text": "Mark told Pete many lies about himself. He should have been truthful.",
-           "target": {"span1_index": 0, "span1_text": "Mark", "span2_index": 7,
-                      "span2_text": "He"}, "idx": 0, "label": True}
+    rec = {
+        "text": "Mark told Pete many lies about himself. He should have been truthful.",
+        "target": {"span1_index": 0, "span1_text": "Mark", "span2_index": 7, "span2_text": "He"},
+        "idx": 0,
+        "label": True,
+    }
     path = _write_jsonl(tmp_path / "WSC" / "train.jsonl", [rec])
     ex = T.read_split("wsc", tmp_path, "train")[0]
     assert ex.label == 1 and ex.text_a == rec["text"] and ex.text_b == "He refers to Mark"
@@ -381,21 +444,31 @@ def test_wsc_fixture_and_bad_json(tmp_path):
 
 def _race_article(aid: str, answers: list[str]) -> dict:
     n = len(answers)
-    return {"id": aid, "article": f"Article {aid}.", "answers": answers,
-            "questions": [f"Q{i} _ ." for i in range(n)],
-            "options": [[f"o{i}{c}" for c in "ABCD"] for i in range(n)]}
+    return {
+        "id": aid,
+        "article": f"Article {aid}.",
+        "answers": answers,
+        "questions": [f"Q{i} _ ." for i in range(n)],
+        "options": [[f"o{i}{c}" for c in "ABCD"] for i in range(n)],
+    }
 
 
 def test_race_fixture(tmp_path):
     root = tmp_path / "RACE" / "dev"
     for name, answers in [("1", ["B"]), ("10", ["D", "A"]), ("2", ["C"])]:
-        _write(root / "middle" / f"{name}.txt", json.dumps(_race_article(f"middle{name}.txt",
-                                                                         answers)))
+        _write(
+            root / "middle" / f"{name}.txt", json.dumps(_race_article(f"middle{name}.txt", answers))
+        )
     _write(root / "high" / "5.txt", json.dumps(_race_article("high5.txt", ["A"])))
     both = T.read_split("race", tmp_path, "dev")
     # Natural order within a level: 1, 2, 10; then high.
-    assert [e.idx for e in both] == ["middle/1-0", "middle/2-0", "middle/10-0", "middle/10-1",
-                                     "high/5-0"]
+    assert [e.idx for e in both] == [
+        "middle/1-0",
+        "middle/2-0",
+        "middle/10-0",
+        "middle/10-1",
+        "high/5-0",
+    ]
     assert [e.label for e in both] == [1, 2, 3, 0, 0]
     assert both[2].choices == ["o0A", "o0B", "o0C", "o0D"] and both[2].text_b == "Q0 _ ."
     assert both[2].group == both[3].group == "middle/10"
@@ -428,27 +501,56 @@ def _fake_tfds(monkeypatch, data: dict) -> list:
 def test_read_tfds_field_mapping(monkeypatch):
     data = {
         ("glue/mnli", "validation_matched"): [
-            {"premise": b"P.", "hypothesis": b"H.", "label": np.int64(2), "idx": np.int32(4)}],
+            {"premise": b"P.", "hypothesis": b"H.", "label": np.int64(2), "idx": np.int32(4)}
+        ],
         ("glue/sst2", "test"): [{"sentence": b"fine .", "label": np.int64(-1), "idx": 0}],
-        ("glue/stsb", "train"): [{"sentence1": b"a", "sentence2": b"b",
-                                  "label": np.float32(3.5), "idx": 1}],
+        ("glue/stsb", "train"): [
+            {"sentence1": b"a", "sentence2": b"b", "label": np.float32(3.5), "idx": 1}
+        ],
         ("super_glue/cb", "validation"): [
-            {"premise": b"x", "hypothesis": b"y", "label": np.int64(1), "idx": 0}],
+            {"premise": b"x", "hypothesis": b"y", "label": np.int64(1), "idx": 0}
+        ],
         ("super_glue/copa", "train"): [
-            {"premise": b"p", "choice1": b"c1", "choice2": b"c2", "question": b"cause",
-             "label": np.int64(1), "idx": 9}],
+            {
+                "premise": b"p",
+                "choice1": b"c1",
+                "choice2": b"c2",
+                "question": b"cause",
+                "label": np.int64(1),
+                "idx": 9,
+            }
+        ],
         ("super_glue/multirc", "validation"): [
-            {"paragraph": b"text", "question": b"q?", "answer": b"ans", "label": np.int64(1),
-             "idx": {"paragraph": np.int32(0), "question": np.int32(2),
-                     "answer": np.int32(5)}}],
+            {
+                "paragraph": b"text",
+                "question": b"q?",
+                "answer": b"ans",
+                "label": np.int64(1),
+                "idx": {"paragraph": np.int32(0), "question": np.int32(2), "answer": np.int32(5)},
+            }
+        ],
         ("super_glue/wsc", "train"): [
-            {"text": b"Mark lied. He", "span1_index": 0, "span2_index": 2,
-             "span1_text": b"Mark", "span2_text": b"He", "label": np.int64(0), "idx": 0}],
+            {
+                "text": b"Mark lied. He",
+                "span1_index": 0,
+                "span2_index": 2,
+                "span1_text": b"Mark",
+                "span2_text": b"He",
+                "label": np.int64(0),
+                "idx": 0,
+            }
+        ],
         ("race/middle", "dev"): [
-            {"article": b"Art.", "questions": np.array([b"Q1", b"Q2"], dtype=object),
-             "options": np.array([[b"a", b"b", b"c", b"d"], [b"e", b"f", b"g", b"h"]],
-                                 dtype=object),
-             "answers": np.array([b"B", b"D"], dtype=object), "example_id": b"middle7.txt"}],
+            {
+                "article": b"Art.",
+                "questions": np.array([b"Q1", b"Q2"], dtype=object),
+                "options": np.array(
+                    [[b"a", b"b", b"c", b"d"], [b"e", b"f", b"g", b"h"]], dtype=object
+                ),
+                "answers": np.array([b"B", b"D"], dtype=object),
+                "example_id": b"middle7.txt",
+            }
+        ],
         ("race/high", "dev"): [],
     }
     calls = _fake_tfds(monkeypatch, data)
@@ -468,7 +570,9 @@ def test_read_tfds_field_mapping(monkeypatch):
     race = T.read_tfds("race", "dev")
     assert [c[0] for c in calls[-2:]] == ["race/middle", "race/high"]
     assert [(e.text_b, e.label, e.choices[0], e.group) for e in race] == [
-        ("Q1", 1, "a", "middle/middle7.txt"), ("Q2", 3, "e", "middle/middle7.txt")]
+        ("Q1", 1, "a", "middle/middle7.txt"),
+        ("Q2", 3, "e", "middle/middle7.txt"),
+    ]
 
 
 def test_read_tfds_missing_module(monkeypatch):
@@ -487,9 +591,14 @@ def test_remap_labels_mnli_roberta_order():
     np.testing.assert_array_equal(glue, [[0.0, 1.0, 5.0], [7.0, 1.0, 0.0]])
     # ids: roberta 0 (contradiction) -> GLUE 2, roberta 2 (entailment) -> GLUE 0.
     np.testing.assert_array_equal(
-        T.remap_labels(np.array([0, 1, 2]), T.MNLI_LABELS_HF_ROBERTA, T.MNLI_LABELS), [2, 1, 0])
-    assert np.argmax(glue, axis=1).tolist() == T.remap_labels(
-        np.argmax(logits, axis=1), T.MNLI_LABELS_HF_ROBERTA, T.MNLI_LABELS).tolist()
+        T.remap_labels(np.array([0, 1, 2]), T.MNLI_LABELS_HF_ROBERTA, T.MNLI_LABELS), [2, 1, 0]
+    )
+    assert (
+        np.argmax(glue, axis=1).tolist()
+        == T.remap_labels(
+            np.argmax(logits, axis=1), T.MNLI_LABELS_HF_ROBERTA, T.MNLI_LABELS
+        ).tolist()
+    )
     with pytest.raises(ValueError):
         T.remap_labels(np.array([0]), ("a", "b"), ("a", "c"))
     with pytest.raises(ValueError):
@@ -522,7 +631,8 @@ def test_matthews_corrcoef():
     # 3 classes: C = [[1,1,0],[0,2,0],[1,0,1]], t=(2,2,2), q=(2,3,1), c=4, s=6:
     # (4*6 - (4+6+2)) / sqrt((36-14) * (36-12)) = 12 / sqrt(528).
     assert T.matthews_corrcoef([0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2]) == pytest.approx(
-        12 / math.sqrt(528))
+        12 / math.sqrt(528)
+    )
     assert T.matthews_corrcoef([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # constant predictions
     assert T.matthews_corrcoef([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0)
 
@@ -556,17 +666,19 @@ def test_compute_metrics_per_task():
     # CoLA from logits: argmax -> (1,1,1,0,0,0,1,0), the MCC=0.5 case above.
     logits = np.array([[0, 1], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1], [1, 0]], float)
     assert T.compute_metrics("cola", logits, [1, 1, 0, 0, 0, 1, 1, 0]) == pytest.approx(
-        {"mcc": 0.5})
+        {"mcc": 0.5}
+    )
     assert T.compute_metrics("mrpc", [1, 1, 0, 0, 1], [1, 0, 1, 0, 1]) == pytest.approx(
-        {"f1": 2 / 3, "accuracy": 0.6})
+        {"f1": 2 / 3, "accuracy": 0.6}
+    )
     got = T.compute_metrics("stsb", np.array([[1.0], [2.0], [2.0], [3.0]]), [1, 3, 2, 4])
     assert got["spearman"] == pytest.approx(math.sqrt(0.9))
     assert set(got) == {"pearson", "spearman"}
     # CB: macro-F1 over all 3 classes.
     assert T.compute_metrics("cb", [0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2]) == pytest.approx(
-        {"f1_macro": 59 / 90, "accuracy": 4 / 6})
-    assert T.compute_metrics("race", np.eye(4)[[0, 1, 2, 3]], [0, 1, 3, 3]) == {
-        "accuracy": 0.75}
+        {"f1_macro": 59 / 90, "accuracy": 4 / 6}
+    )
+    assert T.compute_metrics("race", np.eye(4)[[0, 1, 2, 3]], [0, 1, 3, 3]) == {"accuracy": 0.75}
     with pytest.raises(ValueError):
         T.compute_metrics("sst2", [1, 0], [1])
     with pytest.raises(ValueError):

@@ -4,6 +4,7 @@ A same-size teacher whose weights differ only after the first MiB must get a new
 key hashed size + first MiB); an unchanged teacher must reuse both the memoised full digest and
 the cached outputs.
 """
+
 import hashlib
 import json
 import os
@@ -107,8 +108,13 @@ def test_changed_teacher_rebuilds_cached_outputs(tmp_path, minilm_dir):
     params = jax.device_get(init_params(Bert(arch, spec), jax.random.PRNGKey(0)))
     path = hf.save(tmp_path / "teacher", params, arch, spec, tokenizer_dir=minilm_dir)
     weights = path / "model.safetensors"
-    kw = dict(max_sequences=24, heldout_fraction=0.25, seed=0, want_logits=False,
-              cache_dir=str(tmp_path / "cache"))
+    kw = dict(
+        max_sequences=24,
+        heldout_fraction=0.25,
+        seed=0,
+        want_logits=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
 
     def prepare():
         return distill.prepare(distill.Teacher.load(str(path)), str(path), "embedded", 16, **kw)
@@ -125,7 +131,8 @@ def test_changed_teacher_rebuilds_cached_outputs(tmp_path, minilm_dir):
     assert weights.stat().st_size == size and weights.read_bytes()[:MIB] == head
     third = prepare()
     assert not third.cache_hit
-    assert not np.array_equal(np.asarray(third.teacher_train["hidden"][:, -1]),
-                              np.asarray(second.teacher_train["hidden"][:, -1]))
+    assert not np.array_equal(
+        np.asarray(third.teacher_train["hidden"][:, -1]),
+        np.asarray(second.teacher_train["hidden"][:, -1]),
+    )
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2
-

@@ -1,4 +1,5 @@
 """The one training loop: optimisation, exact resume after SIGKILL, non-finite stop."""
+
 import os
 import subprocess
 import sys
@@ -36,8 +37,15 @@ def test_converges_logs_evaluates_and_checkpoints(tmp_path):
 
     loop = train.LoopConfig(num_steps=200, log_every=50, eval_every=60)
     optim = train.OptimConfig(learning_rate=0.1, warmup_steps=10, weight_decay=0.0)
-    res = train.train(loss_fn, {"w": jnp.zeros(3)}, batch_fn, loop, optim,
-                      evaluators=[evaluator], workdir=tmp_path)
+    res = train.train(
+        loss_fn,
+        {"w": jnp.zeros(3)},
+        batch_fn,
+        loop,
+        optim,
+        evaluators=[evaluator],
+        workdir=tmp_path,
+    )
     np.testing.assert_allclose(res.state.params["w"], w_true, atol=1e-2)
     steps = [r["step"] for r in res.history if not r.get("eval")]
     assert steps == [50, 100, 150, 200]
@@ -47,8 +55,15 @@ def test_converges_logs_evaluates_and_checkpoints(tmp_path):
     # checkpoints follow the evaluations (checkpoint_every=0), the last two kept
     assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints")) == [180, 200]
     # a rerun after the end trains and evaluates nothing, and reads the history back
-    again = train.train(loss_fn, {"w": jnp.zeros(3)}, batch_fn, loop, optim,
-                        evaluators=[evaluator], workdir=tmp_path)
+    again = train.train(
+        loss_fn,
+        {"w": jnp.zeros(3)},
+        batch_fn,
+        loop,
+        optim,
+        evaluators=[evaluator],
+        workdir=tmp_path,
+    )
     assert again.resumed_from == 200 and calls == [60, 120, 180, 200]
     assert again.history == res.history
 
@@ -56,10 +71,12 @@ def test_converges_logs_evaluates_and_checkpoints(tmp_path):
 @pytest.mark.parametrize("warmup", [dict(warmup_steps=2), dict(warmup_ratio=0.2)])
 def test_schedule_warmup_then_linear_decay(warmup):
     sched = train.learning_rate_schedule(
-        train.OptimConfig(learning_rate=1.0, end_lr=0.0, **warmup), 10)
+        train.OptimConfig(learning_rate=1.0, end_lr=0.0, **warmup), 10
+    )
     # warm-up 0 → 1 over 2 steps, then 1 → 0 over 8
-    np.testing.assert_allclose([float(sched(s)) for s in (0, 1, 2, 6, 10)],
-                               [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        [float(sched(s)) for s in (0, 1, 2, 6, 10)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6
+    )
 
 
 def test_warmup_is_resolved_once():
@@ -70,8 +87,10 @@ def test_warmup_is_resolved_once():
 
 def test_weight_decay_mask():
     mask = train.decay_mask({"dense": {"kernel": 1, "bias": 2}, "norm": {"scale": 3, "bias": 4}})
-    assert mask == {"dense": {"kernel": True, "bias": False},
-                    "norm": {"scale": False, "bias": False}}
+    assert mask == {
+        "dense": {"kernel": True, "bias": False},
+        "norm": {"scale": False, "bias": False},
+    }
 
 
 def test_bad_optim_and_loop_config_named():
@@ -92,15 +111,26 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
 
     loop = train.LoopConfig(num_steps=30, checkpoint_every=10, log_every=5)
     with pytest.raises(train.NonFiniteLoss, match="step 13.*step 10"):
-        train.train(loss_fn, {"w": jnp.zeros(())}, batch_fn, loop,
-                    train.OptimConfig(learning_rate=0.1), workdir=tmp_path)
+        train.train(
+            loss_fn,
+            {"w": jnp.zeros(())},
+            batch_fn,
+            loop,
+            train.OptimConfig(learning_rate=0.1),
+            workdir=tmp_path,
+        )
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10"]
 
 
 def _run(workdir, out, kill_at=None):
     env = dict(os.environ, KILL_AT=str(kill_at if kill_at is not None else -1))
-    return subprocess.run([sys.executable, str(WORKER), str(workdir), str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(WORKER), str(workdir), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_sigkill_and_resume_gives_identical_parameters(tmp_path):

@@ -6,6 +6,7 @@ batches from `epoch_batches`, a *stateless* source: the batch of global step `s`
 (data, seed, s), so the data position of a run is its step and a resume from a checkpoint at
 step `s` continues with exactly the batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,11 +49,16 @@ def concat(*datasets: Mapping[str, np.ndarray] | None) -> Arrays:
     keys = set(parts[0])
     for d in parts[1:]:
         if set(d) != keys:
-            raise ValueError(f"cannot concatenate data sets with keys {sorted(keys)} and "
-                             f"{sorted(d)}")
+            raise ValueError(
+                f"cannot concatenate data sets with keys {sorted(keys)} and {sorted(d)}"
+            )
     first = parts[0]
-    return {k: np.concatenate([np.asarray(d[k]).astype(np.asarray(first[k]).dtype, copy=False)
-                               for d in parts]) for k in first}
+    return {
+        k: np.concatenate(
+            [np.asarray(d[k]).astype(np.asarray(first[k]).dtype, copy=False) for d in parts]
+        )
+        for k in first
+    }
 
 
 def select(arrays: Mapping[str, np.ndarray], keys: Sequence[str]) -> Arrays:
@@ -69,8 +75,9 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def batch_rows(step: int, n: int, batch_size: int, seed: int,
-               drop_remainder: bool = False) -> np.ndarray:
+def batch_rows(
+    step: int, n: int, batch_size: int, seed: int, drop_remainder: bool = False
+) -> np.ndarray:
     """Row indices [batch_size] of global step `step`.
 
     drop_remainder=False: positions step·B … step·B + B − 1 of the concatenation of the
@@ -81,15 +88,20 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int,
     if drop_remainder:
         per_epoch = n // batch_size
         epoch, k = divmod(step, per_epoch)
-        return epoch_permutation(n, seed, epoch)[k * batch_size:(k + 1) * batch_size]
+        return epoch_permutation(n, seed, epoch)[k * batch_size : (k + 1) * batch_size]
     pos = step * batch_size + np.arange(batch_size)
     epochs, offsets = np.divmod(pos, n)
     return np.array([epoch_permutation(n, seed, int(e))[o] for e, o in zip(epochs, offsets)])
 
 
-def epoch_batches(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, *,
-                  drop_remainder: bool = False,
-                  transform: Callable[[Arrays], Batch] | None = None) -> BatchSource:
+def epoch_batches(
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+    *,
+    drop_remainder: bool = False,
+    transform: Callable[[Arrays], Batch] | None = None,
+) -> BatchSource:
     """`batch(step) -> {key: array [batch_size, ...]}`, stateless (see `batch_rows`).
 
     `transform` post-processes each gathered batch on the host (e.g. trimming padding).
@@ -136,8 +148,7 @@ class Prefetcher:
 
     def __init__(self, source: BatchSource, start: int, stop: int, depth: int = 2):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, args=(source, start, stop),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(source, start, stop), daemon=True)
         self._thread.start()
 
     def _run(self, source: BatchSource, start: int, stop: int) -> None:

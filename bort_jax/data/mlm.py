@@ -10,6 +10,7 @@ so every batch has the same shapes and the jitted step never recompiles.
 Masking is a pure function of its generator: the KD data is masked once under a seed
 (`distill.static_mask`), and batches come from the stateless `data.batching.epoch_batches`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,6 +25,7 @@ Batch = dict[str, np.ndarray]
 MASK_FRACTION = 0.8
 RANDOM_FRACTION = 0.1
 
+
 # ---------------------------------------------------------------------------------------------
 # Masking
 # ---------------------------------------------------------------------------------------------
@@ -32,8 +34,9 @@ def default_max_predictions(seq_len: int, mask_prob: float) -> int:
     return max(1, math.ceil(mask_prob * seq_len))
 
 
-def num_predictions(num_candidates: np.ndarray, mask_prob: float,
-                    max_predictions: int) -> np.ndarray:
+def num_predictions(
+    num_candidates: np.ndarray, mask_prob: float, max_predictions: int
+) -> np.ndarray:
     """Predictions per row: min(P, max(1, round(mask_prob * n))), and 0 when n = 0.
 
     ``round`` is half-up (floor(x + 0.5)). Google's script scales the unpadded row length
@@ -52,16 +55,18 @@ def num_predictions(num_candidates: np.ndarray, mask_prob: float,
 @functools.lru_cache(maxsize=8)
 def replacement_ids(vocab_size: int, excluded: tuple[int, ...]) -> np.ndarray:
     """Ids a token may be randomly replaced by: range(vocab_size) minus ``excluded``. int32."""
-    allowed = np.setdiff1d(np.arange(vocab_size, dtype=np.int32),
-                           np.asarray(excluded, dtype=np.int32))
+    allowed = np.setdiff1d(
+        np.arange(vocab_size, dtype=np.int32), np.asarray(excluded, dtype=np.int32)
+    )
     if allowed.size == 0:
-        raise ValueError('every vocabulary id is special; nothing to use as a random token')
+        raise ValueError("every vocabulary id is special; nothing to use as a random token")
     allowed.setflags(write=False)
     return allowed
 
 
-def _select_positions(candidates: np.ndarray, counts: np.ndarray, max_predictions: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _select_positions(
+    candidates: np.ndarray, counts: np.ndarray, max_predictions: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Uniformly chooses ``counts[b]`` candidate positions per row, sorted, padded to P.
 
     Random keys u ~ U[0,1) per position (non-candidates get 2); the ``counts[b]`` smallest
@@ -72,19 +77,26 @@ def _select_positions(candidates: np.ndarray, counts: np.ndarray, max_prediction
     keys = rng.random((batch, seq_len))
     keys[~candidates] = 2.0
     take = min(max_predictions, seq_len)
-    order = np.argsort(keys, axis=1, kind='stable')[:, :take]
+    order = np.argsort(keys, axis=1, kind="stable")[:, :take]
     valid = np.arange(take)[None, :] < counts[:, None]
     positions = np.sort(np.where(valid, order, seq_len), axis=1)
     if take < max_predictions:
-        positions = np.pad(positions, ((0, 0), (0, max_predictions - take)),
-                           constant_values=seq_len)
+        positions = np.pad(
+            positions, ((0, 0), (0, max_predictions - take)), constant_values=seq_len
+        )
     valid = positions < seq_len
     return np.where(valid, positions, 0).astype(np.int32), valid
 
 
-def mask_tokens(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, mask_id: int,
-                special_ids: Iterable[int], mask_prob: float = 0.15,
-                max_predictions: int | None = None) -> Batch:
+def mask_tokens(
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    vocab_size: int,
+    mask_id: int,
+    special_ids: Iterable[int],
+    mask_prob: float = 0.15,
+    max_predictions: int | None = None,
+) -> Batch:
     """BERT 80/10/10 masking of a batch of rows, fixed-size target layout.
 
     Maskable positions are those whose id is not in ``special_ids`` ∪ {mask_id} (so [CLS],
@@ -113,11 +125,12 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, mask
     """
     ids = np.asarray(ids)
     if ids.ndim == 1:
-        out = mask_tokens(ids[None], rng, vocab_size, mask_id, special_ids, mask_prob,
-                          max_predictions)
+        out = mask_tokens(
+            ids[None], rng, vocab_size, mask_id, special_ids, mask_prob, max_predictions
+        )
         return {key: value[0] for key, value in out.items()}
     if not 0.0 < mask_prob <= 1.0:
-        raise ValueError(f'mask_prob must be in (0, 1], got {mask_prob}')
+        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
     excluded = tuple(sorted(set(int(i) for i in special_ids) | {int(mask_id)}))
     batch, seq_len = ids.shape
     if max_predictions is None:
@@ -130,17 +143,19 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, mask
     allowed = replacement_ids(vocab_size, excluded)
     random_tokens = allowed[rng.integers(0, allowed.size, size=positions.shape)]
     original = np.take_along_axis(ids, positions, axis=1).astype(np.int32)
-    replaced = np.where(choice < MASK_FRACTION, np.int32(mask_id),
-                        np.where(choice < MASK_FRACTION + RANDOM_FRACTION,
-                                 random_tokens, original))
+    replaced = np.where(
+        choice < MASK_FRACTION,
+        np.int32(mask_id),
+        np.where(choice < MASK_FRACTION + RANDOM_FRACTION, random_tokens, original),
+    )
     input_ids = ids.astype(np.int32, copy=True)
     rows = np.broadcast_to(np.arange(batch)[:, None], positions.shape)
     input_ids[rows[valid], positions[valid]] = replaced[valid]
     return {
-        'input_ids': input_ids,
-        'mlm_positions': positions,
-        'mlm_ids': np.where(valid, original, 0).astype(np.int32),
-        'mlm_weights': valid.astype(np.float32),
+        "input_ids": input_ids,
+        "mlm_positions": positions,
+        "mlm_ids": np.where(valid, original, 0).astype(np.int32),
+        "mlm_weights": valid.astype(np.float32),
     }
 
 
@@ -148,14 +163,24 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, mask
 # Compatibility checks
 # ---------------------------------------------------------------------------------------------
 VocabLike = Union[tokenizers.Tokenizer, Mapping[str, int], str, os.PathLike]
-SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]',
-                  '<s>', '<pad>', '</s>', '<unk>', '<mask>')
+SPECIAL_TOKENS = (
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "<s>",
+    "<pad>",
+    "</s>",
+    "<unk>",
+    "<mask>",
+)
 
 
 def _read_vocab_txt(path: str) -> dict[str, int]:
     """WordPiece vocab.txt: one token per line, id = line number."""
-    with open(path, encoding='utf-8') as f:
-        return {line.rstrip('\r\n'): i for i, line in enumerate(f)}
+    with open(path, encoding="utf-8") as f:
+        return {line.rstrip("\r\n"): i for i, line in enumerate(f)}
 
 
 def as_vocab(source: VocabLike) -> dict[str, int]:
@@ -166,11 +191,11 @@ def as_vocab(source: VocabLike) -> dict[str, int]:
         return dict(source)
     path = os.fspath(source)
     if os.path.isdir(path):
-        for name in ('tokenizer.json', 'vocab.txt'):
+        for name in ("tokenizer.json", "vocab.txt"):
             if os.path.isfile(os.path.join(path, name)):
                 return as_vocab(os.path.join(path, name))
-        raise FileNotFoundError(f'no tokenizer.json or vocab.txt in {path!r}')
-    if path.endswith('.json'):
+        raise FileNotFoundError(f"no tokenizer.json or vocab.txt in {path!r}")
+    if path.endswith(".json"):
         return as_vocab(tokenizers.Tokenizer.from_file(path))
     return _read_vocab_txt(path)
 
@@ -187,18 +212,24 @@ def vocab_disagreement(student: VocabLike, teacher: VocabLike) -> str | None:
     """
     s_vocab, t_vocab = as_vocab(student), as_vocab(teacher)
     if len(s_vocab) != len(t_vocab):
-        return (f'vocabulary sizes differ: student has {len(s_vocab)} tokens, teacher has '
-                f'{len(t_vocab)}')
+        return (
+            f"vocabulary sizes differ: student has {len(s_vocab)} tokens, teacher has "
+            f"{len(t_vocab)}"
+        )
     for token in SPECIAL_TOKENS:
         s_id, t_id = s_vocab.get(token), t_vocab.get(token)
         if s_id != t_id:
-            return (f'special token {token!r} has id {s_id} in the student vocabulary but '
-                    f'{t_id} in the teacher vocabulary')
+            return (
+                f"special token {token!r} has id {s_id} in the student vocabulary but "
+                f"{t_id} in the teacher vocabulary"
+            )
     s_tokens, t_tokens = _id_to_token(s_vocab), _id_to_token(t_vocab)
     for i in sorted(set(s_tokens) | set(t_tokens)):
         if s_tokens.get(i) != t_tokens.get(i):
-            return (f'token id {i} is {s_tokens.get(i)!r} in the student vocabulary but '
-                    f'{t_tokens.get(i)!r} in the teacher vocabulary')
+            return (
+                f"token id {i} is {s_tokens.get(i)!r} in the student vocabulary but "
+                f"{t_tokens.get(i)!r} in the teacher vocabulary"
+            )
     return None
 
 
@@ -210,5 +241,6 @@ def check_vocab_compat(student: VocabLike, teacher: VocabLike) -> None:
     """
     problem = vocab_disagreement(student, teacher)
     if problem is not None:
-        raise ValueError(f'student and teacher vocabularies are incompatible for logit '
-                         f'distillation: {problem}')
+        raise ValueError(
+            f"student and teacher vocabularies are incompatible for logit distillation: {problem}"
+        )

@@ -7,6 +7,7 @@ tokenized with a ``tokenizers.Tokenizer``, concatenated into one token stream an
 fixed-length ``[CLS] tokens... [SEP]`` rows (``tokenize_and_pack``), RoBERTa's FULL-SENTENCES
 packing without next-sentence pairs (Bort has no NSP head).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,8 +18,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import tokenizers
 
-TEXT_SUFFIXES = ('.txt', '.tokens', '.raw')
-_BLANK_LINE = re.compile(r'\n[ \t\r\f\v]*\n')
+TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 _ENCODE_CHUNK = 1024
 
 
@@ -33,13 +34,14 @@ def embedded_corpus() -> list[str]:
     list is identical on every call and machine running the same Python version.
     """
     from pydoc_data import topics  # Standard library; imported lazily as it is 0.5 MB.
+
     docs = (topics.topics[key].strip() for key in sorted(topics.topics))
     return [doc for doc in docs if doc]
 
 
 def split_documents(text: str) -> list[str]:
     """Split raw text into documents on blank lines; strips each and drops empty ones."""
-    parts = (part.strip() for part in _BLANK_LINE.split(text.replace('\r\n', '\n')))
+    parts = (part.strip() for part in _BLANK_LINE.split(text.replace("\r\n", "\n")))
     return [part for part in parts if part]
 
 
@@ -48,12 +50,13 @@ def _text_files(path: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f'no such file or directory: {path!r}')
+        raise FileNotFoundError(f"no such file or directory: {path!r}")
     found = []
     for root, dirs, files in os.walk(path):
         dirs.sort()
-        found.extend(os.path.join(root, name) for name in sorted(files)
-                     if name.endswith(TEXT_SUFFIXES))
+        found.extend(
+            os.path.join(root, name) for name in sorted(files) if name.endswith(TEXT_SUFFIXES)
+        )
     return found
 
 
@@ -71,11 +74,13 @@ def read_text_files(path: str | os.PathLike) -> list[str]:
     path = os.fspath(path)
     docs: list[str] = []
     for name in _text_files(path):
-        with open(name, encoding='utf-8') as f:
+        with open(name, encoding="utf-8") as f:
             docs.extend(split_documents(f.read()))
     if not docs:
-        raise ValueError(f'no text found in {path!r} (looked for non-empty documents in '
-                         f'files ending in {", ".join(TEXT_SUFFIXES)})')
+        raise ValueError(
+            f"no text found in {path!r} (looked for non-empty documents in "
+            f"files ending in {', '.join(TEXT_SUFFIXES)})"
+        )
     return docs
 
 
@@ -84,7 +89,7 @@ def _as_text(value) -> str:
     if isinstance(value, np.ndarray):
         value = value.item()
     if isinstance(value, bytes):
-        return value.decode('utf-8')
+        return value.decode("utf-8")
     return str(value)
 
 
@@ -92,14 +97,19 @@ def _iterate_tfds(dataset, text_key: str, max_examples: int | None) -> Iterator[
     """Yields ``example[text_key]`` as ``str`` for at most ``max_examples`` examples."""
     for example in itertools.islice(dataset, max_examples):
         if text_key not in example:
-            raise KeyError(f'TFDS example has no feature {text_key!r}; '
-                           f'features are {sorted(example)}')
+            raise KeyError(
+                f"TFDS example has no feature {text_key!r}; features are {sorted(example)}"
+            )
         yield _as_text(example[text_key])
 
 
-def read_tfds(name: str, split: str = 'train', text_key: str = 'text',
-              data_dir: str | None = None,
-              max_examples: int | None = None) -> Iterator[str]:
+def read_tfds(
+    name: str,
+    split: str = "train",
+    text_key: str = "text",
+    data_dir: str | None = None,
+    max_examples: int | None = None,
+) -> Iterator[str]:
     """Streams the text feature of a TensorFlow Datasets split, e.g. ``wikipedia/20230601.en``.
 
     ``tensorflow_datasets`` is imported here, not at module import, so the rest of the
@@ -113,15 +123,17 @@ def read_tfds(name: str, split: str = 'train', text_key: str = 'text',
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ImportError(
-            'read_tfds needs tensorflow-datasets; install it with '
-            '`pip install tensorflow-datasets tensorflow-cpu` '
-            "(or `pip install -e '.[tfds]'`)") from err
+            "read_tfds needs tensorflow-datasets; install it with "
+            "`pip install tensorflow-datasets tensorflow-cpu` "
+            "(or `pip install -e '.[tfds]'`)"
+        ) from err
     dataset = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
     return _iterate_tfds(tfds.as_numpy(dataset), text_key, max_examples)
 
 
-def load_corpus(spec: str, data_dir: str | None = None,
-                max_examples: int | None = None) -> list[str]:
+def load_corpus(
+    spec: str, data_dir: str | None = None, max_examples: int | None = None
+) -> list[str]:
     """Documents named by a corpus spec string.
 
     Specs:
@@ -131,14 +143,13 @@ def load_corpus(spec: str, data_dir: str | None = None,
       anything else                        -> ``read_text_files(spec)`` (file or directory).
     ``max_examples`` caps the number of TFDS examples; ``data_dir`` is TFDS's data dir.
     """
-    if spec == 'embedded':
+    if spec == "embedded":
         return embedded_corpus()
-    if spec.startswith('tfds:'):
-        name, _, split = spec[len('tfds:'):].partition(':')
+    if spec.startswith("tfds:"):
+        name, _, split = spec[len("tfds:") :].partition(":")
         if not name:
-            raise ValueError(f'corpus spec {spec!r} names no TFDS dataset')
-        return list(read_tfds(name, split or 'train', data_dir=data_dir,
-                              max_examples=max_examples))
+            raise ValueError(f"corpus spec {spec!r} names no TFDS dataset")
+        return list(read_tfds(name, split or "train", data_dir=data_dir, max_examples=max_examples))
     return read_text_files(spec)
 
 
@@ -157,8 +168,9 @@ def plain_tokenizer(tokenizer: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
     return copy
 
 
-def _encode_chunk(tokenizer: tokenizers.Tokenizer, docs: list[str],
-                  doc_sep_id: int | None) -> list[np.ndarray]:
+def _encode_chunk(
+    tokenizer: tokenizers.Tokenizer, docs: list[str], doc_sep_id: int | None
+) -> list[np.ndarray]:
     """Token ids of each document (no special tokens), optionally followed by ``doc_sep_id``."""
     out = []
     for encoding in tokenizer.encode_batch(docs, add_special_tokens=False):
@@ -169,8 +181,9 @@ def _encode_chunk(tokenizer: tokenizers.Tokenizer, docs: list[str],
     return out
 
 
-def token_stream(docs: Iterable[str], tokenizer: tokenizers.Tokenizer,
-                 doc_sep_id: int | None = None) -> np.ndarray:
+def token_stream(
+    docs: Iterable[str], tokenizer: tokenizers.Tokenizer, doc_sep_id: int | None = None
+) -> np.ndarray:
     """All documents tokenized and concatenated: int32 [num_tokens].
 
     Encodes in batches of ``_ENCODE_CHUNK`` documents (``encode_batch`` runs in parallel in
@@ -186,8 +199,9 @@ def token_stream(docs: Iterable[str], tokenizer: tokenizers.Tokenizer,
     return np.concatenate(pieces)
 
 
-def pack_stream(stream: np.ndarray, seq_len: int, cls_id: int, sep_id: int,
-                pad_id: int) -> np.ndarray:
+def pack_stream(
+    stream: np.ndarray, seq_len: int, cls_id: int, sep_id: int, pad_id: int
+) -> np.ndarray:
     """Cuts a token stream into rows ``[CLS] t_1 ... t_{seq_len-2} [SEP]``.
 
     Row i holds stream[i*b:(i+1)*b] with b = seq_len - 2. The last row, if partial, is
@@ -199,25 +213,31 @@ def pack_stream(stream: np.ndarray, seq_len: int, cls_id: int, sep_id: int,
       int32 [ceil(n / (seq_len - 2)), seq_len].
     """
     if seq_len < 3:
-        raise ValueError(f'seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}')
+        raise ValueError(f"seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}")
     body = seq_len - 2
     n = int(stream.shape[0])
     if n == 0:
-        raise ValueError('corpus is empty: the token stream has no tokens to pack')
+        raise ValueError("corpus is empty: the token stream has no tokens to pack")
     rows = -(-n // body)
     padded = np.full((rows * body,), pad_id, np.int32)
     padded[:n] = stream
     out = np.full((rows, seq_len), pad_id, np.int32)
     out[:, 0] = cls_id
-    out[:, 1:1 + body] = padded.reshape(rows, body)
+    out[:, 1 : 1 + body] = padded.reshape(rows, body)
     out[:-1, -1] = sep_id
     out[-1, 1 + n - (rows - 1) * body] = sep_id
     return out
 
 
-def tokenize_and_pack(docs: Iterable[str], tokenizer: tokenizers.Tokenizer, seq_len: int,
-                      cls_id: int, sep_id: int, pad_id: int,
-                      doc_sep_id: int | None = None) -> np.ndarray:
+def tokenize_and_pack(
+    docs: Iterable[str],
+    tokenizer: tokenizers.Tokenizer,
+    seq_len: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    doc_sep_id: int | None = None,
+) -> np.ndarray:
     """Tokenizes documents, concatenates them and packs fixed-length training rows.
 
     Each row is ``[CLS] tokens... [SEP]`` of exactly ``seq_len`` ids; the text crosses
@@ -236,16 +256,19 @@ def tokenize_and_pack(docs: Iterable[str], tokenizer: tokenizers.Tokenizer, seq_
       ValueError: the corpus yields no tokens ("corpus is empty ...") or seq_len < 3.
     """
     if seq_len < 3:
-        raise ValueError(f'seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}')
+        raise ValueError(f"seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}")
     stream = token_stream(docs, tokenizer, doc_sep_id)
     if stream.size == 0:
-        raise ValueError('corpus is empty: no document produced any token '
-                         '(check the corpus spec and the tokenizer)')
+        raise ValueError(
+            "corpus is empty: no document produced any token "
+            "(check the corpus spec and the tokenizer)"
+        )
     return pack_stream(stream, seq_len, cls_id, sep_id, pad_id)
 
 
-def split_train_heldout(seqs: np.ndarray, heldout_fraction: float,
-                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_train_heldout(
+    seqs: np.ndarray, heldout_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic random split of rows into (train, heldout).
 
     ``round(heldout_fraction * N)`` rows (at least 1 when the fraction is > 0) go to the
@@ -258,28 +281,30 @@ def split_train_heldout(seqs: np.ndarray, heldout_fraction: float,
       (train [N - k, ...], heldout [k, ...]).
     """
     if not 0.0 <= heldout_fraction < 1.0:
-        raise ValueError(f'heldout_fraction must be in [0, 1), got {heldout_fraction}')
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
     n = int(seqs.shape[0])
     k = int(np.floor(heldout_fraction * n + 0.5))
     if heldout_fraction > 0:
         k = max(k, 1)
     if k >= n:
-        raise ValueError(f'held-out fraction {heldout_fraction} of {n} rows leaves no '
-                         'training rows')
+        raise ValueError(
+            f"held-out fraction {heldout_fraction} of {n} rows leaves no training rows"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     held = np.sort(perm[:k])
     train = np.sort(perm[k:])
     return seqs[train], seqs[held]
 
 
-def special_token_ids(tokenizer: tokenizers.Tokenizer,
-                      names: Sequence[str] = ('[CLS]', '[SEP]', '[PAD]', '[MASK]', '[UNK]'),
-                      ) -> dict[str, int]:
+def special_token_ids(
+    tokenizer: tokenizers.Tokenizer,
+    names: Sequence[str] = ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"),
+) -> dict[str, int]:
     """Ids of the named special tokens (``KeyError`` if one is missing from the vocab)."""
     out = {}
     for name in names:
         token_id = tokenizer.token_to_id(name)
         if token_id is None:
-            raise KeyError(f'token {name!r} is not in the tokenizer vocabulary')
+            raise KeyError(f"token {name!r} is not in the tokenizer vocabulary")
         out[name] = token_id
     return out

@@ -9,6 +9,7 @@ See docs/fptas.md.
 The search function is `bort_jax.search.fptas.fptas`, re-exported as `fptas_search` so that the
 package attribute `fptas` stays the module.
 """
+
 from bort_jax.search.assumptions import AssumptionViolation, AssumptionWarning
 from bort_jax.search.evaluator import Evaluator, candidate_key
 from bort_jax.search.fptas import (
@@ -33,10 +34,33 @@ from bort_jax.search.report import read_json, result_from_dict, result_to_dict, 
 from bort_jax.search.space import Axis, SearchSpace, bert_grid, componentwise_leq, grid
 
 __all__ = [
-    "AbncCheck", "AssumptionViolation", "AssumptionWarning", "Axis", "BlockCost", "Evaluation",
-    "Evaluator", "Guarantee", "SearchResult", "SearchSpace", "WCoefficient", "bert_grid",
-    "candidate_key", "check_abnc", "componentwise_leq", "convexity_violations", "exhaustive",
-    "fptas_search", "grid", "kappa_for", "monotonicity_violations", "pareto_front", "read_json",
-    "required_slack", "result_from_dict", "result_to_dict", "step_budget", "validate_eps",
+    "AbncCheck",
+    "AssumptionViolation",
+    "AssumptionWarning",
+    "Axis",
+    "BlockCost",
+    "Evaluation",
+    "Evaluator",
+    "Guarantee",
+    "SearchResult",
+    "SearchSpace",
+    "WCoefficient",
+    "bert_grid",
+    "candidate_key",
+    "check_abnc",
+    "componentwise_leq",
+    "convexity_violations",
+    "exhaustive",
+    "fptas_search",
+    "grid",
+    "kappa_for",
+    "monotonicity_violations",
+    "pareto_front",
+    "read_json",
+    "required_slack",
+    "result_from_dict",
+    "result_to_dict",
+    "step_budget",
+    "validate_eps",
     "write_report",
 ]

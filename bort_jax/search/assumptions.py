@@ -22,6 +22,7 @@ number O(|E|³), the worst chain through each middle candidate is kept and the r
 `monotonicity_violations`, `required_slack` and `convexity_violations` are the audit forms, for
 a whole list of evaluations (e.g. an exhaustive run).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,30 +67,48 @@ class AssumptionViolation:
         """One line, e.g. "M: A (e=0.5) <= B (e=0.7) needs slack >= 0.4 (declared 0.04)"."""
         c, e = self.candidates, self.errors
         if self.assumption == "M":
-            return (f"M: {c[0]} (e={e[0]:.6g}) <= {c[1]} (e={e[1]:.6g}) needs slack "
-                    f">= {self.needed:.4g} (declared {self.declared:g})")
+            return (
+                f"M: {c[0]} (e={e[0]:.6g}) <= {c[1]} (e={e[1]:.6g}) needs slack "
+                f">= {self.needed:.4g} (declared {self.declared:g})"
+            )
         if self.assumption == "F":
-            return (f"F: {c[0]} has e={e[0]:.6g} below e_floor={self.declared:g} "
-                    f"(needs e_floor <= {self.needed:.6g})")
+            return (
+                f"F: {c[0]} has e={e[0]:.6g} below e_floor={self.declared:g} "
+                f"(needs e_floor <= {self.needed:.6g})"
+            )
         if self.assumption == "L":
-            return (f"L: {c[0]} (e={e[0]:.6g}) and {c[1]} (e={e[1]:.6g}) need lipschitz "
-                    f">= {self.needed:.4g} (declared {self.declared:g})")
-        return (f"C: chain {c[0]} (e={e[0]:.6g}) <= {c[1]} (e={e[1]:.6g}) <= {c[2]} "
-                f"(e={e[2]:.6g}) is not convex within slack: needs slack >= {self.needed:.4g} "
-                f"(declared {self.declared:g})")
+            return (
+                f"L: {c[0]} (e={e[0]:.6g}) and {c[1]} (e={e[1]:.6g}) need lipschitz "
+                f">= {self.needed:.4g} (declared {self.declared:g})"
+            )
+        return (
+            f"C: chain {c[0]} (e={e[0]:.6g}) <= {c[1]} (e={e[1]:.6g}) <= {c[2]} "
+            f"(e={e[2]:.6g}) is not convex within slack: needs slack >= {self.needed:.4g} "
+            f"(declared {self.declared:g})"
+        )
 
     def to_dict(self, candidate_to_json: Callable[[Any], Any]) -> dict[str, Any]:
         """Plain-JSON form (candidates through ``candidate_to_json``)."""
-        return {"assumption": self.assumption,
-                "candidates": [candidate_to_json(c) for c in self.candidates],
-                "errors": list(self.errors), "needed": self.needed, "declared": self.declared,
-                "text": self.describe()}
+        return {
+            "assumption": self.assumption,
+            "candidates": [candidate_to_json(c) for c in self.candidates],
+            "errors": list(self.errors),
+            "needed": self.needed,
+            "declared": self.declared,
+            "text": self.describe(),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any],
-                  candidate_from_json: Callable[[Any], Any]) -> "AssumptionViolation":
-        return cls(data["assumption"], tuple(candidate_from_json(c) for c in data["candidates"]),
-                   tuple(data["errors"]), data["needed"], data["declared"])
+    def from_dict(
+        cls, data: dict[str, Any], candidate_from_json: Callable[[Any], Any]
+    ) -> "AssumptionViolation":
+        return cls(
+            data["assumption"],
+            tuple(candidate_from_json(c) for c in data["candidates"]),
+            tuple(data["errors"]),
+            data["needed"],
+            data["declared"],
+        )
 
 
 def chord_slack(e0: float, e1: float, e2: float, x0: float, x1: float, x2: float) -> float:
@@ -107,10 +126,17 @@ class AssumptionChecker:
     search shows it early; `summary_warning` reports them all at the end.
     """
 
-    def __init__(self, cands: Sequence[Candidate], up: Sequence[np.ndarray],
-                 down: Sequence[np.ndarray], slack: float, e_floor: float | None,
-                 lipschitz: float | None, dist_row: Callable[[int], np.ndarray] | None,
-                 x: Sequence[float] | None) -> None:
+    def __init__(
+        self,
+        cands: Sequence[Candidate],
+        up: Sequence[np.ndarray],
+        down: Sequence[np.ndarray],
+        slack: float,
+        e_floor: float | None,
+        lipschitz: float | None,
+        dist_row: Callable[[int], np.ndarray] | None,
+        x: Sequence[float] | None,
+    ) -> None:
         self.cands, self.up, self.down = cands, up, down
         self.slack, self.e_floor = slack, e_floor
         self.lipschitz, self.dist_row = lipschitz, dist_row
@@ -129,8 +155,11 @@ class AssumptionChecker:
         """New violations involving candidate k (also appended to ``violations``)."""
         found = self._monotone(k, err, evaluated)
         if self.e_floor is not None and err[k] < self.e_floor * (1.0 - TOLERANCE):
-            found.append(AssumptionViolation("F", (self.cands[k],), (float(err[k]),),
-                                             float(err[k]), self.e_floor))
+            found.append(
+                AssumptionViolation(
+                    "F", (self.cands[k],), (float(err[k]),), float(err[k]), self.e_floor
+                )
+            )
         if self.lipschitz is not None:
             found += self._lipschitz(k, err, evaluated)
         for v in found:
@@ -141,30 +170,37 @@ class AssumptionChecker:
         for v in found:
             if v.assumption not in self._warned:
                 self._warned.add(v.assumption)
-                warnings.warn(AssumptionWarning(
-                    f"assumption {v.describe()}; the search goes on, but its (1-eps) bound is "
-                    "not certified"), stacklevel=4)
+                warnings.warn(
+                    AssumptionWarning(
+                        f"assumption {v.describe()}; the search goes on, but its (1-eps) bound is "
+                        "not certified"
+                    ),
+                    stacklevel=4,
+                )
         return found
 
-    def _monotone(self, k: int, err: np.ndarray,
-                  evaluated: np.ndarray) -> list[AssumptionViolation]:
+    def _monotone(
+        self, k: int, err: np.ndarray, evaluated: np.ndarray
+    ) -> list[AssumptionViolation]:
         out = []
         grow = (1.0 + self.slack) * (1.0 + TOLERANCE)
-        below = self.down[k][evaluated[self.down[k]]]   # j ⪯ k: j is the smaller one
+        below = self.down[k][evaluated[self.down[k]]]  # j ⪯ k: j is the smaller one
         for j in below[err[below] * grow < err[k]].tolist():
             out.append(self._m(j, k, err))
-        above = self.up[k][evaluated[self.up[k]]]       # k ⪯ j: k is the smaller one
+        above = self.up[k][evaluated[self.up[k]]]  # k ⪯ j: k is the smaller one
         for j in above[err[k] * grow < err[above]].tolist():
             out.append(self._m(k, j, err))
         return out
 
     def _m(self, small: int, big: int, err: np.ndarray) -> AssumptionViolation:
         e_s, e_b = float(err[small]), float(err[big])
-        return AssumptionViolation("M", (self.cands[small], self.cands[big]), (e_s, e_b),
-                                   e_b / e_s - 1.0, self.slack)
+        return AssumptionViolation(
+            "M", (self.cands[small], self.cands[big]), (e_s, e_b), e_b / e_s - 1.0, self.slack
+        )
 
-    def _lipschitz(self, k: int, err: np.ndarray,
-                   evaluated: np.ndarray) -> list[AssumptionViolation]:
+    def _lipschitz(
+        self, k: int, err: np.ndarray, evaluated: np.ndarray
+    ) -> list[AssumptionViolation]:
         others = np.flatnonzero(evaluated)
         others = others[others != k]
         if others.size == 0:
@@ -175,13 +211,18 @@ class AssumptionChecker:
         out = []
         for j, g, dj in zip(others[bad].tolist(), gap[bad].tolist(), d[bad].tolist()):
             needed = g / dj if dj > 0 else math.inf
-            out.append(AssumptionViolation("L", (self.cands[j], self.cands[k]),
-                                           (float(err[j]), float(err[k])), needed,
-                                           self.lipschitz))
+            out.append(
+                AssumptionViolation(
+                    "L",
+                    (self.cands[j], self.cands[k]),
+                    (float(err[j]), float(err[k])),
+                    needed,
+                    self.lipschitz,
+                )
+            )
         return out
 
-    def _convex(self, k: int, err: np.ndarray,
-                evaluated: np.ndarray) -> list[AssumptionViolation]:
+    def _convex(self, k: int, err: np.ndarray, evaluated: np.ndarray) -> list[AssumptionViolation]:
         """Every evaluated chain a ⪯ b ⪯ c (x strictly increasing) that k completes."""
         x = self.x
         out: list[AssumptionViolation] = []
@@ -193,20 +234,26 @@ class AssumptionChecker:
         below = below[x[below] < x[k]]
         above = ev(self.up[k])
         above = above[x[above] > x[k]]
-        for b in below.tolist():               # k is the top c
+        for b in below.tolist():  # k is the top c
             a = ev(self.down[b])
             a = a[x[a] < x[b]]
             self._triples(a, np.array([b]), np.array([k]), err, out)
-        if below.size and above.size:          # k is the middle b
+        if below.size and above.size:  # k is the middle b
             self._triples(below, np.array([k]), above, err, out)
-        for b in above.tolist():               # k is the bottom a
+        for b in above.tolist():  # k is the bottom a
             c = ev(self.up[b])
             c = c[x[c] > x[b]]
             self._triples(np.array([k]), np.array([b]), c, err, out)
         return out
 
-    def _triples(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, err: np.ndarray,
-                 out: list[AssumptionViolation]) -> None:
+    def _triples(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        c: np.ndarray,
+        err: np.ndarray,
+        out: list[AssumptionViolation],
+    ) -> None:
         """Count the chains (a_i, b, c_j) with e(b)/(1+δ) > chord(b) (one b); keep the worst.
 
         The worst chain through b (largest needed δ) replaces b's earlier one if it needs more,
@@ -225,9 +272,13 @@ class AssumptionChecker:
         self.counts["C"] += n_bad
         i, j = np.unravel_index(np.argmin(np.where(bad, chord, np.inf)), chord.shape)
         bi, ai, cj = int(b[0]), int(a[i]), int(c[j])
-        worst = AssumptionViolation("C", (self.cands[ai], self.cands[bi], self.cands[cj]),
-                                    (float(err[ai]), float(eb), float(err[cj])),
-                                    float(eb / chord[i, j] - 1.0), self.slack)
+        worst = AssumptionViolation(
+            "C",
+            (self.cands[ai], self.cands[bi], self.cands[cj]),
+            (float(err[ai]), float(eb), float(err[cj])),
+            float(eb / chord[i, j] - 1.0),
+            self.slack,
+        )
         if bi not in self._chains or worst.needed > self._chains[bi].needed:
             self._chains[bi] = worst
             out.append(worst)
@@ -236,12 +287,12 @@ class AssumptionChecker:
         """One `AssumptionWarning` listing the worst violation of each assumption, if any."""
         if not self.violations:
             return
-        warnings.warn(AssumptionWarning(violation_summary(self.violations, self.counts)),
-                      stacklevel=3)
+        warnings.warn(
+            AssumptionWarning(violation_summary(self.violations, self.counts)), stacklevel=3
+        )
 
 
-def worst_per_assumption(violations: Sequence[AssumptionViolation]
-                         ) -> list[AssumptionViolation]:
+def worst_per_assumption(violations: Sequence[AssumptionViolation]) -> list[AssumptionViolation]:
     """The violation needing the most (least, for F) of each assumption, in order M, F, L, C."""
     out = []
     for name in ("M", "F", "L", "C"):
@@ -252,18 +303,23 @@ def worst_per_assumption(violations: Sequence[AssumptionViolation]
     return out
 
 
-def violation_summary(violations: Sequence[AssumptionViolation],
-                      counts: dict[str, int] | None = None) -> str:
-    """"NOT CERTIFIED: ..." naming the worst violating pair (chain) of each assumption.
+def violation_summary(
+    violations: Sequence[AssumptionViolation], counts: dict[str, int] | None = None
+) -> str:
+    """ "NOT CERTIFIED: ..." naming the worst violating pair (chain) of each assumption.
 
     ``counts`` are the total numbers found per assumption (default: counted in ``violations``).
     """
     if counts is None:
         counts = {n: sum(v.assumption == n for v in violations) for n in ("M", "F", "L", "C")}
-    parts = [f"{v.describe()} [{counts[v.assumption]} violation(s) of {v.assumption}]"
-             for v in worst_per_assumption(violations)]
-    return ("NOT CERTIFIED: the e-values violate the declared assumptions, so the (1-eps) "
-            "bound does not hold: " + "; ".join(parts) + ". " + remedy(violations))
+    parts = [
+        f"{v.describe()} [{counts[v.assumption]} violation(s) of {v.assumption}]"
+        for v in worst_per_assumption(violations)
+    ]
+    return (
+        "NOT CERTIFIED: the e-values violate the declared assumptions, so the (1-eps) "
+        "bound does not hold: " + "; ".join(parts) + ". " + remedy(violations)
+    )
 
 
 def remedy(violations: Sequence[AssumptionViolation]) -> str:
@@ -286,8 +342,9 @@ def remedy(violations: Sequence[AssumptionViolation]) -> str:
 # ----------------------------------------------------------------------------- audit forms
 
 
-def monotonicity_violations(evaluations: Sequence[Any], leq: Leq = componentwise_leq,
-                            slack: float = 0.0) -> list[tuple[Any, Any, float]]:
+def monotonicity_violations(
+    evaluations: Sequence[Any], leq: Leq = componentwise_leq, slack: float = 0.0
+) -> list[tuple[Any, Any, float]]:
     """Pairs (small ⪯ big) breaking assumption M: e(small) < e(big)/(1+slack).
 
     Each entry is (small, big, needed) with needed = e(big)/e(small) − 1, the slack δ that pair
@@ -307,17 +364,22 @@ def required_slack(evaluations: Sequence[Any], leq: Leq = componentwise_leq) -> 
     return max((v[2] for v in monotonicity_violations(evaluations, leq)), default=0.0)
 
 
-def convexity_violations(evaluations: Sequence[Any], x: Callable[[Candidate], float],
-                         leq: Leq = componentwise_leq, slack: float = 0.0
-                         ) -> list[tuple[Any, Any, Any, float]]:
+def convexity_violations(
+    evaluations: Sequence[Any],
+    x: Callable[[Candidate], float],
+    leq: Leq = componentwise_leq,
+    slack: float = 0.0,
+) -> list[tuple[Any, Any, Any, float]]:
     """Chains ξ0 ⪯ ξ1 ⪯ ξ2 where e(ξ0) is below the secant bound of assumption C.
 
     Each entry is (ξ0, ξ1, ξ2, excess) with excess = bound/e(ξ0) − 1 > 0. O(|E|³) worst case.
     """
     evs = list(evaluations)
     xs = [float(x(ev.candidate)) for ev in evs]
-    below = [[a for a in range(len(evs)) if a != b and leq(evs[a].candidate, evs[b].candidate)]
-             for b in range(len(evs))]
+    below = [
+        [a for a in range(len(evs)) if a != b and leq(evs[a].candidate, evs[b].candidate)]
+        for b in range(len(evs))
+    ]
     out = []
     for k2 in range(len(evs)):
         for k1 in below[k2]:

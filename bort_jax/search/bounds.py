@@ -20,6 +20,7 @@ every operation is an elementwise IEEE operation in the same order as the scalar
 so the bounds are bit-for-bit those of a scalar implementation. ``source[j]`` is the evaluated
 candidate behind the current LB(ξ_j) (the first one to reach it), used by the interval rule.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -37,10 +38,16 @@ class LowerBounds:
       dirty: indices whose LB changed since the last `take_dirty`.
     """
 
-    def __init__(self, up: Sequence[np.ndarray], down: Sequence[np.ndarray], slack: float,
-                 floor: float | None, lipschitz: float | None,
-                 dist_row: Callable[[int], np.ndarray] | None,
-                 x: Sequence[float] | None) -> None:
+    def __init__(
+        self,
+        up: Sequence[np.ndarray],
+        down: Sequence[np.ndarray],
+        slack: float,
+        floor: float | None,
+        lipschitz: float | None,
+        dist_row: Callable[[int], np.ndarray] | None,
+        x: Sequence[float] | None,
+    ) -> None:
         n = len(up)
         self.up, self.down, self.slack = up, down, slack
         self.lipschitz, self.dist_row = lipschitz, dist_row

@@ -12,6 +12,7 @@ candidate, which is the only expensive step of the search (see docs/fptas.md). B
 * counts calls to e, cache hits and rejected cache entries;
 * drives an optional tqdm progress bar.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,16 @@ class Evaluator:
       rejected: cached values found invalid (NaN, inf, ≤ 0, not a number) and recomputed.
     """
 
-    def __init__(self, e: CostFn, cache: Any, key: Callable[[Candidate], str], on_error: str,
-                 progress: bool, total: int, desc: str) -> None:
+    def __init__(
+        self,
+        e: CostFn,
+        cache: Any,
+        key: Callable[[Candidate], str],
+        on_error: str,
+        progress: bool,
+        total: int,
+        desc: str,
+    ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.e, self.cache, self.key, self.on_error = e, cache, key, on_error
@@ -55,6 +64,7 @@ class Evaluator:
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
+
             self.bar = tqdm(total=total, desc=desc, unit="cand")
 
     def __call__(self, candidate: Candidate) -> tuple[float | None, str | None]:

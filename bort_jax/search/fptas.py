@@ -78,6 +78,7 @@ rule were not found):
   κ absorbs the smoothness constants and must be calibrated (`kappa_for`). The two uses of s
   (interval threshold in step 4, divisor in T) are independent reconstructions.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -107,10 +108,25 @@ Leq = Callable[[Candidate, Candidate], bool]
 Distance = Callable[[Candidate, Candidate], float]
 
 __all__ = [
-    "AbncCheck", "AssumptionViolation", "AssumptionWarning", "BlockCost", "Evaluation",
-    "Guarantee", "SearchResult", "WCoefficient", "candidate_key", "check_abnc",
-    "convexity_violations", "exhaustive", "fptas", "kappa_for", "monotonicity_violations",
-    "pareto_front", "required_slack", "step_budget", "validate_eps",
+    "AbncCheck",
+    "AssumptionViolation",
+    "AssumptionWarning",
+    "BlockCost",
+    "Evaluation",
+    "Guarantee",
+    "SearchResult",
+    "WCoefficient",
+    "candidate_key",
+    "check_abnc",
+    "convexity_violations",
+    "exhaustive",
+    "fptas",
+    "kappa_for",
+    "monotonicity_violations",
+    "pareto_front",
+    "required_slack",
+    "step_budget",
+    "validate_eps",
 ]
 
 
@@ -144,19 +160,18 @@ class WCoefficient:
             return math.inf
         return self.size_score(p, i, p_ref, i_ref) * (self.e_ref / e) ** self.gamma
 
-    def dominance_factor(self, p: float, i: float, p_dom: float, i_dom: float,
-                         slack: float) -> float:
+    def dominance_factor(
+        self, p: float, i: float, p_dom: float, i_dom: float, slack: float
+    ) -> float:
         """Largest W(ξ)/W(ξ') possible under M when ξ ⪯ ξ' (Eq. T); references cancel."""
-        return ((p_dom / p) ** self.alpha * (i_dom / i) ** self.beta
-                * (1.0 + slack) ** self.gamma)
+        return (p_dom / p) ** self.alpha * (i_dom / i) ** self.beta * (1.0 + slack) ** self.gamma
 
-
-
-    def dominance_factors(self, p: float, i: float, p_dom: np.ndarray, i_dom: np.ndarray,
-                          slack: float) -> np.ndarray:
+    def dominance_factors(
+        self, p: float, i: float, p_dom: np.ndarray, i_dom: np.ndarray, slack: float
+    ) -> np.ndarray:
         """`dominance_factor` for arrays of dominators (numpy; may differ from it by ~1 ulp)."""
-        return ((p_dom / p) ** self.alpha * (i_dom / i) ** self.beta
-                * (1.0 + slack) ** self.gamma)
+        return (p_dom / p) ** self.alpha * (i_dom / i) ** self.beta * (1.0 + slack) ** self.gamma
+
 
 # ----------------------------------------------------------------------------- records
 
@@ -250,8 +265,9 @@ def validate_interval(s: int) -> int:
     return s
 
 
-def step_budget(eps: float, s: float, kappa: float, *, min_steps: int = 1,
-                max_steps: int | None = None) -> int:
+def step_budget(
+    eps: float, s: float, kappa: float, *, min_steps: int = 1, max_steps: int | None = None
+) -> int:
     """Proxy-training steps per candidate, T(ε, s) = ⌈κ / (ε s^{3/2})⌉, clipped [reconstructed].
 
     It is the per-training share of Eq. R's second term (total work / (|Θ||Ξ| trainings ·
@@ -262,13 +278,13 @@ def step_budget(eps: float, s: float, kappa: float, *, min_steps: int = 1,
         raise ValueError(f"s must be > 0, got {s!r}")
     if not kappa > 0:
         raise ValueError(f"kappa must be > 0, got {kappa!r}")
-    steps = max(min_steps, math.ceil(kappa / (eps * s ** 1.5)))
+    steps = max(min_steps, math.ceil(kappa / (eps * s**1.5)))
     return steps if max_steps is None else min(steps, max_steps)
 
 
 def kappa_for(steps: int, eps: float, s: float) -> float:
     """Inverse of `step_budget`: the κ that gives ``steps`` at (ε, s), κ = T·ε·s^{3/2}."""
-    return float(steps) * validate_eps(eps) * s ** 1.5
+    return float(steps) * validate_eps(eps) * s**1.5
 
 
 def pareto_front(evaluations: Sequence[Evaluation]) -> tuple[Evaluation, ...]:
@@ -314,12 +330,15 @@ class AbncCheck:
 
     def lines(self) -> list[str]:
         """Human-readable lines (used by the Markdown report)."""
-        out = [f"- A (first): params={self.first.params:,.0f} flops={self.first.flops:,.0f}",
-               f"- B (one middle): params={self.middle.params:,.0f} "
-               f"flops={self.middle.flops:,.0f}",
-               f"- C (last): params={self.last.params:,.0f} flops={self.last.flops:,.0f}"]
-        out += [f"- {k}: {'yes' if v else 'NO'} (ratio {self.ratios[k]:.3g})"
-                for k, v in self.cheaper.items()]
+        out = [
+            f"- A (first): params={self.first.params:,.0f} flops={self.first.flops:,.0f}",
+            f"- B (one middle): params={self.middle.params:,.0f} flops={self.middle.flops:,.0f}",
+            f"- C (last): params={self.last.params:,.0f} flops={self.last.flops:,.0f}",
+        ]
+        out += [
+            f"- {k}: {'yes' if v else 'NO'} (ratio {self.ratios[k]:.3g})"
+            for k, v in self.cheaper.items()
+        ]
         out.append(f"- condition 1 holds: {'yes' if self.holds else 'NO'}")
         out.append(f"- guarantee: {self.guarantee}")
         return out
@@ -341,8 +360,9 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.inf
 
 
-def check_abnc(costs_first: Any, costs_middle: Any, costs_last: Any,
-               n_middle: int | None = None) -> AbncCheck:
+def check_abnc(
+    costs_first: Any, costs_middle: Any, costs_last: Any, n_middle: int | None = None
+) -> AbncCheck:
     """Check AB^nC condition 1 (A and C cheaper than B in params and FLOPs) and state what holds.
 
     Each cost is a `BlockCost`, a mapping with 'params' and 'flops', or a (params, flops) pair:
@@ -350,37 +370,52 @@ def check_abnc(costs_first: Any, costs_middle: Any, costs_last: Any,
     Conditions 2-3 (L-smooth objective with bounded stochastic gradients, SGD) and strong convexity
     concern the training problem and cannot be read off costs; they are reported as assumptions.
     """
-    a, b, c = (_as_block(x, n) for x, n in ((costs_first, "costs_first"),
-                                            (costs_middle, "costs_middle"),
-                                            (costs_last, "costs_last")))
-    ratios = {"A<B params": _ratio(a.params, b.params), "A<B flops": _ratio(a.flops, b.flops),
-              "C<B params": _ratio(c.params, b.params), "C<B flops": _ratio(c.flops, b.flops)}
+    a, b, c = (
+        _as_block(x, n)
+        for x, n in (
+            (costs_first, "costs_first"),
+            (costs_middle, "costs_middle"),
+            (costs_last, "costs_last"),
+        )
+    )
+    ratios = {
+        "A<B params": _ratio(a.params, b.params),
+        "A<B flops": _ratio(a.flops, b.flops),
+        "C<B params": _ratio(c.params, b.params),
+        "C<B flops": _ratio(c.flops, b.flops),
+    }
     cheaper = {k: v < 1.0 for k, v in ratios.items()}
     if n_middle is not None:
         ratios["A<n·B params"] = _ratio(a.params, n_middle * b.params)
         cheaper["A<n·B params"] = ratios["A<n·B params"] < 1.0
     holds = all(cheaper[k] for k in ("A<B params", "A<B flops", "C<B params", "C<B flops"))
     if holds:
-        text = ("Condition 1 holds. The paper's FPTAS theorem additionally needs conditions 2-3 "
-                "(L-smooth objective, bounded stochastic gradients, SGD) and, for ratio |1-ε|, "
-                "mu-strong convexity (strong AB^nC), which transformers do not satisfy exactly. "
-                "This library's (1-ε) bound needs only assumption M on the e-values.")
+        text = (
+            "Condition 1 holds. The paper's FPTAS theorem additionally needs conditions 2-3 "
+            "(L-smooth objective, bounded stochastic gradients, SGD) and, for ratio |1-ε|, "
+            "mu-strong convexity (strong AB^nC), which transformers do not satisfy exactly. "
+            "This library's (1-ε) bound needs only assumption M on the e-values."
+        )
     else:
-        failed = ", ".join(k for k in ("A<B params", "A<B flops", "C<B params", "C<B flops")
-                           if not cheaper[k])
-        text = (f"Condition 1 FAILS ({failed}): the paper's FPTAS theorem does not apply as "
-                "stated. This library's bound W(chosen) >= (1-ε)·OPT does not use condition 1 and "
-                "still holds for the e-values returned, given assumption M. What is lost is the "
-                "paper's argument that bounded-step proxy error ranks candidates like converged "
-                "error; check that empirically (audit with longer proxy training).")
+        failed = ", ".join(
+            k for k in ("A<B params", "A<B flops", "C<B params", "C<B flops") if not cheaper[k]
+        )
+        text = (
+            f"Condition 1 FAILS ({failed}): the paper's FPTAS theorem does not apply as "
+            "stated. This library's bound W(chosen) >= (1-ε)·OPT does not use condition 1 and "
+            "still holds for the e-values returned, given assumption M. What is lost is the "
+            "paper's argument that bounded-step proxy error ranks candidates like converged "
+            "error; check that empirically (audit with longer proxy training)."
+        )
     return AbncCheck(a, b, c, n_middle, cheaper, ratios, holds, text)
 
 
 # ----------------------------------------------------------------------------- search
 
 
-def _resolve(candidates: SearchSpace | Sequence[Candidate],
-             leq: Leq | None) -> tuple[list[Candidate], Leq]:
+def _resolve(
+    candidates: SearchSpace | Sequence[Candidate], leq: Leq | None
+) -> tuple[list[Candidate], Leq]:
     if isinstance(candidates, SearchSpace):
         return candidates.candidates(), leq or candidates.leq
     cands = list(candidates)
@@ -401,8 +436,15 @@ def _cheap_costs(cands: Sequence[Candidate], fn: CostFn, name: str) -> list[floa
     return out
 
 
-def _bisect(star: int, pending: np.ndarray, up: Sequence[np.ndarray], matrix: np.ndarray,
-            bounds: LowerBounds, coord: np.ndarray, s: int) -> int:
+def _bisect(
+    star: int,
+    pending: np.ndarray,
+    up: Sequence[np.ndarray],
+    matrix: np.ndarray,
+    bounds: LowerBounds,
+    coord: np.ndarray,
+    s: int,
+) -> int:
     """Step 4: the candidate to evaluate next, given ξ* = the pending candidate of largest UB.
 
     The interval of ξ* is the set of pending ζ with ξ* ≺ ζ ≺ anchor, anchor = the evaluated
@@ -431,27 +473,40 @@ def _bisect(star: int, pending: np.ndarray, up: Sequence[np.ndarray], matrix: np
 
 
 def _statement(ratio: float, certified: float, stopped_by: str, n_eval: int, n: int) -> str:
-    return (f"W(chosen) >= {ratio:.4f} x OPT a priori and >= {certified:.4f} x OPT certified "
-            f"from the final bounds, over all non-failed candidates, under the listed "
-            f"assumptions; stopped by {stopped_by} after {n_eval}/{n} evaluations.")
+    return (
+        f"W(chosen) >= {ratio:.4f} x OPT a priori and >= {certified:.4f} x OPT certified "
+        f"from the final bounds, over all non-failed candidates, under the listed "
+        f"assumptions; stopped by {stopped_by} after {n_eval}/{n} evaluations."
+    )
 
 
-def _assumptions(slack: float, e_floor: float | None, lipschitz: float | None,
-                 convex: bool) -> tuple[str, ...]:
-    out = [f"M: xi <= xi' (leq) implies e(xi) >= e(xi')/(1+{slack:g})",
-           "p, i exact; e deterministic per candidate (cached values are reused)"]
+def _assumptions(
+    slack: float, e_floor: float | None, lipschitz: float | None, convex: bool
+) -> tuple[str, ...]:
+    out = [
+        f"M: xi <= xi' (leq) implies e(xi) >= e(xi')/(1+{slack:g})",
+        "p, i exact; e deterministic per candidate (cached values are reused)",
+    ]
     if e_floor is not None:
         out.append(f"F: e(xi) >= {e_floor:g} for every candidate")
     if lipschitz is not None:
         out.append(f"L: |e(xi) - e(xi')| <= {lipschitz:g} * d(xi, xi')")
     if convex:
-        out.append(f"C: some e~ with e~ <= e <= (1+{slack:g}) e~ is non-increasing along leq and "
-                   "convex in x = convex_in(xi) along every chain xi0 <= xi1 <= xi2")
+        out.append(
+            f"C: some e~ with e~ <= e <= (1+{slack:g}) e~ is non-increasing along leq and "
+            "convex in x = convex_in(xi) along every chain xi0 <= xi1 <= xi2"
+        )
     return tuple(out)
 
 
-def _check_options(eps: float, s: int, trim_share: float, slack: float,
-                   e_floor: float | None, lipschitz: float | None) -> tuple[float, int]:
+def _check_options(
+    eps: float,
+    s: int,
+    trim_share: float,
+    slack: float,
+    e_floor: float | None,
+    lipschitz: float | None,
+) -> tuple[float, int]:
     eps, s = validate_eps(eps), validate_interval(s)
     if not 0.0 < trim_share < 1.0:
         raise ValueError(f"trim_share must be in (0, 1), got {trim_share!r}")
@@ -464,28 +519,37 @@ def _check_options(eps: float, s: int, trim_share: float, slack: float,
     return eps, s
 
 
-def _factor_fns(objective: WCoefficient, P: list[float], I: list[float], slack: float
-                ) -> tuple[Callable[[int, np.ndarray], np.ndarray], Callable[[int, int], float]]:
+def _factor_fns(
+    objective: WCoefficient, P: list[float], I: list[float], slack: float
+) -> tuple[Callable[[int, np.ndarray], np.ndarray], Callable[[int, int], float]]:
     """(vectorised, exact scalar) dominance factors f(k, j) of Eq. T for `order.trim`."""
+
     def exact(k: int, j: int) -> float:
         return objective.dominance_factor(P[k], I[k], P[j], I[j], slack)
 
     cls = type(objective)
-    if (cls.dominance_factors is not WCoefficient.dominance_factors
-            or cls.dominance_factor is WCoefficient.dominance_factor):
+    if (
+        cls.dominance_factors is not WCoefficient.dominance_factors
+        or cls.dominance_factor is WCoefficient.dominance_factor
+    ):
         p_arr, i_arr = np.asarray(P), np.asarray(I)
 
         def approx(k: int, js: np.ndarray) -> np.ndarray:
-            return np.asarray(objective.dominance_factors(P[k], I[k], p_arr[js], i_arr[js],
-                                                          slack), dtype=np.float64)
+            return np.asarray(
+                objective.dominance_factors(P[k], I[k], p_arr[js], i_arr[js], slack),
+                dtype=np.float64,
+            )
     else:  # a subclass redefined only the scalar factor: use it for every pair
+
         def approx(k: int, js: np.ndarray) -> np.ndarray:
             return np.array([exact(k, int(j)) for j in js], dtype=np.float64)
+
     return approx, exact
 
 
-def _w_many(objective: WCoefficient, P: list[float], I: list[float], p_ref: float,
-            i_ref: float) -> Callable[[np.ndarray, np.ndarray], list[float]]:
+def _w_many(
+    objective: WCoefficient, P: list[float], I: list[float], p_ref: float, i_ref: float
+) -> Callable[[np.ndarray, np.ndarray], list[float]]:
     """W(p_j, i_j, e_j) (Eq. W) for index and error arrays, with the scalar `value` arithmetic."""
     cls = type(objective)
     if cls.value is WCoefficient.value and cls.size_score is WCoefficient.size_score:
@@ -493,23 +557,43 @@ def _w_many(objective: WCoefficient, P: list[float], I: list[float], p_ref: floa
         e_ref, gamma = objective.e_ref, objective.gamma
 
         def many(js: np.ndarray, errs: np.ndarray) -> list[float]:
-            return [size[j] * (e_ref / e) ** gamma if e > 0 else math.inf
-                    for j, e in zip(js.tolist(), errs.tolist())]
+            return [
+                size[j] * (e_ref / e) ** gamma if e > 0 else math.inf
+                for j, e in zip(js.tolist(), errs.tolist())
+            ]
     else:
+
         def many(js: np.ndarray, errs: np.ndarray) -> list[float]:
-            return [objective.value(P[j], I[j], e, p_ref, i_ref)
-                    for j, e in zip(js.tolist(), errs.tolist())]
+            return [
+                objective.value(P[j], I[j], e, p_ref, i_ref)
+                for j, e in zip(js.tolist(), errs.tolist())
+            ]
+
     return many
 
 
-def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e: CostFn,
-          eps: float, s: int = 1, *, objective: WCoefficient = WCoefficient(),
-          leq: Leq | None = None, e_floor: float | None = None,
-          monotonicity_slack: float = 0.0, lipschitz: float | None = None,
-          distance: Distance | None = None, convex_in: CostFn | None = None,
-          trim_share: float = 0.5, cache: Any = None,
-          key: Callable[[Candidate], str] = candidate_key, progress: bool = False,
-          on_error: str = "raise", max_evaluations: int | None = None) -> SearchResult:
+def fptas(
+    candidates: SearchSpace | Sequence[Candidate],
+    p: CostFn,
+    i: CostFn,
+    e: CostFn,
+    eps: float,
+    s: int = 1,
+    *,
+    objective: WCoefficient = WCoefficient(),
+    leq: Leq | None = None,
+    e_floor: float | None = None,
+    monotonicity_slack: float = 0.0,
+    lipschitz: float | None = None,
+    distance: Distance | None = None,
+    convex_in: CostFn | None = None,
+    trim_share: float = 0.5,
+    cache: Any = None,
+    key: Callable[[Candidate], str] = candidate_key,
+    progress: bool = False,
+    on_error: str = "raise",
+    max_evaluations: int | None = None,
+) -> SearchResult:
     """Pick ξ maximising the W-coefficient to within (1 − ε), calling ``e`` as little as possible.
 
     Args:
@@ -563,6 +647,7 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
         def dist_row(k: int) -> np.ndarray:  # d(ξ_j, ξ_k) for every j
             return np.abs(log_p - log_p[k])
     elif lipschitz is not None:
+
         def dist_row(k: int) -> np.ndarray:
             return np.array([float(distance(c, cands[k])) for c in cands], dtype=np.float64)
 
@@ -647,23 +732,62 @@ def fptas(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e
     violations = tuple(checker.violations)
     if violations:
         summary = violation_summary(violations, checker.counts)
-        guarantee = Guarantee(None, None, None, assumptions,
-                              f"{summary} Had they held, the final bounds would give: "
-                              f"{statement}", certified=False)
+        guarantee = Guarantee(
+            None,
+            None,
+            None,
+            assumptions,
+            f"{summary} Had they held, the final bounds would give: {statement}",
+            certified=False,
+        )
         checker.summary_warning()
     else:
         guarantee = Guarantee(ratio, certified, upper, assumptions, statement)
-    settings = {"e_floor": e_floor, "monotonicity_slack": slack, "lipschitz": lipschitz,
-                "convex": x is not None, "trim_share": trim_share, "eps_trim": eps_t,
-                "rho_stop": rho_stop, "max_evaluations": max_evaluations}
-    return _result("fptas", cands, order, errors, failed, trimmed, P, I, p_ref, i_ref, objective,
-                   guarantee, eps, s, stopped_by, evaluator, t0, settings, violations)
+    settings = {
+        "e_floor": e_floor,
+        "monotonicity_slack": slack,
+        "lipschitz": lipschitz,
+        "convex": x is not None,
+        "trim_share": trim_share,
+        "eps_trim": eps_t,
+        "rho_stop": rho_stop,
+        "max_evaluations": max_evaluations,
+    }
+    return _result(
+        "fptas",
+        cands,
+        order,
+        errors,
+        failed,
+        trimmed,
+        P,
+        I,
+        p_ref,
+        i_ref,
+        objective,
+        guarantee,
+        eps,
+        s,
+        stopped_by,
+        evaluator,
+        t0,
+        settings,
+        violations,
+    )
 
 
-def exhaustive(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: CostFn, e: CostFn, *,
-               objective: WCoefficient = WCoefficient(), cache: Any = None,
-               key: Callable[[Candidate], str] = candidate_key, progress: bool = False,
-               on_error: str = "raise") -> SearchResult:
+def exhaustive(
+    candidates: SearchSpace | Sequence[Candidate],
+    p: CostFn,
+    i: CostFn,
+    e: CostFn,
+    *,
+    objective: WCoefficient = WCoefficient(),
+    cache: Any = None,
+    key: Callable[[Candidate], str] = candidate_key,
+    progress: bool = False,
+    on_error: str = "raise",
+) -> SearchResult:
     """Evaluate every candidate and return the exact W-maximiser (the audit baseline).
 
     Its guarantee (ratio 1) assumes nothing about e, so no assumption is checked here; audit M
@@ -686,30 +810,86 @@ def exhaustive(candidates: SearchSpace | Sequence[Candidate], p: CostFn, i: Cost
     if not errors:
         raise RuntimeError("no candidate could be evaluated: " + "; ".join(failed.values()))
     best = max(objective.value(P[k], I[k], v, p_ref, i_ref) for k, v in errors.items())
-    guarantee = Guarantee(1.0, 1.0, best, ("e deterministic per candidate",),
-                          _statement(1.0, 1.0, "exhausted", len(errors), len(cands)))
-    return _result("exhaustive", cands, list(errors), errors, failed, {}, P, I, p_ref, i_ref,
-                   objective, guarantee, None, None, "exhausted", evaluator, t0, {}, ())
+    guarantee = Guarantee(
+        1.0,
+        1.0,
+        best,
+        ("e deterministic per candidate",),
+        _statement(1.0, 1.0, "exhausted", len(errors), len(cands)),
+    )
+    return _result(
+        "exhaustive",
+        cands,
+        list(errors),
+        errors,
+        failed,
+        {},
+        P,
+        I,
+        p_ref,
+        i_ref,
+        objective,
+        guarantee,
+        None,
+        None,
+        "exhausted",
+        evaluator,
+        t0,
+        {},
+        (),
+    )
 
 
-def _result(method: str, cands: Sequence[Candidate], order: Sequence[int],
-            errors: Mapping[int, float], failed: Mapping[int, str],
-            trimmed: Mapping[int, tuple[int, float]], P: Sequence[float], I: Sequence[float],
-            p_ref: float, i_ref: float, objective: WCoefficient, guarantee: Guarantee,
-            eps: float | None, s: int | None, stopped_by: str, evaluator: Evaluator,
-            t0: float, settings: Mapping[str, Any],
-            violations: tuple[AssumptionViolation, ...]) -> SearchResult:
-    evals = tuple(Evaluation(cands[k], P[k], I[k], errors[k],
-                             objective.value(P[k], I[k], errors[k], p_ref, i_ref))
-                  for k in order)
+def _result(
+    method: str,
+    cands: Sequence[Candidate],
+    order: Sequence[int],
+    errors: Mapping[int, float],
+    failed: Mapping[int, str],
+    trimmed: Mapping[int, tuple[int, float]],
+    P: Sequence[float],
+    I: Sequence[float],
+    p_ref: float,
+    i_ref: float,
+    objective: WCoefficient,
+    guarantee: Guarantee,
+    eps: float | None,
+    s: int | None,
+    stopped_by: str,
+    evaluator: Evaluator,
+    t0: float,
+    settings: Mapping[str, Any],
+    violations: tuple[AssumptionViolation, ...],
+) -> SearchResult:
+    evals = tuple(
+        Evaluation(
+            cands[k], P[k], I[k], errors[k], objective.value(P[k], I[k], errors[k], p_ref, i_ref)
+        )
+        for k in order
+    )
     chosen = max(evals, key=lambda ev: ev.objective)  # first maximiser in evaluation order
     return SearchResult(
-        method=method, chosen=chosen.candidate, objective=chosen.objective,
-        chosen_evaluation=chosen, evaluations=evals, pareto_front=pareto_front(evals),
-        n_candidates=len(cands), n_evaluations=len(evals) + len(failed),
-        n_e_calls=evaluator.calls, n_cache_hits=evaluator.hits,
+        method=method,
+        chosen=chosen.candidate,
+        objective=chosen.objective,
+        chosen_evaluation=chosen,
+        evaluations=evals,
+        pareto_front=pareto_front(evals),
+        n_candidates=len(cands),
+        n_evaluations=len(evals) + len(failed),
+        n_e_calls=evaluator.calls,
+        n_cache_hits=evaluator.hits,
         trimmed=tuple((cands[t], cands[j], f) for t, (j, f) in sorted(trimmed.items())),
-        failed=tuple((cands[k], m) for k, m in sorted(failed.items())), guarantee=guarantee,
-        objective_spec=objective, p_ref=p_ref, i_ref=i_ref, eps=eps, s=s,
-        stopped_by=stopped_by, wall_time_s=time.perf_counter() - t0, settings=dict(settings),
-        assumption_violations=violations, n_cache_rejected=evaluator.rejected)
+        failed=tuple((cands[k], m) for k, m in sorted(failed.items())),
+        guarantee=guarantee,
+        objective_spec=objective,
+        p_ref=p_ref,
+        i_ref=i_ref,
+        eps=eps,
+        s=s,
+        stopped_by=stopped_by,
+        wall_time_s=time.perf_counter() - t0,
+        settings=dict(settings),
+        assumption_violations=violations,
+        n_cache_rejected=evaluator.rejected,
+    )

@@ -22,6 +22,7 @@ row are computed with numpy, then every factor within 1e-9 (relative) of the row
 recomputed with the scalar formula, so the decision and the recorded factor are bit-for-bit those
 of the scalar formula whatever numpy's ``power`` rounds to.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -94,8 +95,9 @@ def order_values(cands: Sequence[Candidate], leq: Leq) -> tuple[np.ndarray, np.n
     return None
 
 
-def _vectorised_matrix(values: np.ndarray, monotone: np.ndarray,
-                       block: int = ROW_BLOCK) -> np.ndarray:
+def _vectorised_matrix(
+    values: np.ndarray, monotone: np.ndarray, block: int = ROW_BLOCK
+) -> np.ndarray:
     """Eq. O by broadcasting: D[k, j] = all_a (V[k,a] ≤ V[j,a] if monotone[a] else ==)."""
     n = values.shape[0]
     out = np.empty((n, n), dtype=bool)
@@ -123,8 +125,7 @@ def _generic_matrix(cands: Sequence[Candidate], leq: Leq) -> np.ndarray:
     return out
 
 
-def dominance_matrix(cands: Sequence[Candidate], leq: Leq, *,
-                     vectorise: bool = True) -> np.ndarray:
+def dominance_matrix(cands: Sequence[Candidate], leq: Leq, *, vectorise: bool = True) -> np.ndarray:
     """Strict order as a boolean matrix: D[k, j] ⇔ k ≠ j and cands[k] ⪯ cands[j] (Eq. O).
 
     Vectorised for a `SearchSpace`'s ``leq`` and for `componentwise_leq` on numeric candidates;
@@ -151,8 +152,12 @@ def up_down_lists(matrix: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray
     return up, down
 
 
-def trim(up: Sequence[np.ndarray], factors: Callable[[int, np.ndarray], np.ndarray],
-         factor: Callable[[int, int], float], limit: float) -> dict[int, tuple[int, float]]:
+def trim(
+    up: Sequence[np.ndarray],
+    factors: Callable[[int, np.ndarray], np.ndarray],
+    factor: Callable[[int, int], float],
+    limit: float,
+) -> dict[int, tuple[int, float]]:
     """Eq. T, top-down along ⪯ (fewer dominators first): {trimmed: (kept dominator, factor)}.
 
     ``factors(k, js)`` gives approximate factors f(k, j) for an index array (numpy), ``factor(k,

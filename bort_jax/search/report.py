@@ -10,6 +10,7 @@ violating pair (chain) of each assumption and the slack it needs, and lists the 
 Every file is written atomically (`bort_jax.files`). Plots (matplotlib, Agg canvas, no pyplot
 state): error vs parameters and error vs inference cost, Pareto front and choice marked.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,13 +50,23 @@ def candidate_from_json(data: Mapping[str, Any], factory: Factory | None = None)
 
 
 def _evaluation_to_json(ev: Evaluation) -> dict[str, Any]:
-    return {"candidate": candidate_to_json(ev.candidate), "p": ev.p, "i": ev.i, "e": ev.e,
-            "objective": ev.objective}
+    return {
+        "candidate": candidate_to_json(ev.candidate),
+        "p": ev.p,
+        "i": ev.i,
+        "e": ev.e,
+        "objective": ev.objective,
+    }
 
 
 def _evaluation_from_json(data: Mapping[str, Any], factory: Factory | None) -> Evaluation:
-    return Evaluation(candidate_from_json(data["candidate"], factory), data["p"], data["i"],
-                      data["e"], data["objective"])
+    return Evaluation(
+        candidate_from_json(data["candidate"], factory),
+        data["p"],
+        data["i"],
+        data["e"],
+        data["objective"],
+    )
 
 
 def result_to_dict(result: SearchResult, abnc: AbncCheck | None = None) -> dict[str, Any]:
@@ -69,24 +80,36 @@ def result_to_dict(result: SearchResult, abnc: AbncCheck | None = None) -> dict[
         "n_evaluations": result.n_evaluations,
         "n_e_calls": result.n_e_calls,
         "n_cache_hits": result.n_cache_hits,
-        "trimmed": [{"candidate": candidate_to_json(t), "by": candidate_to_json(b),
-                     "factor": f} for t, b, f in result.trimmed],
+        "trimmed": [
+            {"candidate": candidate_to_json(t), "by": candidate_to_json(b), "factor": f}
+            for t, b, f in result.trimmed
+        ],
         "failed": [{"candidate": candidate_to_json(c), "error": m} for c, m in result.failed],
         "guarantee": dataclasses.asdict(result.guarantee),
         "objective_spec": dataclasses.asdict(result.objective_spec),
-        "p_ref": result.p_ref, "i_ref": result.i_ref, "eps": result.eps, "s": result.s,
-        "stopped_by": result.stopped_by, "wall_time_s": result.wall_time_s,
+        "p_ref": result.p_ref,
+        "i_ref": result.i_ref,
+        "eps": result.eps,
+        "s": result.s,
+        "stopped_by": result.stopped_by,
+        "wall_time_s": result.wall_time_s,
         "settings": dict(result.settings),
-        "assumption_violations": [v.to_dict(candidate_to_json)
-                                  for v in result.assumption_violations],
+        "assumption_violations": [
+            v.to_dict(candidate_to_json) for v in result.assumption_violations
+        ],
         "n_cache_rejected": result.n_cache_rejected,
     }
     if abnc is not None:
-        out["abnc"] = {"first": dataclasses.asdict(abnc.first),
-                       "middle": dataclasses.asdict(abnc.middle),
-                       "last": dataclasses.asdict(abnc.last), "n_middle": abnc.n_middle,
-                       "cheaper": dict(abnc.cheaper), "ratios": dict(abnc.ratios),
-                       "holds": abnc.holds, "guarantee": abnc.guarantee}
+        out["abnc"] = {
+            "first": dataclasses.asdict(abnc.first),
+            "middle": dataclasses.asdict(abnc.middle),
+            "last": dataclasses.asdict(abnc.last),
+            "n_middle": abnc.n_middle,
+            "cheaper": dict(abnc.cheaper),
+            "ratios": dict(abnc.ratios),
+            "holds": abnc.holds,
+            "guarantee": abnc.guarantee,
+        }
     return out
 
 
@@ -99,24 +122,43 @@ def result_from_dict(data: Mapping[str, Any], factory: Factory | None = None) ->
 
     def cand(c: Mapping[str, Any]) -> Any:
         return candidate_from_json(c, factory)
+
     return SearchResult(
-        method=data["method"], chosen=chosen.candidate, objective=chosen.objective,
-        chosen_evaluation=chosen, evaluations=evals,
+        method=data["method"],
+        chosen=chosen.candidate,
+        objective=chosen.objective,
+        chosen_evaluation=chosen,
+        evaluations=evals,
         pareto_front=tuple(_evaluation_from_json(ev, factory) for ev in data["pareto_front"]),
-        n_candidates=data["n_candidates"], n_evaluations=data["n_evaluations"],
-        n_e_calls=data["n_e_calls"], n_cache_hits=data["n_cache_hits"],
-        trimmed=tuple((candidate_from_json(t["candidate"], factory),
-                       candidate_from_json(t["by"], factory), t["factor"])
-                      for t in data["trimmed"]),
-        failed=tuple((candidate_from_json(f["candidate"], factory), f["error"])
-                     for f in data["failed"]),
-        guarantee=Guarantee(**g), objective_spec=WCoefficient(**data["objective_spec"]),
-        p_ref=data["p_ref"], i_ref=data["i_ref"], eps=data["eps"], s=data["s"],
-        stopped_by=data["stopped_by"], wall_time_s=data["wall_time_s"],
+        n_candidates=data["n_candidates"],
+        n_evaluations=data["n_evaluations"],
+        n_e_calls=data["n_e_calls"],
+        n_cache_hits=data["n_cache_hits"],
+        trimmed=tuple(
+            (
+                candidate_from_json(t["candidate"], factory),
+                candidate_from_json(t["by"], factory),
+                t["factor"],
+            )
+            for t in data["trimmed"]
+        ),
+        failed=tuple(
+            (candidate_from_json(f["candidate"], factory), f["error"]) for f in data["failed"]
+        ),
+        guarantee=Guarantee(**g),
+        objective_spec=WCoefficient(**data["objective_spec"]),
+        p_ref=data["p_ref"],
+        i_ref=data["i_ref"],
+        eps=data["eps"],
+        s=data["s"],
+        stopped_by=data["stopped_by"],
+        wall_time_s=data["wall_time_s"],
         settings=dict(data["settings"]),
-        assumption_violations=tuple(AssumptionViolation.from_dict(v, cand)
-                                    for v in data.get("assumption_violations", ())),
-        n_cache_rejected=data.get("n_cache_rejected", 0))
+        assumption_violations=tuple(
+            AssumptionViolation.from_dict(v, cand) for v in data.get("assumption_violations", ())
+        ),
+        n_cache_rejected=data.get("n_cache_rejected", 0),
+    )
 
 
 def write_json(result: SearchResult, path: str | Path, abnc: AbncCheck | None = None) -> Path:
@@ -160,49 +202,72 @@ def _violation_table(violations: tuple[AssumptionViolation, ...]) -> list[str]:
 
 
 def _eval_table(evals: tuple[Evaluation, ...], front: set[Any], chosen: Any) -> list[str]:
-    rows = ["| rank | candidate | p | i | e | W | Pareto |",
-            "|---:|---|---:|---:|---:|---:|:---:|"]
+    rows = ["| rank | candidate | p | i | e | W | Pareto |", "|---:|---|---:|---:|---:|---:|:---:|"]
     ranked = sorted(evals, key=lambda ev: -ev.objective)
     for r, ev in enumerate(ranked, 1):
         mark = "**" if ev.candidate == chosen else ""
-        rows.append(f"| {r} | {mark}{ev.candidate}{mark} | {_fmt(ev.p)} | {_fmt(ev.i)} | "
-                    f"{ev.e:.6g} | {ev.objective:.6g} | {'yes' if ev.candidate in front else ''} |")
+        rows.append(
+            f"| {r} | {mark}{ev.candidate}{mark} | {_fmt(ev.p)} | {_fmt(ev.i)} | "
+            f"{ev.e:.6g} | {ev.objective:.6g} | {'yes' if ev.candidate in front else ''} |"
+        )
     return rows
 
 
-def markdown(result: SearchResult, abnc: AbncCheck | None = None, title: str = "OSE search",
-             plots: Mapping[str, str] | None = None) -> str:
+def markdown(
+    result: SearchResult,
+    abnc: AbncCheck | None = None,
+    title: str = "OSE search",
+    plots: Mapping[str, str] | None = None,
+) -> str:
     """The Markdown report as a string."""
     w, g, ch = result.objective_spec, result.guarantee, result.chosen_evaluation
     front = {ev.candidate for ev in result.pareto_front}
-    lines = [f"# {title}", "",
-             f"- method: `{result.method}`; eps = {_fmt(result.eps)}; s = {_fmt(result.s)}",
-             f"- e-evaluations: {result.n_evaluations} of {result.n_candidates} candidates "
-             f"({100.0 * result.n_evaluations / result.n_candidates:.1f} %); calls to e: "
-             f"{result.n_e_calls}; cache hits: {result.n_cache_hits}; trimmed: "
-             f"{len(result.trimmed)}; failed: {len(result.failed)}",
-             f"- stopped by: {result.stopped_by}; wall time: {result.wall_time_s:.2f} s",
-             f"- objective: W = (p_ref/p)^{w.alpha:g} (i_ref/i)^{w.beta:g} "
-             f"(e_ref/e)^{w.gamma:g}, p_ref = {_fmt(result.p_ref)}, i_ref = {_fmt(result.i_ref)},"
-             f" e_ref = {w.e_ref:g} (maximised)", "",
-             "## Chosen", "",
-             f"`{ch.candidate}`: p = {_fmt(ch.p)}, i = {_fmt(ch.i)}, e = {ch.e:.6g}, "
-             f"W = {ch.objective:.6g}", "",
-             "## Guarantee", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"- method: `{result.method}`; eps = {_fmt(result.eps)}; s = {_fmt(result.s)}",
+        f"- e-evaluations: {result.n_evaluations} of {result.n_candidates} candidates "
+        f"({100.0 * result.n_evaluations / result.n_candidates:.1f} %); calls to e: "
+        f"{result.n_e_calls}; cache hits: {result.n_cache_hits}; trimmed: "
+        f"{len(result.trimmed)}; failed: {len(result.failed)}",
+        f"- stopped by: {result.stopped_by}; wall time: {result.wall_time_s:.2f} s",
+        f"- objective: W = (p_ref/p)^{w.alpha:g} (i_ref/i)^{w.beta:g} "
+        f"(e_ref/e)^{w.gamma:g}, p_ref = {_fmt(result.p_ref)}, i_ref = {_fmt(result.i_ref)},"
+        f" e_ref = {w.e_ref:g} (maximised)",
+        "",
+        "## Chosen",
+        "",
+        f"`{ch.candidate}`: p = {_fmt(ch.p)}, i = {_fmt(ch.i)}, e = {ch.e:.6g}, "
+        f"W = {ch.objective:.6g}",
+        "",
+        "## Guarantee",
+        "",
+    ]
     if not g.certified:
-        lines += ["**NOT CERTIFIED**: the e-values violate a declared assumption (below), so no "
-                  "approximation ratio is claimed.", ""]
-    lines += [g.statement, "",
-              f"- a-priori ratio: {_ratio(g.ratio)}; certified ratio: "
-              f"{_ratio(g.certified_ratio)}; proven upper bound on OPT: "
-              f"{_ratio(g.upper_bound_opt, '.6g')}"]
+        lines += [
+            "**NOT CERTIFIED**: the e-values violate a declared assumption (below), so no "
+            "approximation ratio is claimed.",
+            "",
+        ]
+    lines += [
+        g.statement,
+        "",
+        f"- a-priori ratio: {_ratio(g.ratio)}; certified ratio: "
+        f"{_ratio(g.certified_ratio)}; proven upper bound on OPT: "
+        f"{_ratio(g.upper_bound_opt, '.6g')}",
+    ]
     lines += [f"- assumption {a}" for a in g.assumptions]
     if result.n_cache_rejected:
         lines.append(f"- invalid cached e-values recomputed: {result.n_cache_rejected}")
     if result.assumption_violations:
-        lines += ["", f"## Assumption violations ({len(result.assumption_violations)})", "",
-                  "Each row needs the listed value (slack δ for M and C, floor for F, constant "
-                  "for L) for the assumption to hold on it.", ""]
+        lines += [
+            "",
+            f"## Assumption violations ({len(result.assumption_violations)})",
+            "",
+            "Each row needs the listed value (slack δ for M and C, floor for F, constant "
+            "for L) for the assumption to hold on it.",
+            "",
+        ]
         lines += _violation_table(result.assumption_violations)
     if abnc is not None:
         lines += ["", "## AB^nC check", ""] + abnc.lines()
@@ -211,8 +276,13 @@ def markdown(result: SearchResult, abnc: AbncCheck | None = None, title: str = "
     lines += ["", "## Evaluated candidates", ""]
     lines += _eval_table(result.evaluations, front, result.chosen)
     if result.trimmed:
-        lines += ["", "## Trimmed (never trained; W <= factor x W(by))", "",
-                  "| candidate | by | factor |", "|---|---|---:|"]
+        lines += [
+            "",
+            "## Trimmed (never trained; W <= factor x W(by))",
+            "",
+            "| candidate | by | factor |",
+            "|---|---|---:|",
+        ]
         lines += [f"| {t} | {b} | {f:.4f} |" for t, b, f in result.trimmed]
     if result.failed:
         lines += ["", "## Failed", ""] + [f"- `{c}`: {m}" for c, m in result.failed]
@@ -232,11 +302,17 @@ def _scatter(result: SearchResult, attr: str, label: str, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     evs = result.evaluations
-    ax.scatter([getattr(ev, attr) for ev in evs], [ev.e for ev in evs], s=18, c="0.6",
-               label="evaluated")
+    ax.scatter(
+        [getattr(ev, attr) for ev in evs], [ev.e for ev in evs], s=18, c="0.6", label="evaluated"
+    )
     front = sorted(result.pareto_front, key=lambda ev: getattr(ev, attr))
-    ax.scatter([getattr(ev, attr) for ev in front], [ev.e for ev in front], s=30, c="tab:red",
-               label="Pareto front (p, i, e)")
+    ax.scatter(
+        [getattr(ev, attr) for ev in front],
+        [ev.e for ev in front],
+        s=30,
+        c="tab:red",
+        label="Pareto front (p, i, e)",
+    )
     ch = result.chosen_evaluation
     ax.scatter([getattr(ch, attr)], [ch.e], s=160, marker="*", c="tab:blue", label="chosen")
     ax.set_xscale("log")
@@ -250,24 +326,33 @@ def _scatter(result: SearchResult, attr: str, label: str, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def write_plots(result: SearchResult, out_dir: str | Path, name: str = "fptas"
-                ) -> dict[str, Path]:
+def write_plots(result: SearchResult, out_dir: str | Path, name: str = "fptas") -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return {"plot_params": _scatter(result, "p", "parameters p", out / f"{name}_e_vs_p.png"),
-            "plot_latency": _scatter(result, "i", "inference cost i",
-                                     out / f"{name}_e_vs_i.png")}
+    return {
+        "plot_params": _scatter(result, "p", "parameters p", out / f"{name}_e_vs_p.png"),
+        "plot_latency": _scatter(result, "i", "inference cost i", out / f"{name}_e_vs_i.png"),
+    }
 
 
-def write_report(result: SearchResult, out_dir: str | Path, name: str = "fptas",
-                 abnc: AbncCheck | None = None, title: str | None = None,
-                 plots: bool = True) -> dict[str, Path]:
+def write_report(
+    result: SearchResult,
+    out_dir: str | Path,
+    name: str = "fptas",
+    abnc: AbncCheck | None = None,
+    title: str | None = None,
+    plots: bool = True,
+) -> dict[str, Path]:
     """Write ``{name}.md``, ``{name}.json`` and (optionally) two PNG plots into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = write_plots(result, out, name) if plots else {}
-    md = markdown(result, abnc, title or f"OSE search ({result.method})",
-                  {k: v.name for k, v in paths.items()})
+    md = markdown(
+        result,
+        abnc,
+        title or f"OSE search ({result.method})",
+        {k: v.name for k, v in paths.items()},
+    )
     paths["markdown"] = atomic_write_text(out / f"{name}.md", md)
     paths["json"] = write_json(result, out / f"{name}.json", abnc)
     return paths

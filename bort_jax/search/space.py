@@ -21,6 +21,7 @@ default of `bert_grid` is the library's architecture type ``bort_jax.arch.Arch``
 ordered dataclass with fields depth, heads, hidden, intermediate). A ``factory`` may be supplied
 instead.
 """
+
 from __future__ import annotations
 
 import collections
@@ -142,7 +143,8 @@ def as_vector(candidate: Any) -> tuple:
     if isinstance(candidate, tuple):
         return candidate
     raise TypeError(
-        f"candidate {candidate!r} is neither a tuple nor a dataclass; pass an explicit `leq`")
+        f"candidate {candidate!r} is neither a tuple nor a dataclass; pass an explicit `leq`"
+    )
 
 
 def componentwise_leq(a: Any, b: Any) -> bool:
@@ -153,9 +155,13 @@ def componentwise_leq(a: Any, b: Any) -> bool:
     return all(x <= y for x, y in zip(va, vb))
 
 
-def grid(valid: Validity | None = None, factory: Factory | None = None,
-         monotone: Mapping[str, bool] | None = None, type_name: str = "Candidate",
-         **axes: Sequence[int]) -> SearchSpace:
+def grid(
+    valid: Validity | None = None,
+    factory: Factory | None = None,
+    monotone: Mapping[str, bool] | None = None,
+    type_name: str = "Candidate",
+    **axes: Sequence[int],
+) -> SearchSpace:
     """Convenience constructor: ``grid(depth=[2, 4], width=[8, 16], valid=...)``."""
     monotone = dict(monotone or {})
     unknown = set(monotone) - set(axes)
@@ -163,7 +169,10 @@ def grid(valid: Validity | None = None, factory: Factory | None = None,
         raise ValueError(f"monotone: unknown axis {sorted(unknown)[0]!r}")
     return SearchSpace(
         axes=tuple(Axis(n, tuple(v), monotone.get(n, True)) for n, v in axes.items()),
-        valid=valid, factory=factory, type_name=type_name)
+        valid=valid,
+        factory=factory,
+        type_name=type_name,
+    )
 
 
 BERT_AXES = {
@@ -186,7 +195,10 @@ def bert_grid(factory: Factory | None = None, monotone_heads: bool = False) -> S
     count and FLOPs independent of A at fixed H, assuming "more heads ⇒ lower error" would make
     every A < 16 candidate dominated, yet Bort itself has A = 8. Set it to True to assume it.
     """
-    axes = tuple(Axis(name, values, monotone=(name != "heads" or monotone_heads))
-                 for name, values in BERT_AXES.items())
-    return SearchSpace(axes=axes, valid=heads_divide_hidden,
-                       factory=factory or Arch, type_name="Arch")
+    axes = tuple(
+        Axis(name, values, monotone=(name != "heads" or monotone_heads))
+        for name, values in BERT_AXES.items()
+    )
+    return SearchSpace(
+        axes=axes, valid=heads_divide_hidden, factory=factory or Arch, type_name="Arch"
+    )

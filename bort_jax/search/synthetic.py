@@ -24,6 +24,7 @@ unit d_in→h and h'→d_out (composable when h = h'), counted as n·Σ(fan_in·
 Random monotone grids: e(ξ) = 0.05 + Σ_{ξ' ⪰ ξ} r(ξ') with i.i.d. r ≥ 0 satisfies M exactly; they
 stress-test the guarantee on error landscapes with no capacity structure.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,8 +85,9 @@ class SyntheticInstance:
         err = self.e.fn if noisy else self.true_error
         p_ref = max(self.p(c) for c in self.candidates)
         i_ref = max(self.i(c) for c in self.candidates)
-        return {c: objective.value(self.p(c), self.i(c), err(c), p_ref, i_ref)
-                for c in self.candidates}
+        return {
+            c: objective.value(self.p(c), self.i(c), err(c), p_ref, i_ref) for c in self.candidates
+        }
 
     def optimum(self, objective: WCoefficient, noisy: bool = True) -> tuple[Candidate, float]:
         """Exact argmax and max of W over the candidates, without calling ``e``."""
@@ -99,12 +101,20 @@ def capacity_error(cap: float, a: float, b: float, power: float) -> float:
     return a + b * cap ** (-power)
 
 
-def capacity_instance(name: str, candidates: Sequence[Candidate],
-                      p: Callable[[Candidate], float], i: Callable[[Candidate], float], *,
-                      a: float, b: float, power: float,
-                      capacity: Callable[[Candidate], float] | None = None,
-                      leq: Callable[[Candidate, Candidate], bool] = componentwise_leq,
-                      noise: float = 0.0, seed: int = 0) -> SyntheticInstance:
+def capacity_instance(
+    name: str,
+    candidates: Sequence[Candidate],
+    p: Callable[[Candidate], float],
+    i: Callable[[Candidate], float],
+    *,
+    a: float,
+    b: float,
+    power: float,
+    capacity: Callable[[Candidate], float] | None = None,
+    leq: Callable[[Candidate, Candidate], bool] = componentwise_leq,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> SyntheticInstance:
     """Instance with error Eq. E; ``capacity`` (default p) must be monotone along ``leq``."""
     cap = capacity or p
 
@@ -114,8 +124,9 @@ def capacity_instance(name: str, candidates: Sequence[Candidate],
     def noisy_error(c: Candidate) -> float:
         return true_error(c) * bounded_noise(c, noise, seed)
 
-    return SyntheticInstance(name, list(candidates), p, i, CountingError(noisy_error),
-                             true_error, leq, cap, noise)
+    return SyntheticInstance(
+        name, list(candidates), p, i, CountingError(noisy_error), true_error, leq, cap, noise
+    )
 
 
 # ----------------------------------------------------------------------------- chain (analytic)
@@ -133,13 +144,29 @@ def chain_optimum(a: float, b: float, objective: WCoefficient) -> float:
     return (objective.gamma - m) * b / (m * a)
 
 
-def chain_instance(n: int = 40, a: float = 0.1, b: float = 2.0, p_unit: float = 1000.0,
-                   i_unit: float = 2000.0, noise: float = 0.0, seed: int = 0) -> SyntheticInstance:
+def chain_instance(
+    n: int = 40,
+    a: float = 0.1,
+    b: float = 2.0,
+    p_unit: float = 1000.0,
+    i_unit: float = 2000.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> SyntheticInstance:
     """1-D depth chain d = 1..n with p = p_unit·d, i = i_unit·d, e = a + b/d (Eq. D optimum)."""
     cands = [Depth(d) for d in range(1, n + 1)]
     return capacity_instance(
-        "chain", cands, lambda c: p_unit * c.depth, lambda c: i_unit * c.depth,
-        a=a, b=b, power=1.0, capacity=lambda c: float(c.depth), noise=noise, seed=seed)
+        "chain",
+        cands,
+        lambda c: p_unit * c.depth,
+        lambda c: i_unit * c.depth,
+        a=a,
+        b=b,
+        power=1.0,
+        capacity=lambda c: float(c.depth),
+        noise=noise,
+        seed=seed,
+    )
 
 
 # ----------------------------------------------------------------------------- toy dense stack
@@ -155,10 +182,12 @@ class ToyMLP(NamedTuple):
     d_out: int
 
 
-def dense_stack_params(layers: Sequence[tuple[int, int]], copies: int = 1,
-                       bias: bool = True) -> int:
+def dense_stack_params(
+    layers: Sequence[tuple[int, int]], copies: int = 1, bias: bool = True
+) -> int:
     """copies · Σ (fan_in·fan_out + fan_out·bias) over dense layers given as (fan_in, fan_out)."""
     from bort_jax.arch import dense_params
+
     if bias:
         return copies * dense_params(layers)
     return copies * sum(fi * fo for fi, fo in layers)
@@ -184,21 +213,46 @@ def toy_mlp_flops(arch: Sequence[int]) -> int:
     return dense_stack_flops(toy_layers(arch), copies=arch[0])
 
 
-def toy_mlp_space(n_values: Sequence[int] = (1, 2, 3, 4),
-                  hidden_values: Sequence[int] = tuple(range(2, 9)), d_in: int = 3,
-                  d_out: int = 2) -> SearchSpace:
+def toy_mlp_space(
+    n_values: Sequence[int] = (1, 2, 3, 4),
+    hidden_values: Sequence[int] = tuple(range(2, 9)),
+    d_in: int = 3,
+    d_out: int = 2,
+) -> SearchSpace:
     """Grid of composable toy stacks (h = h'); 4 × 7 = 28 candidates by default."""
-    return grid(valid=lambda f: f["hidden"] == f["hidden_out"], factory=ToyMLP,
-                n=n_values, hidden=hidden_values, d_in=(d_in,), hidden_out=hidden_values,
-                d_out=(d_out,))
+    return grid(
+        valid=lambda f: f["hidden"] == f["hidden_out"],
+        factory=ToyMLP,
+        n=n_values,
+        hidden=hidden_values,
+        d_in=(d_in,),
+        hidden_out=hidden_values,
+        d_out=(d_out,),
+    )
 
 
-def toy_mlp_instance(a: float = 0.05, b: float = 3.0, power: float = 0.5, noise: float = 0.0,
-                     seed: int = 0, space: SearchSpace | None = None) -> SyntheticInstance:
+def toy_mlp_instance(
+    a: float = 0.05,
+    b: float = 3.0,
+    power: float = 0.5,
+    noise: float = 0.0,
+    seed: int = 0,
+    space: SearchSpace | None = None,
+) -> SyntheticInstance:
     """Toy stack grid with Eq. E error over capacity = parameter count."""
     space = space or toy_mlp_space()
-    return capacity_instance("toy_mlp", space.candidates(), toy_mlp_params, toy_mlp_flops,
-                             a=a, b=b, power=power, leq=space.leq, noise=noise, seed=seed)
+    return capacity_instance(
+        "toy_mlp",
+        space.candidates(),
+        toy_mlp_params,
+        toy_mlp_flops,
+        a=a,
+        b=b,
+        power=power,
+        leq=space.leq,
+        noise=noise,
+        seed=seed,
+    )
 
 
 # ----------------------------------------------------------------------------- BERT-like
@@ -206,12 +260,14 @@ def toy_mlp_instance(a: float = 0.05, b: float = 3.0, power: float = 0.5, noise:
 
 def _as_arch(c):
     from bort_jax import arch as A
+
     return A.Arch(c.depth, c.heads, c.hidden, c.intermediate)
 
 
 def bert_like_params(c, vocab: int = 30522, positions: int = 512) -> int:
     """Post-LN BERT without pooler (`arch.param_count`): (V+P+2)H + 2H + D(4H² + 2HI + 9H + I)."""
     from bort_jax import arch as A
+
     spec = A.Spec(vocab_size=vocab, max_positions=positions, pooler=False)
     return A.param_count(_as_arch(c), spec)["total"]
 
@@ -219,12 +275,20 @@ def bert_like_params(c, vocab: int = 30522, positions: int = 512) -> int:
 def bert_like_flops(c, seq_len: int = 128) -> int:
     """Matmul FLOPs for one sequence (`arch.flops`): 2·L·D(4H² + 2HI) + 4·L²·H·D."""
     from bort_jax import arch as A
+
     return A.flops(_as_arch(c), seq_len, spec=A.Spec(pooler=False))
 
 
-def bert_like_instance(a: float = 1.5, b: float = 60.0, power: float = 0.25, noise: float = 0.0,
-                       seed: int = 0, vocab: int = 30522, seq_len: int = 128,
-                       space: SearchSpace | None = None) -> SyntheticInstance:
+def bert_like_instance(
+    a: float = 1.5,
+    b: float = 60.0,
+    power: float = 0.25,
+    noise: float = 0.0,
+    seed: int = 0,
+    vocab: int = 30522,
+    seq_len: int = 128,
+    space: SearchSpace | None = None,
+) -> SyntheticInstance:
     """The 300-candidate BERT grid with Eq. E error over non-embedding capacity (+ heads)."""
     space = space or bert_grid()
 
@@ -233,13 +297,23 @@ def bert_like_instance(a: float = 1.5, b: float = 60.0, power: float = 0.25, noi
         return c.depth * (4 * h * h + 2 * h * inter + 9 * h + inter) + 1000.0 * c.heads
 
     return capacity_instance(
-        "bert_like", space.candidates(), lambda c: bert_like_params(c, vocab),
-        lambda c: bert_like_flops(c, seq_len), a=a, b=b, power=power, capacity=capacity,
-        leq=space.leq, noise=noise, seed=seed)
+        "bert_like",
+        space.candidates(),
+        lambda c: bert_like_params(c, vocab),
+        lambda c: bert_like_flops(c, seq_len),
+        a=a,
+        b=b,
+        power=power,
+        capacity=capacity,
+        leq=space.leq,
+        noise=noise,
+        seed=seed,
+    )
 
 
-def random_monotone_instance(seed: int, n_axes: int = 3, max_values: int = 4,
-                             noise: float = 0.0) -> SyntheticInstance:
+def random_monotone_instance(
+    seed: int, n_axes: int = 3, max_values: int = 4, noise: float = 0.0
+) -> SyntheticInstance:
     """A random grid whose error satisfies assumption M exactly (before noise):
 
         e(ξ) = 0.05 + Σ_{ξ' ⪰ ξ} r(ξ'),   r(ξ') ~ Exponential(0.05) i.i.d.,
@@ -248,10 +322,16 @@ def random_monotone_instance(seed: int, n_axes: int = 3, max_values: int = 4,
     Used to stress-test the guarantee, which must hold for every such instance.
     """
     rng = np.random.default_rng(seed)
-    axes = {f"a{k}": tuple(sorted(rng.choice(np.arange(1, 9), size=int(rng.integers(2,
-                                                                              max_values + 1)),
-                                             replace=False).tolist()))
-            for k in range(n_axes)}
+    axes = {
+        f"a{k}": tuple(
+            sorted(
+                rng.choice(
+                    np.arange(1, 9), size=int(rng.integers(2, max_values + 1)), replace=False
+                ).tolist()
+            )
+        )
+        for k in range(n_axes)
+    }
     space = grid(**axes)
     cands = space.candidates()
     wp, wi = rng.uniform(0.5, 2.0, n_axes), rng.uniform(0.5, 2.0, n_axes)
@@ -267,5 +347,14 @@ def random_monotone_instance(seed: int, n_axes: int = 3, max_values: int = 4,
     def noisy(c) -> float:
         return base[c] * bounded_noise(c, noise, seed)
 
-    return SyntheticInstance(f"random_monotone_{seed}", cands, p, i, CountingError(noisy),
-                             base.__getitem__, space.leq, p, noise)
+    return SyntheticInstance(
+        f"random_monotone_{seed}",
+        cands,
+        p,
+        i,
+        CountingError(noisy),
+        base.__getitem__,
+        space.leq,
+        p,
+        noise,
+    )

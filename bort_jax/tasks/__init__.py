@@ -10,22 +10,68 @@ Example::
     dev = tasks.read_split(task, "glue_data", "dev")
     scores = tasks.compute_metrics(task, predictions, [ex.label for ex in dev])
 """
+
 from bort_jax.tasks.core import Example, Task
-from bort_jax.tasks.labels import (MNLI_LABELS, MNLI_LABELS_HF_ROBERTA, label_permutation,
-                                   remap_labels)
-from bort_jax.tasks.metrics import (accuracy, average_ranks, compute_metrics, confusion_matrix,
-                                    f1_binary, f1_macro, matthews_corrcoef, multirc_exact_match,
-                                    multirc_f1a, pearson, predictions_from_outputs, spearman)
+from bort_jax.tasks.labels import (
+    MNLI_LABELS,
+    MNLI_LABELS_HF_ROBERTA,
+    label_permutation,
+    remap_labels,
+)
+from bort_jax.tasks.metrics import (
+    accuracy,
+    average_ranks,
+    compute_metrics,
+    confusion_matrix,
+    f1_binary,
+    f1_macro,
+    matthews_corrcoef,
+    multirc_exact_match,
+    multirc_f1a,
+    pearson,
+    predictions_from_outputs,
+    spearman,
+)
 from bort_jax.tasks.readers import canonical_split, parse_label, read_split, split_filename
-from bort_jax.tasks.registry import (GLUE_TASKS, RACE_TASKS, SUPERGLUE_TASKS, TASKS, get_task,
-                                     list_tasks)
+from bort_jax.tasks.registry import (
+    GLUE_TASKS,
+    RACE_TASKS,
+    SUPERGLUE_TASKS,
+    TASKS,
+    get_task,
+    list_tasks,
+)
 from bort_jax.tasks.tfds_reader import read_tfds, tfds_split
 
 __all__ = [
-    "Example", "Task", "TASKS", "GLUE_TASKS", "SUPERGLUE_TASKS", "RACE_TASKS", "get_task",
-    "list_tasks", "MNLI_LABELS", "MNLI_LABELS_HF_ROBERTA", "label_permutation", "remap_labels",
-    "canonical_split", "parse_label", "read_split", "split_filename", "read_tfds", "tfds_split",
-    "accuracy", "average_ranks", "compute_metrics", "confusion_matrix", "f1_binary", "f1_macro",
-    "matthews_corrcoef", "multirc_exact_match", "multirc_f1a", "pearson",
-    "predictions_from_outputs", "spearman",
+    "Example",
+    "Task",
+    "TASKS",
+    "GLUE_TASKS",
+    "SUPERGLUE_TASKS",
+    "RACE_TASKS",
+    "get_task",
+    "list_tasks",
+    "MNLI_LABELS",
+    "MNLI_LABELS_HF_ROBERTA",
+    "label_permutation",
+    "remap_labels",
+    "canonical_split",
+    "parse_label",
+    "read_split",
+    "split_filename",
+    "read_tfds",
+    "tfds_split",
+    "accuracy",
+    "average_ranks",
+    "compute_metrics",
+    "confusion_matrix",
+    "f1_binary",
+    "f1_macro",
+    "matthews_corrcoef",
+    "multirc_exact_match",
+    "multirc_f1a",
+    "pearson",
+    "predictions_from_outputs",
+    "spearman",
 ]

@@ -4,6 +4,7 @@ The task set is the one fine-tuned on in Bort (de Wynter & Perry, 2020, "Optimal
 Extraction For BERT", arXiv:2010.10499, Section 5): GLUE (Wang et al., 2019), SuperGLUE (Wang et
 al., 2019b) and RACE (Lai et al., 2017).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,8 +68,10 @@ class Task:
         if self.benchmark not in _BENCHMARKS:
             raise ValueError(f"task {self.name!r}: unknown benchmark {self.benchmark!r}")
         if self.primary_metric not in self.metric_names:
-            raise ValueError(f"task {self.name!r}: primary metric {self.primary_metric!r} "
-                             f"not in {self.metric_names}")
+            raise ValueError(
+                f"task {self.name!r}: primary metric {self.primary_metric!r} "
+                f"not in {self.metric_names}"
+            )
         if not 1 <= len(self.text_fields) <= 2:
             raise ValueError(f"task {self.name!r}: text_fields must name one or two fields")
         if not set(self.eval_splits) <= set(self.splits):
@@ -77,8 +80,10 @@ class Task:
             if self.num_labels != 1 or self.label_names:
                 raise ValueError(f"task {self.name!r}: regression needs num_labels=1, no names")
         elif self.num_labels != len(self.label_names):
-            raise ValueError(f"task {self.name!r}: num_labels={self.num_labels} but "
-                             f"{len(self.label_names)} label names")
+            raise ValueError(
+                f"task {self.name!r}: num_labels={self.num_labels} but "
+                f"{len(self.label_names)} label names"
+            )
         if (self.kind == "multiple_choice") != (self.num_choices is not None):
             raise ValueError(f"task {self.name!r}: num_choices is set iff kind is multiple_choice")
         if self.num_choices is not None and self.num_choices != self.num_labels:
@@ -99,8 +104,10 @@ class Task:
         try:
             return self.label_names.index(name)
         except ValueError:
-            raise ValueError(f"task {self.name!r}: unknown label {name!r}; "
-                             f"expected one of {list(self.label_names)}") from None
+            raise ValueError(
+                f"task {self.name!r}: unknown label {name!r}; "
+                f"expected one of {list(self.label_names)}"
+            ) from None
 
 
 Label = Union[int, float]

@@ -4,6 +4,7 @@ Arrays follow one convention across the project: a dict with a shared leading ro
 `input_ids` / `attention_mask` / `token_type_ids` are int32 [N, L] ([N, K, L] for multiple
 choice, one row per choice) and `label` is [N].
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def choice_text(example: Example, choice: str) -> str:
     return f"{example.text_b} {choice}" if example.text_b else choice
 
 
-def encode_examples(tokenizer: Any, task: Task, examples: Sequence[Example],
-                    max_len: int) -> Arrays:
+def encode_examples(
+    tokenizer: Any, task: Task, examples: Sequence[Example], max_len: int
+) -> Arrays:
     """Token arrays and labels of `examples`.
 
     Returns:
@@ -48,8 +50,12 @@ def encode_examples(tokenizer: Any, task: Task, examples: Sequence[Example],
         arrays = {key: v.reshape(len(examples), k, max_len) for key, v in flat.items()}
     else:
         pair = any(ex.text_b is not None for ex in examples)
-        arrays = hf.encode(tokenizer, [ex.text_a for ex in examples],
-                           [ex.text_b or "" for ex in examples] if pair else None, max_len)
+        arrays = hf.encode(
+            tokenizer,
+            [ex.text_a for ex in examples],
+            [ex.text_b or "" for ex in examples] if pair else None,
+            max_len,
+        )
     if all(ex.label is not None for ex in examples):
         dtype = np.float32 if task.is_regression else np.int32
         arrays["label"] = np.asarray([ex.label for ex in examples], dtype)
@@ -66,5 +72,4 @@ def trim(arrays: Mapping[str, np.ndarray], bucket: int) -> Arrays:
     full = np.shape(arrays["input_ids"])[-1]
     used = int(np.max(np.sum(np.asarray(arrays["attention_mask"]) != 0, axis=-1), initial=1))
     length = min(full, bucket * math.ceil(used / bucket))
-    return {k: (np.asarray(v)[..., :length] if k in INPUT_KEYS else v)
-            for k, v in arrays.items()}
+    return {k: (np.asarray(v)[..., :length] if k in INPUT_KEYS else v) for k, v in arrays.items()}

@@ -7,6 +7,7 @@ other fairseq-derived MNLI heads) emit logits in the order
 conversion silently swaps entailment and contradiction, a known bug in third-party evaluations.
 Use :func:`remap_labels` to move logits or ids from one order to the other.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

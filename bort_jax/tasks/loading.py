@@ -4,6 +4,7 @@ Where data comes from, in order: an explicit `data_dir` (the official GLUE / Sup
 file layout, see `readers`), else the directory named by the environment variable
 `BORT_DATA_DIR` (same layout), else TensorFlow Datasets by name. Nothing here downloads.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def default_data_dir() -> Path | None:
     return Path(value)
 
 
-def load_examples(task: Task, split: str, data_dir: str = "",
-                  tfds_data_dir: str = "") -> list[Example]:
+def load_examples(
+    task: Task, split: str, data_dir: str = "", tfds_data_dir: str = ""
+) -> list[Example]:
     """Labelled examples of one split: from `data_dir`, $BORT_DATA_DIR, or TFDS (in order).
 
     Raises:
@@ -60,15 +62,17 @@ def load_examples(task: Task, split: str, data_dir: str = "",
         where = "; ".join(tried) or f"no data_dir given and ${DATA_DIR_ENV} not set"
         raise DataNotFoundError(
             f"no {split} data for task {task.name!r}: {where}; and TFDS is not available "
-            f"({e}). Pass --config.data_dir=<GLUE/SuperGLUE files>.") from e
+            f"({e}). Pass --config.data_dir=<GLUE/SuperGLUE files>."
+        ) from e
 
 
 def _labelled(task: Task, split: str, examples: list[Example]) -> list[Example]:
     if not examples:
         raise DataNotFoundError(f"{task.name}/{split}: the split is empty")
     if any(ex.label is None for ex in examples):
-        raise ValueError(f"{task.name}/{split} has unlabelled examples; fine-tuning and "
-                         "evaluation need labels")
+        raise ValueError(
+            f"{task.name}/{split} has unlabelled examples; fine-tuning and evaluation need labels"
+        )
     return examples
 
 

@@ -8,6 +8,7 @@ questions whose answer options are all predicted correctly); RACE (Lai et al., 2
 accuracy. Degenerate inputs (a constant input to a correlation, no positive examples for F1)
 give 0.0, never NaN. Empty inputs raise ``ValueError``.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -51,8 +52,9 @@ def f1_binary(predictions: ArrayLike, labels: ArrayLike, positive: int = 1) -> f
     return _safe_div(2 * tp, 2 * tp + fp + fn)
 
 
-def f1_macro(predictions: ArrayLike, labels: ArrayLike,
-             classes: Optional[Sequence[int]] = None) -> float:
+def f1_macro(
+    predictions: ArrayLike, labels: ArrayLike, classes: Optional[Sequence[int]] = None
+) -> float:
     """Unweighted mean of per-class F1; inputs ``[N]``.
 
     ``classes`` defaults to the classes seen in either ``labels`` or ``predictions`` (the
@@ -64,8 +66,9 @@ def f1_macro(predictions: ArrayLike, labels: ArrayLike,
     return float(np.mean([f1_binary(p, y, positive=c) for c in classes]))
 
 
-def confusion_matrix(predictions: ArrayLike, labels: ArrayLike,
-                     num_classes: Optional[int] = None) -> np.ndarray:
+def confusion_matrix(
+    predictions: ArrayLike, labels: ArrayLike, num_classes: Optional[int] = None
+) -> np.ndarray:
     """Counts ``C[true, pred]`` of integer ids; shape ``[K, K]``, ``K`` = ``num_classes``."""
     p, y = _pair(predictions, labels)
     p, y = p.astype(np.int64), y.astype(np.int64)
@@ -123,8 +126,7 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float:
     return pearson(average_ranks(a), average_ranks(b))
 
 
-def multirc_exact_match(predictions: ArrayLike, labels: ArrayLike,
-                        groups: Sequence) -> float:
+def multirc_exact_match(predictions: ArrayLike, labels: ArrayLike, groups: Sequence) -> float:
     """MultiRC EM: fraction of question groups with every answer option right; ``[N]``."""
     p, y = _pair(predictions, labels)
     g = np.asarray(groups, dtype=object).reshape(-1)
@@ -156,8 +158,9 @@ def predictions_from_outputs(task: Union[str, Task], outputs: ArrayLike) -> np.n
         return out.astype(np.float64)
     if out.ndim == 2:
         if out.shape[1] != task.num_labels:
-            raise ValueError(f"{task.name}: expected scores [N, {task.num_labels}], "
-                             f"got {out.shape}")
+            raise ValueError(
+                f"{task.name}: expected scores [N, {task.num_labels}], got {out.shape}"
+            )
         return np.argmax(out, axis=1)
     if out.ndim != 1:
         raise ValueError(f"{task.name}: expected ids [N] or scores [N, K], got {out.shape}")
@@ -175,8 +178,12 @@ _PAIR_METRICS = {
 }
 
 
-def compute_metrics(task: Union[str, Task], predictions: ArrayLike, labels: ArrayLike,
-                    groups: Optional[Sequence] = None) -> dict[str, float]:
+def compute_metrics(
+    task: Union[str, Task],
+    predictions: ArrayLike,
+    labels: ArrayLike,
+    groups: Optional[Sequence] = None,
+) -> dict[str, float]:
     """All metrics of ``task`` (``task.metric_names``) for one evaluation split.
 
     Args:

@@ -16,6 +16,7 @@ Layouts:
 ``data_dir`` may be the task directory itself (``glue_data/SST-2``), its parent
 (``glue_data``) or a root holding ``glue/`` and ``superglue/`` (or ``RACE/``) sub-directories.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,12 +35,19 @@ from bort_jax.tasks.registry import get_task
 PathLike = Union[str, os.PathLike]
 
 _SPLIT_ALIASES = {
-    "val": "dev", "valid": "dev", "validation": "dev",
-    "validation_matched": "dev_matched", "validation_mismatched": "dev_mismatched",
-    "matched": "dev_matched", "mismatched": "dev_mismatched",
+    "val": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "validation_matched": "dev_matched",
+    "validation_mismatched": "dev_mismatched",
+    "matched": "dev_matched",
+    "mismatched": "dev_mismatched",
 }
-_BENCHMARK_DIRS = {"glue": ("glue", "glue_data"), "superglue": ("superglue", "super_glue"),
-                   "race": ()}
+_BENCHMARK_DIRS = {
+    "glue": ("glue", "glue_data"),
+    "superglue": ("superglue", "super_glue"),
+    "race": (),
+}
 _COLA_COLUMNS = ("source", "label", "mark", "sentence")
 
 
@@ -77,8 +85,9 @@ def canonical_split(task: Task, split: str) -> str:
     key = split.strip().lower().replace("-", "_")
     key = _SPLIT_ALIASES.get(key, key)
     if key not in task.splits:
-        raise ValueError(f"task {task.name!r} has no split {split!r}; "
-                         f"valid splits: {', '.join(task.splits)}")
+        raise ValueError(
+            f"task {task.name!r} has no split {split!r}; valid splits: {', '.join(task.splits)}"
+        )
     return key
 
 
@@ -102,8 +111,9 @@ def parse_label(task: Task, raw: Any) -> Label:
         if text in task.label_names:
             return task.label_names.index(text)
         if not re.fullmatch(r"-?\d+", text):
-            raise ValueError(f"unknown label {raw!r}; expected one of "
-                             f"{list(task.label_names)} or an index")
+            raise ValueError(
+                f"unknown label {raw!r}; expected one of {list(task.label_names)} or an index"
+            )
         raw = int(text)
     if isinstance(raw, int) and 0 <= raw < task.num_labels:
         return raw
@@ -157,8 +167,7 @@ class _RowSink:
     def finish(self) -> list[Example]:
         """Warns about skipped records and returns the examples."""
         if self.skipped:
-            warnings.warn(f"{self.path}: skipped {self.skipped} malformed record(s)",
-                          stacklevel=3)
+            warnings.warn(f"{self.path}: skipped {self.skipped} malformed record(s)", stacklevel=3)
         return self.examples
 
 
@@ -177,8 +186,9 @@ def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise ValueError(f"{path}:{reader.line_num}: {err}") from err
 
 
-def _glue_header(task: Task, rows: Iterator[tuple[int, list[str]]]
-                 ) -> tuple[tuple[str, ...], Iterator[tuple[int, list[str]]]]:
+def _glue_header(
+    task: Task, rows: Iterator[tuple[int, list[str]]]
+) -> tuple[tuple[str, ...], Iterator[tuple[int, list[str]]]]:
     """Splits off the header row; CoLA train/dev get their implicit 4-column header."""
     first = next(rows, None)
     if first is None:
@@ -211,9 +221,14 @@ def _read_glue(task: Task, path: Path, strict: bool) -> list[Example]:
             sink.bad(line, str(err))
             continue
         texts = [row[col[c]] for c in spec.text_cols]
-        sink.examples.append(Example(
-            text_a=texts[0], text_b=texts[1] if len(texts) > 1 else None, label=label,
-            idx=counter if idx_i is None else _parse_idx(row[idx_i])))
+        sink.examples.append(
+            Example(
+                text_a=texts[0],
+                text_b=texts[1] if len(texts) > 1 else None,
+                label=label,
+                idx=counter if idx_i is None else _parse_idx(row[idx_i]),
+            )
+        )
     return sink.finish()
 
 
@@ -222,24 +237,46 @@ def _read_glue(task: Task, path: Path, strict: bool) -> list[Example]:
 
 def _sg_pair(a: str, b: Optional[str]) -> Callable[[Task, dict], list[Example]]:
     """Converter for flat records with text fields ``a`` and ``b``."""
+
     def convert(task: Task, rec: dict) -> list[Example]:
-        return [Example(text_a=rec[a], text_b=rec[b] if b else None,
-                        label=_record_label(task, rec), idx=rec["idx"])]
+        return [
+            Example(
+                text_a=rec[a],
+                text_b=rec[b] if b else None,
+                label=_record_label(task, rec),
+                idx=rec["idx"],
+            )
+        ]
+
     return convert
 
 
 def _sg_copa(task: Task, rec: dict) -> list[Example]:
     """COPA: premise + question type, two choices, label = index of the right choice."""
-    return [Example(text_a=rec["premise"], text_b=rec["question"],
-                    choices=[rec["choice1"], rec["choice2"]], label=_record_label(task, rec),
-                    idx=rec["idx"], meta={"question": rec["question"]})]
+    return [
+        Example(
+            text_a=rec["premise"],
+            text_b=rec["question"],
+            choices=[rec["choice1"], rec["choice2"]],
+            label=_record_label(task, rec),
+            idx=rec["idx"],
+            meta={"question": rec["question"]},
+        )
+    ]
 
 
 def _sg_wic(task: Task, rec: dict) -> list[Example]:
     """WiC: the two sentences; the target word and its offsets go to ``meta``."""
     meta = {k: rec[k] for k in ("word", "start1", "end1", "start2", "end2") if k in rec}
-    return [Example(text_a=rec["sentence1"], text_b=rec["sentence2"],
-                    label=_record_label(task, rec), idx=rec["idx"], meta=meta)]
+    return [
+        Example(
+            text_a=rec["sentence1"],
+            text_b=rec["sentence2"],
+            label=_record_label(task, rec),
+            idx=rec["idx"],
+            meta=meta,
+        )
+    ]
 
 
 def wsc_text_b(span1_text: str, span2_text: str) -> str:
@@ -250,9 +287,15 @@ def wsc_text_b(span1_text: str, span2_text: str) -> str:
 def _sg_wsc(task: Task, rec: dict) -> list[Example]:
     """WSC: the text, plus :func:`wsc_text_b` of the two spans; spans go to ``meta``."""
     target = rec["target"]
-    return [Example(text_a=rec["text"],
-                    text_b=wsc_text_b(target["span1_text"], target["span2_text"]),
-                    label=_record_label(task, rec), idx=rec["idx"], meta=dict(target))]
+    return [
+        Example(
+            text_a=rec["text"],
+            text_b=wsc_text_b(target["span1_text"], target["span2_text"]),
+            label=_record_label(task, rec),
+            idx=rec["idx"],
+            meta=dict(target),
+        )
+    ]
 
 
 def multirc_text_b(question: str, answer: str) -> str:
@@ -267,11 +310,21 @@ def _sg_multirc(task: Task, rec: dict) -> list[Example]:
     for q in passage["questions"]:
         group = f"{rec['idx']}-{q['idx']}"
         for a in q["answers"]:
-            out.append(Example(
-                text_a=passage["text"], text_b=multirc_text_b(q["question"], a["text"]),
-                label=_record_label(task, a), idx=a["idx"], group=group,
-                meta={"paragraph_idx": rec["idx"], "question_idx": q["idx"],
-                      "question": q["question"], "answer": a["text"]}))
+            out.append(
+                Example(
+                    text_a=passage["text"],
+                    text_b=multirc_text_b(q["question"], a["text"]),
+                    label=_record_label(task, a),
+                    idx=a["idx"],
+                    group=group,
+                    meta={
+                        "paragraph_idx": rec["idx"],
+                        "question_idx": q["idx"],
+                        "question": q["question"],
+                        "answer": a["text"],
+                    },
+                )
+            )
     return out
 
 
@@ -331,15 +384,24 @@ def _race_article(task: Task, path: Path, level: str) -> list[Example]:
     out = []
     for i, (question, opts) in enumerate(zip(questions, options)):
         if len(opts) != task.num_choices:
-            raise ValueError(f"{path}: question {i} has {len(opts)} options, "
-                             f"expected {task.num_choices}")
+            raise ValueError(
+                f"{path}: question {i} has {len(opts)} options, expected {task.num_choices}"
+            )
         try:
             label = None if answers is None else parse_label(task, answers[i])
         except ValueError as err:
             raise ValueError(f"{path}: question {i}: {err}") from None
-        out.append(Example(text_a=article, text_b=question, choices=list(opts), label=label,
-                           idx=f"{group}-{i}", group=group,
-                           meta={"level": level, "article_id": data.get("id", path.name)}))
+        out.append(
+            Example(
+                text_a=article,
+                text_b=question,
+                choices=list(opts),
+                label=label,
+                idx=f"{group}-{i}",
+                group=group,
+                meta={"level": level, "article_id": data.get("id", path.name)},
+            )
+        )
     return out
 
 
@@ -369,8 +431,9 @@ def split_filename(task: Task, split: str) -> str:
     return split
 
 
-def read_split(task: Union[str, Task], data_dir: PathLike, split: str, *,
-               strict: bool = True) -> list[Example]:
+def read_split(
+    task: Union[str, Task], data_dir: PathLike, split: str, *, strict: bool = True
+) -> list[Example]:
     """Reads one split of a task from its official file layout.
 
     Args:

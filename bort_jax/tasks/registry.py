@@ -11,6 +11,7 @@ Metric names: ``accuracy``, ``f1`` (binary, positive class 1), ``f1_macro``, ``m
 correlation), ``pearson``, ``spearman``, ``f1a`` and ``em`` (MultiRC). ``primary_metric`` is the
 first metric of the official leaderboard column (e.g. MRPC/QQP: F1, STS-B: Pearson, CB: F1).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,31 +23,69 @@ _NLI2 = ("entailment", "not_entailment")
 _MNLI_SPLITS = ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")
 
 
-def _glue(name: str, dir_name: str, labels: tuple[str, ...], metrics: tuple[str, ...],
-          text_fields: tuple[str, ...], **kwargs) -> Task:
+def _glue(
+    name: str,
+    dir_name: str,
+    labels: tuple[str, ...],
+    metrics: tuple[str, ...],
+    text_fields: tuple[str, ...],
+    **kwargs,
+) -> Task:
     """Builds a GLUE classification :class:`Task` (TFDS name ``glue/<name>``)."""
-    return Task(name=name, benchmark="glue", kind="classification", label_names=labels,
-                num_labels=len(labels), metric_names=metrics, primary_metric=metrics[0],
-                text_fields=text_fields, dir_name=dir_name, tfds_names=(f"glue/{name}",),
-                **kwargs)
+    return Task(
+        name=name,
+        benchmark="glue",
+        kind="classification",
+        label_names=labels,
+        num_labels=len(labels),
+        metric_names=metrics,
+        primary_metric=metrics[0],
+        text_fields=text_fields,
+        dir_name=dir_name,
+        tfds_names=(f"glue/{name}",),
+        **kwargs,
+    )
 
 
-def _superglue(name: str, dir_name: str, labels: tuple[str, ...], metrics: tuple[str, ...],
-               text_fields: tuple[str, ...], tfds: str) -> Task:
+def _superglue(
+    name: str,
+    dir_name: str,
+    labels: tuple[str, ...],
+    metrics: tuple[str, ...],
+    text_fields: tuple[str, ...],
+    tfds: str,
+) -> Task:
     """Builds a SuperGLUE classification :class:`Task` (TFDS name ``super_glue/<tfds>``)."""
-    return Task(name=name, benchmark="superglue", kind="classification", label_names=labels,
-                num_labels=len(labels), metric_names=metrics, primary_metric=metrics[0],
-                text_fields=text_fields, dir_name=dir_name,
-                tfds_names=(f"super_glue/{tfds}",))
+    return Task(
+        name=name,
+        benchmark="superglue",
+        kind="classification",
+        label_names=labels,
+        num_labels=len(labels),
+        metric_names=metrics,
+        primary_metric=metrics[0],
+        text_fields=text_fields,
+        dir_name=dir_name,
+        tfds_names=(f"super_glue/{tfds}",),
+    )
 
 
 def _race(name: str, subsets: tuple[str, ...]) -> Task:
     """Builds a RACE :class:`Task` reading the given levels (``'middle'``, ``'high'``)."""
-    return Task(name=name, benchmark="race", kind="multiple_choice",
-                label_names=("A", "B", "C", "D"), num_labels=4, metric_names=("accuracy",),
-                primary_metric="accuracy", text_fields=("article", "question"),
-                dir_name="RACE", tfds_names=tuple(f"race/{s}" for s in subsets),
-                num_choices=4, subsets=subsets)
+    return Task(
+        name=name,
+        benchmark="race",
+        kind="multiple_choice",
+        label_names=("A", "B", "C", "D"),
+        num_labels=4,
+        metric_names=("accuracy",),
+        primary_metric="accuracy",
+        text_fields=("article", "question"),
+        dir_name="RACE",
+        tfds_names=tuple(f"race/{s}" for s in subsets),
+        num_choices=4,
+        subsets=subsets,
+    )
 
 
 def _build_tasks() -> dict[str, Task]:
@@ -54,37 +93,80 @@ def _build_tasks() -> dict[str, Task]:
     tasks = [
         _glue("cola", "CoLA", ("unacceptable", "acceptable"), ("mcc",), ("sentence",)),
         _glue("sst2", "SST-2", ("negative", "positive"), ("accuracy",), ("sentence",)),
-        _glue("mrpc", "MRPC", ("not_equivalent", "equivalent"), ("f1", "accuracy"),
-              ("sentence1", "sentence2")),
-        Task(name="stsb", benchmark="glue", kind="regression", label_names=(), num_labels=1,
-             metric_names=("pearson", "spearman"), primary_metric="pearson",
-             text_fields=("sentence1", "sentence2"), dir_name="STS-B",
-             tfds_names=("glue/stsb",), label_range=(0.0, 5.0)),
-        _glue("qqp", "QQP", ("not_duplicate", "duplicate"), ("f1", "accuracy"),
-              ("question1", "question2")),
+        _glue(
+            "mrpc",
+            "MRPC",
+            ("not_equivalent", "equivalent"),
+            ("f1", "accuracy"),
+            ("sentence1", "sentence2"),
+        ),
+        Task(
+            name="stsb",
+            benchmark="glue",
+            kind="regression",
+            label_names=(),
+            num_labels=1,
+            metric_names=("pearson", "spearman"),
+            primary_metric="pearson",
+            text_fields=("sentence1", "sentence2"),
+            dir_name="STS-B",
+            tfds_names=("glue/stsb",),
+            label_range=(0.0, 5.0),
+        ),
+        _glue(
+            "qqp",
+            "QQP",
+            ("not_duplicate", "duplicate"),
+            ("f1", "accuracy"),
+            ("question1", "question2"),
+        ),
         # HF roberta-large-mnli orders these as (contradiction, neutral, entailment); convert
         # its logits with remap_labels(x, MNLI_LABELS_HF_ROBERTA, MNLI_LABELS).
-        _glue("mnli", "MNLI", ("entailment", "neutral", "contradiction"), ("accuracy",),
-              ("premise", "hypothesis"), splits=_MNLI_SPLITS,
-              eval_splits=("dev_matched", "dev_mismatched")),
+        _glue(
+            "mnli",
+            "MNLI",
+            ("entailment", "neutral", "contradiction"),
+            ("accuracy",),
+            ("premise", "hypothesis"),
+            splits=_MNLI_SPLITS,
+            eval_splits=("dev_matched", "dev_mismatched"),
+        ),
         _glue("qnli", "QNLI", _NLI2, ("accuracy",), ("question", "sentence")),
         _glue("rte", "RTE", _NLI2, ("accuracy",), ("sentence1", "sentence2")),
-        _glue("wnli", "WNLI", ("not_entailment", "entailment"), ("accuracy",),
-              ("sentence1", "sentence2")),
-        _superglue("boolq", "BoolQ", _BINARY_BOOL, ("accuracy",), ("question", "passage"),
-                   "boolq"),
-        _superglue("cb", "CB", ("entailment", "contradiction", "neutral"),
-                   ("f1_macro", "accuracy"), ("premise", "hypothesis"), "cb"),
-        Task(name="copa", benchmark="superglue", kind="multiple_choice",
-             label_names=("choice1", "choice2"), num_labels=2, metric_names=("accuracy",),
-             primary_metric="accuracy", text_fields=("premise", "question"), dir_name="COPA",
-             tfds_names=("super_glue/copa",), num_choices=2),
-        _superglue("multirc", "MultiRC", _BINARY_BOOL, ("f1a", "em"),
-                   ("paragraph", "question"), "multirc"),
-        _superglue("superglue_rte", "RTE", _NLI2, ("accuracy",), ("premise", "hypothesis"),
-                   "rte"),
-        _superglue("wic", "WiC", _BINARY_BOOL, ("accuracy",), ("sentence1", "sentence2"),
-                   "wic"),
+        _glue(
+            "wnli",
+            "WNLI",
+            ("not_entailment", "entailment"),
+            ("accuracy",),
+            ("sentence1", "sentence2"),
+        ),
+        _superglue("boolq", "BoolQ", _BINARY_BOOL, ("accuracy",), ("question", "passage"), "boolq"),
+        _superglue(
+            "cb",
+            "CB",
+            ("entailment", "contradiction", "neutral"),
+            ("f1_macro", "accuracy"),
+            ("premise", "hypothesis"),
+            "cb",
+        ),
+        Task(
+            name="copa",
+            benchmark="superglue",
+            kind="multiple_choice",
+            label_names=("choice1", "choice2"),
+            num_labels=2,
+            metric_names=("accuracy",),
+            primary_metric="accuracy",
+            text_fields=("premise", "question"),
+            dir_name="COPA",
+            tfds_names=("super_glue/copa",),
+            num_choices=2,
+        ),
+        _superglue(
+            "multirc", "MultiRC", _BINARY_BOOL, ("f1a", "em"), ("paragraph", "question"), "multirc"
+        ),
+        _superglue("superglue_rte", "RTE", _NLI2, ("accuracy",), ("premise", "hypothesis"), "rte"),
+        _superglue("wic", "WiC", _BINARY_BOOL, ("accuracy",), ("sentence1", "sentence2"), "wic"),
         _superglue("wsc", "WSC", _BINARY_BOOL, ("accuracy",), ("text",), "wsc"),
         _race("race", ("middle", "high")),
         _race("race_m", ("middle",)),
@@ -95,14 +177,17 @@ def _build_tasks() -> dict[str, Task]:
 
 TASKS: dict[str, Task] = _build_tasks()
 GLUE_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.benchmark == "glue")
-SUPERGLUE_TASKS: tuple[str, ...] = tuple(
-    n for n, t in TASKS.items() if t.benchmark == "superglue")
+SUPERGLUE_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.benchmark == "superglue")
 RACE_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.benchmark == "race")
 
 _SUPERGLUE_SHORT = {"boolq", "cb", "copa", "multirc", "rte", "wic", "wsc"}
 _EXTRA_ALIASES = {
-    "mnlim": "mnli", "mnlimm": "mnli", "mnlimatched": "mnli", "mnlimismatched": "mnli",
-    "racemiddle": "race_m", "racehigh": "race_h",
+    "mnlim": "mnli",
+    "mnlimm": "mnli",
+    "mnlimatched": "mnli",
+    "mnlimismatched": "mnli",
+    "racemiddle": "race_m",
+    "racehigh": "race_h",
 }
 
 

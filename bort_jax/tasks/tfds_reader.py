@@ -7,6 +7,7 @@ bort_jax[tfds]``) and is imported only inside :func:`read_tfds`.
 
 TFDS marks unlabeled (test) records with label ``-1``; they become ``label=None``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,13 +16,14 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from bort_jax.tasks.core import Example, Label, Task
-from bort_jax.tasks.readers import (canonical_split, multirc_text_b, parse_label,
-                                    wsc_text_b)
+from bort_jax.tasks.readers import canonical_split, multirc_text_b, parse_label, wsc_text_b
 from bort_jax.tasks.registry import get_task
 
-_INSTALL_HINT = ("read_tfds needs tensorflow_datasets; install it with "
-                 "`pip install 'bort_jax[tfds]'` (or `pip install tensorflow-datasets "
-                 "tensorflow-cpu`), or read the official files with read_split")
+_INSTALL_HINT = (
+    "read_tfds needs tensorflow_datasets; install it with "
+    "`pip install 'bort_jax[tfds]'` (or `pip install tensorflow-datasets "
+    "tensorflow-cpu`), or read the official files with read_split"
+)
 
 
 def tfds_split(task: Task, split: str) -> str:
@@ -59,40 +61,76 @@ def _label(task: Task, rec: dict) -> Optional[Label]:
 def _flat(task: Task, rec: dict) -> list[Example]:
     """Records whose text pair is ``task.text_fields`` (most GLUE/SuperGLUE tasks)."""
     names = task.text_fields
-    return [Example(text_a=rec[names[0]], text_b=rec[names[1]] if len(names) > 1 else None,
-                    label=_label(task, rec), idx=rec.get("idx"))]
+    return [
+        Example(
+            text_a=rec[names[0]],
+            text_b=rec[names[1]] if len(names) > 1 else None,
+            label=_label(task, rec),
+            idx=rec.get("idx"),
+        )
+    ]
 
 
 def _copa(task: Task, rec: dict) -> list[Example]:
     """COPA: same layout as :func:`bort_jax.tasks.readers.read_split` gives."""
-    return [Example(text_a=rec["premise"], text_b=rec["question"],
-                    choices=[rec["choice1"], rec["choice2"]], label=_label(task, rec),
-                    idx=rec["idx"], meta={"question": rec["question"]})]
+    return [
+        Example(
+            text_a=rec["premise"],
+            text_b=rec["question"],
+            choices=[rec["choice1"], rec["choice2"]],
+            label=_label(task, rec),
+            idx=rec["idx"],
+            meta={"question": rec["question"]},
+        )
+    ]
 
 
 def _wic(task: Task, rec: dict) -> list[Example]:
     """WiC: sentence pair; word and character offsets in ``meta``."""
     meta = {k: rec[k] for k in ("word", "start1", "end1", "start2", "end2") if k in rec}
-    return [Example(text_a=rec["sentence1"], text_b=rec["sentence2"], label=_label(task, rec),
-                    idx=rec["idx"], meta=meta)]
+    return [
+        Example(
+            text_a=rec["sentence1"],
+            text_b=rec["sentence2"],
+            label=_label(task, rec),
+            idx=rec["idx"],
+            meta=meta,
+        )
+    ]
 
 
 def _wsc(task: Task, rec: dict) -> list[Example]:
     """WSC: text plus the span description; spans in ``meta``."""
     keys = ("span1_index", "span1_text", "span2_index", "span2_text")
-    return [Example(text_a=rec["text"], text_b=wsc_text_b(rec["span1_text"], rec["span2_text"]),
-                    label=_label(task, rec), idx=rec["idx"], meta={k: rec[k] for k in keys})]
+    return [
+        Example(
+            text_a=rec["text"],
+            text_b=wsc_text_b(rec["span1_text"], rec["span2_text"]),
+            label=_label(task, rec),
+            idx=rec["idx"],
+            meta={k: rec[k] for k in keys},
+        )
+    ]
 
 
 def _multirc(task: Task, rec: dict) -> list[Example]:
     """MultiRC: one record per answer; ``group`` is ``'<paragraph>-<question>'``."""
     ids = rec["idx"]
-    return [Example(text_a=rec["paragraph"], text_b=multirc_text_b(rec["question"],
-                                                                    rec["answer"]),
-                    label=_label(task, rec), idx=ids["answer"],
-                    group=f"{ids['paragraph']}-{ids['question']}",
-                    meta={"paragraph_idx": ids["paragraph"], "question_idx": ids["question"],
-                          "question": rec["question"], "answer": rec["answer"]})]
+    return [
+        Example(
+            text_a=rec["paragraph"],
+            text_b=multirc_text_b(rec["question"], rec["answer"]),
+            label=_label(task, rec),
+            idx=ids["answer"],
+            group=f"{ids['paragraph']}-{ids['question']}",
+            meta={
+                "paragraph_idx": ids["paragraph"],
+                "question_idx": ids["question"],
+                "question": rec["question"],
+                "answer": rec["answer"],
+            },
+        )
+    ]
 
 
 def _race(task: Task, rec: dict, level: str) -> list[Example]:
@@ -100,14 +138,25 @@ def _race(task: Task, rec: dict, level: str) -> list[Example]:
     article_id = rec.get("example_id") or ""
     group = f"{level}/{article_id}"
     answers = rec.get("answers") or [None] * len(rec["questions"])
-    return [Example(text_a=rec["article"], text_b=q, choices=list(opts),
-                    label=None if a is None else parse_label(task, a), idx=f"{group}-{i}",
-                    group=group, meta={"level": level, "article_id": article_id})
-            for i, (q, opts, a) in enumerate(zip(rec["questions"], rec["options"], answers))]
+    return [
+        Example(
+            text_a=rec["article"],
+            text_b=q,
+            choices=list(opts),
+            label=None if a is None else parse_label(task, a),
+            idx=f"{group}-{i}",
+            group=group,
+            meta={"level": level, "article_id": article_id},
+        )
+        for i, (q, opts, a) in enumerate(zip(rec["questions"], rec["options"], answers))
+    ]
 
 
 _CONVERTERS: dict[str, Callable[[Task, dict], list[Example]]] = {
-    "copa": _copa, "wic": _wic, "wsc": _wsc, "multirc": _multirc,
+    "copa": _copa,
+    "wic": _wic,
+    "wsc": _wsc,
+    "multirc": _multirc,
 }
 
 
@@ -119,8 +168,7 @@ def _import_tfds():
         raise ImportError(_INSTALL_HINT) from err
 
 
-def read_tfds(task: Union[str, Task], split: str,
-              data_dir: Optional[str] = None) -> list[Example]:
+def read_tfds(task: Union[str, Task], split: str, data_dir: Optional[str] = None) -> list[Example]:
     """Reads one split of a task from TensorFlow Datasets.
 
     Args:
