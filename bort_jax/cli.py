@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from absl import app, flags
@@ -51,15 +52,24 @@ def run(main: Callable[[list[str]], object]) -> None:
 
 def config_main(
     fn: Callable[[Any, str | None], Any],
-    default_config: str,
+    script: str,
+    config_name: str,
     default_workdir: str | None,
     describe: Callable[[Any], str],
-    config_help: str = "config file (get_config); FILE:arg picks a variant",
 ) -> None:
-    """The whole body of a script: `--config` / `--workdir` flags, `fn(config, workdir)`, print
-    `describe(result)`, user errors as one line (see `run`)."""
+    """The whole body of a script in `scripts/`: `--config` (default `configs/<config_name>`
+    of the repository holding `script`) and `--workdir` flags, `fn(config, workdir)`, print
+    `describe(result)`, user errors as one line (see `run`).
+
+    The repository root goes on `sys.path` so that config files can import `configs.*`.
+    """
+    root = Path(script).resolve().parents[1]
+    sys.path.insert(0, str(root))
     config = config_flags.DEFINE_config_file(
-        "config", default_config, config_help, lock_config=True
+        "config",
+        str(root / "configs" / config_name),
+        "config file (get_config); FILE:arg picks a variant, --config.x=y overrides",
+        lock_config=True,
     )
     workdir = flags.DEFINE_string("workdir", default_workdir, "output / resume directory")
 

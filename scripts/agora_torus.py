@@ -7,33 +7,11 @@
 The workdir receives agora_torus.json / agora_torus.md, seed<s>.json per seed and
 seed<s>_round<r>.png; rerunning the same command after a crash or kill resumes.
 """
-from __future__ import annotations
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs importable
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from bort_jax import cli  # noqa: E402
-from bort_jax.experiments import agora_torus  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "agora_torus config file",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output / resume directory")
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    report = agora_torus.run(_CONFIG.value, _WORKDIR.value)
-    print(report["markdown"])
-
+from bort_jax import cli
+from bort_jax.experiments import agora_torus
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    cli.run(main)
+    cli.config_main(
+        agora_torus.run, __file__, "agora_torus.py", "runs/torus", lambda report: report["markdown"]
+    )

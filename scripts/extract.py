@@ -5,13 +5,7 @@
       --config.teacher_dir=DIR
 """
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # configs importable
-
-from bort_jax import cli, extract  # noqa: E402
+from bort_jax import cli, extract
 
 
 def describe(summary: dict) -> str:
@@ -23,4 +17,4 @@ def describe(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    cli.config_main(extract.extract, str(ROOT / "configs" / "default.py"), "runs/extract", describe)
+    cli.config_main(extract.extract, __file__, "default.py", "runs/extract", describe)

@@ -8,13 +8,8 @@ metrics.jsonl (training log), metrics.json (summary) and best_model/ (HF format 
 """
 
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # configs importable
-
-from bort_jax import cli, finetune  # noqa: E402
+from bort_jax import cli, finetune
 
 KEYS = (
     "task",
@@ -28,10 +23,10 @@ KEYS = (
     "seconds",
 )
 
+
+def describe(result: dict) -> str:
+    return json.dumps({k: result[k] for k in KEYS}, indent=2)
+
+
 if __name__ == "__main__":
-    cli.config_main(
-        finetune.finetune,
-        str(ROOT / "configs" / "finetune.py"),
-        None,
-        lambda result: json.dumps({k: result[k] for k in KEYS}, indent=2),
-    )
+    cli.config_main(finetune.finetune, __file__, "finetune.py", None, describe)

@@ -3,13 +3,7 @@
 python scripts/pretrain.py --config=configs/pretrain_bort.py --workdir=runs/pretrain
 """
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # configs importable
-
-from bort_jax import cli, pretrain  # noqa: E402
+from bort_jax import cli, pretrain
 
 
 def describe(summary: dict) -> str:
@@ -21,6 +15,4 @@ def describe(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    cli.config_main(
-        pretrain.pretrain, str(ROOT / "configs" / "pretrain_bort.py"), "runs/pretrain", describe
-    )
+    cli.config_main(pretrain.pretrain, __file__, "pretrain_bort.py", "runs/pretrain", describe)
