@@ -29,6 +29,7 @@ class ProxyConfig:
     dropout: float = 0.0        # off: a short run should measure capacity, not regularisation
     optim: train.OptimConfig = train.OptimConfig(learning_rate=1e-3, warmup_steps=10)
     kd: distill.KDWeights = distill.KDWeights()
+    scan_layers: bool = False   # student layers through nn.scan: one compiled layer body
 
     def __post_init__(self):
         if self.init not in ("random", "slice"):
@@ -58,7 +59,8 @@ def proxy_error(arch: Arch, data: distill.KDData, spec: Spec, cfg: ProxyConfig,
     if cfg.init == "slice" and source is None:
         raise ValueError("proxy.init='slice' needs the source checkpoint")
     student = distill.build_student(arch, data, spec, cfg.kd, seed=cfg.seed, dropout=cfg.dropout,
-                                    source=source if cfg.init == "slice" else None)
+                                    source=source if cfg.init == "slice" else None,
+                                    scan_layers=cfg.scan_layers)
     loop = train.LoopConfig(num_steps=cfg.steps, seed=cfg.seed,
                             log_every=max(cfg.steps // 4, 1), progress=progress,
                             desc=f"proxy {arch}")

@@ -138,10 +138,19 @@ def _path_str(path: Sequence[Any]) -> str:
 
 
 def param_axes(path: str, ndim: int) -> tuple[str | None, ...]:
-    """Logical axes of the leaf at `path` (PARAM_AXES), replicated when nothing matches."""
+    """Logical axes of the leaf at `path` (PARAM_AXES), replicated when nothing matches.
+
+    A leaf of the scanned layout (`Bert(scan_layers=True)`: under 'layers/', one more
+    dimension than its pattern's axes) gets a leading 'layers' axis, which no rule maps to a
+    mesh axis (so it is never sharded), as flax's scan metadata names it.
+    """
+    stacked = re.search(r"(^|/)layers/", path) is not None
     for pattern, axes in PARAM_AXES:
-        if re.search(pattern, path) and len(axes) == ndim:
-            return axes
+        if re.search(pattern, path):
+            if stacked and len(axes) == ndim - 1:
+                return ("layers",) + axes
+            if len(axes) == ndim:
+                return axes
     return (None,) * ndim
 
 

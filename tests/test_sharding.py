@@ -13,7 +13,7 @@ import pytest
 from bort_jax import sharding, train
 from bort_jax.arch import Arch, Spec
 from bort_jax.data import batching
-from bort_jax.models.bert import Bert, init_params, logical_axes
+from bort_jax.models.bert import Bert, init_params, logical_axes, stack_layers
 
 needs_8 = pytest.mark.skipif(
     jax.device_count() < 8,
@@ -35,6 +35,38 @@ def test_param_axes_reproduce_the_model_annotations():
     assert sharding.param_axes("opt/0/mu/student/layer_1/ffn_in/kernel", 2) == ("embed", "mlp")
     assert sharding.param_axes("params/proj/3", 2) == ("embed", None)
     assert sharding.param_axes("opt/count", 0) == ()
+
+
+def test_param_axes_reproduce_the_scanned_model_annotations():
+    model = Bert(ARCH, SPEC, mlm_head=True, num_labels=3, scan_layers=True)
+    declared = logical_axes(model)
+    flat = jax.tree_util.tree_flatten_with_path(
+        declared, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]
+    names = [sharding._path_str(path) for path, _ in flat]
+    stacked = [spec for name, (_, spec) in zip(names, flat) if name.startswith("layers/")]
+    assert len(stacked) == 16 and all(spec[0] == "layers" for spec in stacked)
+    for path, spec in flat:
+        name = sharding._path_str(path)
+        assert sharding.param_axes(name, len(spec)) == tuple(spec), name
+    # deeper in a KD / optimizer tree; the unrolled layout is unchanged
+    assert sharding.param_axes("opt/0/mu/student/layers/ffn_in/kernel", 3) == (
+        "layers", "embed", "mlp")
+    assert sharding.param_axes("opt/0/mu/student/layers/ffn_norm/scale", 2) == (
+        "layers", "embed")
+    assert sharding.param_axes("student/layer_1/ffn_in/kernel", 3) == (None, None, None)
+
+
+@needs_8
+def test_stacked_layers_axis_is_never_sharded_on_mesh():
+    params = stack_layers(_problem()[0], ARCH.depth)
+    part = sharding.Partitioner.from_config(sharding.MeshConfig(data=2, fsdp=2, model=2))
+    shardings = part.tree_shardings(params)
+    P = jax.sharding.PartitionSpec
+    assert shardings["layers"]["ffn_in"]["kernel"].spec == P(None, "fsdp", "model")
+    assert shardings["layers"]["attention"]["query"]["bias"].spec == P(None, "model")
+    placed = jax.device_put(params, shardings)
+    shard = placed["layers"]["ffn_in"]["kernel"].addressable_shards[0].data
+    assert shard.shape == (ARCH.depth, 16, 32)
 
 
 def test_mesh_config_resolution_and_errors():

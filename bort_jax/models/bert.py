@@ -1,4 +1,5 @@
-"""A BERT-style encoder built from an `Arch` ⟨D, A, H, I⟩ (Devlin et al. 2019; Bort, arXiv 2010.10499).
+"""A BERT-style encoder built from an `Arch` ⟨D, A, H, I⟩ (Devlin et al. 2019; Bort,
+arXiv 2010.10499).
 
 Post-LN transformer encoder: embeddings (word + position + token type, LayerNorm), D layers of
 multi-head self-attention (A heads) and a GELU feed-forward of width I, an optional tanh pooler,
@@ -8,6 +9,12 @@ Everything is pure-functional Flax linen: `init`/`apply`, dropout only with a 'd
 `dtype` (computation) and `param_dtype` (storage) fields. Kernels carry logical axis names
 ('vocab', 'embed', 'heads', 'mlp') so a mesh can shard them without touching this file
 (`nn.get_partition_spec` on the boxed tree from `model.init`).
+
+Layer layouts: by default the D layers are unrolled submodules 'layer_0' … 'layer_{D-1}' (the
+canonical parameter layout: HF import/export, `slice_params`, checkpoints).
+`Bert(scan_layers=True)` runs them through `nn.scan` (one compiled layer body, so compile time
+does not grow with D) with parameters stacked under 'layers' (leading [D] axis, logical name
+'layers'); `stack_layers` / `unstack_layers` convert exactly between the two.
 """
 from __future__ import annotations
 
@@ -142,7 +149,7 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """x → LN(x + Attn(x)) → LN(· + W₂ act(W₁ ·)). [B, L, H] → [B, L, H]."""
+    """x → LN(x + Attn(x)) → LN(· + W₂ act(W₁ ·)). [B, L, H] → ([B, L, H], logits [B, A, L, L])."""
 
     arch: Arch
     spec: Spec
@@ -153,6 +160,11 @@ class EncoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, *, deterministic: bool):
+        return self.block(x, mask, deterministic)
+
+    def block(self, x: jax.Array, mask: jax.Array,
+              deterministic: bool) -> tuple[jax.Array, jax.Array]:
+        """The layer itself; called from a compact method (its submodules are defined here)."""
         drop = nn.Dropout(self.dropout_rate)
         attn, logits = SelfAttention(self.arch, self.dtype, self.param_dtype,
                                      self.attention_dropout_rate, name="attention")(
@@ -170,6 +182,43 @@ class EncoderLayer(nn.Module):
         return x, logits
 
 
+class ScanStep(EncoderLayer):
+    """`EncoderLayer` as the body of `nn.scan` (the same submodules, so the same parameters).
+
+    Call: `(x [B, L, H], mask [B, L], deterministic, keep_hidden, keep_logits)` →
+    `(x' [B, L, H], (x' or None, logits [B, A, L, L] or None))`: the carry, and the per-layer
+    outputs that `nn.scan` stacks along a leading [D] axis (None = not collected, so a plain
+    forward pass keeps no [D, ...] buffers). The three flags are Python bools, broadcast to every
+    step (and static under `nn.remat`).
+    """
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool, keep_hidden: bool = False,
+                 keep_logits: bool = False):
+        x, logits = self.block(x, mask, deterministic)
+        return x, (x if keep_hidden else None, logits if keep_logits else None)
+
+
+def scanned_layers(bert: Bert) -> nn.Module:
+    """The D encoder layers of `bert` as one `nn.scan` module named 'layers'.
+
+    Parameters are those of one `EncoderLayer` with a leading [D] axis (logical axis name
+    'layers', never sharded by the default rules); params and dropout rngs are split per layer.
+    With `bert.remat` each step is rematerialised in the backward pass (`nn.remat`; activations
+    of one layer instead of D are kept alive).
+    """
+    body = ScanStep
+    if bert.remat:  # argnums count self as 0: deterministic, keep_hidden, keep_logits
+        body = nn.remat(body, prevent_cse=False, static_argnums=(3, 4, 5))
+    scan = nn.scan(body, variable_axes={"params": 0},
+                   split_rngs={"params": True, "dropout": True},
+                   in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                   length=bert.arch.depth, metadata_params={nn.PARTITION_NAME: "layers"})
+    return scan(bert.arch, bert.spec, dtype=bert.dtype, param_dtype=bert.param_dtype,
+                dropout_rate=bert.dropout_rate,
+                attention_dropout_rate=bert.attention_dropout_rate, name="layers")
+
+
 class Bert(nn.Module):
     """BERT encoder from an `Arch`, with optional pooler, MLM head and classifier.
 
@@ -181,6 +230,14 @@ class Bert(nn.Module):
       'attention_logits' tuple of D × [B, A, L, L] (masked)        if output_attentions;
       'mlm_logits' [B, P, V]  (P = len(mlm_positions) or L)        if mlm_head;
       'logits' [B, num_labels]                                     if num_labels.
+
+    `scan_layers=True` runs the D encoder layers through `nn.scan` (one compiled layer body,
+    so compile time stays flat in D) with the same outputs; its parameters keep the layers
+    stacked under 'layers' (each leaf [D, ...]) instead of 'layer_0' … 'layer_{D-1}':
+    convert with `stack_layers` / `unstack_layers` (the unrolled layout is the canonical one:
+    checkpoints, the HF loader, `slice_params`). `remat=True` (scanned only) recomputes each
+    layer's activations in the backward pass. Dropout masks differ between the two layouts
+    (per-layer rngs are split, not folded by layer name); deterministic outputs agree.
     """
 
     arch: Arch
@@ -191,14 +248,21 @@ class Bert(nn.Module):
     attention_dropout_rate: float = 0.1
     mlm_head: bool = False
     num_labels: int = 0
+    scan_layers: bool = False
+    remat: bool = False
 
     def setup(self):
+        if self.remat and not self.scan_layers:
+            raise ValueError("Bert(remat=True) needs scan_layers=True")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.embeddings = Embeddings(self.arch, self.spec, dropout_rate=self.dropout_rate, **kw)
-        self.layers = [EncoderLayer(self.arch, self.spec, dropout_rate=self.dropout_rate,
-                                    attention_dropout_rate=self.attention_dropout_rate,
-                                    name=f"layer_{i}", **kw)
-                       for i in range(self.arch.depth)]
+        if self.scan_layers:
+            self.layers = scanned_layers(self)
+        else:
+            self.layers = [EncoderLayer(self.arch, self.spec, dropout_rate=self.dropout_rate,
+                                        attention_dropout_rate=self.attention_dropout_rate,
+                                        name=f"layer_{i}", **kw)
+                           for i in range(self.arch.depth)]
         h = self.arch.hidden
         if self.spec.pooler:
             self.pooler = _dense(h, ("embed", "embed"), self.dtype, self.param_dtype, "pooler")
@@ -231,10 +295,16 @@ class Bert(nn.Module):
         x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic,
                             inputs_embeds=inputs_embeds)
         hidden, logits = [x], []
-        for layer in self.layers:
-            x, attn_logits = layer(x, attention_mask, deterministic=deterministic)
-            hidden.append(x)
-            logits.append(attn_logits)
+        if self.scan_layers:
+            x, (hs, ls) = self.layers(x, attention_mask, deterministic, output_hidden_states,
+                                      output_attentions)
+            hidden += [hs[i] for i in range(self.arch.depth)] if output_hidden_states else []
+            logits += [ls[i] for i in range(self.arch.depth)] if output_attentions else []
+        else:
+            for layer in self.layers:
+                x, attn_logits = layer(x, attention_mask, deterministic=deterministic)
+                hidden.append(x)
+                logits.append(attn_logits)
         out = {"last_hidden_state": x}
         if output_hidden_states:
             out["hidden_states"] = tuple(hidden)
@@ -269,6 +339,42 @@ def logical_axes(model: Bert, seq_len: int = 8):
     return nn.get_partition_spec(abstract)["params"]
 
 
+# ------------------------------------------------------------------------ layer layouts
+
+
+def stack_layers(params: Mapping[str, Any], depth: int) -> dict:
+    """Unrolled → scanned layout: 'layer_0' … 'layer_{D-1}' → 'layers' (each leaf [D, ...]).
+
+    `params` is a `Bert` parameter tree (plain arrays); the other subtrees are kept as they
+    are. Exact (a stack, no arithmetic); `unstack_layers` inverts it.
+    """
+    names = [f"layer_{i}" for i in range(depth)]
+    missing = [n for n in names if n not in params]
+    extra = sorted(k for k in params if k.startswith("layer_") and k not in names)
+    if missing or extra or "layers" in params:
+        raise ValueError(f"stack_layers(depth={depth}): expected exactly {names[:1]} … "
+                         f"{names[-1:]} and no 'layers'; missing {missing}, extra {extra}, "
+                         f"'layers' present: {'layers' in params}")
+    out = {k: v for k, v in params.items() if k not in names}
+    out["layers"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs),
+                                           *[params[n] for n in names])
+    return out
+
+
+def unstack_layers(params: Mapping[str, Any], depth: int) -> dict:
+    """Scanned → unrolled layout: 'layers' (each leaf [D, ...]) → 'layer_0' … 'layer_{D-1}'."""
+    if "layers" not in params:
+        raise ValueError("unstack_layers: no 'layers' subtree (already unrolled?)")
+    for leaf in jax.tree_util.tree_leaves(params["layers"]):
+        if np.shape(leaf)[:1] != (depth,):
+            raise ValueError(f"unstack_layers(depth={depth}): a leaf of 'layers' has shape "
+                             f"{np.shape(leaf)}")
+    out = {k: v for k, v in params.items() if k != "layers"}
+    for i in range(depth):
+        out[f"layer_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
+    return out
+
+
 # ----------------------------------------------------------------------------- slicing
 
 
@@ -297,7 +403,8 @@ def slice_params_check(source: Arch, target: Arch,
 
 def slice_params(params: dict, source: Arch, target: Arch,
                  layer_map: Sequence[int] | None = None) -> dict:
-    """Initialise `target` from `source` weights by slicing (Bort's fast alternative to random init).
+    """Initialise `target` from `source` weights by slicing (Bort's fast alternative to random
+    init).
 
     Keeps layers `layer_map` (default: the first D), the first A heads, the first
     d_head' = H'/A' dimensions of each kept head, the first H' hidden and first I'
