@@ -29,6 +29,7 @@ the merged spans inside its window; run = wall − compile.
 Timings on a shared machine: each phase records `others`, the share of the machine's CPU time
 that other processes took meanwhile (`common.BusyMeter`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,11 +54,16 @@ from bort_jax.arch import Arch, Spec  # noqa: E402
 from bort_jax.models.bert import Bert, stack_layers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")
-MODES = {"unrolled": dict(scan_layers=False), "scanned": dict(scan_layers=True),
-         "scanned_remat": dict(scan_layers=True, remat=True)}
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+MODES = {
+    "unrolled": dict(scan_layers=False),
+    "scanned": dict(scan_layers=True),
+    "scanned_remat": dict(scan_layers=True, remat=True),
+}
 
 
 # ------------------------------------------------------------------------- part 1: the table
@@ -86,8 +92,7 @@ def kd_step(arch: Arch, prob: Problem, mode: str) -> tuple[Any, Any, Any]:
     """
     flags = MODES[mode]
     spec = distill.student_spec(Spec(vocab_size=prob.vocab, max_positions=512))
-    model = Bert(arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0,
-                 **flags)
+    model = Bert(arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0, **flags)
     data = distill.KDData({}, {}, {}, {}, prob.teacher_depth, prob.teacher_hidden, prob.vocab)
     loss_fn = distill.make_loss_fn(model, data, distill.KDWeights())
     tx = train.make_optimizer(proxy.ProxyConfig().optim, 100)
@@ -101,13 +106,17 @@ def kd_step(arch: Arch, prob: Problem, mode: str) -> tuple[Any, Any, Any]:
     state = jax.eval_shape(init_state)
     b, length, p = prob.batch, prob.seq_len, prob.positions
     sds = jax.ShapeDtypeStruct
-    batch = {"input_ids": sds((b, length), jnp.int32),
-             "attention_mask": sds((b, length), jnp.int32),
-             "token_type_ids": sds((b, length), jnp.int32),
-             "mlm_positions": sds((b, p), jnp.int32), "mlm_ids": sds((b, p), jnp.int32),
-             "mlm_weights": sds((b, p), jnp.float32),
-             "teacher_hidden": sds((b, prob.teacher_depth + 1, length, prob.teacher_hidden),
-                                   jnp.float16)}
+    batch = {
+        "input_ids": sds((b, length), jnp.int32),
+        "attention_mask": sds((b, length), jnp.int32),
+        "token_type_ids": sds((b, length), jnp.int32),
+        "mlm_positions": sds((b, p), jnp.int32),
+        "mlm_ids": sds((b, p), jnp.int32),
+        "mlm_weights": sds((b, p), jnp.float32),
+        "teacher_hidden": sds(
+            (b, prob.teacher_depth + 1, length, prob.teacher_hidden), jnp.float16
+        ),
+    }
     return train.make_train_step(loss_fn, tx), state, batch
 
 
@@ -123,8 +132,9 @@ def compile_once(arch: Arch, prob: Problem, mode: str) -> tuple[dict[str, float]
     return {"lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0}, compiled
 
 
-def step_seconds(compiled: Any, arch: Arch, prob: Problem, mode: str,
-                 repeats: int) -> dict[str, Any]:
+def step_seconds(
+    compiled: Any, arch: Arch, prob: Problem, mode: str, repeats: int
+) -> dict[str, Any]:
     """Median seconds of the compiled step on zero-filled state (values do not change speed)."""
     _, state, batch = kd_step(arch, prob, mode)
     zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
@@ -139,8 +149,14 @@ def step_seconds(compiled: Any, arch: Arch, prob: Problem, mode: str,
     return {"median_s": t["median_s"], "min_s": t["min_s"], "others_busy": t["others_busy"]}
 
 
-def compile_table(depths: list[int], modes: list[str], prob: Problem, repeats: int,
-                  step_repeats: int, quiet_wait_s: float = 0.0) -> list[dict[str, Any]]:
+def compile_table(
+    depths: list[int],
+    modes: list[str],
+    prob: Problem,
+    repeats: int,
+    step_repeats: int,
+    quiet_wait_s: float = 0.0,
+) -> list[dict[str, Any]]:
     rows = []
     for depth in depths:
         arch = Arch(depth, prob.heads, prob.hidden, prob.intermediate)
@@ -153,17 +169,25 @@ def compile_table(depths: list[int], modes: list[str], prob: Problem, repeats: i
                 timing, compiled = compile_once(arch, prob, mode)
                 tries.append(timing)
             others = meter.stop()[1]
-            row = {"depth": depth, "mode": mode, "arch": str(arch), "tries": tries,
-                   "others_busy": others}
+            row = {
+                "depth": depth,
+                "mode": mode,
+                "arch": str(arch),
+                "tries": tries,
+                "others_busy": others,
+            }
             for key in ("lower_s", "compile_s", "total_s"):
                 row[key] = statistics.median(t[key] for t in tries)
             if step_repeats:
                 row["step"] = step_seconds(compiled, arch, prob, mode, step_repeats)
             rows.append(row)
-            print(f"  D={depth:>2} {mode:<13} lower {row['lower_s']:6.2f} s  compile "
-                  f"{row['compile_s']:6.2f} s  total {row['total_s']:6.2f} s"
-                  + (f"  step {row['step']['median_s'] * 1e3:7.1f} ms" if step_repeats else "")
-                  + f"  others {others or 0:.0%}", flush=True)
+            print(
+                f"  D={depth:>2} {mode:<13} lower {row['lower_s']:6.2f} s  compile "
+                f"{row['compile_s']:6.2f} s  total {row['total_s']:6.2f} s"
+                + (f"  step {row['step']['median_s'] * 1e3:7.1f} ms" if step_repeats else "")
+                + f"  others {others or 0:.0%}",
+                flush=True,
+            )
     return rows
 
 
@@ -191,8 +215,11 @@ class CompileSpans:
         for a, b, n in inside:
             by[n] = by.get(n, 0.0) + b - a
         ranked = sorted(by.items(), key=lambda kv: -kv[1])
-        return {"programs": len(inside), "seconds": sum(b - a for a, b, _ in inside),
-                "top": {n: round(t, 3) for n, t in ranked[:top]}}
+        return {
+            "programs": len(inside),
+            "seconds": sum(b - a for a, b, _ in inside),
+            "top": {n: round(t, 3) for n, t in ranked[:top]},
+        }
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[CompileSpans]:
@@ -236,9 +263,15 @@ def search_share(mode: str) -> dict[str, Any]:
         lo = time.time()
         result = real(arch, *args, **kwargs)
         hi = time.time()
-        candidates.append({"arch": str(arch), "wall_s": hi - lo,
-                           "compile_s": spans.seconds(lo, hi), "error": result.error,
-                           "xla_compiles": spans.backend_by_function(lo, hi)})
+        candidates.append(
+            {
+                "arch": str(arch),
+                "wall_s": hi - lo,
+                "compile_s": spans.seconds(lo, hi),
+                "error": result.error,
+                "xla_compiles": spans.backend_by_function(lo, hi),
+            }
+        )
         return result
 
     jax.clear_caches()
@@ -257,15 +290,21 @@ def search_share(mode: str) -> dict[str, Any]:
     cand_wall = sum(c["wall_s"] for c in candidates)
     cand_compile = sum(c["compile_s"] for c in candidates)
     total_compile = spans.seconds(lo, hi)
-    return {"mode": mode, "wall_s": hi - lo, "compile_s": total_compile,
-            "xla_compiles": spans.backend_by_function(lo, hi),
-            "compile_share": total_compile / (hi - lo),
-            "candidates_wall_s": cand_wall, "candidates_compile_s": cand_compile,
-            "candidates_compile_share": cand_compile / cand_wall if cand_wall else None,
-            "candidates": candidates, "others_busy": others,
-            "chosen": summary.get("chosen"),
-            "config": "configs/default.py:smoke (compilation_cache=False, "
-                      f"proxy.scan_layers={MODES[mode]['scan_layers']})"}
+    return {
+        "mode": mode,
+        "wall_s": hi - lo,
+        "compile_s": total_compile,
+        "xla_compiles": spans.backend_by_function(lo, hi),
+        "compile_share": total_compile / (hi - lo),
+        "candidates_wall_s": cand_wall,
+        "candidates_compile_s": cand_compile,
+        "candidates_compile_share": cand_compile / cand_wall if cand_wall else None,
+        "candidates": candidates,
+        "others_busy": others,
+        "chosen": summary.get("chosen"),
+        "config": "configs/default.py:smoke (compilation_cache=False, "
+        f"proxy.scan_layers={MODES[mode]['scan_layers']})",
+    }
 
 
 # ------------------------------------------------------------------------------- output
@@ -273,10 +312,13 @@ def search_share(mode: str) -> dict[str, Any]:
 
 def markdown(res: dict[str, Any]) -> str:
     prob = res["problem"]
-    lines = [f"KD train step, ⟨D, A{prob['heads']}, H{prob['hidden']}, I{prob['intermediate']}⟩,"
-             f" batch {prob['batch']} × {prob['seq_len']}, {prob['positions']} masked positions,"
-             f" vocab {prob['vocab']}, teacher D{prob['teacher_depth']}/H{prob['teacher_hidden']}"
-             f"; median of {res['repeats']} cold compiles (seconds)", ""]
+    lines = [
+        f"KD train step, ⟨D, A{prob['heads']}, H{prob['hidden']}, I{prob['intermediate']}⟩,"
+        f" batch {prob['batch']} × {prob['seq_len']}, {prob['positions']} masked positions,"
+        f" vocab {prob['vocab']}, teacher D{prob['teacher_depth']}/H{prob['teacher_hidden']}"
+        f"; median of {res['repeats']} cold compiles (seconds)",
+        "",
+    ]
     modes = res["modes"]
     rows = {(r["depth"], r["mode"]): r for r in res["table"]}
     with_step = any("step" in r for r in res["table"])
@@ -301,36 +343,54 @@ def markdown(res: dict[str, Any]) -> str:
         cells.append(f"{max(o or 0 for o in others):.0%}")
         lines.append("| " + " | ".join(cells) + " |")
     for s in res["search"]:
-        lines += ["", f"Search share ({s['config']}): wall {s['wall_s']:.1f} s, compile "
-                  f"{s['compile_s']:.1f} s = **{s['compile_share']:.0%}**; inside the "
-                  f"{len(s['candidates'])} proxy trainings {s['candidates_compile_s']:.1f} of "
-                  f"{s['candidates_wall_s']:.1f} s = **{s['candidates_compile_share']:.0%}** "
-                  f"(others {s['others_busy'] or 0:.0%})", "",
-                  "| candidate | wall s | compile s | run s | compile share |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Search share ({s['config']}): wall {s['wall_s']:.1f} s, compile "
+            f"{s['compile_s']:.1f} s = **{s['compile_share']:.0%}**; inside the "
+            f"{len(s['candidates'])} proxy trainings {s['candidates_compile_s']:.1f} of "
+            f"{s['candidates_wall_s']:.1f} s = **{s['candidates_compile_share']:.0%}** "
+            f"(others {s['others_busy'] or 0:.0%})",
+            "",
+            "| candidate | wall s | compile s | run s | compile share |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for c in s["candidates"]:
-            lines.append(f"| {c['arch']} | {c['wall_s']:.2f} | {c['compile_s']:.2f} | "
-                         f"{c['run_s']:.2f} | {c['compile_s'] / c['wall_s']:.0%} |")
+            lines.append(
+                f"| {c['arch']} | {c['wall_s']:.2f} | {c['compile_s']:.2f} | "
+                f"{c['run_s']:.2f} | {c['compile_s'] / c['wall_s']:.0%} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", default="2,4,8,12,16,24")
-    ap.add_argument("--modes", default="unrolled,scanned",
-                    help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument(
+        "--modes", default="unrolled,scanned", help=f"comma-separated, of {', '.join(MODES)}"
+    )
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--intermediate", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq_len", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="cold compiles per cell (median)")
-    ap.add_argument("--step_repeats", type=int, default=0,
-                    help="also time the compiled step (>= 5 runs; 0 = off)")
-    ap.add_argument("--search", default="unrolled,scanned",
-                    help="modes of the smoke-extraction compile share ('' = skip)")
-    ap.add_argument("--quiet_wait_s", type=float, default=0.0,
-                    help="before each cell and search, wait up to this long for an idle machine")
+    ap.add_argument(
+        "--step_repeats",
+        type=int,
+        default=0,
+        help="also time the compiled step (>= 5 runs; 0 = off)",
+    )
+    ap.add_argument(
+        "--search",
+        default="unrolled,scanned",
+        help="modes of the smoke-extraction compile share ('' = skip)",
+    )
+    ap.add_argument(
+        "--quiet_wait_s",
+        type=float,
+        default=0.0,
+        help="before each cell and search, wait up to this long for an idle machine",
+    )
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)
@@ -339,25 +399,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; use {', '.join(MODES)}")
     depths = [int(d) for d in args.depths.split(",") if d]
-    prob = Problem(heads=args.heads, hidden=args.hidden, intermediate=args.intermediate,
-                   batch=args.batch, seq_len=args.seq_len,
-                   positions=-(-3 * args.seq_len // 20))  # ceil(0.15 L), as data/mlm.py
+    prob = Problem(
+        heads=args.heads,
+        hidden=args.hidden,
+        intermediate=args.intermediate,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        positions=-(-3 * args.seq_len // 20),
+    )  # ceil(0.15 L), as data/mlm.py
     t0 = time.perf_counter()
     print("compile table:", flush=True)
-    table = compile_table(depths, modes, prob, args.repeats, args.step_repeats,
-                          args.quiet_wait_s)
+    table = compile_table(depths, modes, prob, args.repeats, args.step_repeats, args.quiet_wait_s)
     search = []
     for mode in [m for m in args.search.split(",") if m]:
         print(f"smoke extraction ({mode}):", flush=True)
         if args.quiet_wait_s:
             wait_for_quiet(max_wait_s=args.quiet_wait_s)
         search.append(search_share(mode))
-        print(f"  wall {search[-1]['wall_s']:.1f} s, compile {search[-1]['compile_s']:.1f} s "
-              f"({search[-1]['compile_share']:.0%})", flush=True)
-    res = {"problem": dataclasses.asdict(prob), "depths": depths, "modes": modes,
-           "repeats": args.repeats, "table": table, "search": search,
-           "seconds": time.perf_counter() - t0, "machine": machine_info(),
-           "command": " ".join(["python"] + sys.argv)}
+        print(
+            f"  wall {search[-1]['wall_s']:.1f} s, compile {search[-1]['compile_s']:.1f} s "
+            f"({search[-1]['compile_share']:.0%})",
+            flush=True,
+        )
+    res = {
+        "problem": dataclasses.asdict(prob),
+        "depths": depths,
+        "modes": modes,
+        "repeats": args.repeats,
+        "table": table,
+        "search": search,
+        "seconds": time.perf_counter() - t0,
+        "machine": machine_info(),
+        "command": " ".join(["python"] + sys.argv),
+    }
     print(markdown(res))
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -13,7 +13,7 @@ grow an open cover of the data manifold; D is learnable iff the cover has the ma
 homology. Bort's README adds that "replay" (re-running some Agora iterations) was needed.
 
 The paper's exact sampling rule, radius, samples per error, representation, labeler and
-replay schedule were NOT available to us (PAPERS.md section 3). What follows is our
+replay schedule were NOT available to us (docs/papers.md §3). What follows is our
 reconstruction; every piece is a small function so that a reader of the PDF can swap it.
 
 Reconstructed choices (see docs/agora.md for the argument behind each):
@@ -51,7 +51,7 @@ Reconstructed choices (see docs/agora.md for the argument behind each):
    the agora-dev split. The paper's hyperparameter pruning over Theta is left to `fit_fn`.
    "Misclassified" is predictions != labels unless `error_fn` says otherwise.
 8. Honesty. Agora uses its evaluation split for training data, so its metric is no longer a
-   held-out estimate (PAPERS.md P5). `split_dev` cuts the dev set into an agora split
+   held-out estimate (docs/papers.md, P5). `split_dev` cuts the dev set into an agora split
    (given to `run_agora`) and a held-out split (never given to it); report the held-out one.
 
 Data sets are dicts of numpy arrays with equal first dimension, a 'label' key, any number of
@@ -63,6 +63,7 @@ Randomness: the sample of misclassified point i of a round uses `fold_in(rng, i)
 result does not depend on how the points are chunked, and everything is a function of
 `cfg.seed`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -125,24 +126,27 @@ class AgoraConfig:
         if self.rounds < 0:
             raise ValueError(f"AgoraConfig.rounds must be >= 0, got {self.rounds}")
         if self.samples_per_error < 1:
-            raise ValueError(f"AgoraConfig.samples_per_error must be >= 1, "
-                             f"got {self.samples_per_error}")
+            raise ValueError(
+                f"AgoraConfig.samples_per_error must be >= 1, got {self.samples_per_error}"
+            )
         if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"AgoraConfig.distribution={self.distribution!r} not in "
-                             f"{DISTRIBUTIONS}")
+            raise ValueError(
+                f"AgoraConfig.distribution={self.distribution!r} not in {DISTRIBUTIONS}"
+            )
         if self.radius_mode not in RADIUS_MODES:
-            raise ValueError(f"AgoraConfig.radius_mode={self.radius_mode!r} not in "
-                             f"{RADIUS_MODES}")
+            raise ValueError(f"AgoraConfig.radius_mode={self.radius_mode!r} not in {RADIUS_MODES}")
         if not self.radius > 0:
             raise ValueError(f"AgoraConfig.radius must be > 0, got {self.radius}")
         if self.atom_ndim < 1:
             raise ValueError(f"AgoraConfig.atom_ndim must be >= 1, got {self.atom_ndim}")
         if not 0.0 <= self.replay_fraction <= 1.0:
-            raise ValueError(f"AgoraConfig.replay_fraction must be in [0, 1], "
-                             f"got {self.replay_fraction}")
+            raise ValueError(
+                f"AgoraConfig.replay_fraction must be in [0, 1], got {self.replay_fraction}"
+            )
         if self.max_synthetic is not None and self.max_synthetic < 1:
-            raise ValueError(f"AgoraConfig.max_synthetic must be >= 1 or None, "
-                             f"got {self.max_synthetic}")
+            raise ValueError(
+                f"AgoraConfig.max_synthetic must be >= 1 or None, got {self.max_synthetic}"
+            )
         if self.patience < 0:
             raise ValueError(f"AgoraConfig.patience must be >= 0, got {self.patience}")
         if self.chunk_size < 1 or self.nn_max_points < 2:
@@ -226,8 +230,9 @@ def assert_disjoint(agora_idx: Sequence[int], heldout_idx: Sequence[int]) -> Non
             raise AssertionError(f"the {name} split repeats indices")
     shared = np.intersect1d(a, h)
     if shared.size:
-        raise AssertionError(f"agora and held-out splits share {shared.size} indices, "
-                             f"e.g. {shared[:5].tolist()}")
+        raise AssertionError(
+            f"agora and held-out splits share {shared.size} indices, e.g. {shared[:5].tolist()}"
+        )
 
 
 # -------------------------------------------------------------------------------- radius
@@ -237,11 +242,16 @@ def atom_dim(shape: Sequence[int], atom_ndim: int) -> int:
     """a = prod(shape[-atom_ndim:]), the dimension of one perturbed vector."""
     if len(shape) < atom_ndim:
         raise ValueError(f"shape {tuple(shape)} has fewer than atom_ndim={atom_ndim} axes")
-    return int(np.prod(shape[len(shape) - atom_ndim:], dtype=np.int64))
+    return int(np.prod(shape[len(shape) - atom_ndim :], dtype=np.int64))
 
 
-def reference_atoms(reps: np.ndarray, atom_ndim: int, perturb_mask: Optional[np.ndarray] = None,
-                    max_points: int = 2048, seed: int = 0) -> np.ndarray:
+def reference_atoms(
+    reps: np.ndarray,
+    atom_ndim: int,
+    perturb_mask: Optional[np.ndarray] = None,
+    max_points: int = 2048,
+    seed: int = 0,
+) -> np.ndarray:
     """Distinct atoms [m, a] of representations reps [n, *S] (frozen atoms excluded).
 
     Duplicates are removed (a repeated token would give a zero nearest-neighbour distance);
@@ -286,8 +296,9 @@ def point_key(rng: Array, index: Array | int) -> Array:
     return jax.random.fold_in(rng, index)
 
 
-def perturbation(key: Array, shape: Sequence[int], atom_ndim: int, distribution: str,
-                 radius: float | Array) -> Array:
+def perturbation(
+    key: Array, shape: Sequence[int], atom_ndim: int, distribution: str, radius: float | Array
+) -> Array:
     """Noise delta of `shape` = (..., *atom_shape), i.i.d. per atom of a = prod(atom_shape).
 
     'uniform_ball': delta = r u^(1/a) z/||z|| with z ~ N(0, I_a), u ~ U(0,1): uniform in the
@@ -296,7 +307,7 @@ def perturbation(key: Array, shape: Sequence[int], atom_ndim: int, distribution:
     """
     shape = tuple(shape)
     a = atom_dim(shape, atom_ndim)
-    lead = shape[:len(shape) - atom_ndim]
+    lead = shape[: len(shape) - atom_ndim]
     kz, ku = jax.random.split(key)
     z = jax.random.normal(kz, lead + (a,), jnp.float32)
     if distribution == "gaussian":
@@ -310,9 +321,18 @@ def perturbation(key: Array, shape: Sequence[int], atom_ndim: int, distribution:
     return delta.reshape(shape)
 
 
-def _sample_point(key: Array, center: Array, center_input: Inputs, perturb_mask: Array,
-                  radius: Array, labeler_fn: Callable, decode_fn: Callable, k: int,
-                  distribution: str, atom_ndim: int) -> tuple[Array, Inputs, Array]:
+def _sample_point(
+    key: Array,
+    center: Array,
+    center_input: Inputs,
+    perturb_mask: Array,
+    radius: Array,
+    labeler_fn: Callable,
+    decode_fn: Callable,
+    k: int,
+    distribution: str,
+    atom_ndim: int,
+) -> tuple[Array, Inputs, Array]:
     """One centre [*S] -> (samples [k, *S], decoded inputs [k, ...], labels [k])."""
     delta = perturbation(key, (k,) + center.shape, atom_ndim, distribution, radius)
     mask = perturb_mask.astype(delta.dtype).reshape(perturb_mask.shape + (1,) * atom_ndim)
@@ -323,14 +343,33 @@ def _sample_point(key: Array, center: Array, center_input: Inputs, perturb_mask:
 
 
 @functools.partial(jax.jit, static_argnames=("k", "distribution", "atom_ndim"))
-def _sample_and_relabel_jit(rng, centers, center_inputs, perturb_mask, index_offset, radius,
-                            labeler_fn, decode_fn, *, k, distribution, atom_ndim):
+def _sample_and_relabel_jit(
+    rng,
+    centers,
+    center_inputs,
+    perturb_mask,
+    index_offset,
+    radius,
+    labeler_fn,
+    decode_fn,
+    *,
+    k,
+    distribution,
+    atom_ndim,
+):
     index = index_offset + jnp.arange(centers.shape[0], dtype=jnp.int32)
     keys = jax.vmap(point_key, in_axes=(None, 0))(rng, index)
-    one = functools.partial(_sample_point, labeler_fn=labeler_fn, decode_fn=decode_fn, k=k,
-                            distribution=distribution, atom_ndim=atom_ndim)
-    return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(keys, centers, center_inputs,
-                                                     perturb_mask, radius)
+    one = functools.partial(
+        _sample_point,
+        labeler_fn=labeler_fn,
+        decode_fn=decode_fn,
+        k=k,
+        distribution=distribution,
+        atom_ndim=atom_ndim,
+    )
+    return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(
+        keys, centers, center_inputs, perturb_mask, radius
+    )
 
 
 def _as_partial(fn: Callable) -> Partial:
@@ -338,11 +377,18 @@ def _as_partial(fn: Callable) -> Partial:
     return fn if isinstance(fn, Partial) else Partial(fn)
 
 
-def sample_and_relabel(rng: Array, centers: Array, labeler_fn: Callable, decode_fn: Callable,
-                       cfg: AgoraConfig, *, radius: Optional[float] = None,
-                       center_inputs: Optional[Inputs] = None,
-                       perturb_mask: Optional[Array] = None,
-                       index_offset: int = 0) -> tuple[Array, dict, Array]:
+def sample_and_relabel(
+    rng: Array,
+    centers: Array,
+    labeler_fn: Callable,
+    decode_fn: Callable,
+    cfg: AgoraConfig,
+    *,
+    radius: Optional[float] = None,
+    center_inputs: Optional[Inputs] = None,
+    perturb_mask: Optional[Array] = None,
+    index_offset: int = 0,
+) -> tuple[Array, dict, Array]:
     """THE Agora step: sample k points around each centre, decode them, label them.
 
     One `jax.jit`-compiled `jax.vmap` over the n centres (misclassified points):
@@ -369,7 +415,7 @@ def sample_and_relabel(rng: Array, centers: Array, labeler_fn: Callable, decode_
     """
     centers = jnp.asarray(centers, jnp.float32)
     n = centers.shape[0]
-    lead = centers.shape[1:centers.ndim - cfg.atom_ndim]
+    lead = centers.shape[1 : centers.ndim - cfg.atom_ndim]
     atom_dim(centers.shape[1:], cfg.atom_ndim)
     if perturb_mask is None:
         perturb_mask = jnp.ones((n,) + lead, bool)
@@ -378,10 +424,18 @@ def sample_and_relabel(rng: Array, centers: Array, labeler_fn: Callable, decode_
         raise ValueError(f"perturb_mask shape {perturb_mask.shape} != {(n,) + lead}")
     r = jnp.asarray(cfg.radius if radius is None else radius, jnp.float32)
     return _sample_and_relabel_jit(
-        rng, centers, dict(center_inputs or {}), perturb_mask,
-        jnp.asarray(index_offset, jnp.int32), r, _as_partial(labeler_fn),
-        _as_partial(decode_fn), k=cfg.samples_per_error, distribution=cfg.distribution,
-        atom_ndim=cfg.atom_ndim)
+        rng,
+        centers,
+        dict(center_inputs or {}),
+        perturb_mask,
+        jnp.asarray(index_offset, jnp.int32),
+        r,
+        _as_partial(labeler_fn),
+        _as_partial(decode_fn),
+        k=cfg.samples_per_error,
+        distribution=cfg.distribution,
+        atom_ndim=cfg.atom_ndim,
+    )
 
 
 # --------------------------------------------------------------- decode / label helpers
@@ -397,8 +451,9 @@ def identity_decode(key: str = "x") -> Callable:
     return functools.partial(_identity_decode, key=key)
 
 
-def _nearest_rows(queries: Array, table: Array, candidate_mask: Array,
-                  block: Optional[int]) -> Array:
+def _nearest_rows(
+    queries: Array, table: Array, candidate_mask: Array, block: Optional[int]
+) -> Array:
     """argmax_v (2 q . T_v - ||T_v||^2) over allowed rows; queries [N, E] -> ids [N].
 
     With `block`, the vocabulary is scanned in blocks of that many rows keeping a running
@@ -416,23 +471,31 @@ def _nearest_rows(queries: Array, table: Array, candidate_mask: Array,
         best, best_id = carry
         rows = jax.lax.dynamic_slice(table, (b * block, 0), (block, e))
         ok = jax.lax.dynamic_slice(allowed, (b * block,), (block,))
-        scores = jnp.where(ok, 2.0 * queries @ rows.T - jnp.sum(rows * rows, axis=-1),
-                           -jnp.inf)
+        scores = jnp.where(ok, 2.0 * queries @ rows.T - jnp.sum(rows * rows, axis=-1), -jnp.inf)
         j = jnp.argmax(scores, -1)
         top = jnp.take_along_axis(scores, j[:, None], -1)[:, 0]
         better = top > best
-        return (jnp.where(better, top, best),
-                jnp.where(better, b * block + j, best_id).astype(jnp.int32)), None
+        return (
+            jnp.where(better, top, best),
+            jnp.where(better, b * block + j, best_id).astype(jnp.int32),
+        ), None
 
-    init = (jnp.full(queries.shape[0], -jnp.inf, jnp.float32),
-            jnp.zeros(queries.shape[0], jnp.int32))
+    init = (
+        jnp.full(queries.shape[0], -jnp.inf, jnp.float32),
+        jnp.zeros(queries.shape[0], jnp.int32),
+    )
     (_, ids), _ = jax.lax.scan(body, init, jnp.arange(nb))
     return ids
 
 
-def nearest_token_decode(embedding_table: Array, samples: Array, keep_mask: Array,
-                         center_ids: Array, candidate_mask: Optional[Array] = None,
-                         vocab_block: Optional[int] = None) -> Array:
+def nearest_token_decode(
+    embedding_table: Array,
+    samples: Array,
+    keep_mask: Array,
+    center_ids: Array,
+    candidate_mask: Optional[Array] = None,
+    vocab_block: Optional[int] = None,
+) -> Array:
     """Map perturbed embeddings to the nearest token; kept positions copy the centre.
 
         id_l = argmin_{v : candidate_v} ||s_l - T_v||^2 = argmax_v (2 s_l . T_v - ||T_v||^2)
@@ -453,8 +516,11 @@ def nearest_token_decode(embedding_table: Array, samples: Array, keep_mask: Arra
         ids [..., L] int32.
     """
     table = jnp.asarray(embedding_table, jnp.float32)
-    allowed = (jnp.ones(table.shape[0], bool) if candidate_mask is None
-               else jnp.asarray(candidate_mask, bool))
+    allowed = (
+        jnp.ones(table.shape[0], bool)
+        if candidate_mask is None
+        else jnp.asarray(candidate_mask, bool)
+    )
     flat = samples.astype(jnp.float32).reshape(-1, samples.shape[-1])
     ids = _nearest_rows(flat, table, allowed, vocab_block).reshape(samples.shape[:-1])
     return jnp.where(keep_mask, jnp.asarray(center_ids, jnp.int32), ids)
@@ -466,12 +532,18 @@ def special_or_pad_mask(input_ids: Array, attention_mask: Array, special_ids: Ar
     return special | (attention_mask == 0)
 
 
-def _text_decode(embedding_table: Array, special_ids: Array, candidate_mask: Array,
-                 samples: Array, center_input: Inputs, *, vocab_block: Optional[int]) -> dict:
+def _text_decode(
+    embedding_table: Array,
+    special_ids: Array,
+    candidate_mask: Array,
+    samples: Array,
+    center_input: Inputs,
+    *,
+    vocab_block: Optional[int],
+) -> dict:
     ids = center_input["input_ids"]
     keep = special_or_pad_mask(ids, center_input["attention_mask"], special_ids)
-    new = nearest_token_decode(embedding_table, samples, keep, ids, candidate_mask,
-                               vocab_block)
+    new = nearest_token_decode(embedding_table, samples, keep, ids, candidate_mask, vocab_block)
     k = samples.shape[0]
     out = {name: jnp.broadcast_to(v, (k,) + v.shape) for name, v in center_input.items()}
     out["input_ids"] = new.astype(ids.dtype)
@@ -483,9 +555,12 @@ def _text_decoder(vocab_block: Optional[int]) -> Callable:
     return functools.partial(_text_decode, vocab_block=vocab_block)
 
 
-def text_decode_fn(embedding_table: Array, special_ids: Sequence[int],
-                   candidate_mask: Optional[Array] = None,
-                   vocab_block: Optional[int] = 8192) -> Partial:
+def text_decode_fn(
+    embedding_table: Array,
+    special_ids: Sequence[int],
+    candidate_mask: Optional[Array] = None,
+    vocab_block: Optional[int] = 8192,
+) -> Partial:
     """decode_fn for token sequences: samples [k, L, E] -> centre's inputs with new ids.
 
     Every centre input key (attention_mask, token_type_ids, ...) is copied unchanged; only
@@ -497,8 +572,7 @@ def text_decode_fn(embedding_table: Array, special_ids: Sequence[int],
     special = jnp.asarray(np.asarray(special_ids, dtype=np.int32).reshape(-1))
     if candidate_mask is None:
         candidate_mask = jnp.ones(table.shape[0], bool).at[special].set(False)
-    return Partial(_text_decoder(vocab_block), table, special,
-                   jnp.asarray(candidate_mask, bool))
+    return Partial(_text_decoder(vocab_block), table, special, jnp.asarray(candidate_mask, bool))
 
 
 def token_embedding_represent(embedding_table: np.ndarray) -> Callable[[Inputs], np.ndarray]:
@@ -514,6 +588,7 @@ def text_perturb_mask(special_ids: Sequence[int]) -> Callable[[Inputs], np.ndarr
     def fn(inputs: Inputs) -> np.ndarray:
         ids = np.asarray(inputs["input_ids"])
         return ~(np.isin(ids, special) | (np.asarray(inputs["attention_mask"]) == 0))
+
     return fn
 
 
@@ -521,9 +596,15 @@ def _constant_label(inputs: Inputs) -> Array:
     return jnp.zeros(inputs["input_ids"].shape[0], jnp.int32)
 
 
-def token_change_rate(rng: Array, embedding_table: np.ndarray, inputs: Inputs,
-                      special_ids: Sequence[int], radius: float, cfg: AgoraConfig,
-                      vocab_block: Optional[int] = 8192) -> float:
+def token_change_rate(
+    rng: Array,
+    embedding_table: np.ndarray,
+    inputs: Inputs,
+    special_ids: Sequence[int],
+    radius: float,
+    cfg: AgoraConfig,
+    vocab_block: Optional[int] = 8192,
+) -> float:
     """Share of perturbable tokens whose nearest-token decoding differs from the centre.
 
     A perturbation delta (norm r) moves token t closer to t' (distance d) iff
@@ -537,17 +618,30 @@ def token_change_rate(rng: Array, embedding_table: np.ndarray, inputs: Inputs,
     ids = np.asarray(inputs["input_ids"])
     mask = text_perturb_mask(special_ids)(inputs)
     _, out, _ = sample_and_relabel(
-        rng, np.asarray(embedding_table, np.float32)[ids], _constant_label,
-        text_decode_fn(embedding_table, special_ids, vocab_block=vocab_block), cfg,
-        radius=radius, center_inputs=dict(inputs), perturb_mask=mask)
+        rng,
+        np.asarray(embedding_table, np.float32)[ids],
+        _constant_label,
+        text_decode_fn(embedding_table, special_ids, vocab_block=vocab_block),
+        cfg,
+        radius=radius,
+        center_inputs=dict(inputs),
+        perturb_mask=mask,
+    )
     changed = np.asarray(out["input_ids"]) != ids[:, None]
     frozen = np.broadcast_to(mask[:, None], changed.shape)
     return float(changed[frozen].mean()) if frozen.any() else 0.0
 
 
-def radius_for_change_rate(rng: Array, embedding_table: np.ndarray, inputs: Inputs,
-                           special_ids: Sequence[int], target: float, cfg: AgoraConfig,
-                           iters: int = 16, vocab_block: Optional[int] = 8192) -> float:
+def radius_for_change_rate(
+    rng: Array,
+    embedding_table: np.ndarray,
+    inputs: Inputs,
+    special_ids: Sequence[int],
+    target: float,
+    cfg: AgoraConfig,
+    iters: int = 16,
+    vocab_block: Optional[int] = 8192,
+) -> float:
     """Absolute radius r with token_change_rate(r) ~= target, by bisection in log r.
 
     Brackets from the mean nearest-neighbour distance of the table rows used by `inputs`,
@@ -557,13 +651,25 @@ def radius_for_change_rate(rng: Array, embedding_table: np.ndarray, inputs: Inpu
     if not 0.0 < target < 1.0:
         raise ValueError(f"target change rate must be in (0, 1), got {target}")
     mask = text_perturb_mask(special_ids)(inputs)
-    atoms = reference_atoms(np.asarray(embedding_table, np.float32)[
-        np.asarray(inputs["input_ids"])], 1, mask, cfg.nn_max_points, cfg.seed)
-    rate = functools.partial(token_change_rate, rng, embedding_table, inputs, special_ids,
-                             cfg=cfg, vocab_block=vocab_block)
+    atoms = reference_atoms(
+        np.asarray(embedding_table, np.float32)[np.asarray(inputs["input_ids"])],
+        1,
+        mask,
+        cfg.nn_max_points,
+        cfg.seed,
+    )
+    rate = functools.partial(
+        token_change_rate,
+        rng,
+        embedding_table,
+        inputs,
+        special_ids,
+        cfg=cfg,
+        vocab_block=vocab_block,
+    )
     lo = hi = mean_nn_distance(atoms)
     above = rate(radius=hi) >= target
-    for _ in range(40):                     # bracket: rate(lo) < target <= rate(hi)
+    for _ in range(40):  # bracket: rate(lo) < target <= rate(hi)
         if above:
             lo = lo / 2.0
             if rate(radius=lo) < target:
@@ -602,9 +708,16 @@ def _padded_size(n: int, cap: int) -> int:
     return min(cap, 1 << max(n - 1, 0).bit_length())
 
 
-def generate(rng: Array, centers: Mapping[str, np.ndarray], represent_fn: Callable,
-             decode_fn: Callable, labeler_fn: Callable, cfg: AgoraConfig, radius: float,
-             perturb_mask_fn: Optional[Callable] = None) -> tuple[Dataset, float]:
+def generate(
+    rng: Array,
+    centers: Mapping[str, np.ndarray],
+    represent_fn: Callable,
+    decode_fn: Callable,
+    labeler_fn: Callable,
+    cfg: AgoraConfig,
+    radius: float,
+    perturb_mask_fn: Optional[Callable] = None,
+) -> tuple[Dataset, float]:
     """Synthetic rows around the rows of `centers` (a data set), and labeler agreement.
 
     Represents and samples chunks of at most cfg.chunk_size centres (a short chunk is padded
@@ -617,23 +730,37 @@ def generate(rng: Array, centers: Mapping[str, np.ndarray], represent_fn: Callab
     parts: list[tuple[dict, np.ndarray]] = []
     for start in range(0, n, cfg.chunk_size):
         stop = min(start + cfg.chunk_size, n)
-        idx = np.minimum(np.arange(start, start + _padded_size(stop - start, cfg.chunk_size)),
-                         n - 1)
+        idx = np.minimum(
+            np.arange(start, start + _padded_size(stop - start, cfg.chunk_size)), n - 1
+        )
         chunk = {key: v[idx] for key, v in inputs.items()}
         mask = None if perturb_mask_fn is None else np.asarray(perturb_mask_fn(chunk), bool)
         _, out, labels = sample_and_relabel(
-            rng, np.asarray(represent_fn(chunk), np.float32), labeler_fn, decode_fn, cfg,
-            radius=radius, center_inputs=chunk, perturb_mask=mask, index_offset=start)
+            rng,
+            np.asarray(represent_fn(chunk), np.float32),
+            labeler_fn,
+            decode_fn,
+            cfg,
+            radius=radius,
+            center_inputs=chunk,
+            perturb_mask=mask,
+            index_offset=start,
+        )
         out, labels = jax.device_get((out, labels))
         keep = stop - start
-        parts.append(({key: np.asarray(v)[:keep] for key, v in out.items()},
-                      np.asarray(labels)[:keep]))
+        parts.append(
+            ({key: np.asarray(v)[:keep] for key, v in out.items()}, np.asarray(labels)[:keep])
+        )
     missing = set(inputs) - set(parts[0][0]) if parts else set()
     if missing:
         raise ValueError(f"decode_fn did not produce input keys {sorted(missing)}")
-    synth = {key: np.concatenate([p[0][key] for p in parts]).reshape((n * k,) + np.shape(
-        parts[0][0][key])[2:]).astype(inputs[key].dtype) for key in inputs}
-    labels = np.concatenate([p[1] for p in parts])                       # [n, k]
+    synth = {
+        key: np.concatenate([p[0][key] for p in parts])
+        .reshape((n * k,) + np.shape(parts[0][0][key])[2:])
+        .astype(inputs[key].dtype)
+        for key in inputs
+    }
+    labels = np.concatenate([p[1] for p in parts])  # [n, k]
     gold = np.asarray(centers["label"])
     agreement = float(np.mean(labels == gold[:, None]))
     synth["label"] = labels.reshape(-1).astype(gold.dtype)
@@ -670,29 +797,39 @@ def replay(old: Optional[Dataset], new: Dataset, cfg: AgoraConfig, round_: int) 
     return batching.concat(kept, new)
 
 
-def _training_radius(train_set: Dataset, represent_fn: Callable, cfg: AgoraConfig,
-                     perturb_mask_fn: Optional[Callable]) -> float:
+def _training_radius(
+    train_set: Dataset,
+    represent_fn: Callable,
+    cfg: AgoraConfig,
+    perturb_mask_fn: Optional[Callable],
+) -> float:
     """Absolute radius from (a seeded subsample of at most nn_max_points) training rows."""
     if cfg.radius_mode == "absolute":
         return float(cfg.radius)
     rows = _subset(train_set, cfg.nn_max_points, np.random.default_rng(cfg.seed))
     inputs = inputs_of(rows)
     mask = None if perturb_mask_fn is None else perturb_mask_fn(inputs)
-    atoms = reference_atoms(np.asarray(represent_fn(inputs)), cfg.atom_ndim, mask,
-                            cfg.nn_max_points, cfg.seed)
+    atoms = reference_atoms(
+        np.asarray(represent_fn(inputs)), cfg.atom_ndim, mask, cfg.nn_max_points, cfg.seed
+    )
     return resolve_radius(cfg, atoms)
 
 
-def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, np.ndarray],
-              fit_fn: Callable[[Dataset, int, Array], Any],
-              predict_fn: Callable[[Any, Inputs], np.ndarray],
-              represent_fn: Callable[[Inputs], np.ndarray], decode_fn: Callable,
-              labeler_fn: Callable, cfg: AgoraConfig, *,
-              metric_fn: Callable[[np.ndarray, np.ndarray], float] = accuracy,
-              perturb_mask_fn: Optional[Callable[[Inputs], np.ndarray]] = None,
-              error_fn: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
-              callback: Optional[Callable[[int, Any, Dataset, dict], None]] = None
-              ) -> AgoraResult:
+def run_agora(
+    train_set: Mapping[str, np.ndarray],
+    agora_dev_set: Mapping[str, np.ndarray],
+    fit_fn: Callable[[Dataset, int, Array], Any],
+    predict_fn: Callable[[Any, Inputs], np.ndarray],
+    represent_fn: Callable[[Inputs], np.ndarray],
+    decode_fn: Callable,
+    labeler_fn: Callable,
+    cfg: AgoraConfig,
+    *,
+    metric_fn: Callable[[np.ndarray, np.ndarray], float] = accuracy,
+    perturb_mask_fn: Optional[Callable[[Inputs], np.ndarray]] = None,
+    error_fn: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+    callback: Optional[Callable[[int, Any, Dataset, dict], None]] = None,
+) -> AgoraResult:
     """Agora rounds: fit -> predict agora-dev -> errors -> sample + relabel -> replay -> refit.
 
     Round 0 fits `train_set` alone (plain training). Each later round r fits
@@ -737,24 +874,42 @@ def run_agora(train_set: Mapping[str, np.ndarray], agora_dev_set: Mapping[str, n
         state = fit_fn(current, r, jax.random.fold_in(jax.random.fold_in(key, 0), r))
         preds = np.asarray(predict_fn(state, dev_inputs)).reshape(-1)
         metric = float(metric_fn(preds, dev_labels))
-        wrong = np.flatnonzero(preds != dev_labels if error_fn is None
-                               else np.asarray(error_fn(preds, dev_labels), bool))
+        wrong = np.flatnonzero(
+            preds != dev_labels
+            if error_fn is None
+            else np.asarray(error_fn(preds, dev_labels), bool)
+        )
         improved = metric > best_metric
         if improved:
             best_state, best_round, best_metric, stale = state, r, metric, 0
         else:
             stale += 1
         n_syn = 0 if synthetic is None else batching.num_rows(synthetic)
-        record = dict(round=r, train_size=batching.num_rows(current),
-                      n_real=batching.num_rows(real), n_synthetic=n_syn,
-                      agora_dev_metric=metric, n_errors=int(wrong.size), n_new=0,
-                      labeler_agreement=float("nan"), radius=radius, is_best=improved)
-        done = (r == cfg.rounds or wrong.size == 0
-                or (cfg.patience > 0 and stale >= cfg.patience))
+        record = dict(
+            round=r,
+            train_size=batching.num_rows(current),
+            n_real=batching.num_rows(real),
+            n_synthetic=n_syn,
+            agora_dev_metric=metric,
+            n_errors=int(wrong.size),
+            n_new=0,
+            labeler_agreement=float("nan"),
+            radius=radius,
+            is_best=improved,
+        )
+        done = r == cfg.rounds or wrong.size == 0 or (cfg.patience > 0 and stale >= cfg.patience)
         if not done:
             rng = jax.random.fold_in(jax.random.fold_in(key, 1), r)
-            new, agreement = generate(rng, batching.take(agora_dev_set, wrong), represent_fn,
-                                      decode_fn, labeler_fn, cfg, radius, perturb_mask_fn)
+            new, agreement = generate(
+                rng,
+                batching.take(agora_dev_set, wrong),
+                represent_fn,
+                decode_fn,
+                labeler_fn,
+                cfg,
+                radius,
+                perturb_mask_fn,
+            )
             record.update(n_new=batching.num_rows(new), labeler_agreement=agreement)
             synthetic = replay(synthetic, new, cfg, r)
         history.append(record)

@@ -7,6 +7,7 @@ search) through the one loop `train.train`, and e(ξ) is the held-out KD objecti
 hidden-state term taken at the output layer only (`metrics['output_total']`; the all-layer mean
 used for training is not comparable across depths, see docs/fptas.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,12 +25,12 @@ class ProxyConfig:
 
     steps: int = 100
     batch_size: int = 16
-    init: str = "random"        # random | slice (from the source checkpoint)
+    init: str = "random"  # random | slice (from the source checkpoint)
     seed: int = 0
-    dropout: float = 0.0        # off: a short run should measure capacity, not regularisation
+    dropout: float = 0.0  # off: a short run should measure capacity, not regularisation
     optim: train.OptimConfig = train.OptimConfig(learning_rate=1e-3, warmup_steps=10)
     kd: distill.KDWeights = distill.KDWeights()
-    scan_layers: bool = False   # student layers through nn.scan: one compiled layer body
+    scan_layers: bool = False  # student layers through nn.scan: one compiled layer body
 
     def __post_init__(self):
         if self.init not in ("random", "slice"):
@@ -43,14 +44,20 @@ class ProxyConfig:
 @dataclasses.dataclass
 class ProxyResult:
     arch: Arch
-    error: float                  # held-out KD objective (output-layer hidden term) after `steps`
-    metrics: dict[str, float]     # held-out terms (mlm, hidden, mlm_acc, total, ...)
+    error: float  # held-out KD objective (output-layer hidden term) after `steps`
+    metrics: dict[str, float]  # held-out terms (mlm, hidden, mlm_acc, total, ...)
     train_seconds: float
     steps: int
 
 
-def proxy_error(arch: Arch, data: distill.KDData, spec: Spec, cfg: ProxyConfig,
-                source: hf.Checkpoint | None = None, progress: bool = False) -> ProxyResult:
+def proxy_error(
+    arch: Arch,
+    data: distill.KDData,
+    spec: Spec,
+    cfg: ProxyConfig,
+    source: hf.Checkpoint | None = None,
+    progress: bool = False,
+) -> ProxyResult:
     """Train candidate `arch` for `cfg.steps` steps and return its held-out error.
 
     `spec` is the teacher's; the student shares its vocabulary and positions. Deterministic for
@@ -58,18 +65,35 @@ def proxy_error(arch: Arch, data: distill.KDData, spec: Spec, cfg: ProxyConfig,
     """
     if cfg.init == "slice" and source is None:
         raise ValueError("proxy.init='slice' needs the source checkpoint")
-    student = distill.build_student(arch, data, spec, cfg.kd, seed=cfg.seed, dropout=cfg.dropout,
-                                    source=source if cfg.init == "slice" else None,
-                                    scan_layers=cfg.scan_layers)
-    loop = train.LoopConfig(num_steps=cfg.steps, seed=cfg.seed,
-                            log_every=max(cfg.steps // 4, 1), progress=progress,
-                            desc=f"proxy {arch}")
+    student = distill.build_student(
+        arch,
+        data,
+        spec,
+        cfg.kd,
+        seed=cfg.seed,
+        dropout=cfg.dropout,
+        source=source if cfg.init == "slice" else None,
+        scan_layers=cfg.scan_layers,
+    )
+    loop = train.LoopConfig(
+        num_steps=cfg.steps,
+        seed=cfg.seed,
+        log_every=max(cfg.steps // 4, 1),
+        progress=progress,
+        desc=f"proxy {arch}",
+    )
     t0 = time.perf_counter()
-    result = train.train(student.loss_fn, student.params,
-                         distill.train_batches(data, cfg.batch_size, cfg.seed), loop, cfg.optim)
+    result = train.train(
+        student.loss_fn,
+        student.params,
+        distill.train_batches(data, cfg.batch_size, cfg.seed),
+        loop,
+        cfg.optim,
+    )
     seconds = time.perf_counter() - t0
     metrics = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)(
-        result.state.params, cfg.steps)
+        result.state.params, cfg.steps
+    )
     error = metrics["heldout_output_total"]
     if not np.isfinite(error):
         error = float("inf")

@@ -18,6 +18,7 @@ rather than failing (e.g. a 30,522-token vocabulary on 4 model shards).
 Multi-host (TPU pod slices, multi-GPU nodes): `initialize_distributed(cfg)` calls
 `jax.distributed.initialize` from config or the environment before any device is touched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,17 +83,23 @@ class MeshConfig:
         sizes = [self.data, self.fsdp, self.model]
         free = [i for i, s in enumerate(sizes) if s == -1]
         if len(free) > 1 or any(s == 0 or s < -1 for s in sizes):
-            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: each size must be >= 1, "
-                             "and at most one may be -1")
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))}: each size must be >= 1, "
+                "and at most one may be -1"
+            )
         known = math.prod(s for s in sizes if s != -1)
         if free:
             if n_devices % known:
-                raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: {n_devices} devices "
-                                 f"are not a multiple of {known}")
+                raise ValueError(
+                    f"mesh {dict(zip(MESH_AXES, sizes))}: {n_devices} devices "
+                    f"are not a multiple of {known}"
+                )
             sizes[free[0]] = n_devices // known
         if math.prod(sizes) != n_devices:
-            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} "
-                             f"devices, {n_devices} available")
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} "
+                f"devices, {n_devices} available"
+            )
         return tuple(sizes)
 
 
@@ -103,8 +110,9 @@ def make_mesh(cfg: MeshConfig = MeshConfig(), devices: Sequence[Any] | None = No
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
-def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> bool:
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
+) -> bool:
     """`jax.distributed.initialize` for multi-host runs; True if it ran.
 
     Arguments left empty come from the environment (`JAX_COORDINATOR_ADDRESS`,
@@ -119,9 +127,11 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
         return False
     kwargs = {}
     if coordinator_address:
-        kwargs = dict(coordinator_address=coordinator_address,
-                      num_processes=num_processes or None,
-                      process_id=process_id if process_id >= 0 else None)
+        kwargs = dict(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes or None,
+            process_id=process_id if process_id >= 0 else None,
+        )
     jax.distributed.initialize(**kwargs)
     return True
 
@@ -154,8 +164,12 @@ def param_axes(path: str, ndim: int) -> tuple[str | None, ...]:
     return (None,) * ndim
 
 
-def mesh_spec(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-              rules: Sequence[tuple[str, Any]]) -> PartitionSpec:
+def mesh_spec(
+    logical: Sequence[str | None],
+    shape: Sequence[int],
+    mesh: Mesh,
+    rules: Sequence[tuple[str, Any]],
+) -> PartitionSpec:
     """PartitionSpec of one array: each logical axis mapped by `rules` to mesh axes that are
     not used yet in this array and whose size divides the dimension (else replicated)."""
     table = dict(rules)
@@ -184,8 +198,9 @@ class Partitioner:
     rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
 
     @classmethod
-    def from_config(cls, cfg: MeshConfig = MeshConfig(),
-                    devices: Sequence[Any] | None = None) -> Partitioner:
+    def from_config(
+        cls, cfg: MeshConfig = MeshConfig(), devices: Sequence[Any] | None = None
+    ) -> Partitioner:
         return cls(make_mesh(cfg, devices), tuple(cfg.rules))
 
     @property
@@ -199,15 +214,18 @@ class Partitioner:
 
     def tree_shardings(self, tree: Any) -> Any:
         """NamedShardings for every array leaf of `tree` (concrete or `jax.eval_shape`)."""
+
         def one(path, leaf):
             shape = tuple(np.shape(leaf))
             axes = param_axes(_path_str(path), len(shape))
             return NamedSharding(self.mesh, mesh_spec(axes, shape, self.mesh, self.rules))
+
         return jax.tree_util.tree_map_with_path(one, tree)
 
     def batch_sharding(self, ndim: int = 1) -> NamedSharding:
-        return NamedSharding(self.mesh, PartitionSpec(self.batch_axes or None,
-                                                      *([None] * (ndim - 1))))
+        return NamedSharding(
+            self.mesh, PartitionSpec(self.batch_axes or None, *([None] * (ndim - 1)))
+        )
 
     def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """Host batch (this process's rows) -> global arrays split along the batch axes."""
@@ -216,9 +234,11 @@ class Partitioner:
             value = np.asarray(value)
             global_rows = value.shape[0] * jax.process_count()
             if global_rows % self.batch_divisor:
-                raise ValueError(f"batch '{key}' has {global_rows} rows, not divisible by the "
-                                 f"{self.batch_divisor} data-parallel shards "
-                                 f"({dict(self.mesh.shape)})")
+                raise ValueError(
+                    f"batch '{key}' has {global_rows} rows, not divisible by the "
+                    f"{self.batch_divisor} data-parallel shards "
+                    f"({dict(self.mesh.shape)})"
+                )
             sharding = self.batch_sharding(value.ndim)
             if jax.process_count() > 1:
                 out[key] = jax.make_array_from_process_local_data(sharding, value)
@@ -248,7 +268,8 @@ class Partitioner:
 
 
 _CURRENT: contextvars.ContextVar[Partitioner | None] = contextvars.ContextVar(
-    "bort_jax_partitioner", default=None)
+    "bort_jax_partitioner", default=None
+)
 
 
 def current() -> Partitioner | None:

@@ -15,6 +15,7 @@ workdir resumes (finished tasks and seeds are loaded, fits continue from checkpo
 per fit (a few minutes on 2 CPU cores, mostly compilation; checks the wiring, the numbers
 mean nothing).
 """
+
 import ml_collections
 
 from configs import common
@@ -24,42 +25,70 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
     c.tasks = "sst2,rte"
-    c.init = ""                    # teacher / slicing source; "" = all-MiniLM-L6-v2
-    c.data_dir = ""                # "" = $BORT_DATA_DIR, else TFDS
-    c.n_train = 500                # scarce data: training examples kept (data_seed)
+    c.init = ""  # teacher / slicing source; "" = all-MiniLM-L6-v2
+    c.data_dir = ""  # "" = $BORT_DATA_DIR, else TFDS
+    c.n_train = 500  # scarce data: training examples kept (data_seed)
     c.data_seed = 0
-    c.max_dev_examples = 0         # 0 = the whole dev split
-    c.split_seed = 0               # dev -> (agora half, held-out half)
+    c.max_dev_examples = 0  # 0 = the whole dev split
+    c.split_seed = 0  # dev -> (agora half, held-out half)
     c.agora_fraction = 0.5
-    c.seeds = "0,1,2"              # student init, data order, dropout, Agora sampling
+    c.seeds = "0,1,2"  # student init, data order, dropout, Agora sampling
     c.max_seq_len = 64
     c.length_bucket = 16
     c.eval_batch_size = 64
     c.student_arch = common.parse_arch("2,6,192,768")  # sliced from init
-    c.n_examples = 2               # perturbed sentences shown in the report
-    c.control_restarts = True      # also: best of R+1 plain fits (same compute as Agora)
-    c.control_distill = False      # also: student + labeler pseudo-labels of random
-    c.distill_pool_size = 4000     # unlabeled train-split text
+    c.n_examples = 2  # perturbed sentences shown in the report
+    c.control_restarts = True  # also: best of R+1 plain fits (same compute as Agora)
+    c.control_distill = False  # also: student + labeler pseudo-labels of random
+    c.distill_pool_size = 4000  # unlabeled train-split text
     c.compilation_cache = "jax_cache"  # JAX persistent cache, relative to the workdir; "" off
 
-    c.student = ml_collections.ConfigDict(dict(
-        num_steps=150, batch_size=16, learning_rate=1e-3, warmup_ratio=0.1, weight_decay=0.0,
-        clip_norm=1.0, dropout_rate=0.1, log_every=50,
-        checkpoint_every=0))       # 0 = only at the end of each fit (a kill loses < 1 fit)
+    c.student = ml_collections.ConfigDict(
+        dict(
+            num_steps=150,
+            batch_size=16,
+            learning_rate=1e-3,
+            warmup_ratio=0.1,
+            weight_decay=0.0,
+            clip_norm=1.0,
+            dropout_rate=0.1,
+            log_every=50,
+            checkpoint_every=0,
+        )
+    )  # 0 = only at the end of each fit (a kill loses < 1 fit)
     # labeler.train_examples: training examples of the labeler (same data_seed permutation,
     # so a larger set contains the student's): 0 = the student's n_train, -1 = the whole
     # training split, N = N examples. The student always sees n_train only.
-    c.labeler = ml_collections.ConfigDict(dict(
-        num_steps=100, batch_size=16, learning_rate=1e-4, warmup_ratio=0.1, weight_decay=0.0,
-        clip_norm=1.0, dropout_rate=0.1, log_every=50, checkpoint_every=0,
-        eval_every=50,             # best step on the agora half; 0 = only at the end
-        train_examples=0))
-    c.agora = ml_collections.ConfigDict(dict(
-        rounds=3, samples_per_error=4, distribution="uniform_ball",
-        radius=3.0,                # x mean nearest-neighbour token distance (see docs)
-        radius_mode="nn_mean", atom_ndim=1, replay_fraction=1.0,
-        max_synthetic=0,           # 0 = no cap
-        patience=0, chunk_size=16, nn_max_points=2048))
+    c.labeler = ml_collections.ConfigDict(
+        dict(
+            num_steps=100,
+            batch_size=16,
+            learning_rate=1e-4,
+            warmup_ratio=0.1,
+            weight_decay=0.0,
+            clip_norm=1.0,
+            dropout_rate=0.1,
+            log_every=50,
+            checkpoint_every=0,
+            eval_every=50,  # best step on the agora half; 0 = only at the end
+            train_examples=0,
+        )
+    )
+    c.agora = ml_collections.ConfigDict(
+        dict(
+            rounds=3,
+            samples_per_error=4,
+            distribution="uniform_ball",
+            radius=3.0,  # x mean nearest-neighbour token distance (see docs)
+            radius_mode="nn_mean",
+            atom_ndim=1,
+            replay_fraction=1.0,
+            max_synthetic=0,  # 0 = no cap
+            patience=0,
+            chunk_size=16,
+            nn_max_points=2048,
+        )
+    )
     if arg.smoke:
         c.tasks, c.seeds, c.n_train, c.max_dev_examples = "sst2", "0", 64, 64
         c.student.num_steps, c.student.log_every, c.student.checkpoint_every = 12, 6, 6

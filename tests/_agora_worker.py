@@ -1,6 +1,7 @@
 """Subprocess body of the Agora kill-and-resume test: `python tests/_agora_worker.py CONFIG.json
 WORKDIR` runs `bort_jax.experiments.agora_glue.run` on the JSON config into WORKDIR (the test
 SIGKILLs it from outside, then reruns it)."""
+
 import json
 import sys
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Tests of bort_jax.agora: the sampling step, decoding, the dev split guard and the round
 loop. The torus demonstration (Agora beats plain training) is tests/test_agora_torus.py."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,9 @@ def test_uniform_ball_within_radius_and_uniform():
     n, k, d, r = 64, 64, 3, 0.3
     centers = jax.random.normal(jax.random.PRNGKey(2), (n, d))
     cfg = _cfg(samples_per_error=k, distribution="uniform_ball")
-    samples, _, _ = agora.sample_and_relabel(jax.random.PRNGKey(0), centers, _sign_labeler,
-                                             agora.identity_decode("x"), cfg, radius=r)
+    samples, _, _ = agora.sample_and_relabel(
+        jax.random.PRNGKey(0), centers, _sign_labeler, agora.identity_decode("x"), cfg, radius=r
+    )
     norms = np.linalg.norm(np.asarray(samples - centers[:, None]), axis=-1)
     assert norms.max() <= r * (1 + 1e-5)
     assert norms.max() > 0.95 * r
@@ -59,12 +61,13 @@ def test_gaussian_has_configured_std():
     n, k, d, r = 128, 64, 4, 0.8
     centers = jnp.zeros((n, d))
     cfg = _cfg(samples_per_error=k, distribution="gaussian")
-    samples, _, _ = agora.sample_and_relabel(jax.random.PRNGKey(3), centers, _sign_labeler,
-                                             agora.identity_decode("x"), cfg, radius=r)
+    samples, _, _ = agora.sample_and_relabel(
+        jax.random.PRNGKey(3), centers, _sign_labeler, agora.identity_decode("x"), cfg, radius=r
+    )
     delta = np.asarray(samples).reshape(-1, d)
     assert np.allclose(delta.std(axis=0), r / math.sqrt(d), rtol=0.04)
     assert np.allclose(delta.mean(axis=0), 0.0, atol=0.02)
-    assert abs(np.mean(np.sum(delta ** 2, -1)) - r ** 2) < 0.03 * r ** 2
+    assert abs(np.mean(np.sum(delta**2, -1)) - r**2) < 0.03 * r**2
 
 
 def test_vmapped_step_equals_python_loop_and_chunking():
@@ -72,26 +75,38 @@ def test_vmapped_step_equals_python_loop_and_chunking():
     cfg = _cfg(samples_per_error=3, distribution="uniform_ball")
     rng, r = jax.random.PRNGKey(11), 0.7
     decode = agora.identity_decode("x")
-    samples, _, labels = agora.sample_and_relabel(rng, centers, _sign_labeler, decode, cfg,
-                                                  radius=r)
-    for i in range(centers.shape[0]):       # reference: one point at a time
+    samples, _, labels = agora.sample_and_relabel(
+        rng, centers, _sign_labeler, decode, cfg, radius=r
+    )
+    for i in range(centers.shape[0]):  # reference: one point at a time
         delta = agora.perturbation(agora.point_key(rng, i), (3, 2), 1, "uniform_ball", r)
         ref = centers[i][None] + delta
         np.testing.assert_allclose(samples[i], ref, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(labels[i], _sign_labeler({"x": ref}))
-    tail, _, _ = agora.sample_and_relabel(rng, centers[4:], _sign_labeler, decode, cfg,
-                                          radius=r, index_offset=4)
+    tail, _, _ = agora.sample_and_relabel(
+        rng, centers[4:], _sign_labeler, decode, cfg, radius=r, index_offset=4
+    )
     np.testing.assert_allclose(tail, samples[4:], rtol=1e-6, atol=1e-6)
 
 
 def test_generate_does_not_depend_on_chunking():
     rng = np.random.default_rng(3)
-    centers = {"x": rng.normal(size=(11, 2)).astype(np.float32),
-               "label": rng.integers(0, 2, 11).astype(np.int32)}
-    out = [agora.generate(jax.random.PRNGKey(2), centers, lambda x: x["x"],
-                          agora.identity_decode("x"), _sign_labeler,
-                          _cfg(samples_per_error=3, chunk_size=c), 0.4)
-           for c in (3, 256)]
+    centers = {
+        "x": rng.normal(size=(11, 2)).astype(np.float32),
+        "label": rng.integers(0, 2, 11).astype(np.int32),
+    }
+    out = [
+        agora.generate(
+            jax.random.PRNGKey(2),
+            centers,
+            lambda x: x["x"],
+            agora.identity_decode("x"),
+            _sign_labeler,
+            _cfg(samples_per_error=3, chunk_size=c),
+            0.4,
+        )
+        for c in (3, 256)
+    ]
     for key in ("x", "label", "synthetic"):
         np.testing.assert_array_equal(out[0][0][key], out[1][0][key])
     assert out[0][0]["x"].shape == (33, 2) and out[0][0]["synthetic"].all()
@@ -99,16 +114,22 @@ def test_generate_does_not_depend_on_chunking():
 
 
 def test_perturb_mask_freezes_atoms():
-    centers = jax.random.normal(jax.random.PRNGKey(5), (3, 4, 2))        # [n, L, E]
+    centers = jax.random.normal(jax.random.PRNGKey(5), (3, 4, 2))  # [n, L, E]
     mask = np.array([[1, 1, 0, 0], [0, 1, 1, 1], [1, 0, 1, 0]], bool)
     cfg = _cfg(samples_per_error=5)
     samples, _, _ = agora.sample_and_relabel(
-        jax.random.PRNGKey(0), centers, lambda x: jnp.zeros(x["x"].shape[0], jnp.int32),
-        agora.identity_decode("x"), cfg, radius=1.0, perturb_mask=mask)
+        jax.random.PRNGKey(0),
+        centers,
+        lambda x: jnp.zeros(x["x"].shape[0], jnp.int32),
+        agora.identity_decode("x"),
+        cfg,
+        radius=1.0,
+        perturb_mask=mask,
+    )
     moved = np.any(np.asarray(samples) != np.asarray(centers)[:, None], axis=-1)  # [n, k, L]
     np.testing.assert_array_equal(moved, np.broadcast_to(mask[:, None], moved.shape))
     per_token = np.linalg.norm(np.asarray(samples - centers[:, None]), axis=-1)
-    assert per_token.max() <= 1.0 + 1e-5                                   # ball per token
+    assert per_token.max() <= 1.0 + 1e-5  # ball per token
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -123,9 +144,9 @@ def test_nearest_token_decode_hand_table():
     center = jnp.array([[7, 7, 7, 9, 7]])
     ids = agora.nearest_token_decode(TABLE, samples, keep, center)
     np.testing.assert_array_equal(ids, [[1, 2, 3, 9, 4]])
-    banned = jnp.array([True, True, True, False, True])                 # token 3 not allowed
+    banned = jnp.array([True, True, True, False, True])  # token 3 not allowed
     ids = agora.nearest_token_decode(TABLE, samples, keep, center, banned)
-    np.testing.assert_array_equal(ids[0, 2], 2)          # (4, 4.5): nearest allowed is (0, 1)
+    np.testing.assert_array_equal(ids[0, 2], 2)  # (4, 4.5): nearest allowed is (0, 1)
     ids = agora.nearest_token_decode(TABLE, samples, keep, center, banned, vocab_block=2)
     np.testing.assert_array_equal(ids, [[1, 2, 2, 9, 4]])
 
@@ -155,26 +176,40 @@ def test_text_decode_keeps_special_tokens_padding_and_masks():
     perturb = agora.text_perturb_mask(special)
     decode = agora.text_decode_fn(TABLE, special)
     cfg = _cfg(samples_per_error=16, distribution="gaussian")
-    labeler = lambda x: x["input_ids"][:, 1]                                # noqa: E731
+    labeler = lambda x: x["input_ids"][:, 1]  # noqa: E731
     _, out, labels = agora.sample_and_relabel(
-        jax.random.PRNGKey(0), represent(inputs), labeler, decode, cfg, radius=3.0,
-        center_inputs=inputs, perturb_mask=perturb(inputs))
+        jax.random.PRNGKey(0),
+        represent(inputs),
+        labeler,
+        decode,
+        cfg,
+        radius=3.0,
+        center_inputs=inputs,
+        perturb_mask=perturb(inputs),
+    )
     new = np.asarray(out["input_ids"])
     frozen = ~perturb(inputs)
-    np.testing.assert_array_equal(new[:, :, frozen[0]][0], np.broadcast_to(
-        ids[0, frozen[0]], (16, frozen[0].sum())))
+    np.testing.assert_array_equal(
+        new[:, :, frozen[0]][0], np.broadcast_to(ids[0, frozen[0]], (16, frozen[0].sum()))
+    )
     for i in range(2):
         assert np.all(new[i][:, frozen[i]] == ids[i, frozen[i]])
-        assert not np.isin(new[i][:, ~frozen[i]], special).any()       # never decode to special
-    assert (new != ids[:, None]).any()                                  # something changed
+        assert not np.isin(new[i][:, ~frozen[i]], special).any()  # never decode to special
+    assert (new != ids[:, None]).any()  # something changed
     for name in ("attention_mask", "token_type_ids"):
-        np.testing.assert_array_equal(out[name], np.broadcast_to(inputs[name][:, None],
-                                                                 (2, 16, 6)))
+        np.testing.assert_array_equal(out[name], np.broadcast_to(inputs[name][:, None], (2, 16, 6)))
     np.testing.assert_array_equal(labels, new[:, :, 1])
     # Tiny radius: every token decodes back to itself.
     _, same, _ = agora.sample_and_relabel(
-        jax.random.PRNGKey(1), represent(inputs), labeler, decode, cfg, radius=1e-3,
-        center_inputs=inputs, perturb_mask=perturb(inputs))
+        jax.random.PRNGKey(1),
+        represent(inputs),
+        labeler,
+        decode,
+        cfg,
+        radius=1e-3,
+        center_inputs=inputs,
+        perturb_mask=perturb(inputs),
+    )
     np.testing.assert_array_equal(same["input_ids"], np.broadcast_to(ids[:, None], (2, 16, 6)))
 
 
@@ -186,11 +221,14 @@ def test_radius_for_token_change_rate():
     inputs = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int32)}
     cfg = _cfg(samples_per_error=8, distribution="gaussian")
     key = jax.random.PRNGKey(0)
-    rates = [agora.token_change_rate(key, table, inputs, [0, 1, 2], r, cfg, vocab_block=64)
-             for r in (0.01, 4.0, 100.0)]
+    rates = [
+        agora.token_change_rate(key, table, inputs, [0, 1, 2], r, cfg, vocab_block=64)
+        for r in (0.01, 4.0, 100.0)
+    ]
     assert rates[0] == 0.0 and 0.0 < rates[1] < 1.0 and rates[2] > 0.9
-    r = agora.radius_for_change_rate(key, table, inputs, [0, 1, 2], 0.2, cfg, iters=10,
-                                     vocab_block=64)
+    r = agora.radius_for_change_rate(
+        key, table, inputs, [0, 1, 2], 0.2, cfg, iters=10, vocab_block=64
+    )
     rate = agora.token_change_rate(key, table, inputs, [0, 1, 2], r, cfg, vocab_block=64)
     assert abs(rate - 0.2) < 0.03
 
@@ -213,7 +251,7 @@ def test_split_dev_disjoint_and_deterministic():
 
 def test_mean_nn_distance_and_radius():
     pts = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
-    atoms = agora.reference_atoms(pts, atom_ndim=1)                     # duplicate removed
+    atoms = agora.reference_atoms(pts, atom_ndim=1)  # duplicate removed
     assert atoms.shape == (3, 2)
     assert agora.mean_nn_distance(atoms) == pytest.approx(4.0 / 3.0)
     cfg = agora.AgoraConfig(radius=0.5, radius_mode="nn_mean")
@@ -223,8 +261,12 @@ def test_mean_nn_distance_and_radius():
 
 def test_replay_fraction_and_cap():
     def rows(n, start):
-        return {"x": np.arange(start, start + n, dtype=np.float32)[:, None],
-                "label": np.zeros(n, np.int32), "synthetic": np.ones(n, bool)}
+        return {
+            "x": np.arange(start, start + n, dtype=np.float32)[:, None],
+            "label": np.zeros(n, np.int32),
+            "synthetic": np.ones(n, bool),
+        }
+
     old, new = rows(10, 0), rows(4, 100)
     out = agora.replay(old, new, agora.AgoraConfig(replay_fraction=0.5), 1)
     assert batching.num_rows(out) == 9 and set(out["x"][-4:, 0]) == {100, 101, 102, 103}
@@ -248,7 +290,7 @@ def _ring(n, rng, arc=2 * np.pi):
 def test_run_agora_loop_with_nearest_neighbour_model():
     """1-NN 'model' (no training): checks the bookkeeping, selection and held-out isolation."""
     rng = np.random.default_rng(0)
-    train_set = _ring(12, rng, arc=np.pi)            # only label 0 is ever seen
+    train_set = _ring(12, rng, arc=np.pi)  # only label 0 is ever seen
     dev = _ring(200, rng)
     agora_idx, heldout_idx = agora.split_dev(200, 0.5, seed=0)
     agora.assert_disjoint(agora_idx, heldout_idx)
@@ -271,11 +313,19 @@ def test_run_agora_loop_with_nearest_neighbour_model():
     def labeler(inputs):
         return (jnp.arctan2(inputs["x"][:, 1], inputs["x"][:, 0]) < 0).astype(jnp.int32)
 
-    cfg = agora.AgoraConfig(rounds=3, samples_per_error=4, radius=0.05,
-                            radius_mode="absolute", patience=2, seed=0)
-    res = agora.run_agora(train_set, agora_dev, fit_fn, predict_fn,
-                          lambda inputs: inputs["x"], agora.identity_decode("x"), labeler,
-                          cfg)
+    cfg = agora.AgoraConfig(
+        rounds=3, samples_per_error=4, radius=0.05, radius_mode="absolute", patience=2, seed=0
+    )
+    res = agora.run_agora(
+        train_set,
+        agora_dev,
+        fit_fn,
+        predict_fn,
+        lambda inputs: inputs["x"],
+        agora.identity_decode("x"),
+        labeler,
+        cfg,
+    )
     h = res.history
     assert h[0]["n_synthetic"] == 0 and h[0]["train_size"] == 12
     assert h[0]["n_new"] == 4 * h[0]["n_errors"] > 0
@@ -285,21 +335,36 @@ def test_run_agora_loop_with_nearest_neighbour_model():
     assert res.best_metric == max(r["agora_dev_metric"] for r in h)
     assert res.best_metric > h[0]["agora_dev_metric"] + 0.3
     assert res.history[res.best_round]["is_best"]
-    for x in seen:                                   # Agora never touched held-out rows
+    for x in seen:  # Agora never touched held-out rows
         assert not heldout_rows & {tuple(row) for row in x}
-    again = agora.run_agora(train_set, agora_dev, fit_fn, predict_fn,
-                            lambda inputs: inputs["x"], agora.identity_decode("x"), labeler,
-                            cfg)
+    again = agora.run_agora(
+        train_set,
+        agora_dev,
+        fit_fn,
+        predict_fn,
+        lambda inputs: inputs["x"],
+        agora.identity_decode("x"),
+        labeler,
+        cfg,
+    )
     np.testing.assert_array_equal(again.train_set["x"], res.train_set["x"])
 
 
 def test_patience_stops_early():
     rng = np.random.default_rng(1)
     train_set, dev = _ring(8, rng), _ring(40, rng)
-    const = lambda state, inputs: np.zeros(len(inputs["x"]), np.int32)      # noqa: E731
-    cfg = agora.AgoraConfig(rounds=10, samples_per_error=2, radius=0.1,
-                            radius_mode="absolute", patience=2)
-    res = agora.run_agora(train_set, dev, lambda d, r, k: None, const,
-                          lambda inputs: inputs["x"], agora.identity_decode("x"),
-                          lambda inputs: jnp.zeros(inputs["x"].shape[0], jnp.int32), cfg)
+    const = lambda state, inputs: np.zeros(len(inputs["x"]), np.int32)  # noqa: E731
+    cfg = agora.AgoraConfig(
+        rounds=10, samples_per_error=2, radius=0.1, radius_mode="absolute", patience=2
+    )
+    res = agora.run_agora(
+        train_set,
+        dev,
+        lambda d, r, k: None,
+        const,
+        lambda inputs: inputs["x"],
+        agora.identity_decode("x"),
+        lambda inputs: jnp.zeros(inputs["x"].shape[0], jnp.int32),
+        cfg,
+    )
     assert [r["round"] for r in res.history] == [0, 1, 2] and res.best_round == 0

@@ -1,6 +1,7 @@
 """`bort_jax.experiments.agora_glue` end to end on a tiny random BERT and a synthetic SST-2:
 the held-out half never reaches Agora or the training set, the report lists the split
 sizes, and a run SIGKILLed at several points and rerun ends with the same report."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,36 @@ from configs import agora_glue as agora_glue_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_agora_worker.py")
-WORDS = ("good", "great", "bad", "awful", "the", "movie", "was", "a", "film", "plot",
-         "actor", "really", "this", "and", "story", "very", "it", "so", "cast", "music",
-         "scene", "end", "long", "short", "old", "new", "dark", "light")
+WORDS = (
+    "good",
+    "great",
+    "bad",
+    "awful",
+    "the",
+    "movie",
+    "was",
+    "a",
+    "film",
+    "plot",
+    "actor",
+    "really",
+    "this",
+    "and",
+    "story",
+    "very",
+    "it",
+    "so",
+    "cast",
+    "music",
+    "scene",
+    "end",
+    "long",
+    "short",
+    "old",
+    "new",
+    "dark",
+    "light",
+)
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -44,8 +72,10 @@ def tiny_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_agora")
     (root / "tok").mkdir()
     (root / "tok" / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
-    arch, spec = Arch(1, 2, 32, 64), Spec(vocab_size=len(SPECIAL + WORDS), max_positions=32,
-                                          pooler=False)
+    arch, spec = (
+        Arch(1, 2, 32, 64),
+        Spec(vocab_size=len(SPECIAL + WORDS), max_positions=32, pooler=False),
+    )
     params = jax.device_get(fresh_params(Bert(arch, spec)))
     return hf.save(root / "model", params, arch, spec, tokenizer_dir=root / "tok")
 
@@ -62,14 +92,16 @@ def data_dir(tmp_path_factory) -> Path:
         while len(rows) < n:
             label = int(rng.integers(0, 2))
             words = list(rng.choice(WORDS[4:], size=9))
-            words.insert(int(rng.integers(0, 10)), str(rng.choice(WORDS[:2] if label
-                                                                  else WORDS[2:4])))
+            words.insert(
+                int(rng.integers(0, 10)), str(rng.choice(WORDS[:2] if label else WORDS[2:4]))
+            )
             text = " ".join(words)
             if text not in seen:
                 seen.add(text)
                 rows.append(f"{text}\t{label}")
         (root / "glue" / "SST-2" / f"{split}.tsv").write_text(
-            "sentence\tlabel\n" + "\n".join(rows) + "\n")
+            "sentence\tlabel\n" + "\n".join(rows) + "\n"
+        )
     return root
 
 
@@ -116,8 +148,13 @@ def uninterrupted(config, tmp_path_factory) -> tuple[dict, Path, list]:
 def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
     report, workdir, seen_by_agora = uninterrupted
     task = report["tasks"]["sst2"]
-    assert task["sizes"] == {"train": 64, "labeler_train": 80, "dev": 40, "agora_dev": 20,
-                             "heldout": 20}
+    assert task["sizes"] == {
+        "train": 64,
+        "labeler_train": 80,
+        "dev": 40,
+        "agora_dev": 20,
+        "heldout": 20,
+    }
     # the labeler saw 80 training rows, the student only its 64 (a subset of them)
     assert len(task["train_idx"]) == 64 and len(task["labeler_train_idx"]) == 80
     assert set(task["train_idx"]) <= set(task["labeler_train_idx"])
@@ -126,13 +163,16 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
     assert sorted(task["agora_idx"] + task["heldout_idx"]) == list(range(40))
     # Agora was handed the agora half only; no held-out row is in any training set
     sst2 = get_task("sst2")
-    heldout = encode_examples(hf.load_tokenizer(tiny_dir), sst2,
-                              [load_examples(sst2, "dev", str(data_dir))[i]
-                               for i in task["heldout_idx"]], 16)
+    heldout = encode_examples(
+        hf.load_tokenizer(tiny_dir),
+        sst2,
+        [load_examples(sst2, "dev", str(data_dir))[i] for i in task["heldout_idx"]],
+        16,
+    )
     heldout_keys = set(agora_glue.row_keys(heldout))
     assert len(seen_by_agora) == 2
     for train_set, agora_dev in seen_by_agora:
-        assert batching.num_rows(train_set) == 64   # the student's real rows only
+        assert batching.num_rows(train_set) == 64  # the student's real rows only
         assert batching.num_rows(agora_dev) == 20
         assert not heldout_keys & set(agora_glue.row_keys(agora_dev))
         assert not heldout_keys & set(agora_glue.row_keys(train_set))
@@ -142,11 +182,12 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
         assert all(r["heldout_loss"] > 0 for r in seed["history"])
         for r in seed["history"]:
             assert r["heldout_rows_in_train_real"] == r["heldout_rows_in_train_synthetic"] == 0
-        assert seed["history"][-1]["train_size"] > 64        # synthetic rows were added
+        assert seed["history"][-1]["train_size"] > 64  # synthetic rows were added
         assert len(seed["control"]["runs"]) == len(seed["history"])
         # distillation control: pseudo-labelled rows from outside both training sets
         assert seed["distill_control"]["n_extra"] == min(
-            12, max(r["n_synthetic"] for r in seed["history"]))
+            12, max(r["n_synthetic"] for r in seed["history"])
+        )
         assert 0.0 <= seed["distill"] <= 1.0
     assert 0.0 <= task["perturbation"]["token_change_rate"] <= 1.0
     assert len(task["perturbation"]["examples"]) == 2
@@ -157,11 +198,21 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
     assert "| sst2 | 64 | 40 (20 / 20) | 80 |" in md and "Per round" in md
     assert "Control: student on real rows" in md
     assert 0.0 <= task["labeler"]["heldout"] <= 1.0
-    assert {"plain_mean", "agora_mean", "plain_std", "agora_std", "best_of_mean",
-            "distill_mean"} <= set(task["summary"])
+    assert {
+        "plain_mean",
+        "agora_mean",
+        "plain_std",
+        "agora_std",
+        "best_of_mean",
+        "distill_mean",
+    } <= set(task["summary"])
     # finished stages: one JSON each; student checkpoints gone; the labeler's best model kept
     assert {p.name for p in (workdir / "sst2").iterdir()} == {
-        "labeler", "seed0.json", "seed1.json", "task.json"}
+        "labeler",
+        "seed0.json",
+        "seed1.json",
+        "task.json",
+    }
     assert (workdir / "sst2" / "labeler" / "best_model" / "config.json").is_file()
     assert not (workdir / "sst2" / "labeler" / "checkpoints").exists()
 
@@ -186,7 +237,8 @@ def test_labeler_train_examples(config, tiny_dir):
     tok, task = hf.load_tokenizer(tiny_dir), get_task("sst2")
     for value, expected in ((0, 64), (-1, 96), (80, 80), (500, 96)):
         cfg = agora_glue.GlueConfig.from_config(
-            dict(config, labeler=dict(config["labeler"], train_examples=value)))
+            dict(config, labeler=dict(config["labeler"], train_examples=value))
+        )
         data = agora_glue.load_task_data(task, cfg, tok)
         assert data.sizes()["train"] == 64
         assert data.sizes()["labeler_train"] == batching.num_rows(data.labeler_rows) == expected
@@ -198,7 +250,7 @@ def test_labeler_train_examples(config, tiny_dir):
         assert len(pool) == 12 and not pool & set(agora_glue.row_keys(data.train))
         assert not pool & set(agora_glue.row_keys(data.heldout))
         if expected < 96:
-            assert not pool & keys       # unlabeled for the labeler too, when rows remain
+            assert not pool & keys  # unlabeled for the labeler too, when rows remain
     # train_examples is not a FinetuneConfig field: stage_config drops it
     assert agora_glue.stage_config(cfg.labeler, cfg, seed=0).num_steps == 40
 
@@ -207,12 +259,14 @@ def test_config_errors(config):
     """Unknown keys are named with their dotted path; bad values are refused early."""
     with pytest.raises(ConfigError, match="config.labeler.train_exampels"):
         agora_glue.GlueConfig.from_config(
-            dict(config, labeler=dict(config["labeler"], train_exampels=1)))
+            dict(config, labeler=dict(config["labeler"], train_exampels=1))
+        )
     with pytest.raises(ConfigError, match="config.agora.radious"):
         agora_glue.GlueConfig.from_config(dict(config, agora=dict(config["agora"], radious=1)))
     with pytest.raises(ConfigError, match="train_examples"):
         agora_glue.GlueConfig.from_config(
-            dict(config, labeler=dict(config["labeler"], train_examples=-2)))
+            dict(config, labeler=dict(config["labeler"], train_examples=-2))
+        )
     with pytest.raises(ConfigError, match="regression"):
         agora_glue.GlueConfig.from_config(dict(config, tasks="stsb"))
     smoke = agora_glue.GlueConfig.from_config(agora_glue_config.get_config("smoke"))
@@ -225,18 +279,25 @@ def test_config_errors(config):
 
 def _stage_checkpoint(*parts: str):
     """Marker: a finished Orbax checkpoint step under workdir/parts/checkpoints."""
+
     def present(workdir: Path) -> bool:
         d = workdir.joinpath(*parts, "checkpoints")
         return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
     return present
 
 
 def _run_worker(config_path: Path, workdir: Path, kill_when=None) -> int:
     """Run the worker; with `kill_when(workdir)`, SIGKILL it as soon as that holds."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(config_path), str(workdir)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(config_path), str(workdir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if kill_when is not None:
         while proc.poll() is None and not kill_when(workdir):
             time.sleep(0.02)
@@ -255,16 +316,19 @@ def test_sigkill_then_rerun_equals_uninterrupted(uninterrupted, config, tmp_path
     config_path.write_text(json.dumps(config))
     workdir = tmp_path / "run"
     seed0 = workdir / "sst2" / "seed0.json"
-    for marker in (_stage_checkpoint("sst2", "labeler"),
-                   _stage_checkpoint("sst2", "seed0", "round1"), lambda w: seed0.is_file()):
+    for marker in (
+        _stage_checkpoint("sst2", "labeler"),
+        _stage_checkpoint("sst2", "seed0", "round1"),
+        lambda w: seed0.is_file(),
+    ):
         assert _run_worker(config_path, workdir, marker) == -signal.SIGKILL
         assert not (workdir / "agora_glue.json").exists()
     finished = seed0.stat().st_mtime_ns
     assert _run_worker(config_path, workdir) == 0
-    assert seed0.stat().st_mtime_ns == finished             # loaded, not recomputed
+    assert seed0.stat().st_mtime_ns == finished  # loaded, not recomputed
     resumed = json.loads((workdir / "agora_glue.json").read_text())
     assert _canonical(resumed) == _canonical(report)
     assert (workdir / "agora_glue.md").read_text() == report["markdown"]
     best = Path("sst2", "labeler", "best_model")
-    for name in ("model.safetensors", hf.HEAD_FILE):     # the labeler resumed bit-exactly
+    for name in ("model.safetensors", hf.HEAD_FILE):  # the labeler resumed bit-exactly
         assert (workdir / best / name).read_bytes() == (reference / best / name).read_bytes()

@@ -1,4 +1,5 @@
 """The Flax encoder: masking, dropout, dtypes, heads and slicing."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,14 @@ def _batch(seed=0, b=2, l=10):
 def test_output_shapes(model_params):
     model, params = model_params
     ids, mask = _batch()
-    out = model.apply({"params": params}, ids, mask, output_hidden_states=True,
-                      output_attentions=True, mlm_positions=np.array([[1, 2], [0, 3]]))
+    out = model.apply(
+        {"params": params},
+        ids,
+        mask,
+        output_hidden_states=True,
+        output_attentions=True,
+        mlm_positions=np.array([[1, 2], [0, 3]]),
+    )
     assert out["last_hidden_state"].shape == (2, 10, 32)
     assert len(out["hidden_states"]) == 3 and len(out["attention_logits"]) == 2
     assert out["attention_logits"][0].shape == (2, 4, 10, 10)
@@ -56,13 +63,15 @@ def test_padding_never_leaks(model_params):
     a = model.apply({"params": params}, ids, mask)
     b = model.apply({"params": params}, other, mask)
     # exactly equal on CPU; accelerators may pick other matmul algorithms per call
-    np.testing.assert_allclose(a["last_hidden_state"][0, :6], b["last_hidden_state"][0, :6],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        a["last_hidden_state"][0, :6], b["last_hidden_state"][0, :6], atol=1e-5
+    )
     np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)
     # and the unpadded row agrees with running it alone, unpadded
     alone = model.apply({"params": params}, ids[:1, :6], mask[:1, :6])
-    np.testing.assert_allclose(alone["last_hidden_state"][0], a["last_hidden_state"][0, :6],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        alone["last_hidden_state"][0], a["last_hidden_state"][0, :6], atol=1e-5
+    )
 
 
 def test_mlm_logits_tied_to_word_embeddings(model_params):
@@ -74,8 +83,9 @@ def test_mlm_logits_tied_to_word_embeddings(model_params):
     t = x @ params["mlm_transform"]["kernel"] + params["mlm_transform"]["bias"]
     t = jax.nn.gelu(t, approximate=False)
     mu, var = t.mean(-1, keepdims=True), t.var(-1, keepdims=True)
-    t = (t - mu) / jnp.sqrt(var + SPEC.layer_norm_eps) * params["mlm_norm"]["scale"] \
-        + params["mlm_norm"]["bias"]
+    t = (t - mu) / jnp.sqrt(var + SPEC.layer_norm_eps) * params["mlm_norm"]["scale"] + params[
+        "mlm_norm"
+    ]["bias"]
     ref = t @ params["embeddings"]["word_embeddings"]["embedding"].T + params["mlm_bias"]
     np.testing.assert_allclose(out["mlm_logits"], ref, atol=1e-4)
 
@@ -97,8 +107,11 @@ def test_bfloat16(model_params):
     _, params = model_params
     model = Bert(ARCH, SPEC, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     p16 = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), params)
-    p16 = {k: v for k, v in p16.items() if k not in ("mlm_transform", "mlm_norm", "mlm_bias",
-                                                      "classifier")}
+    p16 = {
+        k: v
+        for k, v in p16.items()
+        if k not in ("mlm_transform", "mlm_norm", "mlm_bias", "classifier")
+    }
     ids, mask = _batch()
     out = model.apply({"params": p16}, ids, mask)["last_hidden_state"]
     ref = Bert(ARCH, SPEC).apply({"params": params}, ids, mask)["last_hidden_state"]
@@ -171,8 +184,11 @@ def test_slice_to_wider_heads_falls_back_to_units(model_params):
 def _close(a, b, rtol=1e-5, atol=1e-6):
     """Trees a and b equal in structure and close leaf by leaf (fp32, highest precision)."""
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(
-        np.asarray(x), np.asarray(y), rtol=rtol, atol=atol), a, b)
+    jax.tree_util.tree_map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol),
+        a,
+        b,
+    )
 
 
 def _scan_pair(depth, **kw):
@@ -184,10 +200,20 @@ def _scan_pair(depth, **kw):
 
 
 def _everything(model, params, ids, mask, positions, rng=None):
-    kw = dict(deterministic=True) if rng is None else dict(deterministic=False,
-                                                           rngs={"dropout": rng})
-    return model.apply({"params": params}, ids, mask, output_hidden_states=True,
-                       output_attentions=True, mlm_positions=positions, **kw)
+    kw = (
+        dict(deterministic=True)
+        if rng is None
+        else dict(deterministic=False, rngs={"dropout": rng})
+    )
+    return model.apply(
+        {"params": params},
+        ids,
+        mask,
+        output_hidden_states=True,
+        output_attentions=True,
+        mlm_positions=positions,
+        **kw,
+    )
 
 
 def _scalar_loss(model, params, ids, mask, positions):
@@ -195,8 +221,10 @@ def _scalar_loss(model, params, ids, mask, positions):
     out = _everything(model, params, ids, mask, positions)
     loss = jnp.mean(jax.nn.log_softmax(out["mlm_logits"])[..., 7]) + jnp.sum(out["logits"] ** 2)
     loss += sum(jnp.mean(jnp.sin(h) * (k + 1)) for k, h in enumerate(out["hidden_states"]))
-    loss += sum(jnp.mean(jnp.where(jnp.isfinite(z) & (z > -1e9), z, 0.0) ** 2)
-                for z in out["attention_logits"])
+    loss += sum(
+        jnp.mean(jnp.where(jnp.isfinite(z) & (z > -1e9), z, 0.0) ** 2)
+        for z in out["attention_logits"]
+    )
     return loss + jnp.mean(out["pooled"])
 
 
@@ -213,16 +241,26 @@ def test_scanned_layers_equal_unrolled_outputs_and_gradients(depth):
     ids, mask = _batch(depth)
     positions = np.array([[1, 2, 5], [0, 3, 9]])
     run = jax.jit(_everything, static_argnums=0)
-    ref, got = run(unrolled, params, ids, mask, positions), run(scanned, stacked, ids, mask,
-                                                               positions)
+    ref, got = (
+        run(unrolled, params, ids, mask, positions),
+        run(scanned, stacked, ids, mask, positions),
+    )
     assert len(got["hidden_states"]) == depth + 1 and len(got["attention_logits"]) == depth
-    assert set(got) == {"last_hidden_state", "pooled", "hidden_states", "attention_logits",
-                        "mlm_logits", "logits"}
+    assert set(got) == {
+        "last_hidden_state",
+        "pooled",
+        "hidden_states",
+        "attention_logits",
+        "mlm_logits",
+        "logits",
+    }
     _close(got, ref)
     np.testing.assert_array_equal(got["hidden_states"][-1], got["last_hidden_state"])
     grad = jax.jit(jax.grad(_scalar_loss, argnums=1), static_argnums=0)
-    g_ref, g_got = grad(unrolled, params, ids, mask, positions), grad(scanned, stacked, ids,
-                                                                      mask, positions)
+    g_ref, g_got = (
+        grad(unrolled, params, ids, mask, positions),
+        grad(scanned, stacked, ids, mask, positions),
+    )
     assert float(jnp.abs(g_ref["layer_0"]["ffn_in"]["kernel"]).max()) > 1e-4  # not vacuous
     _close(unstack_layers(g_got, depth), g_ref)
 
@@ -249,10 +287,14 @@ def test_remat_gives_the_same_gradients():
 def test_stack_unstack_round_trip_is_exact(model_params):
     _, params = model_params
     stacked = stack_layers(params, ARCH.depth)
-    assert "layer_0" not in stacked and stacked["layers"]["attention"]["query"]["kernel"].shape \
-        == (2, 32, 32)
-    np.testing.assert_array_equal(stacked["layers"]["ffn_out"]["bias"][1],
-                                  params["layer_1"]["ffn_out"]["bias"])
+    assert "layer_0" not in stacked and stacked["layers"]["attention"]["query"]["kernel"].shape == (
+        2,
+        32,
+        32,
+    )
+    np.testing.assert_array_equal(
+        stacked["layers"]["ffn_out"]["bias"][1], params["layer_1"]["ffn_out"]["bias"]
+    )
     back = unstack_layers(stacked, ARCH.depth)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
@@ -278,8 +320,7 @@ def test_scanned_dropout_is_deterministic_per_rng():
     c = run(scanned, stacked, ids, mask, positions, jax.random.PRNGKey(2))
     d = run(scanned, stacked, ids, mask, positions)
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
-    assert not np.allclose(a["logits"], c["logits"]) and not np.allclose(a["logits"],
-                                                                          d["logits"])
+    assert not np.allclose(a["logits"], c["logits"]) and not np.allclose(a["logits"], d["logits"])
     # each layer draws its own mask: the dropped-out residual branches differ between layers
     for k in range(1, 4):
         assert not np.allclose(a["hidden_states"][k], d["hidden_states"][k])
@@ -295,13 +336,17 @@ def test_scanned_logical_axes_name_the_layers_axis():
 def _kd_data(teacher_depth=2, teacher_hidden=24, n=4, length=10):
     rng = np.random.default_rng(0)
     ids, mask = _batch(b=n, l=length)
-    rows = {"input_ids": ids, "attention_mask": mask,
-            "token_type_ids": np.zeros_like(ids),
-            "mlm_positions": np.tile(np.array([[1, 2, 4]]), (n, 1)),
-            "mlm_ids": rng.integers(5, 64, (n, 3)).astype(np.int32),
-            "mlm_weights": np.ones((n, 3), np.float32)}
-    teacher = {"hidden": rng.normal(size=(n, teacher_depth + 1, length, teacher_hidden))
-               .astype(np.float16)}
+    rows = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": np.zeros_like(ids),
+        "mlm_positions": np.tile(np.array([[1, 2, 4]]), (n, 1)),
+        "mlm_ids": rng.integers(5, 64, (n, 3)).astype(np.int32),
+        "mlm_weights": np.ones((n, 3), np.float32),
+    }
+    teacher = {
+        "hidden": rng.normal(size=(n, teacher_depth + 1, length, teacher_hidden)).astype(np.float16)
+    }
     data = distill.KDData(rows, rows, teacher, teacher, teacher_depth, teacher_hidden, 64)
     return data, distill.kd_rows(rows, teacher)
 
@@ -313,8 +358,11 @@ def test_kd_student_with_scanned_layers_has_the_same_loss_and_gradients():
     ref = distill.build_student(arch, data, SPEC, weights, seed=0)
     got = distill.build_student(arch, data, SPEC, weights, seed=0, scan_layers=True)
     assert got.model.scan_layers and "layers" in got.params["student"]
-    jax.tree_util.tree_map(np.testing.assert_array_equal,
-                           unstack_layers(got.params["student"], 3), ref.params["student"])
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal,
+        unstack_layers(got.params["student"], 3),
+        ref.params["student"],
+    )
 
     def run(student):
         fn = lambda p: student.loss_fn(p, batch, jax.random.PRNGKey(0), deterministic=True)
@@ -340,6 +388,5 @@ def test_proxy_config_passes_scan_layers_to_the_student(monkeypatch):
     monkeypatch.setattr(distill, "build_student", fake_build_student)
     for flag in (False, True):
         with pytest.raises(Stop):
-            proxy.proxy_error(Arch(1, 2, 32, 64), None, SPEC,
-                              proxy.ProxyConfig(scan_layers=flag))
+            proxy.proxy_error(Arch(1, 2, 32, 64), None, SPEC, proxy.ProxyConfig(scan_layers=flag))
         assert seen["scan_layers"] is flag

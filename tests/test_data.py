@@ -11,6 +11,7 @@ import pytest
 import tokenizers
 from tokenizers import models, normalizers, pre_tokenizers
 
+from bort_jax import hf
 from bort_jax.data import mlm, text
 
 TINY_VOCAB = [
@@ -168,8 +169,8 @@ def test_pack_empty_corpus_raises():
 
 def test_pack_embedded_corpus_with_minilm(minilm_tokenizer):
     docs = text.embedded_corpus()
-    ids = text.special_token_ids(minilm_tokenizer)
-    cls, sep, pad = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
+    ids = hf.special_ids(minilm_tokenizer)
+    cls, sep, pad = ids["cls"], ids["sep"], ids["pad"]
     assert (cls, sep, pad) == (101, 102, 0)
     rows = text.tokenize_and_pack(docs, minilm_tokenizer, 128, cls, sep, pad)
     # MiniLM's tokenizer.json truncates to 128; packing must see the full documents.

@@ -4,6 +4,7 @@ The mesh tests need 8 devices: `.ci/run` runs this file in a second pytest proce
 XLA_FLAGS=--xla_force_host_platform_device_count=8 (8 fake CPU devices); in the default
 single-device process they are skipped with that reason.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,8 @@ from bort_jax.models.bert import Bert, init_params, logical_axes, stack_layers
 
 needs_8 = pytest.mark.skipif(
     jax.device_count() < 8,
-    reason="needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (.ci/run)")
+    reason="needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (.ci/run)",
+)
 
 ARCH, SPEC = Arch(2, 4, 32, 64), Spec(vocab_size=64, max_positions=16, pooler=True)
 
@@ -26,7 +28,8 @@ def test_param_axes_reproduce_the_model_annotations():
     model = Bert(ARCH, SPEC, mlm_head=True, num_labels=3)
     declared = logical_axes(model)
     flat = jax.tree_util.tree_flatten_with_path(
-        declared, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]
+        declared, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    )[0]
     assert len(flat) > 20
     for path, spec in flat:
         name = sharding._path_str(path)
@@ -41,7 +44,8 @@ def test_param_axes_reproduce_the_scanned_model_annotations():
     model = Bert(ARCH, SPEC, mlm_head=True, num_labels=3, scan_layers=True)
     declared = logical_axes(model)
     flat = jax.tree_util.tree_flatten_with_path(
-        declared, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]
+        declared, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    )[0]
     names = [sharding._path_str(path) for path, _ in flat]
     stacked = [spec for name, (_, spec) in zip(names, flat) if name.startswith("layers/")]
     assert len(stacked) == 16 and all(spec[0] == "layers" for spec in stacked)
@@ -50,9 +54,11 @@ def test_param_axes_reproduce_the_scanned_model_annotations():
         assert sharding.param_axes(name, len(spec)) == tuple(spec), name
     # deeper in a KD / optimizer tree; the unrolled layout is unchanged
     assert sharding.param_axes("opt/0/mu/student/layers/ffn_in/kernel", 3) == (
-        "layers", "embed", "mlp")
-    assert sharding.param_axes("opt/0/mu/student/layers/ffn_norm/scale", 2) == (
-        "layers", "embed")
+        "layers",
+        "embed",
+        "mlp",
+    )
+    assert sharding.param_axes("opt/0/mu/student/layers/ffn_norm/scale", 2) == ("layers", "embed")
     assert sharding.param_axes("student/layer_1/ffn_in/kernel", 3) == (None, None, None)
 
 
@@ -95,13 +101,23 @@ def _problem():
 def _run(partitioner=None, steps=4, workdir=None, checkpoint_every=0):
     params, batches, loss_fn = _problem()
     loop = train.LoopConfig(num_steps=steps, log_every=1, checkpoint_every=checkpoint_every)
-    return train.train(loss_fn, params, batches, loop, train.OptimConfig(learning_rate=1e-2),
-                       workdir=workdir, partitioner=partitioner)
+    return train.train(
+        loss_fn,
+        params,
+        batches,
+        loop,
+        train.OptimConfig(learning_rate=1e-2),
+        workdir=workdir,
+        partitioner=partitioner,
+    )
 
 
 def _assert_close(a, b, atol=2e-5):
-    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(
-        np.asarray(x), np.asarray(y), atol=atol, rtol=1e-4), a, b)
+    jax.tree_util.tree_map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-4),
+        a,
+        b,
+    )
 
 
 @needs_8
@@ -113,8 +129,9 @@ def test_sharded_step_equals_unsharded_on_mesh(mesh):
         with part.activate():  # callers of train.train change nothing
             out = _run()
     _assert_close(out.state.params, ref.state.params)
-    assert [r["loss"] for r in out.history] == pytest.approx([r["loss"] for r in ref.history],
-                                                             rel=1e-5)
+    assert [r["loss"] for r in out.history] == pytest.approx(
+        [r["loss"] for r in ref.history], rel=1e-5
+    )
     kernel = out.state.params["layer_0"]["ffn_in"]["kernel"]
     if mesh.get("model", 1) > 1:  # [embed, mlp] split over (fsdp, model)
         assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model")
@@ -151,6 +168,7 @@ def test_checkpoint_saved_on_one_mesh_restores_onto_another_mesh(tmp_path):
         # drop the final checkpoint: the rerun restores step 3 (saved on data=8) onto a
         # (2, 2, 2) mesh and trains steps 4-6 there
         import shutil
+
         shutil.rmtree(tmp_path / "checkpoints" / "6")
         second = sharding.Partitioner.from_config(sharding.MeshConfig(data=2, fsdp=2, model=2))
         out = _run(second, steps=6, workdir=tmp_path, checkpoint_every=3)

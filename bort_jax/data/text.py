@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import tokenizers
@@ -294,17 +294,3 @@ def split_train_heldout(
     held = np.sort(perm[:k])
     train = np.sort(perm[k:])
     return seqs[train], seqs[held]
-
-
-def special_token_ids(
-    tokenizer: tokenizers.Tokenizer,
-    names: Sequence[str] = ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"),
-) -> dict[str, int]:
-    """Ids of the named special tokens (``KeyError`` if one is missing from the vocab)."""
-    out = {}
-    for name in names:
-        token_id = tokenizer.token_to_id(name)
-        if token_id is None:
-            raise KeyError(f"token {name!r} is not in the tokenizer vocabulary")
-        out[name] = token_id
-    return out

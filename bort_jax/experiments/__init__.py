@@ -24,6 +24,7 @@ config and workdir ends with the same results as an uninterrupted run:
 
 Wall-clock fields are named `seconds`; they are the only fields a rerun may change.
 """
+
 from __future__ import annotations
 
 import json
@@ -103,8 +104,9 @@ def without_seconds(x: Any) -> Any:
     return x
 
 
-def agora_config(section: Mapping[str, Any], seed: int,
-                 where: str = "config.agora") -> agora.AgoraConfig:
+def agora_config(
+    section: Mapping[str, Any], seed: int, where: str = "config.agora"
+) -> agora.AgoraConfig:
     """`AgoraConfig` from a config section (every field but `seed`; max_synthetic 0 = no cap).
 
     Raises:
@@ -113,8 +115,9 @@ def agora_config(section: Mapping[str, Any], seed: int,
     """
     values = dict(to_plain(section))
     if "seed" in values:
-        raise ConfigError(f"{where}.seed: Agora's seed is the experiment seed "
-                          "(config.seeds); remove it")
+        raise ConfigError(
+            f"{where}.seed: Agora's seed is the experiment seed (config.seeds); remove it"
+        )
     values["max_synthetic"] = values.get("max_synthetic") or None
     return from_config(agora.AgoraConfig, dict(values, seed=seed), where)
 
@@ -144,10 +147,11 @@ def open_workdir(workdir: str | os.PathLike | None, config: Any) -> Path | None:
         if before == plain:
             return path
         if results:
-            changed = sorted(k for k in set(before) | set(plain)
-                             if before.get(k) != plain.get(k))
-            raise ValueError(f"{path} holds a run of another config (differs in "
-                             f"{', '.join(changed)}); rerun it unchanged or use a new --workdir")
+            changed = sorted(k for k in set(before) | set(plain) if before.get(k) != plain.get(k))
+            raise ValueError(
+                f"{path} holds a run of another config (differs in "
+                f"{', '.join(changed)}); rerun it unchanged or use a new --workdir"
+            )
     files.atomic_write_json(saved, plain)
     return path
 
@@ -175,12 +179,10 @@ def subdir(workdir: Path | None, *parts: str) -> Path | None:
     return None if workdir is None else workdir.joinpath(*parts)
 
 
-def write_report(workdir: Path | None, name: str, report: Mapping[str, Any],
-                 markdown: str) -> None:
+def write_report(workdir: Path | None, name: str, report: Mapping[str, Any], markdown: str) -> None:
     """`name`.json (the report) and `name`.md (its tables), atomically; written last, so
     their presence marks a finished run."""
     if workdir is None:
         return
     files.atomic_write_json(workdir / f"{name}.json", jsonable(report))
     files.atomic_write_text(workdir / f"{name}.md", markdown)
-

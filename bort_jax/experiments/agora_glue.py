@@ -37,6 +37,7 @@ Workdir (resumable, see `bort_jax.experiments`):
 
     python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=runs/agora_glue
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,54 +80,57 @@ class StageConfig:
     clip_norm: float
     dropout_rate: float
     log_every: int
-    checkpoint_every: int        # 0 = only at the end of each fit
+    checkpoint_every: int  # 0 = only at the end of each fit
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelerConfig(StageConfig):
     """The labeler's stage, its agora-half evaluations and its training data size."""
 
-    eval_every: int              # 0 = only at the end
-    train_examples: int          # 0 = the student's n_train, -1 = all, N = N examples
+    eval_every: int  # 0 = only at the end
+    train_examples: int  # 0 = the student's n_train, -1 = all, N = N examples
 
     def __post_init__(self) -> None:
         if self.train_examples < -1:
-            raise ValueError(f"labeler.train_examples must be -1, 0 or positive, "
-                             f"got {self.train_examples}")
+            raise ValueError(
+                f"labeler.train_examples must be -1, 0 or positive, got {self.train_examples}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class GlueConfig:
     """One GLUE Agora experiment (see configs/agora_glue.py for every field)."""
 
-    tasks: str                   # comma-separated classification tasks
-    init: str                    # HF checkpoint dir; "" = the installed all-MiniLM-L6-v2
-    data_dir: str                # GLUE file layout; "" = $BORT_DATA_DIR, else TFDS
+    tasks: str  # comma-separated classification tasks
+    init: str  # HF checkpoint dir; "" = the installed all-MiniLM-L6-v2
+    data_dir: str  # GLUE file layout; "" = $BORT_DATA_DIR, else TFDS
     n_train: int
     data_seed: int
-    max_dev_examples: int        # 0 = the whole dev split
+    max_dev_examples: int  # 0 = the whole dev split
     split_seed: int
     agora_fraction: float
     seeds: str
     max_seq_len: int
     length_bucket: int
     eval_batch_size: int
-    student_arch: str            # "D,A,H,I" sliced from init
-    n_examples: int              # perturbed sentences shown in the report
+    student_arch: str  # "D,A,H,I" sliced from init
+    n_examples: int  # perturbed sentences shown in the report
     control_restarts: bool
     control_distill: bool
     distill_pool_size: int
-    compilation_cache: str       # JAX persistent cache dir (relative: in the workdir); "" off
+    compilation_cache: str  # JAX persistent cache dir (relative: in the workdir); "" off
     student: StageConfig
     labeler: LabelerConfig
-    agora: dict                  # AgoraConfig fields but seed; max_synthetic 0 = no cap
+    agora: dict  # AgoraConfig fields but seed; max_synthetic 0 = no cap
 
     def __post_init__(self) -> None:
         ex.parse_seeds(self.seeds)
         for task in self.task_list:
             if task.kind != "classification":
-                raise ConfigError(f"config.tasks: {task.name} is a {task.kind} task; "
-                                  "agora_glue handles classification")
+                raise ConfigError(
+                    f"config.tasks: {task.name} is a {task.kind} task; "
+                    "agora_glue handles classification"
+                )
         Arch.parse(self.student_arch)
         ex.agora_config(self.agora, 0)
 
@@ -145,9 +149,13 @@ class GlueConfig:
 def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.FinetuneConfig:
     """The FinetuneConfig of a `student` / `labeler` stage plus the shared fields."""
     values = {k: v for k, v in to_plain(section).items() if k != "train_examples"}
-    return ft.FinetuneConfig(**values, seed=seed, max_seq_len=cfg.max_seq_len,
-                             length_bucket=cfg.length_bucket,
-                             eval_batch_size=cfg.eval_batch_size)
+    return ft.FinetuneConfig(
+        **values,
+        seed=seed,
+        max_seq_len=cfg.max_seq_len,
+        length_bucket=cfg.length_bucket,
+        eval_batch_size=cfg.eval_batch_size,
+    )
 
 
 def labeler_limit(cfg: GlueConfig) -> int:
@@ -172,18 +180,21 @@ class TaskData:
     heldout_idx: np.ndarray
     train_idx: np.ndarray
     labeler_train_idx: np.ndarray
-    labeler_train: Arrays | None = None     # None = the student's `train`
-    distill_pool: Arrays | None = None      # unlabeled-text control (gold labels unused)
+    labeler_train: Arrays | None = None  # None = the student's `train`
+    distill_pool: Arrays | None = None  # unlabeled-text control (gold labels unused)
 
     @property
     def labeler_rows(self) -> Arrays:
         return self.train if self.labeler_train is None else self.labeler_train
 
     def sizes(self) -> dict[str, int]:
-        return {"train": batching.num_rows(self.train),
-                "labeler_train": batching.num_rows(self.labeler_rows),
-                "dev": len(self.agora_idx) + len(self.heldout_idx),
-                "agora_dev": len(self.agora_idx), "heldout": len(self.heldout_idx)}
+        return {
+            "train": batching.num_rows(self.train),
+            "labeler_train": batching.num_rows(self.labeler_rows),
+            "dev": len(self.agora_idx) + len(self.heldout_idx),
+            "agora_dev": len(self.agora_idx),
+            "heldout": len(self.heldout_idx),
+        }
 
 
 def subsample_indices(n: int, limit: int, seed: int) -> np.ndarray:
@@ -191,8 +202,9 @@ def subsample_indices(n: int, limit: int, seed: int) -> np.ndarray:
     return np.asarray(subsample(range(n), limit, seed), np.int64)
 
 
-def distill_pool_indices(n: int, train_idx: np.ndarray, labeler_idx: np.ndarray,
-                         size: int, seed: int) -> np.ndarray:
+def distill_pool_indices(
+    n: int, train_idx: np.ndarray, labeler_idx: np.ndarray, size: int, seed: int
+) -> np.ndarray:
     """Up to `size` training-split rows outside the student's set, preferring rows the
     labeler was not trained on either (random order, seeded)."""
     outside = np.setdiff1d(np.arange(n), np.union1d(train_idx, labeler_idx))
@@ -208,10 +220,12 @@ def load_task_data(task: Task, cfg: GlueConfig, tokenizer: Any) -> TaskData:
     train_idx = subsample_indices(len(all_train), cfg.n_train, cfg.data_seed)
     lab_idx = subsample_indices(len(all_train), labeler_limit(cfg), cfg.data_seed)
     if len(lab_idx) >= len(train_idx):
-        assert set(train_idx.tolist()) <= set(lab_idx.tolist()), \
+        assert set(train_idx.tolist()) <= set(lab_idx.tolist()), (
             "the student's training rows must be a subset of the labeler's"
-    dev_ex = subsample(load_examples(task, task.eval_splits[0], cfg.data_dir),
-                       cfg.max_dev_examples, cfg.data_seed)
+        )
+    dev_ex = subsample(
+        load_examples(task, task.eval_splits[0], cfg.data_dir), cfg.max_dev_examples, cfg.data_seed
+    )
     agora_idx, heldout_idx = agora.split_dev(len(dev_ex), cfg.agora_fraction, cfg.split_seed)
     agora.assert_disjoint(agora_idx, heldout_idx)
     assert len(agora_idx) + len(heldout_idx) == len(dev_ex)
@@ -220,12 +234,23 @@ def load_task_data(task: Task, cfg: GlueConfig, tokenizer: Any) -> TaskData:
     dev = encode(dev_ex)
     pool = None
     if cfg.control_distill:
-        pool = rows(distill_pool_indices(len(all_train), train_idx, lab_idx,
-                                         cfg.distill_pool_size, cfg.data_seed))
-    return TaskData(task, rows(train_idx), batching.take(dev, agora_idx),
-                    batching.take(dev, heldout_idx), agora_idx, heldout_idx, train_idx,
-                    lab_idx, None if np.array_equal(lab_idx, train_idx) else rows(lab_idx),
-                    pool)
+        pool = rows(
+            distill_pool_indices(
+                len(all_train), train_idx, lab_idx, cfg.distill_pool_size, cfg.data_seed
+            )
+        )
+    return TaskData(
+        task,
+        rows(train_idx),
+        batching.take(dev, agora_idx),
+        batching.take(dev, heldout_idx),
+        agora_idx,
+        heldout_idx,
+        train_idx,
+        lab_idx,
+        None if np.array_equal(lab_idx, train_idx) else rows(lab_idx),
+        pool,
+    )
 
 
 def row_keys(arrays: Arrays) -> list[bytes]:
@@ -252,8 +277,9 @@ def metric_fn(task: Task) -> Callable[[np.ndarray, np.ndarray], float]:
 
 def predict_labels(model: Bert, params: Any, inputs: Arrays, cfg: GlueConfig) -> np.ndarray:
     """Argmax class ids [N]."""
-    return np.argmax(ft.predict(model, params, inputs, cfg.eval_batch_size,
-                                cfg.length_bucket), axis=-1)
+    return np.argmax(
+        ft.predict(model, params, inputs, cfg.eval_batch_size, cfg.length_bucket), axis=-1
+    )
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -264,12 +290,15 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.take_along_axis(log_p, np.asarray(labels)[:, None], -1)))
 
 
-def score_rows(model: Bert, params: Any, rows: Arrays, task: Task,
-               cfg: GlueConfig) -> tuple[float, float]:
+def score_rows(
+    model: Bert, params: Any, rows: Arrays, task: Task, cfg: GlueConfig
+) -> tuple[float, float]:
     """(task.primary_metric, mean cross-entropy) of labelled `rows` under `params`."""
     logits = ft.predict(model, params, rows, cfg.eval_batch_size, cfg.length_bucket)
-    return (metric_fn(task)(np.argmax(logits, -1), rows["label"]),
-            cross_entropy(logits, rows["label"]))
+    return (
+        metric_fn(task)(np.argmax(logits, -1), rows["label"]),
+        cross_entropy(logits, rows["label"]),
+    )
 
 
 def dev_scores(data: TaskData, model: Bert, params: Any, cfg: GlueConfig) -> dict:
@@ -281,11 +310,19 @@ def dev_scores(data: TaskData, model: Bert, params: Any, cfg: GlueConfig) -> dic
     return out
 
 
-def fit_student(model: Bert, init: Any, kind: str, rows: Arrays, scfg: ft.FinetuneConfig,
-                workdir: Path | None, desc: str) -> Any:
+def fit_student(
+    model: Bert,
+    init: Any,
+    kind: str,
+    rows: Arrays,
+    scfg: ft.FinetuneConfig,
+    workdir: Path | None,
+    desc: str,
+) -> Any:
     """One student fit from `init` (resumes from `workdir`'s checkpoints); host params."""
-    result = ft.train_on_arrays(model, init, kind, rows, scfg, scfg.num_steps,
-                                workdir=workdir, desc=desc)
+    result = ft.train_on_arrays(
+        model, init, kind, rows, scfg, scfg.num_steps, workdir=workdir, desc=desc
+    )
     return ft.host_copy(result.state.params)
 
 
@@ -299,8 +336,9 @@ class Labeler:
     pool_labels: np.ndarray | None
 
 
-def train_labeler(ckpt: hf.Checkpoint, init_dir: str, data: TaskData, cfg: GlueConfig,
-                  workdir: Path | None) -> Labeler:
+def train_labeler(
+    ckpt: hf.Checkpoint, init_dir: str, data: TaskData, cfg: GlueConfig, workdir: Path | None
+) -> Labeler:
     """The full checkpoint fine-tuned on the labeler's rows, best step on the agora half
     (`finetune.run_prepared`: with a workdir it resumes from its checkpoints, and a finished
     labeler is reloaded from `workdir/best_model` instead of retrained)."""
@@ -308,17 +346,28 @@ def train_labeler(ckpt: hf.Checkpoint, init_dir: str, data: TaskData, cfg: GlueC
     lcfg = stage_config(cfg.labeler, cfg, seed=0)
     model, params = ft.build_classifier(ckpt, data.task, dropout_rate=lcfg.dropout_rate)
     steps, _ = ft.resolve_steps(lcfg, batching.num_rows(data.labeler_rows))
-    prep = ft.Prepared(config=lcfg, task=data.task, model=model, params=params,
-                       train=data.labeler_rows, dev=data.agora_dev, dev_groups=None,
-                       tokenizer_dir=init_dir, num_steps=steps,
-                       eval_every=lcfg.eval_every or steps)
+    prep = ft.Prepared(
+        config=lcfg,
+        task=data.task,
+        model=model,
+        params=params,
+        train=data.labeler_rows,
+        dev=data.agora_dev,
+        dev_groups=None,
+        tokenizer_dir=init_dir,
+        num_steps=steps,
+        eval_every=lcfg.eval_every or steps,
+    )
     out = ft.run_prepared(prep, workdir)
     best = out["params"]
-    record = {"best_step": out["best_step"], **dev_scores(data, model, best, cfg),
-              "heldout_rows_in_train": count_in(data.labeler_rows,
-                                                set(row_keys(data.heldout)))}
-    pool = (None if data.distill_pool is None
-            else predict_labels(model, best, data.distill_pool, cfg))
+    record = {
+        "best_step": out["best_step"],
+        **dev_scores(data, model, best, cfg),
+        "heldout_rows_in_train": count_in(data.labeler_rows, set(row_keys(data.heldout))),
+    }
+    pool = (
+        None if data.distill_pool is None else predict_labels(model, best, data.distill_pool, cfg)
+    )
     record["seconds"] = time.perf_counter() - t0
     return Labeler(model, best, record, pool)
 
@@ -339,8 +388,13 @@ def text_tools(ckpt: hf.Checkpoint, tokenizer: Any) -> TextTools:
     """`TextTools` over the word embeddings of `ckpt` and the special ids of `tokenizer`."""
     table = np.asarray(ckpt.params["embeddings"]["word_embeddings"]["embedding"], np.float32)
     special = tuple(sorted(set(hf.special_ids(tokenizer).values())))
-    return TextTools(table, special, agora.token_embedding_represent(table),
-                     agora.text_decode_fn(table, special), agora.text_perturb_mask(special))
+    return TextTools(
+        table,
+        special,
+        agora.token_embedding_represent(table),
+        agora.text_decode_fn(table, special),
+        agora.text_perturb_mask(special),
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -357,77 +411,128 @@ def labeler_fn(labeler: Labeler) -> Any:
 # ------------------------------------------------------------------------------ a seed
 
 
-def run_seed(data: TaskData, ckpt: hf.Checkpoint, labeler: Labeler, tools: TextTools,
-             cfg: GlueConfig, seed: int, workdir: Path | None) -> dict:
+def run_seed(
+    data: TaskData,
+    ckpt: hf.Checkpoint,
+    labeler: Labeler,
+    tools: TextTools,
+    cfg: GlueConfig,
+    seed: int,
+    workdir: Path | None,
+) -> dict:
     """Plain (round 0) and Agora (best round) held-out metrics of one seed, with history
     and the controls. Student fits resume from `workdir/<stage>` checkpoints."""
     t0 = time.perf_counter()
     task = data.task
     scfg = stage_config(cfg.student, cfg, seed)
-    model, params = ft.build_classifier(ckpt, task, Arch.parse(cfg.student_arch),
-                                        dropout_rate=scfg.dropout_rate, seed=seed)
+    model, params = ft.build_classifier(
+        ckpt, task, Arch.parse(cfg.student_arch), dropout_rate=scfg.dropout_rate, seed=seed
+    )
     init = ft.host_copy(params)
     score = metric_fn(task)
     heldout_keys = set(row_keys(data.heldout))
     n_real = batching.num_rows(data.train)
 
     def fit_fn(rows: Arrays, round_: int, rng: jax.Array) -> Any:
-        return fit_student(model, init, task.kind, rows, scfg,
-                           ex.subdir(workdir, f"round{round_}"), f"student r{round_}")
+        return fit_student(
+            model,
+            init,
+            task.kind,
+            rows,
+            scfg,
+            ex.subdir(workdir, f"round{round_}"),
+            f"student r{round_}",
+        )
 
     def callback(round_: int, state: Any, train_set: Arrays, record: dict) -> None:
         synthetic = np.asarray(train_set["synthetic"], bool)
         assert int((~synthetic).sum()) == n_real, "real training rows changed"
         record["heldout_metric"], record["heldout_loss"] = score_rows(
-            model, state, data.heldout, task, cfg)
+            model, state, data.heldout, task, cfg
+        )
         record["heldout_rows_in_train_real"] = count_in(train_set, heldout_keys, ~synthetic)
-        record["heldout_rows_in_train_synthetic"] = count_in(train_set, heldout_keys,
-                                                             synthetic)
+        record["heldout_rows_in_train_synthetic"] = count_in(train_set, heldout_keys, synthetic)
         record["seconds"] = time.perf_counter() - t0
-        ex.log(f"[{task.name} seed {seed}] round {round_}: agora-dev "
-               f"{record['agora_dev_metric']:.3f} held-out {record['heldout_metric']:.3f} "
-               f"errors {record['n_errors']} new {record['n_new']} "
-               f"({record['seconds']:.0f} s)")
+        ex.log(
+            f"[{task.name} seed {seed}] round {round_}: agora-dev "
+            f"{record['agora_dev_metric']:.3f} held-out {record['heldout_metric']:.3f} "
+            f"errors {record['n_errors']} new {record['n_new']} "
+            f"({record['seconds']:.0f} s)"
+        )
 
     result = agora.run_agora(
-        data.train, data.agora_dev, fit_fn,
+        data.train,
+        data.agora_dev,
+        fit_fn,
         lambda state, inputs: predict_labels(model, state, inputs, cfg),
-        tools.represent_fn, tools.decode_fn, labeler_fn(labeler), ex.agora_config(
-            cfg.agora, seed), metric_fn=score, perturb_mask_fn=tools.perturb_mask_fn,
-        callback=callback)
+        tools.represent_fn,
+        tools.decode_fn,
+        labeler_fn(labeler),
+        ex.agora_config(cfg.agora, seed),
+        metric_fn=score,
+        perturb_mask_fn=tools.perturb_mask_fn,
+        callback=callback,
+    )
     history = ex.jsonable(result.history)
     fit = functools.partial(fit_student, model, init, task.kind)
-    control = (restarts_control(data, fit, model, scfg, history[0], len(history) - 1, cfg,
-                                workdir) if cfg.control_restarts else None)
-    distill = (distill_control(data, fit, model, scfg, labeler, cfg,
-                               max(r["n_synthetic"] for r in history), workdir)
-               if data.distill_pool is not None else None)
+    control = (
+        restarts_control(data, fit, model, scfg, history[0], len(history) - 1, cfg, workdir)
+        if cfg.control_restarts
+        else None
+    )
+    distill = (
+        distill_control(
+            data, fit, model, scfg, labeler, cfg, max(r["n_synthetic"] for r in history), workdir
+        )
+        if data.distill_pool is not None
+        else None
+    )
     if distill is not None:
-        ex.log(f"[{task.name} seed {seed}] distill control: {distill['n_extra']} pseudo-"
-               f"labelled rows (labeler = gold {distill['labeler_equals_gold']}), agora-dev "
-               f"{distill['agora_dev']:.3f} held-out {distill['heldout']:.3f}")
-    return {"seed": seed, "plain": history[0]["heldout_metric"],
-            "plain_best_of": None if control is None else control["heldout"],
-            "control": control,
-            "distill": None if distill is None else distill["heldout"],
-            "distill_control": distill,
-            "agora": history[result.best_round]["heldout_metric"],
-            "plain_agora_dev": history[0]["agora_dev_metric"],
-            "agora_agora_dev": result.best_metric, "best_round": result.best_round,
-            "radius": result.radius,
-            "final_train_size": batching.num_rows(result.train_set),
-            "history": history, "seconds": time.perf_counter() - t0}
+        ex.log(
+            f"[{task.name} seed {seed}] distill control: {distill['n_extra']} pseudo-"
+            f"labelled rows (labeler = gold {distill['labeler_equals_gold']}), agora-dev "
+            f"{distill['agora_dev']:.3f} held-out {distill['heldout']:.3f}"
+        )
+    return {
+        "seed": seed,
+        "plain": history[0]["heldout_metric"],
+        "plain_best_of": None if control is None else control["heldout"],
+        "control": control,
+        "distill": None if distill is None else distill["heldout"],
+        "distill_control": distill,
+        "agora": history[result.best_round]["heldout_metric"],
+        "plain_agora_dev": history[0]["agora_dev_metric"],
+        "agora_agora_dev": result.best_metric,
+        "best_round": result.best_round,
+        "radius": result.radius,
+        "final_train_size": batching.num_rows(result.train_set),
+        "history": history,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
-def restarts_control(data: TaskData, fit: Callable, model: Bert, scfg: ft.FinetuneConfig,
-                     round0: Mapping[str, Any], extra: int, cfg: GlueConfig,
-                     workdir: Path | None) -> dict:
+def restarts_control(
+    data: TaskData,
+    fit: Callable,
+    model: Bert,
+    scfg: ft.FinetuneConfig,
+    round0: Mapping[str, Any],
+    extra: int,
+    cfg: GlueConfig,
+    workdir: Path | None,
+) -> dict:
     """Same number of fits as Agora, no synthetic data: round 0 plus `extra` plain fits
     with other training seeds (data order, dropout); the best on the agora half (first
     maximum) is scored on the held-out half. Separates 'selection over several fits' from
     'synthetic data'."""
-    runs = [{"train_seed": scfg.seed, "agora_dev": round0["agora_dev_metric"],
-             "heldout": round0["heldout_metric"], "heldout_loss": round0["heldout_loss"]}]
+    runs = [
+        {
+            "train_seed": scfg.seed,
+            "agora_dev": round0["agora_dev_metric"],
+            "heldout": round0["heldout_metric"],
+            "heldout_loss": round0["heldout_loss"],
+        }
+    ]
     for j in range(1, extra + 1):
         rcfg = scfg.replace(seed=scfg.seed + 1000 * j)
         params = fit(data.train, rcfg, ex.subdir(workdir, f"restart{j}"), f"restart {j}")
@@ -436,26 +541,41 @@ def restarts_control(data: TaskData, fit: Callable, model: Bert, scfg: ft.Finetu
     return {"runs": runs, "best": best, "heldout": runs[best]["heldout"]}
 
 
-def distill_control(data: TaskData, fit: Callable, model: Bert, scfg: ft.FinetuneConfig,
-                    labeler: Labeler, cfg: GlueConfig, n_extra: int,
-                    workdir: Path | None) -> dict:
+def distill_control(
+    data: TaskData,
+    fit: Callable,
+    model: Bert,
+    scfg: ft.FinetuneConfig,
+    labeler: Labeler,
+    cfg: GlueConfig,
+    n_extra: int,
+    workdir: Path | None,
+) -> dict:
     """The student trained (same init, steps, seed) on its real rows plus `n_extra` random
     unlabeled training-split sentences labelled by the labeler (Agora's largest synthetic
     pool size): what the labeler's knowledge gives without Agora's targeted sampling."""
-    pick = np.random.default_rng(scfg.seed).permutation(
-        batching.num_rows(data.distill_pool))[:n_extra]
+    pick = np.random.default_rng(scfg.seed).permutation(batching.num_rows(data.distill_pool))[
+        :n_extra
+    ]
     rows = batching.take(data.distill_pool, pick)
     gold = rows["label"]
     rows["label"] = labeler.pool_labels[pick].astype(gold.dtype)
-    params = fit(batching.concat(data.train, rows), scfg, ex.subdir(workdir, "distill"),
-                 "distill")
-    return {"n_extra": int(len(pick)),
-            "labeler_equals_gold": float(np.mean(rows["label"] == gold)) if len(pick) else None,
-            **dev_scores(data, model, params, cfg)}
+    params = fit(batching.concat(data.train, rows), scfg, ex.subdir(workdir, "distill"), "distill")
+    return {
+        "n_extra": int(len(pick)),
+        "labeler_equals_gold": float(np.mean(rows["label"] == gold)) if len(pick) else None,
+        **dev_scores(data, model, params, cfg),
+    }
 
 
-def perturbation_examples(data: TaskData, labeler: Labeler, tools: TextTools,
-                          cfg: GlueConfig, radius: float, tokenizer: Any) -> dict:
+def perturbation_examples(
+    data: TaskData,
+    labeler: Labeler,
+    tools: TextTools,
+    cfg: GlueConfig,
+    radius: float,
+    tokenizer: Any,
+) -> dict:
     """Share of perturbable tokens changed by one sampling round over the first 16 agora-half
     rows (`agora.token_change_rate`), and the first `n_examples` decoded samples."""
     n = min(16, batching.num_rows(data.agora_dev))
@@ -463,13 +583,25 @@ def perturbation_examples(data: TaskData, labeler: Labeler, tools: TextTools,
     acfg, rng = ex.agora_config(cfg.agora, 0), jax.random.PRNGKey(0)
     rate = agora.token_change_rate(rng, tools.table, centers, tools.special, radius, acfg)
     _, out, labels = agora.sample_and_relabel(
-        rng, tools.represent_fn(centers), labeler_fn(labeler), tools.decode_fn, acfg,
-        radius=radius, center_inputs=centers, perturb_mask=tools.perturb_mask_fn(centers))
+        rng,
+        tools.represent_fn(centers),
+        labeler_fn(labeler),
+        tools.decode_fn,
+        acfg,
+        radius=radius,
+        center_inputs=centers,
+        perturb_mask=tools.perturb_mask_fn(centers),
+    )
     ids = np.asarray(out["input_ids"])
-    examples = [{"original": tokenizer.decode(centers["input_ids"][i].tolist()),
-                 "sample": tokenizer.decode(ids[i, 0].tolist()),
-                 "gold": int(data.agora_dev["label"][i]), "labeler": int(labels[i, 0])}
-                for i in range(min(cfg.n_examples, n))]
+    examples = [
+        {
+            "original": tokenizer.decode(centers["input_ids"][i].tolist()),
+            "sample": tokenizer.decode(ids[i, 0].tolist()),
+            "gold": int(data.agora_dev["label"][i]),
+            "labeler": int(labels[i, 0]),
+        }
+        for i in range(min(cfg.n_examples, n))
+    ]
     return {"token_change_rate": rate, "examples": examples}
 
 
@@ -481,10 +613,16 @@ def summarise_task(seeds: list[dict]) -> dict:
     plain = ex.mean_std([s["plain"] for s in seeds])
     ag = ex.mean_std([s["agora"] for s in seeds])
     delta = ex.mean_std([s["agora"] - s["plain"] for s in seeds])
-    out = {"plain_mean": plain[0], "plain_std": plain[1], "agora_mean": ag[0],
-           "agora_std": ag[1], "delta_mean": delta[0], "delta_std": delta[1],
-           "wins": sum(s["agora"] > s["plain"] for s in seeds),
-           "ties": sum(s["agora"] == s["plain"] for s in seeds)}
+    out = {
+        "plain_mean": plain[0],
+        "plain_std": plain[1],
+        "agora_mean": ag[0],
+        "agora_std": ag[1],
+        "delta_mean": delta[0],
+        "delta_std": delta[1],
+        "wins": sum(s["agora"] > s["plain"] for s in seeds),
+        "ties": sum(s["agora"] == s["plain"] for s in seeds),
+    }
     for key, name in (("plain_best_of", "best_of"), ("distill", "distill")):
         if all(s.get(key) is not None for s in seeds):
             out[f"{name}_mean"], out[f"{name}_std"] = ex.mean_std([s[key] for s in seeds])
@@ -494,40 +632,54 @@ def summarise_task(seeds: list[dict]) -> dict:
 def markdown(report: Mapping[str, Any]) -> str:
     """Main table, controls, per-round history and perturbation examples."""
     pct = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"
-    lines = ["| task | train | dev (agora / held-out) | labeler train | labeler held-out "
-             "| plain held-out | plain best-of-(R+1) held-out | Agora held-out "
-             "| Δ (Agora − plain) | Agora wins | best round (mean) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| task | train | dev (agora / held-out) | labeler train | labeler held-out "
+        "| plain held-out | plain best-of-(R+1) held-out | Agora held-out "
+        "| Δ (Agora − plain) | Agora wins | best round (mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, t in report["tasks"].items():
         s, z = t["summary"], t["sizes"]
         rounds = np.mean([x["best_round"] for x in t["seeds"]])
-        best_of = (pct(s["best_of_mean"], s["best_of_std"]) if "best_of_mean" in s
-                   else "not run")
+        best_of = pct(s["best_of_mean"], s["best_of_std"]) if "best_of_mean" in s else "not run"
         lines.append(
             f"| {name} | {z['train']} | {z['dev']} ({z['agora_dev']} / {z['heldout']}) | "
             f"{z['labeler_train']} | {100 * t['labeler']['heldout']:.1f} | "
             f"{pct(s['plain_mean'], s['plain_std'])} | "
             f"{best_of} | {pct(s['agora_mean'], s['agora_std'])} | "
             f"{pct(s['delta_mean'], s['delta_std'])} | {s['wins']}/{len(t['seeds'])} | "
-            f"{rounds:.1f} |")
-    distilled = [(n, t) for n, t in report["tasks"].items()
-                 if "distill_mean" in t["summary"]]
+            f"{rounds:.1f} |"
+        )
+    distilled = [(n, t) for n, t in report["tasks"].items() if "distill_mean" in t["summary"]]
     if distilled:
-        lines += ["", "Control: student on real rows + labeler pseudo-labels of random "
-                  "unlabeled training-split text (as many rows as Agora's largest synthetic "
-                  "pool):", "", "| task | extra rows (mean) | labeler = gold on them "
-                  "| held-out |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Control: student on real rows + labeler pseudo-labels of random "
+            "unlabeled training-split text (as many rows as Agora's largest synthetic "
+            "pool):",
+            "",
+            "| task | extra rows (mean) | labeler = gold on them | held-out |",
+            "|---|---:|---:|---:|",
+        ]
         for name, t in distilled:
             d = [x["distill_control"] for x in t["seeds"]]
-            agree = np.mean([x["labeler_equals_gold"] for x in d
-                             if x["labeler_equals_gold"] is not None] or [np.nan])
-            lines.append(f"| {name} | {np.mean([x['n_extra'] for x in d]):.0f} | "
-                         f"{100 * agree:.1f} | "
-                         f"{pct(t['summary']['distill_mean'], t['summary']['distill_std'])} |")
-    lines += ["", "Per round (agora-dev selects; held-out is reported only):", "",
-              "| task | seed | round | train rows | synthetic | agora-dev | held-out | errors "
-              "| new points | labeler = gold on new | held-out rows in train |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            agree = np.mean(
+                [x["labeler_equals_gold"] for x in d if x["labeler_equals_gold"] is not None]
+                or [np.nan]
+            )
+            lines.append(
+                f"| {name} | {np.mean([x['n_extra'] for x in d]):.0f} | "
+                f"{100 * agree:.1f} | "
+                f"{pct(t['summary']['distill_mean'], t['summary']['distill_std'])} |"
+            )
+    lines += [
+        "",
+        "Per round (agora-dev selects; held-out is reported only):",
+        "",
+        "| task | seed | round | train rows | synthetic | agora-dev | held-out | errors "
+        "| new points | labeler = gold on new | held-out rows in train |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, t in report["tasks"].items():
         for s in t["seeds"]:
             for r in s["history"]:
@@ -539,44 +691,80 @@ def markdown(report: Mapping[str, Any]) -> str:
                     f"{r['n_errors']} | {r['n_new']} | "
                     f"{'-' if agree != agree else f'{100 * agree:.0f}%'} | "
                     f"{r['heldout_rows_in_train_real']} + "
-                    f"{r['heldout_rows_in_train_synthetic']} |")
-    lines += ["", "(* = improved the agora-dev metric; held-out rows in train = exact "
-              "content matches among real + synthetic rows.)", ""]
+                    f"{r['heldout_rows_in_train_synthetic']} |"
+                )
+    lines += [
+        "",
+        "(* = improved the agora-dev metric; held-out rows in train = exact "
+        "content matches among real + synthetic rows.)",
+        "",
+    ]
     for name, t in report["tasks"].items():
         p = t["perturbation"]
-        lines.append(f"{name}: radius {t['seeds'][0]['radius']:.3f}, "
-                     f"{100 * p['token_change_rate']:.1f}% of perturbable tokens changed.")
+        lines.append(
+            f"{name}: radius {t['seeds'][0]['radius']:.3f}, "
+            f"{100 * p['token_change_rate']:.1f}% of perturbable tokens changed."
+        )
         for e in p["examples"]:
-            lines.append(f"- `{e['original']}` → `{e['sample']}` "
-                         f"(gold {e['gold']}, labeler {e['labeler']})")
+            lines.append(
+                f"- `{e['original']}` → `{e['sample']}` (gold {e['gold']}, labeler {e['labeler']})"
+            )
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------ driver
 
 
-def run_task(task: Task, ckpt: hf.Checkpoint, init_dir: str, tokenizer: Any,
-             tools: TextTools, cfg: GlueConfig, workdir: Path | None) -> dict:
+def run_task(
+    task: Task,
+    ckpt: hf.Checkpoint,
+    init_dir: str,
+    tokenizer: Any,
+    tools: TextTools,
+    cfg: GlueConfig,
+    workdir: Path | None,
+) -> dict:
     """The labeler, every seed (each a resumable stage) and the perturbation examples."""
     t0 = time.perf_counter()
     data = load_task_data(task, cfg, tokenizer)
     ex.log(f"[{task.name}] sizes {data.sizes()}")
     labeler = train_labeler(ckpt, init_dir, data, cfg, ex.subdir(workdir, "labeler"))
-    ex.drop_dir(ex.subdir(workdir, "labeler", "checkpoints"))   # finished: best_model stays
-    ex.log(f"[{task.name}] labeler agora-dev {labeler.record['agora_dev']:.3f} held-out "
-           f"{labeler.record['heldout']:.3f} ({labeler.record['seconds']:.0f} s)")
+    ex.drop_dir(ex.subdir(workdir, "labeler", "checkpoints"))  # finished: best_model stays
+    ex.log(
+        f"[{task.name}] labeler agora-dev {labeler.record['agora_dev']:.3f} held-out "
+        f"{labeler.record['heldout']:.3f} ({labeler.record['seconds']:.0f} s)"
+    )
     results = []
     for seed in ex.parse_seeds(cfg.seeds):
-        results.append(ex.stage(ex.subdir(workdir, f"seed{seed}.json"), functools.partial(
-            run_seed, data, ckpt, labeler, tools, cfg, seed,
-            ex.subdir(workdir, f"seed{seed}"))))
+        results.append(
+            ex.stage(
+                ex.subdir(workdir, f"seed{seed}.json"),
+                functools.partial(
+                    run_seed,
+                    data,
+                    ckpt,
+                    labeler,
+                    tools,
+                    cfg,
+                    seed,
+                    ex.subdir(workdir, f"seed{seed}"),
+                ),
+            )
+        )
         ex.drop_dir(ex.subdir(workdir, f"seed{seed}"))
     pert = perturbation_examples(data, labeler, tools, cfg, results[0]["radius"], tokenizer)
-    return {"sizes": data.sizes(), "agora_idx": data.agora_idx,
-            "heldout_idx": data.heldout_idx, "train_idx": data.train_idx,
-            "labeler_train_idx": data.labeler_train_idx, "labeler": labeler.record,
-            "seeds": results, "summary": summarise_task(results), "perturbation": pert,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "sizes": data.sizes(),
+        "agora_idx": data.agora_idx,
+        "heldout_idx": data.heldout_idx,
+        "train_idx": data.train_idx,
+        "labeler_train_idx": data.labeler_train_idx,
+        "labeler": labeler.record,
+        "seeds": results,
+        "summary": summarise_task(results),
+        "perturbation": pert,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
@@ -601,10 +789,18 @@ def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
     tasks = {}
     for task in cfg.task_list:
         task_dir = ex.subdir(work, task.name)
-        tasks[task.name] = ex.stage(ex.subdir(task_dir, "task.json"), functools.partial(
-            run_task, task, ckpt, str(init_dir), tokenizer, tools, cfg, task_dir))
-    report = ex.jsonable({"config": to_plain(cfg), "init": str(init_dir), "tasks": tasks,
-                          "seconds": time.perf_counter() - t0})
+        tasks[task.name] = ex.stage(
+            ex.subdir(task_dir, "task.json"),
+            functools.partial(run_task, task, ckpt, str(init_dir), tokenizer, tools, cfg, task_dir),
+        )
+    report = ex.jsonable(
+        {
+            "config": to_plain(cfg),
+            "init": str(init_dir),
+            "tasks": tasks,
+            "seconds": time.perf_counter() - t0,
+        }
+    )
     report["markdown"] = markdown(report)
     ex.write_report(work, NAME, report, report["markdown"])
     return report

@@ -26,6 +26,7 @@ seed<s>_round<r>.png per round for the plotted seeds, agora_torus.json / agora_t
 
     python scripts/agora_torus.py --config=configs/agora_torus.py --workdir=runs/torus
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,11 +63,11 @@ PLOTS = ("first", "all", "none")
 class TorusData:
     """The manifold, the labels and the unrepresentative training arc."""
 
-    dim: int                 # 2: annulus, 3: ring torus in R^3
-    sectors: int             # m angular sectors, label = sector parity
-    arc_fraction: float      # training arc [0, 2 pi * arc_fraction)
+    dim: int  # 2: annulus, 3: ring torus in R^3
+    sectors: int  # m angular sectors, label = sector parity
+    arc_fraction: float  # training arc [0, 2 pi * arc_fraction)
     n_train: int
-    n_dev: int               # uniform dev pool, split into agora / held-out
+    n_dev: int  # uniform dev pool, split into agora / held-out
     agora_fraction: float
 
     def __post_init__(self) -> None:
@@ -104,13 +105,13 @@ class TorusLabeler:
 class TorusConfig:
     """One torus experiment (see configs/agora_torus.py for every field)."""
 
-    seeds: str               # comma-separated; each seed redraws data, init and sampling
-    plots: str               # PNGs per round: 'first' seed, 'all' seeds or 'none'
-    controls: bool           # also the 'plain, long' and reference fits
+    seeds: str  # comma-separated; each seed redraws data, init and sampling
+    plots: str  # PNGs per round: 'first' seed, 'all' seeds or 'none'
+    controls: bool  # also the 'plain, long' and reference fits
     data: TorusData
     student: MLPFit
     labeler: TorusLabeler
-    agora: dict              # AgoraConfig fields but seed; max_synthetic 0 = no cap
+    agora: dict  # AgoraConfig fields but seed; max_synthetic 0 = no cap
 
     def __post_init__(self) -> None:
         ex.parse_seeds(self.seeds)
@@ -136,18 +137,20 @@ def sector_label(x: Any, sectors: int) -> Any:
     return (xp.floor(theta * sectors / TWO_PI).astype(xp.int32) % 2).astype(xp.int32)
 
 
-def sample_manifold(rng: np.random.Generator, n: int, dim: int,
-                    arc: tuple[float, float] = (0.0, TWO_PI)) -> np.ndarray:
+def sample_manifold(
+    rng: np.random.Generator, n: int, dim: int, arc: tuple[float, float] = (0.0, TWO_PI)
+) -> np.ndarray:
     """n points [n, dim] with theta ~ U(arc): annulus (dim 2) or ring torus (dim 3)."""
     theta = rng.uniform(arc[0], arc[1], n)
     if dim == 2:
-        rad = np.sqrt(rng.uniform(1.0, 4.0, n))              # uniform in area, r in [1, 2]
+        rad = np.sqrt(rng.uniform(1.0, 4.0, n))  # uniform in area, r in [1, 2]
         return np.stack([rad * np.cos(theta), rad * np.sin(theta)], -1).astype(np.float32)
     if dim == 3:
         phi = rng.uniform(0.0, TWO_PI, n)
         ring = 2.0 + 0.75 * np.cos(phi)
-        return np.stack([ring * np.cos(theta), ring * np.sin(theta), 0.75 * np.sin(phi)],
-                        -1).astype(np.float32)
+        return np.stack(
+            [ring * np.cos(theta), ring * np.sin(theta), 0.75 * np.sin(phi)], -1
+        ).astype(np.float32)
     raise ValueError(f"dim must be 2 or 3, got {dim}")
 
 
@@ -159,8 +162,9 @@ def labelled(x: np.ndarray, sectors: int) -> agora.Dataset:
 def make_data(cfg: TorusData, seed: int) -> tuple[agora.Dataset, agora.Dataset, agora.Dataset]:
     """(train from the arc, agora split, held-out split) of a uniform dev pool."""
     rng = np.random.default_rng([seed, 17])
-    train_set = labelled(sample_manifold(rng, cfg.n_train, cfg.dim,
-                                         (0.0, TWO_PI * cfg.arc_fraction)), cfg.sectors)
+    train_set = labelled(
+        sample_manifold(rng, cfg.n_train, cfg.dim, (0.0, TWO_PI * cfg.arc_fraction)), cfg.sectors
+    )
     dev = labelled(sample_manifold(rng, cfg.n_dev, cfg.dim), cfg.sectors)
     agora_idx, heldout_idx = agora.split_dev(cfg.n_dev, cfg.agora_fraction, seed)
     agora.assert_disjoint(agora_idx, heldout_idx)
@@ -200,8 +204,9 @@ def _apply_fns(hidden: tuple[int, ...]):
     return model, logits_fn, loss_fn, predict
 
 
-def fit_mlp(data: Mapping[str, np.ndarray], fit: MLPFit, seed: int,
-            steps: int | None = None) -> Any:
+def fit_mlp(
+    data: Mapping[str, np.ndarray], fit: MLPFit, seed: int, steps: int | None = None
+) -> Any:
     """Train an MLP from the seed-fixed init with `train.train`; returns its params.
 
     data: {'x': [n, dim], 'label': [n]} (other keys ignored). Batches are
@@ -209,15 +214,19 @@ def fit_mlp(data: Mapping[str, np.ndarray], fit: MLPFit, seed: int,
     """
     hidden = tuple(fit.hidden)
     model, _, loss_fn, _ = _apply_fns(hidden)
-    arrays = {"x": np.asarray(data["x"], np.float32),
-              "label": np.asarray(data["label"], np.int32)}
+    arrays = {"x": np.asarray(data["x"], np.float32), "label": np.asarray(data["label"], np.int32)}
     params = model.init(jax.random.PRNGKey(seed), arrays["x"][:1])["params"]
     steps = steps or fit.steps
-    optim = train.OptimConfig(learning_rate=fit.learning_rate, schedule="cosine",
-                              weight_decay=fit.weight_decay, clip_norm=None)
+    optim = train.OptimConfig(
+        learning_rate=fit.learning_rate,
+        schedule="cosine",
+        weight_decay=fit.weight_decay,
+        clip_norm=None,
+    )
     loop = train.LoopConfig(num_steps=steps, seed=seed, log_every=steps, desc="mlp")
-    result = train.train(loss_fn, params, batching.epoch_batches(arrays, fit.batch_size, seed),
-                         loop, optim)
+    result = train.train(
+        loss_fn, params, batching.epoch_batches(arrays, fit.batch_size, seed), loop, optim
+    )
     return result.state.params
 
 
@@ -271,22 +280,34 @@ def run_seed(cfg: TorusConfig, seed: int, plot_dir: Path | None = None) -> dict:
     rounds: list[dict] = []
 
     def callback(r: int, params: Any, data: agora.Dataset, record: dict) -> None:
-        record["heldout_acc"] = held(params)       # reporting only; selection uses agora-dev
+        record["heldout_acc"] = held(params)  # reporting only; selection uses agora-dev
         rounds.append(dict(record))
         if plot_dir is not None:
-            plot_round(plot_dir / f"seed{seed}_round{r}.png", params, cfg, data, agora_dev,
-                       record)
+            plot_round(plot_dir / f"seed{seed}_round{r}.png", params, cfg, data, agora_dev, record)
 
     result = agora.run_agora(
-        train_set, agora_dev, fit_fn=lambda data, r, rng: fit(data),
-        predict_fn=predict, represent_fn=lambda inputs: np.asarray(inputs["x"]),
-        decode_fn=agora.identity_decode("x"), labeler_fn=labeler_fn, cfg=acfg,
-        callback=callback)
-    out = dict(seed=seed, plain=rounds[0]["heldout_acc"],
-               plain_dev=rounds[0]["agora_dev_metric"], agora=held(result.best_state),
-               best_round=result.best_round, best_dev=result.best_metric,
-               radius=result.radius, labeler_acc=labeler_acc,
-               final_train_size=rounds[result.best_round]["train_size"], rounds=rounds)
+        train_set,
+        agora_dev,
+        fit_fn=lambda data, r, rng: fit(data),
+        predict_fn=predict,
+        represent_fn=lambda inputs: np.asarray(inputs["x"]),
+        decode_fn=agora.identity_decode("x"),
+        labeler_fn=labeler_fn,
+        cfg=acfg,
+        callback=callback,
+    )
+    out = dict(
+        seed=seed,
+        plain=rounds[0]["heldout_acc"],
+        plain_dev=rounds[0]["agora_dev_metric"],
+        agora=held(result.best_state),
+        best_round=result.best_round,
+        best_dev=result.best_metric,
+        radius=result.radius,
+        labeler_acc=labeler_acc,
+        final_train_size=rounds[result.best_round]["train_size"],
+        rounds=rounds,
+    )
     if cfg.controls:
         out["plain_long"] = held(fit(train_set, steps=cfg.student.steps * (acfg.rounds + 1)))
         out["reference"] = held(fit(batching.concat(train_set, agora_dev)))
@@ -299,42 +320,57 @@ def run_seed(cfg: TorusConfig, seed: int, plot_dir: Path | None = None) -> dict:
 
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Held-out accuracy (%) per seed and mean, one row per method."""
-    rows = [("plain (1 fit)", "plain"), ("plain, long ((R+1)x steps)", "plain_long"),
-            ("Agora (best round on agora-dev)", "agora"),
-            ("reference: train + agora-dev labels", "reference")]
+    rows = [
+        ("plain (1 fit)", "plain"),
+        ("plain, long ((R+1)x steps)", "plain_long"),
+        ("Agora (best round on agora-dev)", "agora"),
+        ("reference: train + agora-dev labels", "reference"),
+    ]
     seeds = [r["seed"] for r in results]
-    lines = ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-             "|" + "---|" * (len(seeds) + 2)]
+    lines = [
+        "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+        "|" + "---|" * (len(seeds) + 2),
+    ]
     for name, key in rows:
         if not all(key in r for r in results):
             continue
         vals = [100.0 * r[key] for r in results]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals)
-                     + f" | {np.mean(vals):.1f} |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {np.mean(vals):.1f} |"
+        )
     gain = [100.0 * (r["agora"] - r["plain"]) for r in results]
-    lines.append("| Agora − plain (points) | " + " | ".join(f"{g:+.1f}" for g in gain)
-                 + f" | {np.mean(gain):+.1f} |")
+    lines.append(
+        "| Agora − plain (points) | "
+        + " | ".join(f"{g:+.1f}" for g in gain)
+        + f" | {np.mean(gain):+.1f} |"
+    )
     return "\n".join(lines)
 
 
 def rounds_table(result: Mapping[str, Any]) -> str:
     """Per-round history of one seed (the held-out column is reporting only)."""
-    lines = ["| round | train size | synthetic | agora-dev acc | errors | new points | "
-             "labeler agreement | held-out acc |", "|" + "---|" * 8]
+    lines = [
+        "| round | train size | synthetic | agora-dev acc | errors | new points | "
+        "labeler agreement | held-out acc |",
+        "|" + "---|" * 8,
+    ]
     for r in result["rounds"]:
         agree = r["labeler_agreement"]
-        lines.append(f"| {r['round']}{' *' if r['round'] == result['best_round'] else ''} | "
-                     f"{r['train_size']} | {r['n_synthetic']} | "
-                     f"{100 * r['agora_dev_metric']:.1f} | {r['n_errors']} | {r['n_new']} | "
-                     f"{'nan' if agree != agree else f'{agree:.2f}'} | "
-                     f"{100 * r['heldout_acc']:.1f} |")
+        lines.append(
+            f"| {r['round']}{' *' if r['round'] == result['best_round'] else ''} | "
+            f"{r['train_size']} | {r['n_synthetic']} | "
+            f"{100 * r['agora_dev_metric']:.1f} | {r['n_errors']} | {r['n_new']} | "
+            f"{'nan' if agree != agree else f'{agree:.2f}'} | "
+            f"{100 * r['heldout_acc']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def summarise(results: Sequence[Mapping[str, Any]]) -> dict:
     """Means over seeds of every accuracy row and of the gain (shares, not %)."""
-    keys = [k for k in ("plain", "plain_long", "agora", "reference")
-            if all(k in r for r in results)]
+    keys = [
+        k for k in ("plain", "plain_long", "agora", "reference") if all(k in r for r in results)
+    ]
     out = {f"{k}_mean": float(np.mean([r[k] for r in results])) for k in keys}
     gains = [r["agora"] - r["plain"] for r in results]
     out.update(gain_mean=float(np.mean(gains)), gain_min=float(np.min(gains)))
@@ -344,21 +380,34 @@ def summarise(results: Sequence[Mapping[str, Any]]) -> dict:
 def markdown(report: Mapping[str, Any], cfg: TorusConfig) -> str:
     """The report: main table, per-round history of the first seed, wall time."""
     first = report["seeds"][0]
-    return "\n\n".join([
-        f"# Agora on the torus (dim={cfg.data.dim}, labeler={cfg.labeler.kind})",
-        "Held-out accuracy (%), same seed and per-fit step budget:",
-        markdown_table(report["seeds"]),
-        f"Per-round history, seed {first['seed']} (* = selected on agora-dev; radius "
-        f"{first['radius']:.3f}, labeler accuracy {100 * first['labeler_acc']:.1f}%):",
-        rounds_table(first),
-        f"Wall time: {report['seconds']:.1f} s"]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                f"# Agora on the torus (dim={cfg.data.dim}, labeler={cfg.labeler.kind})",
+                "Held-out accuracy (%), same seed and per-fit step budget:",
+                markdown_table(report["seeds"]),
+                f"Per-round history, seed {first['seed']} (* = selected on agora-dev; radius "
+                f"{first['radius']:.3f}, labeler accuracy {100 * first['labeler_acc']:.1f}%):",
+                rounds_table(first),
+                f"Wall time: {report['seconds']:.1f} s",
+            ]
+        )
+        + "\n"
+    )
 
 
-def plot_round(path: Path, params: Any, cfg: TorusConfig, data: agora.Dataset,
-               agora_dev: agora.Dataset, record: Mapping[str, Any]) -> None:
+def plot_round(
+    path: Path,
+    params: Any,
+    cfg: TorusConfig,
+    data: agora.Dataset,
+    agora_dev: agora.Dataset,
+    record: Mapping[str, Any],
+) -> None:
     """Decision regions (2-D) or predicted labels of a point cloud (3-D, x-y projection),
     real and synthetic training points and agora-dev errors; written atomically."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -377,16 +426,44 @@ def plot_round(path: Path, params: Any, cfg: TorusConfig, data: agora.Dataset,
         pred = predict_mlp(params, agora_dev, hidden)
         ax.scatter(agora_dev["x"][:, 0], agora_dev["x"][:, 1], c=pred, cmap=cmap, s=12)
     syn = data["synthetic"]
-    ax.scatter(data["x"][syn, 0], data["x"][syn, 1], c=data["label"][syn], cmap="coolwarm",
-               s=3, alpha=0.5, label="synthetic", vmin=0, vmax=1)
-    ax.scatter(data["x"][~syn, 0], data["x"][~syn, 1], c=data["label"][~syn],
-               cmap="coolwarm", s=18, edgecolors="k", linewidths=0.6, label="train (real)",
-               vmin=0, vmax=1)
+    ax.scatter(
+        data["x"][syn, 0],
+        data["x"][syn, 1],
+        c=data["label"][syn],
+        cmap="coolwarm",
+        s=3,
+        alpha=0.5,
+        label="synthetic",
+        vmin=0,
+        vmax=1,
+    )
+    ax.scatter(
+        data["x"][~syn, 0],
+        data["x"][~syn, 1],
+        c=data["label"][~syn],
+        cmap="coolwarm",
+        s=18,
+        edgecolors="k",
+        linewidths=0.6,
+        label="train (real)",
+        vmin=0,
+        vmax=1,
+    )
     wrong = predict_mlp(params, agora_dev, hidden) != agora_dev["label"]
-    ax.scatter(agora_dev["x"][wrong, 0], agora_dev["x"][wrong, 1], marker="x", c="k", s=14,
-               linewidths=0.8, label="agora-dev errors")
-    ax.set_title(f"round {record['round']}: agora-dev {100 * record['agora_dev_metric']:.1f}%,"
-                 f" held-out {100 * record['heldout_acc']:.1f}%", fontsize=9)
+    ax.scatter(
+        agora_dev["x"][wrong, 0],
+        agora_dev["x"][wrong, 1],
+        marker="x",
+        c="k",
+        s=14,
+        linewidths=0.8,
+        label="agora-dev errors",
+    )
+    ax.set_title(
+        f"round {record['round']}: agora-dev {100 * record['agora_dev_metric']:.1f}%,"
+        f" held-out {100 * record['heldout_acc']:.1f}%",
+        fontsize=9,
+    )
     ax.set_aspect("equal")
     ax.set_xlim(-2.6, 2.6)
     ax.set_ylim(-2.6, 2.6)
@@ -413,12 +490,24 @@ def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
     results = []
     for i, seed in enumerate(ex.parse_seeds(cfg.seeds)):
         plots = cfg.plots == "all" or (cfg.plots == "first" and i == 0)
-        results.append(ex.stage(ex.subdir(work, f"seed{seed}.json"), functools.partial(
-            run_seed, cfg, seed, work if plots else None)))
-        ex.log(f"[torus seed {seed}] plain {100 * results[-1]['plain']:.1f}% -> Agora "
-               f"{100 * results[-1]['agora']:.1f}% held-out")
-    report = ex.jsonable({"config": to_plain(cfg), "seeds": results,
-                          "summary": summarise(results), "seconds": time.perf_counter() - t0})
+        results.append(
+            ex.stage(
+                ex.subdir(work, f"seed{seed}.json"),
+                functools.partial(run_seed, cfg, seed, work if plots else None),
+            )
+        )
+        ex.log(
+            f"[torus seed {seed}] plain {100 * results[-1]['plain']:.1f}% -> Agora "
+            f"{100 * results[-1]['agora']:.1f}% held-out"
+        )
+    report = ex.jsonable(
+        {
+            "config": to_plain(cfg),
+            "seeds": results,
+            "summary": summarise(results),
+            "seconds": time.perf_counter() - t0,
+        }
+    )
     report["markdown"] = markdown(report, cfg)
     ex.write_report(work, NAME, report, report["markdown"])
     return report

@@ -20,6 +20,7 @@ hyperparameter grid. `run(config, workdir)` does the same on any source:
 Every stage writes its outputs atomically under `workdir` and is skipped when they exist, and
 the long ones resume from their checkpoints, so a killed run continues where it stopped.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,7 @@ from bort_jax.tasks.loading import load_examples
 class Model:
     """One model of the comparison: its role(s), shape and fine-tuning initialisation."""
 
-    name: str          # chosen | smallest | largest | source (joined with '=' when equal)
+    name: str  # chosen | smallest | largest | source (joined with '=' when equal)
     arch: Arch
     init_dir: str
 
@@ -74,8 +75,11 @@ def pretrain_models(config: Any, workdir: Path, summary: dict[str, Any]) -> list
     source = hf.load(source_dir)
     cands = space.candidates()
     size = lambda a: param_count(a, source.spec)["total"]  # noqa: E731
-    roles = {"chosen": Arch.parse(summary["chosen"]), "smallest": min(cands, key=size),
-             "largest": max(cands, key=size)}
+    roles = {
+        "chosen": Arch.parse(summary["chosen"]),
+        "smallest": min(cands, key=size),
+        "largest": max(cands, key=size),
+    }
     by_arch: dict[Arch, list[str]] = {}
     for role, arch in roles.items():
         by_arch.setdefault(arch, []).append(role)
@@ -94,46 +98,77 @@ def pretrain_models(config: Any, workdir: Path, summary: dict[str, Any]) -> list
     return models
 
 
-def finetune_point(config: Any, model: Model, task: str, lr: float, steps: int,
-                   out: Path) -> dict[str, Any]:
+def finetune_point(
+    config: Any, model: Model, task: str, lr: float, steps: int, out: Path
+) -> dict[str, Any]:
     """Fine-tune `model` on `task` at one grid point; select on one dev half, score the other.
 
     Returns {'select': metrics on the selection half at the best step, 'report': metrics of
     that model on the report half, 'best_step', 'learning_rate', 'num_steps'}.
     """
-    result = stage(out / "result.json", lambda: _finetune_point(config, model, task, lr, steps,
-                                                                out / "run"))
+    result = stage(
+        out / "result.json", lambda: _finetune_point(config, model, task, lr, steps, out / "run")
+    )
     drop_dir(out / "run")  # checkpoints and best model of a finished point
     return result
 
 
-def _finetune_point(config: Any, model: Model, task: str, lr: float, steps: int,
-                    run_dir: Path) -> dict[str, Any]:
-    cfg = ft.FinetuneConfig.from_config(dict(
-        config.finetune.to_dict(), task=task, init=model.init_dir, data_dir=config.data_dir,
-        learning_rate=lr, num_steps=steps, progress=False))
+def _finetune_point(
+    config: Any, model: Model, task: str, lr: float, steps: int, run_dir: Path
+) -> dict[str, Any]:
+    cfg = ft.FinetuneConfig.from_config(
+        dict(
+            config.finetune.to_dict(),
+            task=task,
+            init=model.init_dir,
+            data_dir=config.data_dir,
+            learning_rate=lr,
+            num_steps=steps,
+            progress=False,
+        )
+    )
     prep = ft.prepare(cfg)
     n_dev = batching.num_rows(prep.dev)
     select_idx, report_idx = agora.split_dev(n_dev, 0.5, config.seed)
     agora.assert_disjoint(select_idx, report_idx)
-    on_select = dataclasses.replace(prep, dev=batching.take(prep.dev, select_idx),
-                                    dev_groups=None)
+    on_select = dataclasses.replace(prep, dev=batching.take(prep.dev, select_idx), dev_groups=None)
     run = ft.run_prepared(on_select, run_dir)
-    report = ft.evaluate_task(prep.model, run["params"], prep.task,
-                              batching.take(prep.dev, report_idx), cfg.eval_batch_size,
-                              bucket=cfg.length_bucket)
-    return {"select": run["best"], "report": report, "best_step": run["best_step"],
-            "learning_rate": lr, "num_steps": steps, "primary_metric": prep.task.primary_metric,
-            "select_examples": int(select_idx.size), "report_examples": int(report_idx.size)}
+    report = ft.evaluate_task(
+        prep.model,
+        run["params"],
+        prep.task,
+        batching.take(prep.dev, report_idx),
+        cfg.eval_batch_size,
+        bucket=cfg.length_bucket,
+    )
+    return {
+        "select": run["best"],
+        "report": report,
+        "best_step": run["best_step"],
+        "learning_rate": lr,
+        "num_steps": steps,
+        "primary_metric": prep.task.primary_metric,
+        "select_examples": int(select_idx.size),
+        "report_examples": int(report_idx.size),
+    }
 
 
 def measure_latencies(config: Any, models: list[Model], path: Path) -> dict[str, float]:
     """Median forward seconds per model, measured side by side once and stored at `path`."""
     spec = hf.load(models[-1].init_dir).spec
-    return stage(path, lambda: {
-        m.name: latency.forward_latency(m.arch, spec, config.latency_batch,
-                                        config.latency_seq_len, repeats=config.latency_repeats)
-        for m in models})
+    return stage(
+        path,
+        lambda: {
+            m.name: latency.forward_latency(
+                m.arch,
+                spec,
+                config.latency_batch,
+                config.latency_seq_len,
+                repeats=config.latency_repeats,
+            )
+            for m in models
+        },
+    )
 
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
@@ -145,10 +180,18 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     for model in models:
         for task in tasks:
-            points = [finetune_point(config, model, task, float(lr), int(steps),
-                                     root / "finetune" / model.name / task
-                                     / f"lr{lr:g}_steps{steps}")
-                      for lr in config.grid.learning_rate for steps in config.grid.num_steps]
+            points = [
+                finetune_point(
+                    config,
+                    model,
+                    task,
+                    float(lr),
+                    int(steps),
+                    root / "finetune" / model.name / task / f"lr{lr:g}_steps{steps}",
+                )
+                for lr in config.grid.learning_rate
+                for steps in config.grid.num_steps
+            ]
             metric = points[0]["primary_metric"]
             best = max(points, key=lambda p: p["select"].get(metric, -np.inf))
             results.setdefault(model.name, {})[task] = dict(best, grid=points)
@@ -158,43 +201,71 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     return report
 
 
-def build_report(models: list[Model], tasks: list[str], results: dict, seconds: dict,
-                 summary: dict) -> dict[str, Any]:
+def build_report(
+    models: list[Model], tasks: list[str], results: dict, seconds: dict, summary: dict
+) -> dict[str, Any]:
     source = next(m for m in models if m.name == "source")
     spec = hf.load(source.init_dir).spec
     rows = []
     for m in models:
-        rows.append({
-            "model": m.name, "arch": str(m.arch),
-            "params": param_count(m.arch, spec)["total"],
-            "latency_ms": 1e3 * seconds[m.name],
-            "speedup_vs_source": seconds["source"] / seconds[m.name],
-            "scores": {t: results[m.name][t]["report"][results[m.name][t]["primary_metric"]]
-                       for t in tasks},
-            "selected": {t: {"learning_rate": results[m.name][t]["learning_rate"],
-                             "num_steps": results[m.name][t]["num_steps"]} for t in tasks},
-        })
-    return {"chosen": summary["chosen"], "guarantee": summary.get("guarantee"),
-            "tasks": tasks, "metrics": {t: get_task(t).primary_metric for t in tasks},
-            "models": rows, "details": results}
+        rows.append(
+            {
+                "model": m.name,
+                "arch": str(m.arch),
+                "params": param_count(m.arch, spec)["total"],
+                "latency_ms": 1e3 * seconds[m.name],
+                "speedup_vs_source": seconds["source"] / seconds[m.name],
+                "scores": {
+                    t: results[m.name][t]["report"][results[m.name][t]["primary_metric"]]
+                    for t in tasks
+                },
+                "selected": {
+                    t: {
+                        "learning_rate": results[m.name][t]["learning_rate"],
+                        "num_steps": results[m.name][t]["num_steps"],
+                    }
+                    for t in tasks
+                },
+            }
+        )
+    return {
+        "chosen": summary["chosen"],
+        "guarantee": summary.get("guarantee"),
+        "tasks": tasks,
+        "metrics": {t: get_task(t).primary_metric for t in tasks},
+        "models": rows,
+        "details": results,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
     tasks = report["tasks"]
-    head = ("| model | ⟨D,A,H,I⟩ | parameters | latency (ms) | speed-up vs source | "
-            + " | ".join(f"{t} ({report['metrics'][t]})" for t in tasks) + " |")
-    lines = [f"# Bort pipeline: extraction chose {report['chosen']}", "",
-             f"Guarantee: {report['guarantee']}", "",
-             "Scores are on the report half of each dev set; the fine-tuning step and the grid "
-             "point (learning rate × steps) were chosen on the other half.", "", head,
-             "|" + "---|" * (5 + len(tasks))]
+    head = (
+        "| model | ⟨D,A,H,I⟩ | parameters | latency (ms) | speed-up vs source | "
+        + " | ".join(f"{t} ({report['metrics'][t]})" for t in tasks)
+        + " |"
+    )
+    lines = [
+        f"# Bort pipeline: extraction chose {report['chosen']}",
+        "",
+        f"Guarantee: {report['guarantee']}",
+        "",
+        "Scores are on the report half of each dev set; the fine-tuning step and the grid "
+        "point (learning rate × steps) were chosen on the other half.",
+        "",
+        head,
+        "|" + "---|" * (5 + len(tasks)),
+    ]
     for r in report["models"]:
         scores = " | ".join(f"{100 * r['scores'][t]:.1f}" for t in tasks)
-        lines.append(f"| {r['model']} | {r['arch']} | {r['params']:,} | "
-                     f"{r['latency_ms']:.2f} | {r['speedup_vs_source']:.2f}× | {scores} |")
+        lines.append(
+            f"| {r['model']} | {r['arch']} | {r['params']:,} | "
+            f"{r['latency_ms']:.2f} | {r['speedup_vs_source']:.2f}× | {scores} |"
+        )
     lines += ["", "Selected grid point per task (learning rate, steps):", ""]
     for r in report["models"]:
-        picks = ", ".join(f"{t}: {p['learning_rate']:g} × {p['num_steps']}"
-                          for t, p in r["selected"].items())
+        picks = ", ".join(
+            f"{t}: {p['learning_rate']:g} × {p['num_steps']}" for t, p in r["selected"].items()
+        )
         lines.append(f"- {r['model']}: {picks}")
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ canonical parameter layout: HF import/export, `slice_params`, checkpoints).
 does not grow with D) with parameters stacked under 'layers' (leading [D] axis, logical name
 'layers'); `stack_layers` / `unstack_layers` convert exactly between the two.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -51,17 +52,27 @@ def activation_fn(name: str):
 
 
 def _layer_norm(spec: Spec, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=dtype, param_dtype=param_dtype,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                ("embed",)),
-                        bias_init=_bias_init(("embed",)), name=name)
+    return nn.LayerNorm(
+        epsilon=spec.layer_norm_eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        bias_init=_bias_init(("embed",)),
+        name=name,
+    )
 
 
-def _dense(features: int, axes: tuple[str, str], dtype: Dtype, param_dtype: Dtype,
-           name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype,
-                    kernel_init=_dense_init(axes), bias_init=_bias_init((axes[1],)),
-                    name=name)
+def _dense(
+    features: int, axes: tuple[str, str], dtype: Dtype, param_dtype: Dtype, name: str
+) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=_dense_init(axes),
+        bias_init=_bias_init((axes[1],)),
+        name=name,
+    )
 
 
 def position_ids(input_ids: jax.Array, spec: Spec) -> jax.Array:
@@ -85,23 +96,36 @@ class Embeddings(nn.Module):
     def setup(self):
         h = self.arch.hidden
         emb_init = lambda axes: nn.with_logical_partitioning(  # noqa: E731
-            nn.initializers.normal(INIT_STD), axes)
-        self.word_embeddings = nn.Embed(self.spec.vocab_size, h, dtype=self.dtype,
-                                        param_dtype=self.param_dtype,
-                                        embedding_init=emb_init(("vocab", "embed")))
-        self.position_embeddings = nn.Embed(self.spec.max_positions, h, dtype=self.dtype,
-                                            param_dtype=self.param_dtype,
-                                            embedding_init=emb_init((None, "embed")))
+            nn.initializers.normal(INIT_STD), axes
+        )
+        self.word_embeddings = nn.Embed(
+            self.spec.vocab_size,
+            h,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            embedding_init=emb_init(("vocab", "embed")),
+        )
+        self.position_embeddings = nn.Embed(
+            self.spec.max_positions,
+            h,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            embedding_init=emb_init((None, "embed")),
+        )
         if self.spec.type_vocab_size:
-            self.token_type_embeddings = nn.Embed(self.spec.type_vocab_size, h,
-                                                  dtype=self.dtype,
-                                                  param_dtype=self.param_dtype,
-                                                  embedding_init=emb_init((None, "embed")))
+            self.token_type_embeddings = nn.Embed(
+                self.spec.type_vocab_size,
+                h,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                embedding_init=emb_init((None, "embed")),
+            )
         self.LayerNorm = _layer_norm(self.spec, self.dtype, self.param_dtype, "LayerNorm")
         self.dropout = nn.Dropout(self.dropout_rate)
 
-    def __call__(self, input_ids, token_type_ids, *, deterministic: bool,
-                 inputs_embeds=None) -> jax.Array:
+    def __call__(
+        self, input_ids, token_type_ids, *, deterministic: bool, inputs_embeds=None
+    ) -> jax.Array:
         words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         x = words + self.position_embeddings(position_ids(input_ids, self.spec))
         if self.spec.type_vocab_size:
@@ -130,14 +154,20 @@ class SelfAttention(nn.Module):
     def __call__(self, x, mask, *, deterministic: bool):
         a, h = self.arch.heads, self.arch.hidden
         d = self.arch.head_dim
-        proj = lambda name: _dense(h, ("embed", "heads"), self.dtype,  # noqa: E731
-                                   self.param_dtype, name)
+        proj = lambda name: _dense(
+            h,
+            ("embed", "heads"),
+            self.dtype,  # noqa: E731
+            self.param_dtype,
+            name,
+        )
         # Heads-major [B, A, L, d] before both products: on XLA:CPU the 'bqhd' forms make the
         # second product emit a [B, A, d, L] result plus transposes (~5-8% slower end to end).
         split = lambda t: t.reshape(t.shape[:2] + (a, d)).transpose(0, 2, 1, 3)  # noqa: E731
         q, k, v = (split(proj(n)(x)) for n in ("query", "key", "value"))
-        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k,
-                            preferred_element_type=jnp.float32) / np.sqrt(d).astype(np.float32)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) / np.sqrt(
+            d
+        ).astype(np.float32)
         keep = mask[:, None, None, :].astype(bool)
         logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
@@ -162,22 +192,25 @@ class EncoderLayer(nn.Module):
     def __call__(self, x, mask, *, deterministic: bool):
         return self.block(x, mask, deterministic)
 
-    def block(self, x: jax.Array, mask: jax.Array,
-              deterministic: bool) -> tuple[jax.Array, jax.Array]:
+    def block(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool
+    ) -> tuple[jax.Array, jax.Array]:
         """The layer itself; called from a compact method (its submodules are defined here)."""
         drop = nn.Dropout(self.dropout_rate)
-        attn, logits = SelfAttention(self.arch, self.dtype, self.param_dtype,
-                                     self.attention_dropout_rate, name="attention")(
-            x, mask, deterministic=deterministic)
+        attn, logits = SelfAttention(
+            self.arch, self.dtype, self.param_dtype, self.attention_dropout_rate, name="attention"
+        )(x, mask, deterministic=deterministic)
         x = _layer_norm(self.spec, self.dtype, self.param_dtype, "attention_norm")(
-            x + drop(attn, deterministic=deterministic))
-        y = _dense(self.arch.intermediate, ("embed", "mlp"), self.dtype, self.param_dtype,
-                   "ffn_in")(x)
+            x + drop(attn, deterministic=deterministic)
+        )
+        y = _dense(
+            self.arch.intermediate, ("embed", "mlp"), self.dtype, self.param_dtype, "ffn_in"
+        )(x)
         y = activation_fn(self.spec.activation)(y)
-        y = _dense(self.arch.hidden, ("mlp", "embed"), self.dtype, self.param_dtype,
-                   "ffn_out")(y)
+        y = _dense(self.arch.hidden, ("mlp", "embed"), self.dtype, self.param_dtype, "ffn_out")(y)
         x = _layer_norm(self.spec, self.dtype, self.param_dtype, "ffn_norm")(
-            x + drop(y, deterministic=deterministic))
+            x + drop(y, deterministic=deterministic)
+        )
         x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
         return x, logits
 
@@ -193,8 +226,9 @@ class ScanStep(EncoderLayer):
     """
 
     @nn.compact
-    def __call__(self, x, mask, deterministic: bool, keep_hidden: bool = False,
-                 keep_logits: bool = False):
+    def __call__(
+        self, x, mask, deterministic: bool, keep_hidden: bool = False, keep_logits: bool = False
+    ):
         x, logits = self.block(x, mask, deterministic)
         return x, (x if keep_hidden else None, logits if keep_logits else None)
 
@@ -210,13 +244,23 @@ def scanned_layers(bert: Bert) -> nn.Module:
     body = ScanStep
     if bert.remat:  # argnums count self as 0: deterministic, keep_hidden, keep_logits
         body = nn.remat(body, prevent_cse=False, static_argnums=(3, 4, 5))
-    scan = nn.scan(body, variable_axes={"params": 0},
-                   split_rngs={"params": True, "dropout": True},
-                   in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                   length=bert.arch.depth, metadata_params={nn.PARTITION_NAME: "layers"})
-    return scan(bert.arch, bert.spec, dtype=bert.dtype, param_dtype=bert.param_dtype,
-                dropout_rate=bert.dropout_rate,
-                attention_dropout_rate=bert.attention_dropout_rate, name="layers")
+    scan = nn.scan(
+        body,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=bert.arch.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scan(
+        bert.arch,
+        bert.spec,
+        dtype=bert.dtype,
+        param_dtype=bert.param_dtype,
+        dropout_rate=bert.dropout_rate,
+        attention_dropout_rate=bert.attention_dropout_rate,
+        name="layers",
+    )
 
 
 class Bert(nn.Module):
@@ -259,45 +303,69 @@ class Bert(nn.Module):
         if self.scan_layers:
             self.layers = scanned_layers(self)
         else:
-            self.layers = [EncoderLayer(self.arch, self.spec, dropout_rate=self.dropout_rate,
-                                        attention_dropout_rate=self.attention_dropout_rate,
-                                        name=f"layer_{i}", **kw)
-                           for i in range(self.arch.depth)]
+            self.layers = [
+                EncoderLayer(
+                    self.arch,
+                    self.spec,
+                    dropout_rate=self.dropout_rate,
+                    attention_dropout_rate=self.attention_dropout_rate,
+                    name=f"layer_{i}",
+                    **kw,
+                )
+                for i in range(self.arch.depth)
+            ]
         h = self.arch.hidden
         if self.spec.pooler:
             self.pooler = _dense(h, ("embed", "embed"), self.dtype, self.param_dtype, "pooler")
         if self.mlm_head:
-            self.mlm_transform = _dense(h, ("embed", "embed"), self.dtype, self.param_dtype,
-                                        "mlm_transform")
+            self.mlm_transform = _dense(
+                h, ("embed", "embed"), self.dtype, self.param_dtype, "mlm_transform"
+            )
             self.mlm_norm = _layer_norm(self.spec, self.dtype, self.param_dtype, "mlm_norm")
-            self.mlm_bias = self.param("mlm_bias", _bias_init(("vocab",)),
-                                       (self.spec.vocab_size,), self.param_dtype)
+            self.mlm_bias = self.param(
+                "mlm_bias", _bias_init(("vocab",)), (self.spec.vocab_size,), self.param_dtype
+            )
         if self.num_labels:
             if not self.spec.pooler:  # a fresh tanh pooler, as the Bort fine-tuning head
-                self.head_pooler = _dense(h, ("embed", "embed"), self.dtype, self.param_dtype,
-                                          "head_pooler")
-            self.classifier = _dense(self.num_labels, ("embed", None), self.dtype,
-                                     self.param_dtype, "classifier")
+                self.head_pooler = _dense(
+                    h, ("embed", "embed"), self.dtype, self.param_dtype, "head_pooler"
+                )
+            self.classifier = _dense(
+                self.num_labels, ("embed", None), self.dtype, self.param_dtype, "classifier"
+            )
         self.dropout = nn.Dropout(self.dropout_rate)
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                 deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, mlm_positions=None, inputs_embeds=None):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        *,
+        deterministic: bool = True,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        mlm_positions=None,
+        inputs_embeds=None,
+    ):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
         if input_ids.shape[1] > self.spec.max_positions:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the model's "
-                             f"max_positions={self.spec.max_positions}")
+            raise ValueError(
+                f"sequence length {input_ids.shape[1]} exceeds the model's "
+                f"max_positions={self.spec.max_positions}"
+            )
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic,
-                            inputs_embeds=inputs_embeds)
+        x = self.embeddings(
+            input_ids, token_type_ids, deterministic=deterministic, inputs_embeds=inputs_embeds
+        )
         hidden, logits = [x], []
         if self.scan_layers:
-            x, (hs, ls) = self.layers(x, attention_mask, deterministic, output_hidden_states,
-                                      output_attentions)
+            x, (hs, ls) = self.layers(
+                x, attention_mask, deterministic, output_hidden_states, output_attentions
+            )
             hidden += [hs[i] for i in range(self.arch.depth)] if output_hidden_states else []
             logits += [ls[i] for i in range(self.arch.depth)] if output_attentions else []
         else:
@@ -313,11 +381,15 @@ class Bert(nn.Module):
         if self.spec.pooler:
             out["pooled"] = jnp.tanh(self.pooler(x[:, 0]))
         if self.mlm_head:
-            y = x if mlm_positions is None else jnp.take_along_axis(
-                x, mlm_positions[..., None].astype(jnp.int32), axis=1)
+            y = (
+                x
+                if mlm_positions is None
+                else jnp.take_along_axis(x, mlm_positions[..., None].astype(jnp.int32), axis=1)
+            )
             y = self.mlm_norm(activation_fn(self.spec.activation)(self.mlm_transform(y)))
-            out["mlm_logits"] = (self.embeddings.attend(y).astype(jnp.float32)
-                                 + self.mlm_bias.astype(jnp.float32))
+            out["mlm_logits"] = self.embeddings.attend(y).astype(
+                jnp.float32
+            ) + self.mlm_bias.astype(jnp.float32)
         if self.num_labels:
             pooled = out["pooled"] if self.spec.pooler else jnp.tanh(self.head_pooler(x[:, 0]))
             pooled = self.dropout(pooled, deterministic=deterministic)
@@ -352,12 +424,13 @@ def stack_layers(params: Mapping[str, Any], depth: int) -> dict:
     missing = [n for n in names if n not in params]
     extra = sorted(k for k in params if k.startswith("layer_") and k not in names)
     if missing or extra or "layers" in params:
-        raise ValueError(f"stack_layers(depth={depth}): expected exactly {names[:1]} … "
-                         f"{names[-1:]} and no 'layers'; missing {missing}, extra {extra}, "
-                         f"'layers' present: {'layers' in params}")
+        raise ValueError(
+            f"stack_layers(depth={depth}): expected exactly {names[:1]} … "
+            f"{names[-1:]} and no 'layers'; missing {missing}, extra {extra}, "
+            f"'layers' present: {'layers' in params}"
+        )
     out = {k: v for k, v in params.items() if k not in names}
-    out["layers"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs),
-                                           *[params[n] for n in names])
+    out["layers"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[params[n] for n in names])
     return out
 
 
@@ -367,8 +440,9 @@ def unstack_layers(params: Mapping[str, Any], depth: int) -> dict:
         raise ValueError("unstack_layers: no 'layers' subtree (already unrolled?)")
     for leaf in jax.tree_util.tree_leaves(params["layers"]):
         if np.shape(leaf)[:1] != (depth,):
-            raise ValueError(f"unstack_layers(depth={depth}): a leaf of 'layers' has shape "
-                             f"{np.shape(leaf)}")
+            raise ValueError(
+                f"unstack_layers(depth={depth}): a leaf of 'layers' has shape {np.shape(leaf)}"
+            )
     out = {k: v for k, v in params.items() if k != "layers"}
     for i in range(depth):
         out[f"layer_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
@@ -382,27 +456,31 @@ def _take(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     return x[tuple(slice(0, s) for s in sizes)]
 
 
-def slice_params_check(source: Arch, target: Arch,
-                       layer_map: Sequence[int] | None = None) -> list[int]:
+def slice_params_check(
+    source: Arch, target: Arch, layer_map: Sequence[int] | None = None
+) -> list[int]:
     """Validate that `target` can be sliced from `source`; returns the layer map."""
     layer_map = list(range(target.depth)) if layer_map is None else list(layer_map)
     if len(layer_map) != target.depth:
-        raise ValueError(f"layer_map has {len(layer_map)} entries, target depth is "
-                         f"{target.depth}")
-    for name, t, s in (("depth", target.depth, source.depth),
-                       ("heads", target.heads, source.heads),
-                       ("hidden", target.hidden, source.hidden),
-                       ("intermediate", target.intermediate, source.intermediate)):
+        raise ValueError(f"layer_map has {len(layer_map)} entries, target depth is {target.depth}")
+    for name, t, s in (
+        ("depth", target.depth, source.depth),
+        ("heads", target.heads, source.heads),
+        ("hidden", target.hidden, source.hidden),
+        ("intermediate", target.intermediate, source.intermediate),
+    ):
         if t > s:
-            raise ValueError(f"cannot slice {target} from {source}: target {name}={t} "
-                             f"exceeds source {name}={s}")
+            raise ValueError(
+                f"cannot slice {target} from {source}: target {name}={t} exceeds source {name}={s}"
+            )
     if max(layer_map) >= source.depth or min(layer_map) < 0:
         raise ValueError(f"layer_map {layer_map} out of range for source depth {source.depth}")
     return layer_map
 
 
-def slice_params(params: dict, source: Arch, target: Arch,
-                 layer_map: Sequence[int] | None = None) -> dict:
+def slice_params(
+    params: dict, source: Arch, target: Arch, layer_map: Sequence[int] | None = None
+) -> dict:
     """Initialise `target` from `source` weights by slicing (Bort's fast alternative to random
     init).
 
@@ -442,19 +520,26 @@ def slice_params(params: dict, source: Arch, target: Arch,
         return {"kernel": k.reshape(a * d, h), "bias": vec(p["bias"])}
 
     def dense(p, n_in, n_out):
-        return {"kernel": _take(np.asarray(p["kernel"]), (n_in, n_out)),
-                "bias": _take(np.asarray(p["bias"]), (n_out,))}
+        return {
+            "kernel": _take(np.asarray(p["kernel"]), (n_in, n_out)),
+            "bias": _take(np.asarray(p["bias"]), (n_out,)),
+        }
 
     out = {}
     emb = params["embeddings"]
-    out["embeddings"] = {k: {"embedding": np.asarray(v["embedding"])[:, :h]}
-                         for k, v in emb.items() if k != "LayerNorm"}
+    out["embeddings"] = {
+        k: {"embedding": np.asarray(v["embedding"])[:, :h]}
+        for k, v in emb.items()
+        if k != "LayerNorm"
+    }
     out["embeddings"]["LayerNorm"] = norm(emb["LayerNorm"])
     for new, old in enumerate(layer_map):
         src = params[f"layer_{old}"]
         out[f"layer_{new}"] = {
-            "attention": {**{n: qkv(src["attention"][n]) for n in ("query", "key", "value")},
-                          "output": attn_out(src["attention"]["output"])},
+            "attention": {
+                **{n: qkv(src["attention"][n]) for n in ("query", "key", "value")},
+                "output": attn_out(src["attention"]["output"]),
+            },
             "attention_norm": norm(src["attention_norm"]),
             "ffn_in": dense(src["ffn_in"], h, i),
             "ffn_out": dense(src["ffn_out"], i, h),
@@ -478,8 +563,9 @@ def fresh_params(model: Bert, seed: int = 0) -> dict:
     return jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(seed))
 
 
-def merge_pretrained(fresh: dict, pretrained: Mapping[str, Any],
-                     head_keys: Sequence[str] = HEAD_KEYS) -> dict:
+def merge_pretrained(
+    fresh: dict, pretrained: Mapping[str, Any], head_keys: Sequence[str] = HEAD_KEYS
+) -> dict:
     """`fresh` with every subtree but the task head (`head_keys`) replaced by the pretrained
     one (shapes checked; a ValueError names the subtree and both shapes)."""
     out = {}
@@ -494,7 +580,9 @@ def merge_pretrained(fresh: dict, pretrained: Mapping[str, Any],
 def _checked(name: str) -> Callable:
     def pick(expected, got):
         if tuple(np.shape(expected)) != tuple(np.shape(got)):
-            raise ValueError(f"pretrained {name} has shape {np.shape(got)}, model expects "
-                             f"{np.shape(expected)}")
+            raise ValueError(
+                f"pretrained {name} has shape {np.shape(got)}, model expects {np.shape(expected)}"
+            )
         return jnp.asarray(got, jnp.asarray(expected).dtype)
+
     return pick

@@ -17,9 +17,10 @@ W = (p_ref/p)^α (i_ref/i)^β (e_ref/e)^γ and m = α + β < γ, d ln W/dd = 0 g
 
 and, W being unimodal in d, the discrete optimum is ⌊d*⌋ or ⌈d*⌉.
 
-Toy dense stack (the seed's example): arch = (n, h, d_in, h', d_out) is n copies of a two-layer
-unit d_in→h and h'→d_out (composable when h = h'), counted as n·Σ(fan_in·fan_out + fan_out):
-(2,4,3,4,4) → 2(4·3 + 4 + 4·4 + 4) = 72 and (2,3,3,3,2) → 2(3·3 + 3 + 3·2 + 2) = 40.
+Toy dense stack (a small hand-checkable example): arch = (n, h, d_in, h', d_out) is n copies
+of a two-layer unit d_in→h and h'→d_out (composable when h = h'), counted as
+n·Σ(fan_in·fan_out + fan_out): (2,4,3,4,4) → 2(4·3 + 4 + 4·4 + 4) = 72 and
+(2,3,3,3,2) → 2(3·3 + 3 + 3·2 + 2) = 40.
 
 Random monotone grids: e(ξ) = 0.05 + Σ_{ξ' ⪰ ξ} r(ξ') with i.i.d. r ≥ 0 satisfies M exactly; they
 stress-test the guarantee on error landscapes with no capacity structure.
