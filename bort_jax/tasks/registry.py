@@ -23,7 +23,9 @@ _NLI2 = ("entailment", "not_entailment")
 _MNLI_SPLITS = ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")
 
 
-def _glue(
+def _classification(
+    benchmark: str,
+    tfds_name: str,
     name: str,
     dir_name: str,
     labels: tuple[str, ...],
@@ -31,10 +33,10 @@ def _glue(
     text_fields: tuple[str, ...],
     **kwargs,
 ) -> Task:
-    """Builds a GLUE classification :class:`Task` (TFDS name ``glue/<name>``)."""
+    """A classification :class:`Task` of `benchmark`; its first metric is the primary one."""
     return Task(
         name=name,
-        benchmark="glue",
+        benchmark=benchmark,
         kind="classification",
         label_names=labels,
         num_labels=len(labels),
@@ -42,9 +44,14 @@ def _glue(
         primary_metric=metrics[0],
         text_fields=text_fields,
         dir_name=dir_name,
-        tfds_names=(f"glue/{name}",),
+        tfds_names=(tfds_name,),
         **kwargs,
     )
+
+
+def _glue(name: str, *args, **kwargs) -> Task:
+    """A GLUE classification task (TFDS name ``glue/<name>``)."""
+    return _classification("glue", f"glue/{name}", name, *args, **kwargs)
 
 
 def _superglue(
@@ -55,18 +62,9 @@ def _superglue(
     text_fields: tuple[str, ...],
     tfds: str,
 ) -> Task:
-    """Builds a SuperGLUE classification :class:`Task` (TFDS name ``super_glue/<tfds>``)."""
-    return Task(
-        name=name,
-        benchmark="superglue",
-        kind="classification",
-        label_names=labels,
-        num_labels=len(labels),
-        metric_names=metrics,
-        primary_metric=metrics[0],
-        text_fields=text_fields,
-        dir_name=dir_name,
-        tfds_names=(f"super_glue/{tfds}",),
+    """A SuperGLUE classification task (TFDS name ``super_glue/<tfds>``)."""
+    return _classification(
+        "superglue", f"super_glue/{tfds}", name, dir_name, labels, metrics, text_fields
     )
 
 
