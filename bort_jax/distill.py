@@ -7,9 +7,14 @@ Bort (arXiv 2010.10499, Sec. 3) pretrains the extracted architecture by KD from 
       + w_logit · T² KL(softmax(t/T) ‖ softmax(s/T))                   (teacher has an MLM head)
       + w_hidden · Σ_k MSE(h^S_k W_k, h^T_{m(k)}) / (D_s + 1)           (hidden-state KD)
 
-with m = `losses.layer_map` and W_k a learned [H_s, H_t] projection when widths differ. The
-real teacher on a CPU machine is all-MiniLM-L6-v2, which has no MLM head: hidden-state KD is the
-path there; a RoBERTa-/BERT-large directory with an MLM head gets logit KD as in the paper.
+with m = `losses.layer_map` and W_k a learned [H_s, H_t] projection when widths differ. With
+`kd.top_k` = k > 0 the KL is taken over the teacher's k largest logits plus one "rest" bucket
+(`losses.logit_kd_topk`; it under-estimates the full KL by q(rest)·KL(q|rest ‖ p|rest)). Only
+the teacher outputs the loss reads are stored: the hidden states of the teacher layers the
+served student depths match (none when w_hidden = 0), and top-k triples instead of [P, V]
+logits. The real teacher on a CPU machine is all-MiniLM-L6-v2, which has no MLM head:
+hidden-state KD is the path there; a RoBERTa-/BERT-large directory with an MLM head gets logit
+KD as in the paper.
 
 Masking is *static*: each sequence is masked once under the seed (BERT's original
 `create_pretraining_data` does the same), so the teacher sees exactly the student's inputs and
@@ -17,10 +22,11 @@ its outputs can be cached on disk once (`teacher_cache`) and shared by every can
 This module prepares that data, the teacher outputs, the student parameters and the loss; the
 loop itself is `train.train`.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +35,16 @@ import numpy as np
 from bort_jax import hf, losses, teacher_cache
 from bort_jax.arch import Arch, Spec, check_seq_len
 from bort_jax.data import batching, mlm, text
-from bort_jax.models.bert import Bert, init_params, slice_params
+from bort_jax.models.bert import Bert, init_params, slice_params, stack_layers
 
-INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mlm_positions", "mlm_ids",
-              "mlm_weights")
+INPUT_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "mlm_positions",
+    "mlm_ids",
+    "mlm_weights",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +54,20 @@ class KDWeights:
     logit: float = 0.0
     temperature: float = 2.0
     layer_map: str = "uniform"
+    top_k: int = 0  # logit KD from the teacher's top-k logits + a rest bucket; 0 = full logits
 
 
 @dataclasses.dataclass
 class KDData:
     """Static-masked train/held-out arrays (each key [N, ...]) plus teacher outputs.
 
-    teacher['hidden'] [N, D_t + 1, L, H_t] float16 (all teacher hidden states);
-    teacher['mlm_logits'] [N, P, V] float16 when the teacher has an MLM head and logit KD is on.
+    teacher['hidden'] [N, S, L, H_t] float16: the S teacher hidden states `hidden_layers`
+    (index 0 = embeddings, l = output of layer l), absent when hidden KD is off;
+    hidden_layers None = all D_t + 1 states (stored index = teacher index).
+    Logit KD (teacher with an MLM head), full (top_k = 0): teacher['mlm_logits'] [N, P, V]
+    float16; top-k: teacher['topk_values'] [N, P, k] float16, teacher['topk_ids'] [N, P, k]
+    int32 and teacher['rest_logmass'] [N, P] float32 (log teacher mass outside the top k at
+    temperature `temperature`; `losses.topk_teacher`).
     """
 
     train: dict[str, np.ndarray]
@@ -60,6 +78,15 @@ class KDData:
     teacher_hidden: int
     vocab_size: int
     cache_hit: bool = False
+    hidden_layers: tuple[int, ...] | None = None
+    top_k: int = 0
+    temperature: float | None = None  # the rest mass's T (top_k > 0 only)
+
+    @property
+    def hidden_index(self) -> dict[int, int]:
+        """Teacher hidden-state index → index along the stored axis 1 of teacher['hidden']."""
+        layers = range(self.teacher_depth + 1) if self.hidden_layers is None else self.hidden_layers
+        return {t: i for i, t in enumerate(layers)}
 
 
 @dataclasses.dataclass
@@ -77,87 +104,235 @@ class Teacher:
         return Bert(ck.arch, ck.spec, mlm_head=ck.has_mlm_head)
 
 
-def static_mask(seqs: np.ndarray, tokenizer, vocab_size: int, seed: int,
-                mask_prob: float = 0.15) -> dict[str, np.ndarray]:
+def static_mask(
+    seqs: np.ndarray, tokenizer, vocab_size: int, seed: int, mask_prob: float = 0.15
+) -> dict[str, np.ndarray]:
     """Mask every row once (80/10/10) under `seed`: dict of INPUT_KEYS arrays [N, ...]."""
     ids = hf.special_ids(tokenizer)
     specials = {ids["cls"], ids["sep"], ids["pad"], ids["mask"], ids["unk"]}
-    out = mlm.mask_tokens(seqs, np.random.default_rng(seed), vocab_size, ids["mask"],
-                          specials, mask_prob)
+    out = mlm.mask_tokens(
+        seqs, np.random.default_rng(seed), vocab_size, ids["mask"], specials, mask_prob
+    )
     out["attention_mask"] = (seqs != ids["pad"]).astype(np.int32)
     out["token_type_ids"] = np.zeros_like(seqs, dtype=np.int32)
     return {k: np.asarray(out[k]) for k in INPUT_KEYS}
 
 
-def teacher_outputs(teacher: Teacher, arrays: Mapping[str, np.ndarray], want_logits: bool,
-                    batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Run the teacher (jit once) over `arrays` → {'hidden': [N, Dt+1, L, Ht], 'mlm_logits'?}."""
+def stored_layers(
+    student_depths: Sequence[int] | None, teacher_depth: int, mode: str = "uniform"
+) -> tuple[int, ...]:
+    """Sorted teacher hidden-state indices some student of `student_depths` matches.
+
+        stored = ∪_{D_s in student_depths} set(losses.layer_map(D_s, D_t, mode))
+
+    None = every depth 1..D_t (which stores all D_t + 1 states).
+    """
+    depths = range(1, teacher_depth + 1) if student_depths is None else student_depths
+    out: set[int] = set()
+    for d in depths:
+        out.update(losses.layer_map(int(d), teacher_depth, mode))
+    return tuple(sorted(out))
+
+
+def teacher_output_specs(
+    teacher: Teacher,
+    arrays: Mapping[str, np.ndarray],
+    want_logits: bool,
+    *,
+    layers: Sequence[int] | None = None,
+    top_k: int = 0,
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{name: (shape, dtype)} of what `teacher_outputs` produces (see `KDData`).
+
+    layers: teacher hidden-state indices to keep (None = all D_t + 1; () = no 'hidden').
+    """
+    ck = teacher.checkpoint
+    n, length = arrays["input_ids"].shape
+    p = arrays["mlm_positions"].shape[1]
+    nl = ck.arch.depth + 1 if layers is None else len(layers)
+    specs = {}
+    if nl:
+        specs["hidden"] = ((n, nl, length, ck.arch.hidden), np.dtype(np.float16))
+    if want_logits and top_k:
+        specs["topk_values"] = ((n, p, top_k), np.dtype(np.float16))
+        specs["topk_ids"] = ((n, p, top_k), np.dtype(np.int32))
+        specs["rest_logmass"] = ((n, p), np.dtype(np.float32))
+    elif want_logits:
+        specs["mlm_logits"] = ((n, p, ck.spec.vocab_size), np.dtype(np.float16))
+    return specs
+
+
+def teacher_outputs(
+    teacher: Teacher,
+    arrays: Mapping[str, np.ndarray],
+    want_logits: bool,
+    batch_size: int = 32,
+    *,
+    layers: Sequence[int] | None = None,
+    top_k: int = 0,
+    temperature: float = 1.0,
+    out: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run the teacher (jit once) over `arrays`, `batch_size` rows at a time.
+
+    Returns the arrays of `teacher_output_specs` (hidden states of `layers` only; full logits,
+    or the top-k triple when `top_k` > 0). With `out` (writable arrays of those shapes, e.g.
+    `np.lib.format.open_memmap` files) each chunk is written into them as it is produced and
+    nothing beyond one chunk is held; without it they are allocated in RAM.
+    """
     model = teacher.model
+    specs = teacher_output_specs(teacher, arrays, want_logits, layers=layers, top_k=top_k)
+    keep = None if layers is None else np.asarray(layers, np.int32)
 
     @jax.jit
     def run(params, batch):
-        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                          batch["token_type_ids"], output_hidden_states=True,
-                          mlm_positions=batch["mlm_positions"] if want_logits else None)
-        res = {"hidden": jnp.stack(out["hidden_states"], 1).astype(jnp.float16)}
-        if want_logits:
-            res["mlm_logits"] = out["mlm_logits"].astype(jnp.float16)
+        res_ = model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            output_hidden_states="hidden" in specs,
+            mlm_positions=batch["mlm_positions"] if want_logits else None,
+        )
+        res = {}
+        if "hidden" in specs:
+            hidden = jnp.stack(res_["hidden_states"], 1)
+            if keep is not None:
+                hidden = hidden[:, keep]
+            res["hidden"] = hidden.astype(jnp.float16)
+        if want_logits and top_k:
+            tk = losses.topk_teacher(res_["mlm_logits"], top_k, temperature)
+            res["topk_values"] = tk["values"].astype(jnp.float16)
+            res["topk_ids"] = tk["ids"]
+            res["rest_logmass"] = tk["rest"]
+        elif want_logits:
+            res["mlm_logits"] = res_["mlm_logits"].astype(jnp.float16)
         return res
 
+    if out is None:
+        out = {k: np.empty(shape, dtype) for k, (shape, dtype) in specs.items()}
     n = arrays["input_ids"].shape[0]
-    chunks: dict[str, list] = {}
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
         pad = batch_size - len(idx)
         idx = np.concatenate([idx, np.full(pad, idx[-1])])  # one shape → one compilation
-        res = jax.device_get(run(teacher.checkpoint.params,
-                                 {k: arrays[k][idx] for k in INPUT_KEYS}))
+        res = jax.device_get(
+            run(teacher.checkpoint.params, {k: arrays[k][idx] for k in INPUT_KEYS})
+        )
         for k, v in res.items():
-            chunks.setdefault(k, []).append(v[:batch_size - pad])
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+            out[k][start : start + batch_size - pad] = v[: batch_size - pad]
+    return dict(out)
 
 
-def prepare(teacher: Teacher, teacher_path: str, corpus: str, seq_len: int, *,
-            max_sequences: int | None, heldout_fraction: float, seed: int,
-            want_logits: bool, cache_dir: str | None, docs: list[str] | None = None
-            ) -> KDData:
-    """Corpus → packed, static-masked sequences → teacher outputs (cached on disk)."""
+def prepare(
+    teacher: Teacher,
+    teacher_path: str,
+    corpus: str,
+    seq_len: int,
+    *,
+    max_sequences: int | None,
+    heldout_fraction: float,
+    seed: int,
+    want_logits: bool,
+    cache_dir: str | None,
+    docs: list[str] | None = None,
+    student_depths: Sequence[int] | None = None,
+    kd: KDWeights | None = None,
+) -> KDData:
+    """Corpus → packed, static-masked sequences → teacher outputs (streamed into the cache).
+
+    Only what the loss reads is stored: hidden states of the teacher layers some student depth
+    in `student_depths` matches under `kd.layer_map` (None = every depth 1..D_t, i.e. all
+    states; none at all when `kd.hidden` == 0), and with `kd.top_k` > 0 the top-k logits plus
+    the rest mass instead of full logits. `kd` None = `KDWeights()` (hidden KD, full logits).
+    With `cache_dir` the outputs are written chunk by chunk into pre-allocated `.npy` files
+    (`teacher_cache.get_or_build_streamed`) and memory-mapped; without, they are in RAM.
+    """
+    kd = KDWeights() if kd is None else kd
     ck = teacher.checkpoint
     check_seq_len(seq_len, ck.spec)
     if want_logits and not ck.has_mlm_head:
-        raise ValueError(f"logit KD needs a teacher with an MLM head; {teacher_path} has none "
-                         "(set kd.logit=0 and use hidden-state KD)")
+        raise ValueError(
+            f"logit KD needs a teacher with an MLM head; {teacher_path} has none "
+            "(set kd.logit=0 and use hidden-state KD)"
+        )
     docs = text.load_corpus(corpus) if docs is None else docs
     ids = hf.special_ids(teacher.tokenizer)
-    seqs = text.tokenize_and_pack(docs, teacher.tokenizer, seq_len, ids["cls"], ids["sep"],
-                                  ids["pad"])
+    seqs = text.tokenize_and_pack(
+        docs, teacher.tokenizer, seq_len, ids["cls"], ids["sep"], ids["pad"]
+    )
     if max_sequences:
         seqs = seqs[:max_sequences]
     train_seqs, held_seqs = text.split_train_heldout(seqs, heldout_fraction, seed)
     train = static_mask(train_seqs, teacher.tokenizer, ck.spec.vocab_size, seed)
     held = static_mask(held_seqs, teacher.tokenizer, ck.spec.vocab_size, seed + 1)
 
-    def build():
-        t = teacher_outputs(teacher, train, want_logits)
-        h = teacher_outputs(teacher, held, want_logits)
-        return {**{f"train_{k}": v for k, v in t.items()},
-                **{f"heldout_{k}": v for k, v in h.items()}}
+    layers = stored_layers(student_depths, ck.arch.depth, kd.layer_map) if kd.hidden else ()
+    top_k = kd.top_k if want_logits else 0
+    if top_k and not 0 < top_k <= ck.spec.vocab_size:
+        raise ValueError(f"kd.top_k={top_k} must be in [0, vocab size {ck.spec.vocab_size}]")
+    opts = dict(layers=layers, top_k=top_k, temperature=kd.temperature)
+    splits = {"train": train, "heldout": held}
 
-    key = teacher_cache.make_key(teacher=teacher_cache.digest_checkpoint(teacher_path),
-                                 data=teacher_cache.digest_arrays({**{f"t{k}": v for k, v in
-                                                                    train.items()},
-                                                                 **{f"h{k}": v for k, v in
-                                                                    held.items()}}),
-                                 logits=want_logits, version=1)
+    def specs():
+        return {
+            f"{p}_{k}": v
+            for p, a in splits.items()
+            for k, v in teacher_output_specs(
+                teacher, a, want_logits, layers=layers, top_k=top_k
+            ).items()
+        }
+
+    def fill(out):
+        for p, a in splits.items():
+            teacher_outputs(
+                teacher,
+                a,
+                want_logits,
+                layers=layers,
+                top_k=top_k,
+                temperature=kd.temperature,
+                out={k[len(p) + 1 :]: v for k, v in out.items() if k.startswith(f"{p}_")},
+            )
+
+    def build():
+        return {
+            f"{p}_{k}": v
+            for p, a in splits.items()
+            for k, v in teacher_outputs(teacher, a, want_logits, **opts).items()
+        }
+
+    key = teacher_cache.make_key(
+        teacher=teacher_cache.digest_checkpoint(teacher_path),
+        data=teacher_cache.digest_arrays(
+            {**{f"t{k}": v for k, v in train.items()}, **{f"h{k}": v for k, v in held.items()}}
+        ),
+        logits=want_logits,
+        layers=list(layers),
+        top_k=top_k,
+        temperature=kd.temperature if top_k else None,
+        version=2,
+    )
     if cache_dir:
-        arrays, hit = teacher_cache.get_or_build(cache_dir, key, build,
-                                                 info={"teacher": teacher_path,
-                                                       "seq_len": seq_len})
+        arrays, hit = teacher_cache.get_or_build_streamed(
+            cache_dir, key, specs(), fill, info={"teacher": teacher_path, "seq_len": seq_len}
+        )
     else:
         arrays, hit = build(), False
-    split = lambda p: {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}  # noqa
-    return KDData(train, held, split("train_"), split("heldout_"), ck.arch.depth,
-                  ck.arch.hidden, ck.spec.vocab_size, hit)
+    split = lambda p: {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}  # noqa
+    return KDData(
+        train,
+        held,
+        split("train_"),
+        split("heldout_"),
+        ck.arch.depth,
+        ck.arch.hidden,
+        ck.spec.vocab_size,
+        hit,
+        hidden_layers=layers,
+        top_k=top_k,
+        temperature=kd.temperature if top_k else None,
+    )
 
 
 def student_spec(teacher_spec: Spec) -> Spec:
@@ -165,8 +340,9 @@ def student_spec(teacher_spec: Spec) -> Spec:
     return dataclasses.replace(teacher_spec, pooler=False)
 
 
-def init_student(arch: Arch, spec: Spec, teacher_hidden: int, seed: int,
-                 source: hf.Checkpoint | None = None) -> dict:
+def init_student(
+    arch: Arch, spec: Spec, teacher_hidden: int, seed: int, source: hf.Checkpoint | None = None
+) -> dict:
     """{'student': Bert params (MLM head), 'proj': {k: [H_s, H_t]}} — random or sliced."""
     model = Bert(arch, spec, mlm_head=True)
     rng = jax.random.PRNGKey(seed)
@@ -177,32 +353,84 @@ def init_student(arch: Arch, spec: Spec, teacher_hidden: int, seed: int,
     proj = {}
     if arch.hidden != teacher_hidden:
         keys = jax.random.split(jax.random.fold_in(rng, 1), arch.depth + 1)
-        proj = {str(k): jax.random.normal(keys[k], (arch.hidden, teacher_hidden)) /
-                np.sqrt(arch.hidden) for k in range(arch.depth + 1)}
+        proj = {
+            str(k): jax.random.normal(keys[k], (arch.hidden, teacher_hidden)) / np.sqrt(arch.hidden)
+            for k in range(arch.depth + 1)
+        }
     return {"student": params, "proj": proj}
 
 
 def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
     """`loss_fn(params, batch, rng)` for `train.train`; batch = inputs + teacher outputs."""
     tmap = losses.layer_map(model.arch.depth, data.teacher_depth, weights.layer_map)
+    index = data.hidden_index
+    missing = sorted(set(tmap) - set(index))
+    # Hidden terms are computed when weighted, or (for logging) when their states are stored.
+    use_hidden = bool(weights.hidden) or not missing
+    if use_hidden:
+        if missing:
+            raise ValueError(
+                f"teacher hidden states {missing} (student depth {model.arch.depth},"
+                f" layer_map {weights.layer_map!r}) are not stored; stored "
+                f"{data.hidden_layers} — pass this depth to distill.prepare"
+            )
+        smap = tuple(index[t] for t in tmap)  # student index k → stored index
+    if weights.logit and weights.top_k != data.top_k:
+        raise ValueError(
+            f"kd.top_k={weights.top_k} but the teacher outputs were stored with top_k={data.top_k}"
+        )
+    if weights.logit and weights.top_k and weights.temperature != data.temperature:
+        raise ValueError(
+            f"kd.temperature={weights.temperature} but the stored rest mass is at "
+            f"T={data.temperature}"
+        )
 
     def loss_fn(params, batch, rng, deterministic=False):
-        out = model.apply({"params": params["student"]}, batch["input_ids"],
-                          batch["attention_mask"], batch["token_type_ids"],
-                          deterministic=deterministic, rngs={"dropout": rng},
-                          output_hidden_states=True, mlm_positions=batch["mlm_positions"])
-        terms = {"mlm": losses.mlm_cross_entropy(out["mlm_logits"], batch["mlm_ids"],
-                                                 batch["mlm_weights"]),
-                 "mlm_acc": losses.mlm_accuracy(out["mlm_logits"], batch["mlm_ids"],
-                                                batch["mlm_weights"])}
-        teacher_h = batch["teacher_hidden"]
-        hid = [losses.hidden_kd(h, teacher_h[:, tmap[k]], batch["attention_mask"],
-                                params["proj"].get(str(k)))
-               for k, h in enumerate(out["hidden_states"])]
+        out = model.apply(
+            {"params": params["student"]},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            deterministic=deterministic,
+            rngs={"dropout": rng},
+            output_hidden_states=True,
+            mlm_positions=batch["mlm_positions"],
+        )
+        terms = {
+            "mlm": losses.mlm_cross_entropy(
+                out["mlm_logits"], batch["mlm_ids"], batch["mlm_weights"]
+            ),
+            "mlm_acc": losses.mlm_accuracy(
+                out["mlm_logits"], batch["mlm_ids"], batch["mlm_weights"]
+            ),
+        }
+        if use_hidden:
+            teacher_h = batch["teacher_hidden"]
+            hid = [
+                losses.hidden_kd(
+                    h, teacher_h[:, smap[k]], batch["attention_mask"], params["proj"].get(str(k))
+                )
+                for k, h in enumerate(out["hidden_states"])
+            ]
+        else:  # hidden KD off and no teacher states stored
+            hid = [jnp.zeros((), jnp.float32)]
         terms["hidden"] = sum(hid) / len(hid)
-        if weights.logit:
-            terms["logit"] = losses.logit_kd(out["mlm_logits"], batch["teacher_logits"],
-                                             batch["mlm_weights"], weights.temperature)
+        if weights.logit and weights.top_k:
+            terms["logit"] = losses.logit_kd_topk(
+                out["mlm_logits"],
+                batch["teacher_topk_values"],
+                batch["teacher_topk_ids"],
+                batch["teacher_rest_logmass"],
+                batch["mlm_weights"],
+                weights.temperature,
+            )
+        elif weights.logit:
+            terms["logit"] = losses.logit_kd(
+                out["mlm_logits"],
+                batch["teacher_logits"],
+                batch["mlm_weights"],
+                weights.temperature,
+            )
         terms["hidden_last"] = hid[-1]
         w = {"mlm": weights.mlm, "hidden": weights.hidden}
         if weights.logit:
@@ -216,20 +444,26 @@ def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
     return loss_fn
 
 
-def kd_rows(arrays: Mapping[str, np.ndarray], teacher: Mapping[str, np.ndarray]
-            ) -> dict[str, np.ndarray]:
+def kd_rows(
+    arrays: Mapping[str, np.ndarray], teacher: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """One data set of student inputs + teacher outputs (memory-maps stay memory-maps)."""
     rows = {k: arrays[k] for k in INPUT_KEYS}
-    rows["teacher_hidden"] = teacher["hidden"]
+    if "hidden" in teacher:
+        rows["teacher_hidden"] = teacher["hidden"]
     if "mlm_logits" in teacher:
         rows["teacher_logits"] = teacher["mlm_logits"]
+    for k in ("topk_values", "topk_ids", "rest_logmass"):
+        if k in teacher:
+            rows[f"teacher_{k}"] = teacher[k]
     return rows
 
 
 def train_batches(data: KDData, batch_size: int, seed: int) -> batching.BatchSource:
     """Stateless KD batches of the training rows (`batching.epoch_batches`, full epochs)."""
-    return batching.epoch_batches(kd_rows(data.train, data.teacher_train), batch_size, seed,
-                                  drop_remainder=True)
+    return batching.epoch_batches(
+        kd_rows(data.train, data.teacher_train), batch_size, seed, drop_remainder=True
+    )
 
 
 class HeldoutEvaluator:
@@ -237,8 +471,9 @@ class HeldoutEvaluator:
     terms on the held-out rows, dropout off, averaged over full batches (one compiled shape)."""
 
     def __init__(self, loss_fn: Callable, data: KDData, batch_size: int):
-        self.batches = batching.fixed_batches(kd_rows(data.heldout, data.teacher_heldout),
-                                              batch_size)
+        self.batches = batching.fixed_batches(
+            kd_rows(data.heldout, data.teacher_heldout), batch_size
+        )
 
         @jax.jit
         def metric(params, batch):
@@ -263,16 +498,35 @@ class Student:
     loss_fn: Callable
 
 
-def build_student(arch: Arch, data: KDData, teacher_spec: Spec, weights: KDWeights, *,
-                  seed: int, dropout: float = 0.0,
-                  source: hf.Checkpoint | None = None) -> Student:
+def build_student(
+    arch: Arch,
+    data: KDData,
+    teacher_spec: Spec,
+    weights: KDWeights,
+    *,
+    seed: int,
+    dropout: float = 0.0,
+    source: hf.Checkpoint | None = None,
+    scan_layers: bool = False,
+) -> Student:
     """The one student set-up shared by pretraining and proxy training.
 
     The student has the teacher's vocabulary/positions, an MLM head and no pooler; its
     parameters are random (seed) or sliced from `source`; its loss is `make_loss_fn`.
+    `scan_layers=True` runs the layers through `nn.scan` (compile time flat in depth) with the
+    same initial parameters, stacked: `params['student']['layers']` (`models.bert.stack_layers`;
+    `unstack_layers` gives back the canonical layout).
     """
     spec = student_spec(teacher_spec)
-    model = Bert(arch, spec, mlm_head=True, dropout_rate=dropout,
-                 attention_dropout_rate=dropout)
+    model = Bert(
+        arch,
+        spec,
+        mlm_head=True,
+        dropout_rate=dropout,
+        attention_dropout_rate=dropout,
+        scan_layers=scan_layers,
+    )
     params = init_student(arch, spec, data.teacher_hidden, seed, source)
+    if scan_layers:
+        params = {**params, "student": stack_layers(params["student"], arch.depth)}
     return Student(arch, spec, model, params, make_loss_fn(model, data, weights))

@@ -328,6 +328,8 @@ def build_problem(config, workdir: str) -> Problem:
         seed=config.data_seed,
         want_logits=pcfg.kd.logit > 0,
         cache_dir=os.path.join(workdir, "teacher_cache"),
+        student_depths=sorted({c.depth for c in sp.candidates()}),
+        kd=pcfg.kd,
     )
     chash = config_hash(config, ERROR_KEYS)
     cache = CandidateCache(Path(workdir) / "candidates" / chash)

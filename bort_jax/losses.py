@@ -90,6 +90,86 @@ def logit_kd(
     return temperature**2 * weighted_mean(kl, weights)
 
 
+def topk_teacher(teacher_logits: Array, k: int, temperature: float = 1.0) -> dict[str, Array]:
+    """What the teacher cache stores for top-k logit KD, per position.
+
+        K     = the k largest teacher logits t_v (ids),      values = t_K
+        rest  = log sum_{v not in K} softmax(t / T)_v         (-inf when k = V)
+
+    computed as logsumexp over the complement minus logsumexp over all classes (no 1 - sum
+    cancellation).
+
+    Args:
+      teacher_logits: t [..., V].
+      k: 1 <= k <= V.
+      temperature: T > 0 (the rest mass depends on it).
+    Returns:
+      {'values': [..., k] float32, 'ids': [..., k] int32, 'rest': [...] float32}.
+    """
+    t = _f32(teacher_logits)
+    values, ids = jax.lax.top_k(t, k)
+    scaled = t / temperature
+    flat = scaled.reshape(-1, scaled.shape[-1])
+    rows = jnp.arange(flat.shape[0])[:, None]
+    kept = jnp.zeros(flat.shape, bool).at[rows, ids.reshape(-1, k)].set(True)
+    rest_lse = jax.nn.logsumexp(jnp.where(kept, -jnp.inf, flat), axis=-1)
+    rest = rest_lse - jax.nn.logsumexp(flat, axis=-1)
+    return {"values": values, "ids": ids.astype(jnp.int32), "rest": rest.reshape(t.shape[:-1])}
+
+
+def logit_kd_topk(
+    student_logits: Array,
+    teacher_values: Array,
+    teacher_ids: Array,
+    teacher_rest: Array,
+    weights: Array,
+    temperature: float = 1.0,
+) -> Array:
+    """``logit_kd`` from the teacher's top-k logits plus one "rest" bucket.
+
+    The teacher distribution q = softmax(t / T) is known on the k kept classes K (logits t_K)
+    and through r = log q(rest) = log sum_{v not in K} q_v. Its log-partition follows from
+    sum_K q_j = 1 - e^r:
+
+        log q_j    = t_j / T - logsumexp_K(t / T) + log(1 - e^r)      (j in K)
+        log p_j    = s_j / T - logsumexp_V(s / T)
+        log p_rest = logsumexp_{v not in K}(s_v / T) - logsumexp_V(s / T)
+        KL_bp      = sum_{j in K} q_j (log q_j - log p_j) + e^r (r - log p_rest)
+        loss       = T^2 * sum_bp w_bp KL_bp / max(sum_bp w_bp, 1)
+
+    i.e. the KL between the two distributions coarsened to K + {rest}. By the chain rule of KL,
+    the full KL = this + q(rest) * KL(q | rest || p | rest) >= this: the error is
+    q(rest) times the KL restricted to the dropped classes (0 when k = V).
+
+    Args:
+      student_logits: s [B, P, V].
+      teacher_values: t_K [B, P, k] (gradient stopped).
+      teacher_ids: int [B, P, k], distinct class ids of t_K.
+      teacher_rest: r [B, P], log teacher mass outside K at temperature T (-inf if none).
+      weights: w [B, P].
+      temperature: T > 0, the one `teacher_rest` was computed at.
+    Returns:
+      scalar float32.
+    """
+    t = jax.lax.stop_gradient(_f32(teacher_values)) / temperature
+    r = jax.lax.stop_gradient(_f32(teacher_rest))
+    s = _f32(student_logits) / temperature
+    ids = teacher_ids.astype(jnp.int32)
+    has_rest = r > _NEG
+    r_safe = jnp.where(has_rest, r, 0.0)
+    log1m = jnp.where(has_rest, jnp.log1p(-jnp.exp(r_safe)), 0.0)  # log(1 - e^r)
+    log_q = t - jax.nn.logsumexp(t, axis=-1, keepdims=True) + log1m[..., None]
+    lse_s = jax.nn.logsumexp(s, axis=-1)
+    log_p = jnp.take_along_axis(s, ids, axis=-1) - lse_s[..., None]
+    flat = s.reshape(-1, s.shape[-1])
+    rows = jnp.arange(flat.shape[0])[:, None]
+    rest_s = flat.at[rows, ids.reshape(flat.shape[0], -1)].set(_NEG)
+    log_p_rest = jax.nn.logsumexp(rest_s, axis=-1).reshape(lse_s.shape) - lse_s
+    kept = jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=-1)
+    rest = jnp.where(has_rest, jnp.exp(r_safe) * (r_safe - log_p_rest), 0.0)
+    return temperature**2 * weighted_mean(kept + rest, weights)
+
+
 def bort_kd_legacy(
     student_logits: Array,
     teacher_logits: Array,

@@ -88,6 +88,8 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         seed=cfg.seed,
         want_logits=cfg.kd.logit > 0,
         cache_dir=cfg.cache_dir or os.path.join(workdir, "teacher_cache"),
+        student_depths=(cfg.arch.depth,),
+        kd=cfg.kd,
     )
     student = distill.build_student(
         cfg.arch,

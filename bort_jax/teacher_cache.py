@@ -9,7 +9,8 @@ teacher's identity (`digest_checkpoint`: the full SHA-256 of config.json and of 
 file), the data (digest of the input arrays) and the cache config. An entry is written into a
 temporary directory and renamed when complete (a kill never leaves a half entry under the real
 name); on read, every array's shape/dtype and SHA-256 must match `meta.json`, else the entry
-is rebuilt.
+is rebuilt. `get_or_build_streamed` fills pre-allocated `.npy` memory-maps in the staging
+directory while the outputs are computed (host memory: one chunk), then commits the same way.
 
 The weights' full digest is computed once per file version and memoised beside the checkpoint
 (`.bort_jax_digests.json`), keyed by the file's size, mtime (ns) and a sample digest of its first
@@ -164,20 +165,71 @@ def get_or_build(
     # A unique staging directory (not `files.atomic_write_dir`'s fixed name): two processes
     # sharing a cache may build the same key at once.
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp"))
-    meta = {"key": key, "info": dict(info or {}), "arrays": {}}
     for name, a in arrays.items():
         a = np.asarray(a)
         if np.issubdtype(a.dtype, np.floating):
             a = a.astype(dtype)
+        np.save(tmp / f"{name}.npy", a)
+    return _commit(tmp, entry, key, list(arrays), info), False
+
+
+def get_or_build_streamed(
+    cache_dir: str | os.PathLike,
+    key: str,
+    specs: Mapping[str, tuple[tuple[int, ...], Any]],
+    fill: Callable[[dict[str, np.ndarray]], None],
+    info: Mapping | None = None,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """(arrays, hit) like `get_or_build`, but the entry is written while it is computed.
+
+    On a miss, `specs` {name: (shape, dtype)} are pre-allocated as `.npy` files in the staging
+    directory (`np.lib.format.open_memmap`) and `fill(arrays)` writes into those memory-maps
+    (chunk by chunk: the host holds at most what `fill` holds, not the whole output); then the
+    files are flushed, hashed and the entry committed as in `get_or_build` (atomic rename,
+    SHA-256 per array in meta.json).
+    """
+    entry = Path(cache_dir) / key
+    cached = load(entry)
+    if cached is not None:
+        return cached, True
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp"))
+    try:
+        out = {}
+        for name, (shape, dt) in specs.items():
+            f = tmp / f"{name}.npy"
+            if int(np.prod(shape)) == 0:  # an empty file cannot be mapped: nothing to fill
+                np.save(f, np.zeros(shape, dt))
+                out[name] = np.zeros(shape, dt)
+            else:
+                out[name] = np.lib.format.open_memmap(f, mode="w+", dtype=dt, shape=tuple(shape))
+        fill(out)
+        for a in out.values():
+            if isinstance(a, np.memmap):
+                a.flush()
+        del out
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _commit(tmp, entry, key, list(specs), info), False
+
+
+def _commit(
+    tmp: Path, entry: Path, key: str, names: list[str], info: Mapping | None
+) -> dict[str, np.ndarray]:
+    """Hash the staged `<name>.npy` files, write meta.json, rename `tmp` to `entry`, map it."""
+    meta = {"key": key, "info": dict(info or {}), "arrays": {}}
+    for name in names:
         f = tmp / f"{name}.npy"
-        np.save(f, a)
+        a = np.load(f, mmap_mode="r")
         meta["arrays"][name] = {
             "shape": list(a.shape),
             "dtype": str(a.dtype),
             "sha256": _file_sha(f),
         }
+        del a
     (tmp / META).write_text(json.dumps(meta, indent=1))
     if entry.exists():
         shutil.rmtree(entry)
     os.replace(tmp, entry)
-    return load(entry, verify=False), False
+    return load(entry, verify=False)

@@ -8,11 +8,13 @@ MLM-slot masks, the term weights, the temperature, and `output_total` (the e(ξ)
 optimises) — is recomputed here in float64 numpy, without calling `bort_jax.losses`.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from bort_jax import distill
+from bort_jax import distill, losses
 from bort_jax.arch import Arch, Spec
 from bort_jax.models.bert import Bert, init_params
 
@@ -159,3 +161,99 @@ def test_kd_objective_equals_hand_computation(layer_map, logit_weight):
         weights,
     )
     assert abs(wrong["total"] - got["total"]) > 1e-3 * abs(got["total"])
+
+
+# --------------------------------------------------------------------------------------------
+# issue 9.1: only the teacher layers a student can match are stored
+# --------------------------------------------------------------------------------------------
+def test_stored_layers_by_hand():
+    # D_t = 5. 'uniform' D_s = 2: (0, 3, 5) (HAND_MAPS); D_s = 3: k·5/3 = 1.67, 3.33 → (0, 2, 3, 5)
+    assert distill.stored_layers([2], DT) == (0, 3, 5)
+    assert distill.stored_layers([3], DT) == (0, 2, 3, 5)
+    assert distill.stored_layers([3, 2, 2], DT) == (0, 2, 3, 5)
+    assert distill.stored_layers([1], DT) == (0, 5)
+    # 'last' D_s = 2: the top two layers (0, 4, 5); D_s = 1: (0, 5)
+    assert distill.stored_layers([2, 1], DT, "last") == (0, 4, 5)
+    # default = every depth 1..D_t = every hidden state
+    assert distill.stored_layers(None, DT) == (0, 1, 2, 3, 4, 5)
+    data = distill.KDData({}, {}, {}, {}, DT, HT, V, hidden_layers=(0, 2, 3, 5))
+    assert data.hidden_index == {0: 0, 2: 1, 3: 2, 5: 3}
+    assert distill.KDData({}, {}, {}, {}, 2, HT, V).hidden_index == {0: 0, 1: 1, 2: 2}
+
+
+def _student(rng):
+    spec = Spec(vocab_size=V, max_positions=16, pooler=False)
+    model = Bert(Arch(DS, 2, HS, 16), spec, mlm_head=True)
+    proj = {str(k): rng.normal(0, 0.5, (HS, HT)).astype(np.float32) for k in range(DS + 1)}
+    return model, {"student": init_params(model, jax.random.PRNGKey(3)), "proj": proj}
+
+
+@pytest.mark.parametrize("layer_map", ["uniform", "last"])
+def test_loss_on_stored_subset_equals_loss_on_all_layers(layer_map):
+    """Storing only `stored_layers` (indexed through `hidden_index`) gives the same objective as
+    storing all D_t + 1 states; a wrong index mapping would pick other layers and differ."""
+    rng = np.random.default_rng(5)
+    model, params = _student(rng)
+    batch = _batch(rng)
+    weights = distill.KDWeights(mlm=0.7, hidden=1.3, logit=0.4, layer_map=layer_map)
+    full = distill.KDData({}, {}, {}, {}, DT, HT, V)
+    layers = distill.stored_layers([DS], DT, layer_map)
+    assert layers == tuple(sorted(HAND_MAPS[layer_map]))
+    sub = distill.KDData({}, {}, {}, {}, DT, HT, V, hidden_layers=layers)
+    sub_batch = {**batch, "teacher_hidden": batch["teacher_hidden"][:, list(layers)]}
+    key = jax.random.PRNGKey(0)
+    _, m_full = distill.make_loss_fn(model, full, weights)(params, batch, key, True)
+    _, m_sub = distill.make_loss_fn(model, sub, weights)(params, sub_batch, key, True)
+    for k in ("total", "hidden", "hidden_last", "output_total"):
+        np.testing.assert_allclose(float(m_sub[k]), float(m_full[k]), rtol=1e-6, err_msg=k)
+    # the mapping is applied: stored indices (0, 1, 2) read from all states are other layers
+    _, m_wrong = distill.make_loss_fn(model, sub, weights)(params, batch, key, True)
+    assert abs(float(m_wrong["hidden"]) - float(m_full["hidden"])) > 1e-3
+    # a depth whose layers were not stored is refused
+    with pytest.raises(ValueError, match="not stored"):
+        distill.make_loss_fn(
+            model, distill.KDData({}, {}, {}, {}, DT, HT, V, hidden_layers=(0, 1)), weights
+        )
+
+
+def test_no_hidden_states_when_hidden_weight_is_zero():
+    rng = np.random.default_rng(6)
+    model, params = _student(rng)
+    batch = _batch(rng)
+    del batch["teacher_hidden"]
+    weights = distill.KDWeights(mlm=0.7, hidden=0.0, logit=0.4)
+    data = distill.KDData({}, {}, {}, {}, DT, HT, V, hidden_layers=())
+    total, m = distill.make_loss_fn(model, data, weights)(
+        params, batch, jax.random.PRNGKey(0), True
+    )
+    np.testing.assert_allclose(
+        float(total), 0.7 * float(m["mlm"]) + 0.4 * float(m["logit"]), rtol=1e-6
+    )
+    assert float(m["hidden"]) == 0.0 and float(m["output_total"]) == float(total)
+    with pytest.raises(ValueError, match="not stored"):  # hidden KD on, nothing stored
+        distill.make_loss_fn(model, data, distill.KDWeights(hidden=1.0))
+
+
+def test_top_k_objective_with_k_equal_v_is_the_full_objective():
+    rng = np.random.default_rng(8)
+    model, params = _student(rng)
+    batch = _batch(rng)
+    w_full = distill.KDWeights(mlm=0.7, hidden=1.3, logit=0.4, temperature=2.0)
+    w_topk = dataclasses.replace(w_full, top_k=V)
+    tk = losses.topk_teacher(batch["teacher_logits"], V, 2.0)
+    topk_batch = {
+        **batch,
+        "teacher_topk_values": np.asarray(tk["values"]).astype(np.float16),
+        "teacher_topk_ids": np.asarray(tk["ids"]),
+        "teacher_rest_logmass": np.asarray(tk["rest"]),
+    }
+    del topk_batch["teacher_logits"]
+    full = distill.KDData({}, {}, {}, {}, DT, HT, V)
+    topk = distill.KDData({}, {}, {}, {}, DT, HT, V, top_k=V, temperature=2.0)
+    key = jax.random.PRNGKey(0)
+    _, m_full = distill.make_loss_fn(model, full, w_full)(params, batch, key, True)
+    _, m_topk = distill.make_loss_fn(model, topk, w_topk)(params, topk_batch, key, True)
+    np.testing.assert_allclose(float(m_topk["logit"]), float(m_full["logit"]), rtol=1e-5)
+    assert float(m_full["logit"]) > 1e-2
+    with pytest.raises(ValueError, match="top_k"):  # data stored full logits, loss wants top-k
+        distill.make_loss_fn(model, full, w_topk)

@@ -5,6 +5,7 @@ key hashed size + first MiB); an unchanged teacher must reuse both the memoised 
 the cached outputs.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -136,3 +137,102 @@ def test_changed_teacher_rebuilds_cached_outputs(tmp_path, minilm_dir):
         np.asarray(second.teacher_train["hidden"][:, -1]),
     )
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2
+
+
+@pytest.fixture(scope="module")
+def mlm_teacher(tmp_path_factory, minilm_dir):
+    """A random 3-layer teacher with an MLM head, saved in HF format."""
+    arch, spec = Arch(3, 4, 32, 64), Spec(vocab_size=30522, max_positions=64, pooler=False)
+    params = jax.device_get(init_params(Bert(arch, spec, mlm_head=True), jax.random.PRNGKey(1)))
+    path = hf.save(
+        tmp_path_factory.mktemp("t") / "mlm", params, arch, spec, tokenizer_dir=minilm_dir
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "depths, kd",
+    [
+        ((1,), distill.KDWeights(hidden=1.0, logit=0.5, top_k=8)),
+        (None, distill.KDWeights(hidden=1.0, logit=0.5)),
+        ((2,), distill.KDWeights(hidden=0.0, logit=0.5, top_k=16, layer_map="last")),
+    ],
+)
+def test_streamed_cache_equals_in_ram_outputs(tmp_path, mlm_teacher, depths, kd):
+    """`prepare` with a cache streams chunks into pre-allocated .npy files; the entry equals the
+    in-RAM computation (no cache), holds only the selected layers / top-k arrays, is keyed by
+    them, and stays sha-verified."""
+    teacher = distill.Teacher.load(mlm_teacher)
+    kw = dict(max_sequences=40, heldout_fraction=0.25, seed=0, want_logits=True)
+    kw.update(student_depths=depths, kd=kd)
+    cached = distill.prepare(teacher, mlm_teacher, "embedded", 16, cache_dir=str(tmp_path), **kw)
+    ram = distill.prepare(teacher, mlm_teacher, "embedded", 16, cache_dir=None, **kw)
+    again = distill.prepare(teacher, mlm_teacher, "embedded", 16, cache_dir=str(tmp_path), **kw)
+    assert not cached.cache_hit and again.cache_hit
+    expected_layers = {(1,): (0, 3), None: (0, 1, 2, 3), (2,): ()}[depths]
+    assert cached.hidden_layers == ram.hidden_layers == expected_layers
+    names = {"topk_values", "topk_ids", "rest_logmass"} if kd.top_k else {"mlm_logits"}
+    if expected_layers:
+        names.add("hidden")
+    for split in ("teacher_train", "teacher_heldout"):
+        a, b = getattr(cached, split), getattr(ram, split)
+        assert set(a) == set(b) == names
+        for k in names:
+            assert isinstance(a[k], np.memmap) and not isinstance(b[k], np.memmap)
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+            np.testing.assert_array_equal(np.asarray(a[k]), b[k], err_msg=k)
+    n, length = cached.train["input_ids"].shape
+    if expected_layers:
+        assert cached.teacher_train["hidden"].shape == (n, len(expected_layers), length, 32)
+    if kd.top_k:
+        assert cached.teacher_train["topk_ids"].shape[-1] == kd.top_k
+        assert cached.teacher_train["topk_ids"].dtype == np.int32
+        rest = np.asarray(cached.teacher_train["rest_logmass"])
+        assert np.all(rest < 0) and np.all(np.isfinite(rest))
+    else:
+        assert cached.teacher_train["mlm_logits"].shape[-1] == 30522
+    # the stored hidden states are the teacher's states at those indices
+    if depths == (1,):
+        full = distill.teacher_outputs(teacher, cached.train, False)["hidden"]
+        np.testing.assert_array_equal(np.asarray(cached.teacher_train["hidden"]), full[:, [0, 3]])
+    # one entry, intact; another selection is another key
+    (entry,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert teacher_cache.load(entry) is not None
+    other = dataclasses.replace(kd, top_k=kd.top_k + 4 if kd.top_k else 8, hidden=1.0)
+    kw["kd"], kw["student_depths"] = other, (3,)
+    distill.prepare(teacher, mlm_teacher, "embedded", 16, cache_dir=str(tmp_path), **kw)
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_streamed_entry_corruption_is_detected_and_rebuilt(tmp_path):
+    specs = {"a": ((5, 3), np.float16), "b": ((5,), np.int32), "e": ((0, 2), np.float32)}
+    calls = []
+
+    def fill(out):
+        calls.append(sorted(out))
+        assert isinstance(out["a"], np.memmap)
+        for start in range(0, 5, 2):  # chunk by chunk
+            out["a"][start : start + 2] = np.arange(start, min(start + 2, 5))[:, None]
+            out["b"][start : start + 2] = np.arange(start, min(start + 2, 5))
+
+    arrays, hit = teacher_cache.get_or_build_streamed(tmp_path, "k", specs, fill)
+    assert not hit and calls == [["a", "b", "e"]]
+    np.testing.assert_array_equal(arrays["a"][:, 0], np.arange(5, dtype=np.float16))
+    assert arrays["b"].dtype == np.int32 and arrays["e"].shape == (0, 2)
+    meta = json.loads((tmp_path / "k" / teacher_cache.META).read_text())
+    assert meta["arrays"]["a"]["shape"] == [5, 3] and meta["arrays"]["b"]["dtype"] == "int32"
+    assert teacher_cache.get_or_build_streamed(tmp_path, "k", specs, fill)[1]
+    f = tmp_path / "k" / "b.npy"
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    assert teacher_cache.load(tmp_path / "k") is None
+    arrays, hit = teacher_cache.get_or_build_streamed(tmp_path, "k", specs, fill)
+    assert not hit and len(calls) == 2
+    np.testing.assert_array_equal(arrays["b"], np.arange(5))
+    # a failing fill leaves no entry and no staging directory behind
+    with pytest.raises(RuntimeError):
+        teacher_cache.get_or_build_streamed(
+            tmp_path, "bad", specs, lambda out: (_ for _ in ()).throw(RuntimeError("x"))
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]
