@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             seed=0,
             dropout=0.1,
             optim=dict(learning_rate=1e-4, warmup_steps=200, weight_decay=0.01, optimizer="adamw"),
-            kd=dict(mlm=0.1, hidden=0.0, logit=0.5, temperature=2.0, layer_map="uniform"),
+            kd=dict(mlm=0.1, hidden=0.0, logit=0.5, temperature=2.0, layer_map="uniform", top_k=0),
         )
     )
     c.max_evaluations = 0

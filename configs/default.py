@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             seed=0,
             dropout=0.0,
             optim=dict(learning_rate=1e-3, warmup_steps=4, weight_decay=0.01, optimizer="adamw"),
-            kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform"),
+            kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform", top_k=0),
         )
     )
     c.progress = True

@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.kd = ml_collections.ConfigDict(
-        dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform")
+        dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform", top_k=0)
     )
     c.checkpoint_every = 100
     c.eval_every = 100
