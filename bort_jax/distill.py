@@ -35,7 +35,7 @@ import numpy as np
 from bort_jax import hf, losses, teacher_cache
 from bort_jax.arch import Arch, Spec, check_seq_len
 from bort_jax.data import batching, mlm, text
-from bort_jax.models.bert import Bert, init_params, slice_params, stack_layers
+from bort_jax.models.bert import Bert, fresh_params, slice_params, stack_layers
 
 INPUT_KEYS = (
     "input_ids",
@@ -233,7 +233,7 @@ def prepare(
     max_sequences: int | None,
     heldout_fraction: float,
     seed: int,
-    want_logits: bool,
+    want_logits: bool | None = None,
     cache_dir: str | None,
     docs: list[str] | None = None,
     student_depths: Sequence[int] | None = None,
@@ -245,10 +245,12 @@ def prepare(
     in `student_depths` matches under `kd.layer_map` (None = every depth 1..D_t, i.e. all
     states; none at all when `kd.hidden` == 0), and with `kd.top_k` > 0 the top-k logits plus
     the rest mass instead of full logits. `kd` None = `KDWeights()` (hidden KD, full logits).
+    `want_logits` None = `kd.logit > 0` (logit KD reads the teacher's MLM logits).
     With `cache_dir` the outputs are written chunk by chunk into pre-allocated `.npy` files
     (`teacher_cache.get_or_build_streamed`) and memory-mapped; without, they are in RAM.
     """
     kd = KDWeights() if kd is None else kd
+    want_logits = kd.logit > 0 if want_logits is None else want_logits
     ck = teacher.checkpoint
     check_seq_len(seq_len, ck.spec)
     if want_logits and not ck.has_mlm_head:
@@ -346,7 +348,7 @@ def init_student(
     """{'student': Bert params (MLM head), 'proj': {k: [H_s, H_t]}} — random or sliced."""
     model = Bert(arch, spec, mlm_head=True)
     rng = jax.random.PRNGKey(seed)
-    params = init_params(model, rng)
+    params = fresh_params(model, seed)  # jitted: one program instead of ~100 eager ones
     if source is not None:
         sliced = slice_params(source.params, source.arch, arch)
         params = {**params, **{k: v for k, v in sliced.items() if k in params}}

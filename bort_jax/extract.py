@@ -326,7 +326,6 @@ def build_problem(config, workdir: str) -> Problem:
         max_sequences=config.max_sequences,
         heldout_fraction=config.heldout_fraction,
         seed=config.data_seed,
-        want_logits=pcfg.kd.logit > 0,
         cache_dir=os.path.join(workdir, "teacher_cache"),
         student_depths=sorted({c.depth for c in sp.candidates()}),
         kd=pcfg.kd,

@@ -86,7 +86,6 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         max_sequences=cfg.max_sequences,
         heldout_fraction=cfg.heldout_fraction,
         seed=cfg.seed,
-        want_logits=cfg.kd.logit > 0,
         cache_dir=cfg.cache_dir or os.path.join(workdir, "teacher_cache"),
         student_depths=(cfg.arch.depth,),
         kd=cfg.kd,

@@ -21,6 +21,20 @@ import ml_collections
 from configs import common
 
 
+def _fit(**fields) -> ml_collections.ConfigDict:
+    """One fit's fields; checkpoint_every 0 = only at the end of the fit (a kill loses < 1 fit)."""
+    base = dict(
+        batch_size=16,
+        warmup_ratio=0.1,
+        weight_decay=0.0,
+        clip_norm=1.0,
+        dropout_rate=0.1,
+        log_every=50,
+        checkpoint_every=0,
+    )
+    return ml_collections.ConfigDict({**base, **fields})
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
@@ -43,36 +57,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distill_pool_size = 4000  # unlabeled train-split text
     c.compilation_cache = "jax_cache"  # JAX persistent cache, relative to the workdir; "" off
 
-    c.student = ml_collections.ConfigDict(
-        dict(
-            num_steps=150,
-            batch_size=16,
-            learning_rate=1e-3,
-            warmup_ratio=0.1,
-            weight_decay=0.0,
-            clip_norm=1.0,
-            dropout_rate=0.1,
-            log_every=50,
-            checkpoint_every=0,
-        )
-    )  # 0 = only at the end of each fit (a kill loses < 1 fit)
+    # student / labeler: every fine-tuning optimisation field of a fit (FinetuneConfig names)
+    c.student = _fit(num_steps=150, learning_rate=1e-3)
     # labeler.train_examples: training examples of the labeler (same data_seed permutation,
     # so a larger set contains the student's): 0 = the student's n_train, -1 = the whole
     # training split, N = N examples. The student always sees n_train only.
-    c.labeler = ml_collections.ConfigDict(
-        dict(
-            num_steps=100,
-            batch_size=16,
-            learning_rate=1e-4,
-            warmup_ratio=0.1,
-            weight_decay=0.0,
-            clip_norm=1.0,
-            dropout_rate=0.1,
-            log_every=50,
-            checkpoint_every=0,
-            eval_every=50,  # best step on the agora half; 0 = only at the end
-            train_examples=0,
-        )
+    c.labeler = _fit(
+        num_steps=100,
+        learning_rate=1e-4,
+        eval_every=50,  # best step on the agora half; 0 = only at the end
+        train_examples=0,
     )
     c.agora = ml_collections.ConfigDict(
         dict(
