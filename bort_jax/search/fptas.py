@@ -69,6 +69,17 @@ rule were not found):
   proxy error ranks candidates as converged error does (the paper's strong-AB^nC argument:
   μ-strong convexity, L-smoothness, bounded stochastic gradients, SGD).
 
+  Candidate-parallel search [ours] (``parallel = k``): the loop above is kept exactly, and
+  each time it asks for an e-value it does not have, a round of up to k candidates is evaluated
+  concurrently: the one it asked for plus k − 1 it is likely to ask for next (during step 3 the
+  remaining maximal elements; then, repeatedly, the step-4 choice for the largest-UB pending
+  candidate outside the down-sets of those already in the round — their bounds are the ones the
+  round's results leave unchanged). The loop consumes e-values only when it asks for them, so
+  for the same e-values the sequence of evaluations, the bounds, the stop, the chosen candidate
+  and the guarantee are those of the sequential search; the speculative values it never asks
+  for are computed but unused (`SearchResult.n_speculative`) and cached. Wall time ≈ rounds ×
+  one evaluation instead of evaluations × one evaluation.
+
   Modules: the order ⪯ as a dominance matrix and ε-trimming (`order`, numpy), the lower bounds
   (`bounds`, numpy), the assumption checks (`assumptions`), calling e with cache and validation
   (`evaluator`); this module holds the objective, the records and the search loop.
@@ -221,6 +232,9 @@ class SearchResult:
     n_cache_rejected counts cached values found invalid (NaN, inf, ≤ 0) and recomputed.
     assumption_violations lists every evaluated pair (M, F, L) or chain (C) that breaks a declared
     assumption beyond its slack; if any, ``guarantee.certified`` is False.
+    parallel is the number of concurrent evaluations allowed; n_rounds the number of rounds of
+    concurrent evaluation (= n_e_calls when parallel is 1); n_speculative the e-values computed
+    ahead that the search never needed (they are cached, not used).
     """
 
     method: str
@@ -246,6 +260,9 @@ class SearchResult:
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     assumption_violations: tuple[AssumptionViolation, ...] = ()
     n_cache_rejected: int = 0
+    parallel: int = 1
+    n_rounds: int = 0
+    n_speculative: int = 0
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -572,6 +589,72 @@ def _w_many(
     return many
 
 
+class _Lookahead:
+    """E-values for the search loop, fetched in concurrent rounds of up to ``parallel``.
+
+    ``get(k, speculate)`` returns candidate k's outcome; when it is not at hand, one round
+    evaluates k together with ``speculate(k)`` (candidates the loop may ask for next) through
+    `Evaluator.many`. Outcomes not asked for stay at hand; at the end they are the speculative
+    evaluations the search did not need.
+    """
+
+    def __init__(self, evaluator: Evaluator, cands: Sequence[Candidate]) -> None:
+        self.evaluator, self.cands = evaluator, cands
+        self.at_hand: dict[int, Any] = {}
+        self.rounds = 0
+
+    def get(self, k: int, speculate: Callable[[int], list[int]]) -> tuple[float | None, str | None]:
+        if k not in self.at_hand:
+            batch = [k]
+            if self.evaluator.parallel > 1:
+                extra = [j for j in speculate(k) if j != k and j not in self.at_hand]
+                batch += list(dict.fromkeys(extra))[: self.evaluator.parallel - 1]
+            outcomes = self.evaluator.many([self.cands[j] for j in batch])
+            self.at_hand.update(zip(batch, outcomes))
+            self.rounds += 1
+        return self.evaluator.settle(self.cands[k], self.at_hand.pop(k))
+
+    @property
+    def unused(self) -> int:
+        """Speculative e-calls whose values the search never asked for."""
+        return len(self.at_hand)
+
+
+def _speculate(
+    first: int,
+    pending: np.ndarray,
+    ub: np.ndarray,
+    size: np.ndarray,
+    down: Sequence[np.ndarray],
+    count: int,
+    pick: Callable[[int, np.ndarray], int],
+) -> list[int]:
+    """Up to ``count`` candidates the loop may ask for after ``first`` (candidate-parallel).
+
+    Repeatedly: ξ* = the largest-UB candidate among the pending ones outside the down-sets of
+    the candidates already chosen (the bounds a round's results leave unchanged), then its
+    step-4 choice ``pick(ξ*, pending)``. A guess only: correctness never depends on it.
+    """
+    avail = pending.copy()
+    avail[first] = False
+    avail[down[first]] = False
+    picks: list[int] = []
+    while len(picks) < count:
+        todo = np.flatnonzero(avail)
+        if todo.size == 0:
+            break
+        top = ub[todo].max()
+        tied = todo[ub[todo] == top]
+        star = int(tied[size[tied] == size[tied].max()][0])
+        j = pick(star, pending)
+        avail[star] = False
+        if j != first and j not in picks and pending[j]:
+            picks.append(j)
+            avail[j] = False
+            avail[down[j]] = False
+    return picks
+
+
 def fptas(
     candidates: SearchSpace | Sequence[Candidate],
     p: CostFn,
@@ -593,6 +676,7 @@ def fptas(
     progress: bool = False,
     on_error: str = "raise",
     max_evaluations: int | None = None,
+    parallel: int = 1,
 ) -> SearchResult:
     """Pick ξ maximising the W-coefficient to within (1 − ε), calling ``e`` as little as possible.
 
@@ -620,6 +704,9 @@ def fptas(
       progress: show a tqdm bar with ETA.
       on_error: 'raise', or 'skip' to drop a candidate whose e fails (guarantee then over the rest).
       max_evaluations: hard budget; if it binds, only the certified ratio holds.
+      parallel: evaluate up to this many candidates concurrently (threads calling ``e``; give
+        each call its own devices). Same e-values → same evaluations, choice and guarantee as
+        ``parallel=1``; see "Candidate-parallel search" in the module docstring.
 
     Every evaluated pair (chain, for C) is checked against the assumptions switched on; a
     violation beyond the declared slack is recorded in ``assumption_violations``, raised as an
@@ -664,11 +751,21 @@ def fptas(
     is_failed = np.zeros(n, dtype=bool)
     order: list[int] = []
     best = 0.0  # max W over the evaluated candidates
-    evaluator = Evaluator(e, cache, key, on_error, progress, n - len(trimmed), "FPTAS")
+    evaluator = Evaluator(e, cache, key, on_error, progress, n - len(trimmed), "FPTAS", parallel)
+    lookahead = _Lookahead(evaluator, cands)
+    maximal = [k for k in range(n) if up[k].size == 0] if e_floor is None else []
+
+    def pick(star: int, mask: np.ndarray) -> int:
+        return _bisect(star, mask, up, matrix, bounds, coord, s)
+
+    def speculate(first: int) -> list[int]:
+        if first in maximal:  # step 3: the maximal elements after it, in order
+            return maximal[maximal.index(first) + 1 :]
+        return _speculate(first, pending(), ub, size, down, parallel - 1, pick)
 
     def evaluate(k: int) -> None:
         nonlocal best
-        value, message = evaluator(cands[k])
+        value, message = lookahead.get(k, speculate)
         if value is None:
             failed[k] = message or "failed"
             is_failed[k] = True
@@ -691,10 +788,9 @@ def fptas(
     def budget_left() -> bool:
         return max_evaluations is None or len(errors) + len(failed) < max_evaluations
 
-    if e_floor is None:  # step 3: the maximal elements bound every other candidate
-        for k in range(n):
-            if up[k].size == 0 and budget_left():
-                evaluate(k)
+    for k in maximal:  # step 3: the maximal elements bound every other candidate
+        if budget_left():
+            evaluate(k)
     stopped_by = "exhausted"
     while True:
         mask = pending()
@@ -716,7 +812,7 @@ def fptas(
             break
         tied = todo[ub_todo == top]  # ξ*: largest UB, then largest size score, then index
         star = int(tied[size[tied] == size[tied].max()][0])
-        evaluate(_bisect(star, mask, up, matrix, bounds, coord, s))
+        evaluate(pick(star, mask))
     evaluator.close()
     if not errors:
         raise RuntimeError("no candidate could be evaluated: " + "; ".join(failed.values()))
@@ -773,6 +869,8 @@ def fptas(
         t0,
         settings,
         violations,
+        rounds=lookahead.rounds,
+        speculative=lookahead.unused,
     )
 
 
@@ -787,25 +885,31 @@ def exhaustive(
     key: Callable[[Candidate], str] = candidate_key,
     progress: bool = False,
     on_error: str = "raise",
+    parallel: int = 1,
 ) -> SearchResult:
     """Evaluate every candidate and return the exact W-maximiser (the audit baseline).
 
     Its guarantee (ratio 1) assumes nothing about e, so no assumption is checked here; audit M
     and C on its evaluations with `monotonicity_violations` / `convexity_violations`.
+    ``parallel``: candidates evaluated concurrently, in rounds of that many (same result).
     """
     t0 = time.perf_counter()
     cands, _ = _resolve(candidates, None)
     P, I = _cheap_costs(cands, p, "p"), _cheap_costs(cands, i, "i")
     p_ref, i_ref = max(P), max(I)
-    evaluator = Evaluator(e, cache, key, on_error, progress, len(cands), "exhaustive")
+    evaluator = Evaluator(e, cache, key, on_error, progress, len(cands), "exhaustive", parallel)
     errors: dict[int, float] = {}
     failed: dict[int, str] = {}
-    for k, c in enumerate(cands):
-        value, message = evaluator(c)
-        if value is None:
-            failed[k] = message or "failed"
-        else:
-            errors[k] = value
+    rounds = 0
+    for start in range(0, len(cands), parallel):
+        batch = cands[start : start + parallel]
+        rounds += 1
+        for k, c, outcome in zip(range(start, len(cands)), batch, evaluator.many(batch)):
+            value, message = evaluator.settle(c, outcome)
+            if value is None:
+                failed[k] = message or "failed"
+            else:
+                errors[k] = value
     evaluator.close()
     if not errors:
         raise RuntimeError("no candidate could be evaluated: " + "; ".join(failed.values()))
@@ -837,6 +941,7 @@ def exhaustive(
         t0,
         {},
         (),
+        rounds=rounds,
     )
 
 
@@ -860,6 +965,9 @@ def _result(
     t0: float,
     settings: Mapping[str, Any],
     violations: tuple[AssumptionViolation, ...],
+    *,
+    rounds: int,
+    speculative: int = 0,
 ) -> SearchResult:
     evals = tuple(
         Evaluation(
@@ -892,4 +1000,7 @@ def _result(
         settings=dict(settings),
         assumption_violations=violations,
         n_cache_rejected=evaluator.rejected,
+        parallel=evaluator.parallel,
+        n_rounds=rounds,
+        n_speculative=speculative,
     )

@@ -98,6 +98,9 @@ def result_to_dict(result: SearchResult, abnc: AbncCheck | None = None) -> dict[
             v.to_dict(candidate_to_json) for v in result.assumption_violations
         ],
         "n_cache_rejected": result.n_cache_rejected,
+        "parallel": result.parallel,
+        "n_rounds": result.n_rounds,
+        "n_speculative": result.n_speculative,
     }
     if abnc is not None:
         out["abnc"] = {
@@ -158,6 +161,9 @@ def result_from_dict(data: Mapping[str, Any], factory: Factory | None = None) ->
             AssumptionViolation.from_dict(v, cand) for v in data.get("assumption_violations", ())
         ),
         n_cache_rejected=data.get("n_cache_rejected", 0),
+        parallel=data.get("parallel", 1),
+        n_rounds=data.get("n_rounds", 0),
+        n_speculative=data.get("n_speculative", 0),
     )
 
 
@@ -259,6 +265,12 @@ def markdown(
     lines += [f"- assumption {a}" for a in g.assumptions]
     if result.n_cache_rejected:
         lines.append(f"- invalid cached e-values recomputed: {result.n_cache_rejected}")
+    if result.parallel > 1:
+        lines.append(
+            f"- candidate-parallel: up to {result.parallel} evaluations at a time, "
+            f"{result.n_rounds} rounds; {result.n_speculative} speculative e-values computed "
+            "but not needed (the search's evaluations are those of the sequential search)"
+        )
     if result.assumption_violations:
         lines += [
             "",
