@@ -22,7 +22,14 @@ setuptools.setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2", "ruff==0.17.6"],
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "ruff==0.17.6",
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6.25",
+        ],
         "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.15"],
     },
 )

@@ -63,7 +63,8 @@ from typing import Any
 import jax
 
 from bort_jax import arch as A
-from bort_jax import distill, hf, latency, proxy
+from bort_jax import distill, hf, latency, proxy, sharding
+from bort_jax import plan as cost_plan
 from bort_jax.config import from_config, to_plain
 from bort_jax.data import mlm
 from bort_jax.files import atomic_write_json, atomic_write_text
@@ -173,8 +174,9 @@ def build_space(config) -> space.SearchSpace:
     return sp
 
 
-def validate(config, workdir: str) -> None:
-    """Every check that can fail before work starts."""
+def validate(config, workdir: str, checkpoints: bool = True) -> None:
+    """Every check that can fail before work starts (``checkpoints=False``: all but the
+    checkpoint directories, for a cost plan made before they are downloaded)."""
     if not 0 < config.eps < 1:
         raise ValueError(f"config.eps={config.eps} must lie in (0, 1)")
     if config.s < 1:
@@ -183,16 +185,24 @@ def validate(config, workdir: str) -> None:
         raise ValueError(f"config.method={config.method!r}; use 'fptas' or 'exhaustive'")
     if config.inference not in ("measured", "flops"):
         raise ValueError(f"config.inference={config.inference!r}; use 'measured' or 'flops'")
-    if config.get("require_source") and not config.source_dir:
+    if checkpoints and config.get("require_source") and not config.source_dir:
         raise ValueError(
             "config.source_dir is required by this config (the source model's HF "
             "directory, e.g. bert-large-uncased)"
         )
-    for key in ("source_dir", "teacher_dir"):
+    for key in ("source_dir", "teacher_dir") if checkpoints else ():
         path = config.get(key)
         if path and not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"config.{key}={path}: no checkpoint (config.json) there")
-    from_config(proxy.ProxyConfig, config.proxy, "proxy")
+    pcfg = from_config(proxy.ProxyConfig, config.proxy, "proxy")
+    group = sharding.split_devices(config.get("parallel", 1))[0]  # named error if no split
+    data, fsdp, _ = mesh_config(config).shape(len(group))
+    if len(group) > 1 and pcfg.batch_size % (data * fsdp):
+        raise ValueError(
+            f"config.proxy.batch_size={pcfg.batch_size} must be divisible by the "
+            f"data-parallel size {data * fsdp} (mesh data x fsdp over the {len(group)} "
+            "devices of each candidate)"
+        )
     if config.inference == "measured" and config.get("latency_points", 8) < 2:
         raise ValueError(
             f"config.latency_points={config.latency_points} must be >= 2 (the "
@@ -205,6 +215,11 @@ def validate(config, workdir: str) -> None:
             pass
     except OSError as e:
         raise PermissionError(f"output directory {workdir} is not writable: {e}") from e
+
+
+def mesh_config(config) -> sharding.MeshConfig:
+    """The per-candidate mesh (`config.mesh`; all devices data-parallel when absent)."""
+    return from_config(sharding.MeshConfig, config.get("mesh") or {}, "mesh")
 
 
 def _source_dir(config) -> str:
@@ -294,6 +309,7 @@ def _latency_fn(config, spec: A.Spec, workdir: str, candidates: list[A.Arch]):
 def build_problem(config, workdir: str) -> Problem:
     """Validate, load checkpoints, prepare data + teacher outputs; p, i, e for the search."""
     validate(config, workdir)
+    cost_plan.check(config, workdir)  # PlanError before any load if disk/memory cannot hold it
     if config.get("compilation_cache", True):
         jax.config.update(
             "jax_compilation_cache_dir",
@@ -336,8 +352,15 @@ def build_problem(config, workdir: str) -> Problem:
     def p(a: A.Arch) -> float:
         return A.param_count(a, spec)["total"]
 
+    parallel = config.get("parallel", 1)
+    groups = sharding.DeviceGroups(parallel, mesh_config(config)) if parallel > 1 else None
+
     def e(a: A.Arch) -> float:
-        r = proxy.proxy_error(a, data, spec, pcfg, source=source)
+        if groups is None:  # one at a time, on the mesh `extract` activated (if any)
+            r = proxy.proxy_error(a, data, spec, pcfg, source=source)
+        else:  # candidate-parallel: on a free device group, in the search's worker thread
+            with groups.acquire():
+                r = proxy.proxy_error(a, data, spec, pcfg, source=source)
         cache.metrics[candidate_key(a)] = dict(r.metrics, train_seconds=r.train_seconds)
         return r.error
 
@@ -361,17 +384,23 @@ def search_kwargs(config, eps: float | None = None) -> dict:
 
 def extract(config, workdir: str) -> dict[str, Any]:
     """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
+    if config.get("plan"):  # print the measured cost plan and stop (bort_jax/plan.py)
+        validate(config, workdir, checkpoints=False)  # shapes may come from *_family
+        return {"plan": cost_plan.describe(cost_plan.plan(config, workdir), workdir)}
     t_start = time.perf_counter()
     prob = build_problem(config, workdir)
     common = dict(
         objective=F.WCoefficient(**dict(config.objective)),
         cache=prob.cache,
         progress=config.progress,
+        parallel=config.get("parallel", 1),
     )
-    if config.method == "exhaustive":
-        result = F.exhaustive(prob.space, prob.p, prob.i, prob.e, **common)
-    else:
-        result = F.fptas(prob.space, prob.p, prob.i, prob.e, **common, **search_kwargs(config))
+    with sharding.use_mesh(mesh_config(config)):  # parallel > 1: each e takes its own group
+        if config.method == "exhaustive":
+            result = F.exhaustive(prob.space, prob.p, prob.i, prob.e, **common)
+        else:
+            kwargs = search_kwargs(config)
+            result = F.fptas(prob.space, prob.p, prob.i, prob.e, **common, **kwargs)
     return write_outputs(
         config,
         workdir,

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import checkpoint as ckpt_lib
-from bort_jax import files, hf, train
+from bort_jax import files, hf, sharding, train
 from bort_jax.arch import Arch, check_seq_len
 from bort_jax.config import from_config
 from bort_jax.data import batching
@@ -94,6 +94,7 @@ class FinetuneConfig:
     checkpoint_every: int = 0  # 0 = with every evaluation (a kill loses < eval_every steps)
     save_best: bool = True
     progress: bool = False
+    mesh: sharding.MeshConfig = sharding.MeshConfig()  # used when there are > 1 devices
 
     def __post_init__(self) -> None:
         positive = ("max_seq_len", "batch_size", "eval_batch_size", "log_every")
@@ -504,7 +505,8 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
     save = None
     if workdir is not None and cfg.save_best:
         save = functools.partial(_save_best, Path(workdir) / BEST_DIR, prep)
-    dev, result = fit(prep, workdir, on_best=save)
+    with sharding.use_mesh(cfg.mesh):
+        dev, result = fit(prep, workdir, on_best=save)
     summary = summarise(prep, dev, result, time.perf_counter() - t0)
     if workdir is not None:
         files.atomic_write_json(Path(workdir) / "metrics.json", summary)

@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from bort_jax import distill, files, hf, train
+from bort_jax import distill, files, hf, sharding, train
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import from_config
 from bort_jax.data import mlm
@@ -47,6 +47,7 @@ class PretrainConfig:
     eval_every: int = 100
     log_every: int = 20
     progress: bool = True
+    mesh: sharding.MeshConfig = sharding.MeshConfig()  # used when there are > 1 devices
 
     def __post_init__(self):
         if self.init not in ("random", "slice"):
@@ -110,15 +111,16 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         progress=cfg.progress,
         desc=f"pretrain {cfg.arch}",
     )
-    result = train.train(
-        student.loss_fn,
-        student.params,
-        distill.train_batches(data, cfg.batch_size, cfg.seed),
-        loop,
-        cfg.optim,
-        evaluators=[heldout],
-        workdir=workdir,
-    )
+    with sharding.use_mesh(cfg.mesh):
+        result = train.train(
+            student.loss_fn,
+            student.params,
+            distill.train_batches(data, cfg.batch_size, cfg.seed),
+            loop,
+            cfg.optim,
+            evaluators=[heldout],
+            workdir=workdir,
+        )
     params = jax.device_get(result.state.params["student"])
     export = hf.save(
         os.path.join(workdir, "export"), params, cfg.arch, student.spec, tokenizer_dir=teacher_dir

@@ -17,6 +17,10 @@ rather than failing (e.g. a 30,522-token vocabulary on 4 model shards).
 
 Multi-host (TPU pod slices, multi-GPU nodes): `initialize_distributed(cfg)` calls
 `jax.distributed.initialize` from config or the environment before any device is touched.
+
+Candidate-parallel search: `DeviceGroups` splits the devices into k disjoint sub-meshes, each
+with its own `Partitioner`; `with groups.acquire(): ...` (one per concurrent candidate, e.g.
+one per thread of the search's evaluator) takes a free one and activates it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextvars
 import dataclasses
 import math
 import os
+import queue
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -275,3 +280,75 @@ _CURRENT: contextvars.ContextVar[Partitioner | None] = contextvars.ContextVar(
 def current() -> Partitioner | None:
     """The partitioner activated by `Partitioner.activate`, or None (single device)."""
     return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def use_mesh(cfg: MeshConfig) -> Iterator[Partitioner | None]:
+    """The partitioner for a library entry point (pretrain, finetune, extract) with mesh `cfg`.
+
+    An already active partitioner (the caller's own) wins; otherwise, with more than one
+    device, a mesh of all devices shaped by `cfg` is activated; with one device nothing is
+    (the single-device path stays exactly as without sharding).
+    """
+    active = current()
+    if active is not None or jax.device_count() == 1:
+        yield active
+        return
+    with Partitioner.from_config(cfg).activate() as part:
+        yield part
+
+
+# --------------------------------------------------------------------------- device groups
+
+
+def split_devices(count: int, devices: Sequence[Any] | None = None) -> list[list[Any]]:
+    """`devices` (default: all) cut into `count` equal, contiguous groups, in device order."""
+    devices = list(jax.devices() if devices is None else devices)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"parallel (device groups) must be a positive int, got {count!r}")
+    if len(devices) % count:
+        raise ValueError(
+            f"parallel={count} device groups: {len(devices)} devices do not split into "
+            f"{count} equal groups"
+        )
+    size = len(devices) // count
+    return [devices[k * size : (k + 1) * size] for k in range(count)]
+
+
+class DeviceGroups:
+    """k disjoint sub-meshes for k concurrent jobs (candidate-parallel search).
+
+    Each group is a `Partitioner` over `len(devices) // k` devices with the mesh shape `cfg`
+    (its -1 axis takes the rest of the group). `acquire()` blocks until a group is free,
+    activates it for the calling thread (`train.train` and everything under it see it through
+    `current()`) and returns it to the pool afterwards. Single process only: on a multi-host
+    run every process would have to launch the same programs in the same order, which
+    concurrent jobs do not, so there each candidate spans the whole mesh (k = 1).
+    """
+
+    def __init__(
+        self, count: int, cfg: MeshConfig = MeshConfig(), devices: Sequence[Any] | None = None
+    ) -> None:
+        if count > 1 and jax.process_count() > 1:
+            raise ValueError(
+                f"parallel={count}: candidate-parallel search runs in one process; this run "
+                f"has {jax.process_count()} (multi-host): set parallel=1 (each candidate then "
+                "uses the whole mesh)"
+            )
+        self.partitioners = [Partitioner.from_config(cfg, g) for g in split_devices(count, devices)]
+        self._free: queue.SimpleQueue[Partitioner] = queue.SimpleQueue()
+        for p in self.partitioners:
+            self._free.put(p)
+
+    def __len__(self) -> int:
+        return len(self.partitioners)
+
+    @contextlib.contextmanager
+    def acquire(self) -> Iterator[Partitioner]:
+        """A free group, active in this thread for the duration of the block."""
+        part = self._free.get()
+        try:
+            with part.activate():
+                yield part
+        finally:
+            self._free.put(part)

@@ -20,6 +20,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.source_dir = ""  # required: BERT-large HF directory
     c.require_source = True
     c.teacher_dir = ""  # RoBERTa-large HF directory ('' = the source)
+    # shapes for the cost plan (--config.plan=True) before the checkpoints are at hand
+    c.teacher_family, c.source_family = "roberta-large", "bert-large"
     c.grid = ml_collections.ConfigDict(
         dict(
             depth=[2, 4, 6, 8, 10, 12],

@@ -61,8 +61,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.progress = True
+    # SPMD mesh (bort_jax/sharding.py), used when there is more than one device; -1 = the rest
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+    # candidate-parallel search: the devices are split into `parallel` equal groups (each
+    # shaped by `mesh`), one candidate trains on each group at a time (single process only)
+    c.parallel = 1
     c.compilation_cache = True
     c.compilation_cache_dir = ""  # '' = <workdir>/jax_cache
+    c.plan = False  # True: print the cost plan (bytes, memory, measured s/step) and exit
     if arg == "smoke":
         c.grid.depth, c.grid.intermediate = [1, 2], [384]
         c.grid.hidden, c.grid.heads = [128, 256], [4, 8]

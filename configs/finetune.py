@@ -43,6 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every = 0  # 0 = with every evaluation
     c.save_best = True
     c.progress = True
+    # SPMD mesh (bort_jax/sharding.py), used when there is more than one device; -1 = the rest
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
     if arg.smoke:
         c.num_steps, c.eval_every, c.log_every = 8, 4, 4
         c.max_train_examples, c.max_eval_examples = 64, 32

@@ -56,6 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 100
     c.log_every = 20
     c.progress = True
+    # SPMD mesh (bort_jax/sharding.py), used when there is more than one device; -1 = the rest
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
     if arg.smoke:
         c.max_sequences, c.seq_len, c.batch_size = 96, 32, 8
         c.num_steps, c.checkpoint_every, c.eval_every, c.log_every = 12, 6, 6, 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import types
@@ -62,8 +63,10 @@ def random_rows(rng: np.random.Generator, batch: int, seq_len: int, vocab: int) 
 # Sources
 # --------------------------------------------------------------------------------------------
 def test_embedded_corpus_is_deterministic_prose():
-    docs = text.embedded_corpus()
-    assert docs == text.embedded_corpus()
+    stream = text.embedded_corpus()
+    assert iter(stream) is stream  # A generator, not a list.
+    docs = list(stream)
+    assert docs == list(text.embedded_corpus())
     assert len(docs) > 50
     assert sum(map(len, docs)) > 300_000
     assert all(isinstance(d, str) and d.strip() == d and d for d in docs)
@@ -74,18 +77,25 @@ def test_read_text_files_splits_on_blank_lines(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\n  \nsecond doc\n", encoding="utf-8")
     (tmp_path / "sub" / "b.tokens").write_text(" = Title = \n\nbody text\n", encoding="utf-8")
     (tmp_path / "ignored.json").write_text('{"not": "text"}', encoding="utf-8")
-    docs = text.read_text_files(tmp_path)
+    docs = list(text.read_text_files(tmp_path))
     assert docs == ["first doc\nline two", "second doc", "= Title =", "body text"]
-    assert text.read_text_files(tmp_path / "a.txt") == docs[:2]
-    assert text.load_corpus(str(tmp_path)) == docs
+    assert list(text.read_text_files(tmp_path / "a.txt")) == docs[:2]
+    assert list(text.load_corpus(str(tmp_path))) == docs
+    assert list(text.load_corpus(str(tmp_path), max_examples=3)) == docs[:3]
 
 
 def test_read_text_files_empty_names_path(tmp_path):
     (tmp_path / "blank.txt").write_text("\n\n   \n", encoding="utf-8")
     with pytest.raises(ValueError, match=str(tmp_path).replace("\\", r"\\")):
-        text.read_text_files(tmp_path)
-    with pytest.raises(FileNotFoundError):
+        list(text.read_text_files(tmp_path))
+    with pytest.raises(FileNotFoundError):  # At the call, before iterating.
         text.read_text_files(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError):
+        text.load_corpus(str(tmp_path / "missing"))
+    (tmp_path / "blank.txt").unlink()
+    (tmp_path / "notes.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="no text found"):  # No text file: at the call.
+        text.read_text_files(tmp_path)
 
 
 @pytest.fixture
@@ -93,8 +103,8 @@ def fake_tfds(monkeypatch):
     """A stand-in ``tensorflow_datasets`` module recording its ``load`` calls."""
     calls = []
 
-    def load(name, split, data_dir=None, shuffle_files=False):
-        calls.append((name, split, data_dir, shuffle_files))
+    def load(name, split, data_dir=None, shuffle_files=True, download=True):
+        calls.append((name, split, data_dir, shuffle_files, download))
         return [{"text": f"{name} {split} doc {i}".encode(), "title": b"t"} for i in range(5)]
 
     module = types.ModuleType("tensorflow_datasets")
@@ -111,11 +121,11 @@ def test_read_tfds_with_fake_module(fake_tfds):
         "wiki/1.0 train[:1%] doc 1",
         "wiki/1.0 train[:1%] doc 2",
     ]
-    assert fake_tfds == [("wiki/1.0", "train[:1%]", "/d", False)]
-    assert text.load_corpus("tfds:wikipedia/20230601.en")[-1] == (
+    assert fake_tfds == [("wiki/1.0", "train[:1%]", "/d", False, False)]
+    assert list(text.load_corpus("tfds:wikipedia/20230601.en"))[-1] == (
         "wikipedia/20230601.en train doc 4"
     )
-    assert text.load_corpus("tfds:x/1:validation", max_examples=1) == ["x/1 validation doc 0"]
+    assert list(text.load_corpus("tfds:x/1:validation", max_examples=1)) == ["x/1 validation doc 0"]
     with pytest.raises(KeyError, match="body"):
         list(text.read_tfds("wiki/1.0", text_key="body"))
 
@@ -168,7 +178,7 @@ def test_pack_empty_corpus_raises():
 
 
 def test_pack_embedded_corpus_with_minilm(minilm_tokenizer):
-    docs = text.embedded_corpus()
+    docs = list(text.embedded_corpus())
     ids = hf.special_ids(minilm_tokenizer)
     cls, sep, pad = ids["cls"], ids["sep"], ids["pad"]
     assert (cls, sep, pad) == (101, 102, 0)
@@ -185,6 +195,116 @@ def test_pack_embedded_corpus_with_minilm(minilm_tokenizer):
     last_len = n_tokens - (rows.shape[0] - 1) * 126
     assert rows[-1, last_len + 1] == sep and np.all(rows[-1, last_len + 2 :] == pad)
     assert int((rows != pad).sum()) == n_tokens + 2 * rows.shape[0]
+
+
+def list_packing(docs, tokenizer, seq_len, cls, sep, pad, doc_sep_id=None, max_sequences=None):
+    """The list-based packing the streamed one replaced: all documents in a list, the whole
+    token stream in one array, packed, then cut to ``max_sequences`` rows."""
+    docs = list(docs)
+    rows = text.pack_stream(text.token_stream(docs, tokenizer, doc_sep_id), seq_len, cls, sep, pad)
+    return rows[:max_sequences] if max_sequences else rows
+
+
+def list_read_text_files(path) -> list[str]:
+    """The former ``read_text_files``: each file read whole, then ``split_documents``."""
+    docs = []
+    for name in sorted(p for p in path.rglob("*") if p.suffix in text.TEXT_SUFFIXES):
+        with open(name, encoding="utf-8") as f:
+            docs.extend(text.split_documents(f.read()))
+    return docs
+
+
+def test_line_reader_equals_split_documents_on_random_text(tmp_path):
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list("ab \n\n\n\t\r\f\v\x85\u2028"))
+    for i in range(300):
+        raw = "".join(rng.choice(alphabet, size=rng.integers(0, 40)))
+        path = tmp_path / f"{i}.txt"
+        path.write_text(raw, encoding="utf-8", newline="")  # Keep \r and \r\n as written.
+        with open(path, encoding="utf-8") as f:
+            expected = text.split_documents(f.read())
+        got = list(text._read_files(str(path), [str(path)])) if expected else []
+        assert got == expected, repr(raw)
+
+
+def test_read_text_files_reads_file_by_file(tmp_path):
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_bytes(b"\xff\xfe not utf-8")
+    docs = text.read_text_files(tmp_path)
+    assert list(itertools.islice(docs, 2)) == ["one", "two"]  # b.txt not opened yet.
+    with pytest.raises(UnicodeDecodeError):
+        next(docs)
+
+
+def test_streamed_packing_equals_list_packing_on_text_dir(tmp_path):
+    tok = tiny_tokenizer()
+    rng = np.random.default_rng(1)
+    words = np.array(["the", "cat", "sat", "on", "a", "mat", "dogs", "\n", "\n\n", "\n \n"])
+    for i in range(6):
+        sub = tmp_path / f"d{i % 2}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"f{i}.txt").write_text(" ".join(rng.choice(words, 200)), encoding="utf-8")
+    docs = list_read_text_files(tmp_path)
+    assert list(text.read_text_files(tmp_path)) == docs and len(docs) > 30
+    for seq_len, max_sequences, doc_sep in [(5, None, None), (8, 7, SEP), (3, 1, None)]:
+        expected = list_packing(docs, tok, seq_len, CLS, SEP, PAD, doc_sep, max_sequences)
+        got = text.tokenize_and_pack(
+            text.load_corpus(str(tmp_path)), tok, seq_len, CLS, SEP, PAD, doc_sep, max_sequences
+        )
+        np.testing.assert_array_equal(got, expected)
+        assert got.dtype == np.int32
+
+
+def test_streamed_packing_equals_list_packing_on_embedded(minilm_tokenizer):
+    ids = hf.special_ids(minilm_tokenizer)
+    cls, sep, pad = ids["cls"], ids["sep"], ids["pad"]
+    docs = list(text.embedded_corpus())
+    full = list_packing(docs, minilm_tokenizer, 32, cls, sep, pad)
+    assert full.shape[0] > 3000
+    for max_sequences in (None, 1, 96, 640, full.shape[0], full.shape[0] + 5):
+        got = text.tokenize_and_pack(
+            text.load_corpus("embedded"), minilm_tokenizer, 32, cls, sep, pad,
+            max_sequences=max_sequences,
+        )  # fmt: skip
+        np.testing.assert_array_equal(got, full[:max_sequences])
+    with_sep = text.tokenize_and_pack(
+        text.embedded_corpus(), minilm_tokenizer, 128, cls, sep, pad, doc_sep_id=sep
+    )
+    np.testing.assert_array_equal(
+        with_sep, list_packing(docs, minilm_tokenizer, 128, cls, sep, pad, doc_sep_id=sep)
+    )
+
+
+def test_packing_stops_reading_when_full():
+    tok = tiny_tokenizer()
+    pulled = []
+
+    def endless():
+        for i in itertools.count():
+            pulled.append(i)
+            yield "the cat sat"
+
+    rows = text.tokenize_and_pack(endless(), tok, 5, CLS, SEP, PAD, max_sequences=3)
+    np.testing.assert_array_equal(rows, [[CLS, 5, 6, 7, SEP]] * 3)
+    assert len(pulled) == text._FIRST_CHUNK  # One encode batch, not the (endless) corpus.
+    pulled.clear()
+    with pytest.raises(ValueError, match="max_sequences"):
+        text.tokenize_and_pack(endless(), tok, 5, CLS, SEP, PAD, max_sequences=0)
+    with pytest.raises(ValueError, match="seq_len"):
+        text.tokenize_and_pack(endless(), tok, 2, CLS, SEP, PAD, max_sequences=3)
+    assert pulled == []  # Bad arguments fail before any document is read.
+
+
+def test_pack_pieces_grows_and_equals_pack_stream(monkeypatch):
+    monkeypatch.setattr(text, "_MAX_PREALLOC_ROWS", 2)  # Force growth by doubling.
+    rng = np.random.default_rng(2)
+    pieces = [rng.integers(5, 13, size=rng.integers(0, 30)).astype(np.int32) for _ in range(40)]
+    stream = np.concatenate(pieces)
+    for seq_len in (3, 4, 9, 64):
+        full = text.pack_stream(stream, seq_len, CLS, SEP, PAD)
+        for max_sequences in (None, 1, 2, 3, 17, full.shape[0], full.shape[0] + 1, 10**9):
+            got = text.pack_pieces(iter(pieces), seq_len, CLS, SEP, PAD, max_sequences)
+            np.testing.assert_array_equal(got, full[:max_sequences])
 
 
 def test_split_train_heldout_deterministic():

@@ -1,11 +1,14 @@
 """Text sources and packing for Bort's MLM + KD pretraining (de Wynter & Perry, 2020).
 
-Documents (strings) come from one of three sources: Python's own bundled documentation
-(``embedded_corpus``, always available, no download), plain-text files on disk
-(``read_text_files``) or TensorFlow Datasets (``read_tfds``, optional dependency). They are
-tokenized with a ``tokenizers.Tokenizer``, concatenated into one token stream and cut into
-fixed-length ``[CLS] tokens... [SEP]`` rows (``tokenize_and_pack``), RoBERTa's FULL-SENTENCES
-packing without next-sentence pairs (Bort has no NSP head).
+Documents (strings) come from one of three sources, each a lazy iterator so that no list of
+all documents is ever held in memory: Python's own bundled documentation (``embedded_corpus``,
+always available, no download), plain-text files on disk (``read_text_files``, read file by
+file and line by line) or TensorFlow Datasets (``read_tfds``, optional dependency, iterated
+through ``tfds.as_numpy``). They are tokenized with a ``tokenizers.Tokenizer`` in batches,
+and the ids are written straight into a preallocated ``[max_sequences, seq_len]`` array of
+``[CLS] tokens... [SEP]`` rows (``tokenize_and_pack``), RoBERTa's FULL-SENTENCES packing
+without next-sentence pairs (Bort has no NSP head). Reading stops as soon as the array is
+full. Why plain generators and not grain or tf.data: docs/data.md.
 """
 
 from __future__ import annotations
@@ -20,29 +23,54 @@ import tokenizers
 
 TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
-_ENCODE_CHUNK = 1024
+_BLANK = re.compile(r"[ \t\r\f\v]*")
+_ENCODE_CHUNK = 1024  # most documents per encode_batch call
+_FIRST_CHUNK = 16  # first call's documents; doubled per call up to _ENCODE_CHUNK
+_MAX_PREALLOC_ROWS = 1 << 20  # rows allocated up front at most; grown by doubling beyond
+_INITIAL_ROWS = 1024  # rows allocated up front without max_sequences
 
 
 # ---------------------------------------------------------------------------------------------
 # Sources
 # ---------------------------------------------------------------------------------------------
-def embedded_corpus() -> list[str]:
-    """Python's bundled help topics (``pydoc_data.topics.topics``) as a list of documents.
+def embedded_corpus() -> Iterator[str]:
+    """Python's bundled help topics (``pydoc_data.topics.topics``), one document at a time.
 
     About 80 documents and 465k characters of English technical prose, shipped with every
-    CPython, so smoke runs and tests need no download. Ordered by sorted topic key, so the
-    list is identical on every call and machine running the same Python version.
+    CPython, so smoke runs and tests need no download. Yielded in sorted topic-key order, so
+    the sequence is identical on every call and machine running the same Python version.
     """
     from pydoc_data import topics  # Standard library; imported lazily as it is 0.5 MB.
 
-    docs = (topics.topics[key].strip() for key in sorted(topics.topics))
-    return [doc for doc in docs if doc]
+    for key in sorted(topics.topics):
+        doc = topics.topics[key].strip()
+        if doc:
+            yield doc
 
 
 def split_documents(text: str) -> list[str]:
     """Split raw text into documents on blank lines; strips each and drops empty ones."""
     parts = (part.strip() for part in _BLANK_LINE.split(text.replace("\r\n", "\n")))
     return [part for part in parts if part]
+
+
+def _line_documents(lines: Iterable[str]) -> Iterator[str]:
+    """``split_documents`` over a stream of lines (each ending in "\\n" but maybe the last).
+
+    A line of only spaces, tabs, \\r, \\f, \\v ends a document, as ``_BLANK_LINE`` does; the
+    result equals ``split_documents("".join(lines))`` without joining the lines.
+    """
+    block: list[str] = []
+    for line in lines:
+        line = line[:-1] if line.endswith("\n") else line
+        if _BLANK.fullmatch(line):
+            if doc := "\n".join(block).strip():
+                yield doc
+            block = []
+        else:
+            block.append(line)
+    if doc := "\n".join(block).strip():
+        yield doc
 
 
 def _text_files(path: str) -> list[str]:
@@ -60,28 +88,42 @@ def _text_files(path: str) -> list[str]:
     return found
 
 
-def read_text_files(path: str | os.PathLike) -> list[str]:
+def _no_text(path: str) -> ValueError:
+    return ValueError(
+        f"no text found in {path!r} (looked for non-empty documents in "
+        f"files ending in {', '.join(TEXT_SUFFIXES)})"
+    )
+
+
+def _read_files(path: str, names: list[str]) -> Iterator[str]:
+    found = False
+    for name in names:
+        with open(name, encoding="utf-8") as f:  # Universal newlines, as f.read() had.
+            for doc in _line_documents(f):
+                found = True
+                yield doc
+    if not found:
+        raise _no_text(path)
+
+
+def read_text_files(path: str | os.PathLike) -> Iterator[str]:
     """Documents from a text file, or from all text files below a directory (recursive).
 
-    Files are read as UTF-8 in sorted path order; each is split into documents on blank
-    lines (see ``split_documents``). Directories contribute only files ending in
-    ``TEXT_SUFFIXES`` (.txt, .tokens as in WikiText, .raw).
+    Files are read lazily, one line at a time, as UTF-8 in sorted path order; each is split
+    into documents on blank lines (the same documents as ``split_documents`` of the whole
+    file). Directories contribute only files ending in ``TEXT_SUFFIXES`` (.txt, .tokens as in
+    WikiText, .raw).
 
     Raises:
-      FileNotFoundError: ``path`` does not exist.
-      ValueError: no non-empty document was found under ``path``.
+      FileNotFoundError: ``path`` does not exist (at the call).
+      ValueError: ``path`` holds no text file (at the call) or, once all files are read, no
+        non-empty document (during iteration).
     """
     path = os.fspath(path)
-    docs: list[str] = []
-    for name in _text_files(path):
-        with open(name, encoding="utf-8") as f:
-            docs.extend(split_documents(f.read()))
-    if not docs:
-        raise ValueError(
-            f"no text found in {path!r} (looked for non-empty documents in "
-            f"files ending in {', '.join(TEXT_SUFFIXES)})"
-        )
-    return docs
+    names = _text_files(path)
+    if not names:
+        raise _no_text(path)
+    return _read_files(path, names)
 
 
 def _as_text(value) -> str:
@@ -113,8 +155,11 @@ def read_tfds(
     """Streams the text feature of a TensorFlow Datasets split, e.g. ``wikipedia/20230601.en``.
 
     ``tensorflow_datasets`` is imported here, not at module import, so the rest of the
-    package works without TensorFlow. Files are read in a fixed order (``shuffle_files=False``)
-    so the stream is deterministic.
+    package works without TensorFlow. The split is a ``tf.data.Dataset`` iterated through
+    ``tfds.as_numpy``: examples are decoded as they are consumed, never materialised as a
+    whole. Files are read in a fixed order (``shuffle_files=False``) so the stream is
+    deterministic. Nothing is downloaded (``download=False``): the dataset must already be
+    prepared in ``data_dir`` (TFDS's default when None).
 
     Raises:
       ImportError: tensorflow_datasets is not installed (message says how to install it).
@@ -127,30 +172,36 @@ def read_tfds(
             "`pip install tensorflow-datasets tensorflow-cpu` "
             "(or `pip install -e '.[tfds]'`)"
         ) from err
-    dataset = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
+    dataset = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, download=False)
     return _iterate_tfds(tfds.as_numpy(dataset), text_key, max_examples)
 
 
 def load_corpus(
     spec: str, data_dir: str | None = None, max_examples: int | None = None
-) -> list[str]:
-    """Documents named by a corpus spec string.
+) -> Iterator[str]:
+    """Documents named by a corpus spec string, as a one-pass iterator.
 
     Specs:
       ``'embedded'``                      -> ``embedded_corpus()``;
       ``'tfds:NAME'`` / ``'tfds:NAME:SPLIT'`` -> ``read_tfds(NAME, SPLIT or 'train', ...)``,
                                            e.g. ``'tfds:wikipedia/20230601.en:train[:1%]'``;
       anything else                        -> ``read_text_files(spec)`` (file or directory).
-    ``max_examples`` caps the number of TFDS examples; ``data_dir`` is TFDS's data dir.
+    ``max_examples`` caps the number of documents (TFDS: examples) of any source; ``data_dir``
+    is TFDS's data dir. A bad spec (missing path, missing TFDS package) fails here, at the
+    call, before any document is read. Wrap in ``list`` for a list.
     """
+    if max_examples is not None and max_examples < 0:
+        raise ValueError(f"max_examples must be >= 0 or None, got {max_examples}")
     if spec == "embedded":
-        return embedded_corpus()
-    if spec.startswith("tfds:"):
+        docs = embedded_corpus()
+    elif spec.startswith("tfds:"):
         name, _, split = spec[len("tfds:") :].partition(":")
         if not name:
             raise ValueError(f"corpus spec {spec!r} names no TFDS dataset")
-        return list(read_tfds(name, split or "train", data_dir=data_dir, max_examples=max_examples))
-    return read_text_files(spec)
+        return read_tfds(name, split or "train", data_dir=data_dir, max_examples=max_examples)
+    else:
+        docs = read_text_files(spec)
+    return itertools.islice(docs, max_examples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,22 +232,44 @@ def _encode_chunk(
     return out
 
 
+def encoded_chunks(
+    docs: Iterable[str], tokenizer: tokenizers.Tokenizer, doc_sep_id: int | None = None
+) -> Iterator[np.ndarray]:
+    """The token stream of ``docs`` in pieces: int32 [n_i] per batch of documents.
+
+    Documents are pulled from ``docs`` only as pieces are consumed, in batches of 16, 32, ...
+    up to ``_ENCODE_CHUNK`` (``encode_batch`` runs in parallel in Rust), so a consumer that
+    stops early reads few documents. Concatenated, the pieces are ``token_stream(docs)``.
+    """
+    tok = plain_tokenizer(tokenizer)
+    docs = iter(docs)
+    size = _FIRST_CHUNK
+    while chunk := list(itertools.islice(docs, size)):
+        yield np.concatenate(_encode_chunk(tok, chunk, doc_sep_id))
+        size = min(2 * size, _ENCODE_CHUNK)
+
+
 def token_stream(
     docs: Iterable[str], tokenizer: tokenizers.Tokenizer, doc_sep_id: int | None = None
 ) -> np.ndarray:
-    """All documents tokenized and concatenated: int32 [num_tokens].
+    """All documents tokenized and concatenated: int32 [num_tokens] (held whole in memory)."""
+    pieces = list(encoded_chunks(docs, tokenizer, doc_sep_id))
+    return np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
 
-    Encodes in batches of ``_ENCODE_CHUNK`` documents (``encode_batch`` runs in parallel in
-    Rust), so memory is bounded by the ids, not by the Python ``Encoding`` objects.
-    """
-    tok = plain_tokenizer(tokenizer)
-    pieces: list[np.ndarray] = []
-    docs = iter(docs)
-    while chunk := list(itertools.islice(docs, _ENCODE_CHUNK)):
-        pieces.extend(_encode_chunk(tok, chunk, doc_sep_id))
-    if not pieces:
-        return np.zeros((0,), np.int32)
-    return np.concatenate(pieces)
+
+def _check_seq_len(seq_len: int) -> None:
+    if seq_len < 3:
+        raise ValueError(f"seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}")
+
+
+def _close_rows(out: np.ndarray, n: int, sep_id: int) -> np.ndarray:
+    """Rows ``out[:ceil(n / body)]`` with [SEP] after the ``n`` body tokens written."""
+    body = out.shape[1] - 2
+    rows = -(-n // body)
+    out = out[:rows]
+    out[:-1, -1] = sep_id
+    out[-1, 1 + n - (rows - 1) * body] = sep_id
+    return out
 
 
 def pack_stream(
@@ -212,8 +285,7 @@ def pack_stream(
     Returns:
       int32 [ceil(n / (seq_len - 2)), seq_len].
     """
-    if seq_len < 3:
-        raise ValueError(f"seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}")
+    _check_seq_len(seq_len)
     body = seq_len - 2
     n = int(stream.shape[0])
     if n == 0:
@@ -224,9 +296,63 @@ def pack_stream(
     out = np.full((rows, seq_len), pad_id, np.int32)
     out[:, 0] = cls_id
     out[:, 1 : 1 + body] = padded.reshape(rows, body)
-    out[:-1, -1] = sep_id
-    out[-1, 1 + n - (rows - 1) * body] = sep_id
+    return _close_rows(out, n, sep_id)
+
+
+def _blank_rows(rows: int, seq_len: int, cls_id: int, pad_id: int) -> np.ndarray:
+    out = np.full((rows, seq_len), pad_id, np.int32)
+    out[:, 0] = cls_id
     return out
+
+
+def pack_pieces(
+    pieces: Iterable[np.ndarray],
+    seq_len: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    max_sequences: int | None = None,
+) -> np.ndarray:
+    """``pack_stream`` of the concatenated ``pieces``, cut to ``max_sequences`` rows, streamed.
+
+    Each piece's ids are written straight into a preallocated int32 [max_sequences, seq_len]
+    array (at most ``_MAX_PREALLOC_ROWS`` rows up front, grown by doubling up to
+    ``max_sequences``; without ``max_sequences`` grown by doubling as needed), and no piece
+    is pulled once the array is full. The result equals
+    ``pack_stream(np.concatenate(pieces), ...)[:max_sequences]``.
+
+    Returns:
+      int32 [min(max_sequences, ceil(n / (seq_len - 2))), seq_len] for n tokens in all.
+    """
+    _check_seq_len(seq_len)
+    if max_sequences is not None and max_sequences < 1:
+        raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
+    body = seq_len - 2
+    limit = None if max_sequences is None else max_sequences * body
+    cap = min(max_sequences or _INITIAL_ROWS, _MAX_PREALLOC_ROWS)
+    out = _blank_rows(cap, seq_len, cls_id, pad_id)
+    n = 0  # body tokens written so far
+    for ids in pieces:
+        if limit is not None:
+            ids = ids[: limit - n]
+        need = -(-(n + ids.size) // body)
+        if need > out.shape[0]:
+            grown = max(need, 2 * out.shape[0])
+            grown = grown if max_sequences is None else min(grown, max_sequences)
+            extra = _blank_rows(grown - out.shape[0], seq_len, cls_id, pad_id)
+            out = np.concatenate([out, extra])
+        pos = np.arange(n, n + ids.size)
+        out[pos // body, 1 + pos % body] = ids
+        n += ids.size
+        if limit is not None and n >= limit:
+            break
+    if n == 0:
+        raise ValueError(
+            "corpus is empty: no document produced any token "
+            "(check the corpus spec and the tokenizer)"
+        )
+    rows = -(-n // body)
+    return _close_rows(out if rows == out.shape[0] else out[:rows].copy(), n, sep_id)
 
 
 def tokenize_and_pack(
@@ -237,33 +363,32 @@ def tokenize_and_pack(
     sep_id: int,
     pad_id: int,
     doc_sep_id: int | None = None,
+    max_sequences: int | None = None,
 ) -> np.ndarray:
     """Tokenizes documents, concatenates them and packs fixed-length training rows.
 
     Each row is ``[CLS] tokens... [SEP]`` of exactly ``seq_len`` ids; the text crosses
     document boundaries (optionally marked by ``doc_sep_id`` after every document, RoBERTa
     style). Only the final row can be short; it is right-padded with ``pad_id``. The
-    attention mask is ``rows != pad_id``.
+    attention mask is ``rows != pad_id``. Streamed (``encoded_chunks`` -> ``pack_pieces``):
+    documents are read, encoded and written into the row array batch by batch, and reading
+    stops once ``max_sequences`` rows are full. Equals
+    ``pack_stream(token_stream(list(docs)), ...)[:max_sequences]``.
 
     Args:
-      docs: documents (strings).
+      docs: documents (strings), any iterable; consumed once.
       tokenizer: a ``tokenizers.Tokenizer``; its truncation/padding settings are ignored.
       seq_len: row length including [CLS] and [SEP] (>= 3).
       cls_id, sep_id, pad_id: ids of [CLS], [SEP], [PAD] in the tokenizer's vocabulary.
+      max_sequences: at most this many rows (None = the whole corpus).
     Returns:
-      int32 [N, seq_len].
+      int32 [N, seq_len], N <= max_sequences.
     Raises:
-      ValueError: the corpus yields no tokens ("corpus is empty ...") or seq_len < 3.
+      ValueError: the corpus yields no tokens ("corpus is empty ..."), seq_len < 3 or
+        max_sequences < 1 (both before any document is read).
     """
-    if seq_len < 3:
-        raise ValueError(f"seq_len must be >= 3 to hold [CLS] x [SEP], got {seq_len}")
-    stream = token_stream(docs, tokenizer, doc_sep_id)
-    if stream.size == 0:
-        raise ValueError(
-            "corpus is empty: no document produced any token "
-            "(check the corpus spec and the tokenizer)"
-        )
-    return pack_stream(stream, seq_len, cls_id, sep_id, pad_id)
+    pieces = encoded_chunks(docs, tokenizer, doc_sep_id)  # Lazy: nothing read yet.
+    return pack_pieces(pieces, seq_len, cls_id, sep_id, pad_id, max_sequences)
 
 
 def split_train_heldout(

@@ -58,10 +58,10 @@ def load_examples(
         raise DataNotFoundError(f"{task.name}/{split}: {tried[0]}")
     try:
         return _labelled(task, split, read_tfds(task, split, tfds_data_dir or None))
-    except ImportError as e:
+    except (ImportError, AssertionError) as e:  # not installed / not prepared locally
         where = "; ".join(tried) or f"no data_dir given and ${DATA_DIR_ENV} not set"
         raise DataNotFoundError(
-            f"no {split} data for task {task.name!r}: {where}; and TFDS is not available "
+            f"no {split} data for task {task.name!r}: {where}; and TFDS could not supply it "
             f"({e}). Pass --config.data_dir=<GLUE/SuperGLUE files>."
         ) from e
 

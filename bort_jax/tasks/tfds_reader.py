@@ -190,7 +190,8 @@ def read_tfds(task: Union[str, Task], split: str, data_dir: Optional[str] = None
     tfds = _import_tfds()
     examples: list[Example] = []
     for builder in task.tfds_names:
-        dataset = tfds.load(builder, split=name, data_dir=data_dir)
+        # download=False: nothing is fetched at run time; missing data is an error
+        dataset = tfds.load(builder, split=name, data_dir=data_dir, download=False)
         for raw in tfds.as_numpy(dataset):
             rec = _py(raw)
             if task.benchmark == "race":

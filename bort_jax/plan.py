@@ -1,0 +1,693 @@
+"""Cost plan of an extraction before any expensive step: bytes, memory, seconds.
+
+`plan(config, workdir)` works from shapes alone (no checkpoint weights, no teacher pass, no
+corpus): the teacher's `Arch`/`Spec` come from `<teacher_dir>/config.json` when it exists (the
+installed MiniLM for `teacher_dir=''` and `source_dir=''`), else from `teacher_family` (the
+argument, or `config.teacher_family`), one of `FAMILIES`; the source's likewise (`source_family`,
+else assumed as large as the teacher). N = `config.max_sequences` rows is an upper bound: the
+corpus may pack into fewer.
+
+Teacher cache on disk (`distill.prepare` → `teacher_cache`; exactly `distill.teacher_output_specs`
+summed over the train and held-out splits, so N rows in all), P = ceil(0.15·L) MLM slots:
+
+  hidden        N · S · L · H_t · 2   (float16; S = |stored_layers(depths)|, 0 when kd.hidden = 0)
+  mlm_logits    N · P · V · 2         (float16; logit KD, kd.top_k = 0)
+  topk_values   N · P · k · 2,  topk_ids N · P · k · 4,  rest_logmass N · P · 4   (kd.top_k = k)
+
+plus one `.npy` header per array and meta.json (`HEADER_BYTES` each). The static-masked inputs
+(input_ids, attention_mask, token_type_ids: N·L·4 bytes each; mlm_positions, mlm_ids,
+mlm_weights: N·P·4 each) are held in host RAM, not on disk.
+
+Peak host memory = inputs + teacher and source params (fp32; the source only when it is another
+checkpoint) + one teacher-pass chunk of its outputs (`TEACHER_CHUNK` rows; the cache itself is
+memory-mapped and not counted as RAM). Peak device memory = max(teacher pass, proxy step of the
+candidate that needs most), fp32:
+
+  teacher pass  = 4·params_t + 4·C·L·(4H + I + A·L) (one live layer) + stored outputs of C rows
+                  in fp32 + C·P·V·4 (MLM logits); C = `TEACHER_CHUNK`
+  proxy step    = 16·params_s (params, grads, 2 AdamW moments) + one batch + activations
+  activations   = 4·B·L·[D·(10H + 2I + 2A·L) + 4H] + 4·B·P·V·(3 with full-logit KD, else 2)
+                  (fp32, kept for the backward pass)
+
+where 10H + 2I + 2A·L per token and layer counts the layer input, Q, K, V, attention output,
+two LayerNorm inputs, the FFN input/output, the FFN activation before and after GELU, and the
+attention scores and probabilities. On a CPU backend device memory is host memory, so
+`check_fits` compares their sum with the host's.
+
+Measured seconds per proxy step (`measure=True`): the smallest, median and largest candidates
+by training FLOPs (3 × forward matmul FLOPs, MLM head at the P slots) each compile and run the
+real proxy step (`train.make_train_step` on `distill.build_student`'s loss) on synthetic rows of
+the right shapes (a step's cost does not depend on the values); the median of `repeats` timed
+steps. A shape whose step exceeds `max_measure_flops` (`MEASURE_FLOPS`: 2·10¹⁰ on a CPU) runs
+with the batch (then the sequence length) scaled down and is extrapolated by the FLOP ratio, and
+the plan says so (an over-estimate when a small batch leaves the machine idle). Per-candidate
+seconds/step is t(ξ) = c0 + c1·F(ξ), least squares on the measured points.
+Projected search time (worst case: every candidate is evaluated, or `config.max_evaluations`):
+
+  teacher pass (teacher forward FLOPs / the measured FLOP rate)
+  + Σ_ξ steps · t(ξ)  + Σ_ξ held-out batches · t(ξ)/3  + |Ξ| · 2 · compile seconds.
+
+The latency-model calibration (`latency_points` compilations) and the corpus tokenisation are
+not included. The FPTAS usually evaluates far fewer candidates (docs/fptas.md §2.6): the worst
+case is what a budget must allow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bort_jax import arch as A
+from bort_jax import distill, hf, proxy
+from bort_jax.config import from_config
+from bort_jax.data import mlm
+
+TEACHER_CHUNK = 32  # rows per teacher-pass chunk (`distill.teacher_outputs`' batch_size)
+HEADER_BYTES = 4096  # allowance per cache file (.npy header, meta.json)
+MASK_PROB = 0.15  # `distill.static_mask`
+FAMILIES: dict[str, tuple[A.Arch, A.Spec]] = {
+    "bert-base": (A.BERT_BASE, A.BERT_SPEC),
+    "bert-large": (A.BERT_LARGE, A.BERT_SPEC),
+    "roberta-base": (A.BERT_BASE, A.ROBERTA_SPEC),
+    "roberta-large": (A.BERT_LARGE, A.ROBERTA_SPEC),
+    "minilm-l6": (A.MINILM_L6, A.MINILM_SPEC),
+}
+GB = 1e9
+# Largest training step (FLOPs) measured as is, by backend: a few seconds at most.
+MEASURE_FLOPS = {"cpu": 2e10, "gpu": 2e13, "tpu": 2e13}
+
+
+class PlanError(ValueError):
+    """The run will not fit the disk or memory (or its shapes cannot be known)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTime:
+    """Seconds per proxy step of one candidate (`measured_as` differs when scaled down)."""
+
+    arch: A.Arch
+    seconds: float  # per step at the config's batch and sequence length
+    measured_seconds: float  # per step at `measured_as` (median of the timed steps)
+    compile_seconds: float  # first call minus a steady step, at the measured shape
+    flops: int  # training FLOPs of one step at the config's shape
+    measured_as: tuple[int, int]  # (batch, seq_len) actually run
+    extrapolated: bool
+
+
+@dataclasses.dataclass
+class Plan:
+    """What an extraction will cost (bytes, seconds); see the module docstring for formulas."""
+
+    n_candidates: int
+    n_sequences: int
+    seq_len: int
+    max_predictions: int
+    teacher: str
+    teacher_arch: A.Arch
+    input_bytes: dict[str, int]  # host RAM, by array
+    teacher_cache_bytes: dict[str, int]  # disk, by array (data only)
+    cache_dir: str
+    cache_present: bool  # a complete entry of these shapes already exists: needs no disk
+    disk_bytes: int  # what the run still needs on disk (cache + headers + chosen weights)
+    largest: A.Arch
+    host_bytes: dict[str, int]
+    device_bytes: dict[str, int]
+    step_times: list[StepTime] = dataclasses.field(default_factory=list)
+    seconds_model: tuple[float, float] | None = None  # (c0, c1): t(ξ) = c0 + c1·F(ξ)
+    n_evaluations: int = 0  # worst-case proxy evaluations counted in the projection
+    flop_rate: float | None = None  # achieved FLOP/s of the measured steps (Σ F / Σ s)
+    teacher_flops: int = 0  # forward matmul FLOPs of the teacher pass over N rows
+    search_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def teacher_cache_total(self) -> int:
+        return sum(self.teacher_cache_bytes.values())
+
+    @property
+    def peak_host_bytes(self) -> int:
+        return sum(self.host_bytes.values())
+
+    @property
+    def peak_device_bytes(self) -> int:
+        return max(self.device_bytes.values())
+
+    @property
+    def projected_search_seconds(self) -> float | None:
+        return sum(self.search_seconds.values()) if self.search_seconds else None
+
+    def lines(self) -> list[str]:
+        """The plan as Markdown lines."""
+        out = [
+            "# Extraction cost plan",
+            "",
+            f"- candidates |Ξ|: {self.n_candidates}; largest {self.largest}",
+            f"- data: ≤ {self.n_sequences} sequences × {self.seq_len} tokens, "
+            f"{self.max_predictions} MLM slots; teacher {self.teacher} ({self.teacher_arch})",
+            f"- teacher cache on disk ({self.cache_dir}): {_gb(self.teacher_cache_total)}"
+            + (" — already present" if self.cache_present else "")
+            + "; "
+            + ", ".join(f"{k} {_gb(v)}" for k, v in self.teacher_cache_bytes.items()),
+            f"- disk still needed: {_gb(self.disk_bytes)}",
+            f"- peak host memory: {_gb(self.peak_host_bytes)} ("
+            + ", ".join(f"{k} {_gb(v)}" for k, v in self.host_bytes.items())
+            + ")",
+            f"- peak device memory: {_gb(self.peak_device_bytes)} ("
+            + ", ".join(f"{k} {_gb(v)}" for k, v in self.device_bytes.items())
+            + ")",
+        ]
+        if self.step_times:
+            out.append("")
+            out.append("| candidate | train GFLOP/step | s/step | compile s | measured as |")
+            out.append("|---|---|---|---|---|")
+            for t in self.step_times:
+                how = f"{t.measured_as[0]}×{t.measured_as[1]}" + (
+                    ", extrapolated by FLOPs" if t.extrapolated else ""
+                )
+                out.append(
+                    f"| {t.arch} | {t.flops / 1e9:.3g} | {t.seconds:.4g} | "
+                    f"{t.compile_seconds:.3g} | {how} |"
+                )
+            out.append("")
+            out.append(
+                f"- projected search (worst case, {self.n_evaluations} proxy evaluations): "
+                f"{self.projected_search_seconds:.0f} s = "
+                + " + ".join(f"{k} {v:.0f} s" for k, v in self.search_seconds.items())
+            )
+        out += [f"- note: {n}" for n in self.notes]
+        return out
+
+    def markdown(self) -> str:
+        return "\n".join(self.lines()) + "\n"
+
+
+def _gb(n: int) -> str:
+    return f"{n / GB:.3g} GB"
+
+
+def model_shape(
+    directory: str, family: str | None, what: str, fallback: tuple[A.Arch, A.Spec] | None = None
+) -> tuple[A.Arch, A.Spec, str]:
+    """(Arch, Spec, description) from `<directory>/config.json`, else the named family.
+
+    Raises PlanError naming the missing checkpoint and the family field when neither is given.
+    """
+    cfg = Path(directory) / "config.json" if directory else None
+    if cfg is not None and cfg.is_file():
+        arch, spec = hf.config_to_arch_spec(json.loads(cfg.read_text()), str(cfg))
+        return arch, spec, directory
+    if family:
+        if family not in FAMILIES:
+            raise PlanError(f"config.{what}_family={family!r}; known: {sorted(FAMILIES)}")
+        return (*FAMILIES[family], f"{family} (family shapes)")
+    if fallback is not None:
+        return (*fallback, "assumed as large as the teacher")
+    raise PlanError(
+        f"no {what} checkpoint (config.json) at {directory!r}: set config.{what}_dir, or "
+        f"config.{what}_family to one of {sorted(FAMILIES)}"
+    )
+
+
+def n_split(n: int, heldout_fraction: float) -> tuple[int, int]:
+    """(train rows, held-out rows) exactly as `text.split_train_heldout`."""
+    k = int(np.floor(heldout_fraction * n + 0.5))
+    if heldout_fraction > 0:
+        k = max(k, 1)
+    return n - k, k
+
+
+def step_flops(arch: A.Arch, spec: A.Spec, batch: int, seq_len: int, slots: int) -> int:
+    """Training FLOPs of one proxy step: 3 × (encoder matmuls + MLM head at `slots` positions)."""
+    h = arch.hidden
+    fwd = A.flops(arch, seq_len, batch, dataclasses.replace(spec, pooler=False))
+    fwd += batch * 2 * slots * (h * h + h * spec.vocab_size)
+    return 3 * fwd
+
+
+def student_params(arch: A.Arch, spec: A.Spec, teacher_hidden: int) -> int:
+    """Trained parameters of a KD student: encoder + MLM head (+ [H_s, H_t] projections)."""
+    n = A.param_count(arch, distill.student_spec(spec), mlm_head=True)["total"]
+    if arch.hidden != teacher_hidden:
+        n += (arch.depth + 1) * arch.hidden * teacher_hidden
+    return n
+
+
+def activation_bytes(
+    arch: A.Arch, vocab: int, batch: int, seq_len: int, slots: int, full_logits: bool
+) -> int:
+    """4·B·L·[D·(10H + 2I + 2A·L) + 4H] + 4·B·P·V·(3 if full-logit KD else 2) (fp32)."""
+    d, a, h, i = arch.depth, arch.heads, arch.hidden, arch.intermediate
+    per_token = d * (10 * h + 2 * i + 2 * a * seq_len) + 4 * h
+    return 4 * batch * seq_len * per_token + 4 * batch * slots * vocab * (3 if full_logits else 2)
+
+
+def _row_bytes(specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, int]:
+    return {k: math.prod(shape) * np.dtype(dt).itemsize for k, (shape, dt) in specs.items()}
+
+
+def _cache_present(cache_dir: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> bool:
+    """A complete entry (meta.json) whose arrays have exactly the planned shapes and dtypes."""
+    want = {k: (list(s), str(np.dtype(d))) for k, (s, d) in specs.items()}
+    for meta in sorted(cache_dir.glob("*/meta.json")):
+        try:
+            arrays = json.loads(meta.read_text())["arrays"]
+            if {k: (v["shape"], v["dtype"]) for k, v in arrays.items()} == want:
+                return True
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return False
+
+
+def plan(
+    config,
+    workdir: str,
+    *,
+    measure: bool = True,
+    teacher_family: str | None = None,
+    source_family: str | None = None,
+    repeats: int = 3,
+    max_measure_flops: float | None = None,
+) -> Plan:
+    """The cost plan of `extract.extract(config, workdir)` (module docstring: formulas).
+
+    measure=False skips the timings (pure arithmetic, no JAX work). max_measure_flops: the
+    largest training step run as is (None: `MEASURE_FLOPS` of this backend); bigger shapes are
+    scaled down and extrapolated.
+    """
+    from bort_jax import extract  # local: extract imports this module
+
+    sp = extract.build_space(config)
+    cands = sp.candidates()
+    pcfg = from_config(proxy.ProxyConfig, config.proxy, "proxy")
+    kd = pcfg.kd
+    source_dir = config.source_dir or ("" if config.get("require_source") else hf.minilm_path())
+    teacher_dir = config.teacher_dir or source_dir
+    t_arch, t_spec, t_desc = model_shape(
+        teacher_dir, teacher_family or config.get("teacher_family"), "teacher"
+    )
+    s_arch, s_spec, _ = model_shape(
+        source_dir,
+        source_family or config.get("source_family"),
+        "source",
+        fallback=(t_arch, t_spec),
+    )
+    seq_len = int(config.seq_len)
+    A.check_seq_len(seq_len, t_spec)
+    if not config.max_sequences:
+        raise PlanError(
+            "config.max_sequences=0 (the whole corpus): the plan needs a row count; set it"
+        )
+    n = int(config.max_sequences)
+    slots = mlm.default_max_predictions(seq_len, MASK_PROB)
+    want_logits = kd.logit > 0
+    layers = (
+        distill.stored_layers(sorted({c.depth for c in cands}), t_arch.depth, kd.layer_map)
+        if kd.hidden
+        else ()
+    )
+    top_k = kd.top_k if want_logits else 0
+    teacher = distill.Teacher(hf.Checkpoint(t_arch, t_spec, {}, {}, teacher_dir, True), None)
+
+    def specs(rows: int) -> dict:
+        shapes = {
+            "input_ids": types.SimpleNamespace(shape=(rows, seq_len)),
+            "mlm_positions": types.SimpleNamespace(shape=(rows, slots)),
+        }
+        return distill.teacher_output_specs(
+            teacher, shapes, want_logits, layers=layers, top_k=top_k
+        )
+
+    n_train, n_held = n_split(n, float(config.heldout_fraction))
+    split_specs = {
+        f"{p}_{k}": v
+        for p, r in (("train", n_train), ("heldout", n_held))
+        for k, v in specs(r).items()
+    }
+    cache_bytes: dict[str, int] = {}
+    for name, b in _row_bytes(split_specs).items():
+        key = name.split("_", 1)[1]
+        cache_bytes[key] = cache_bytes.get(key, 0) + b
+    input_bytes = {k: n * seq_len * 4 for k in distill.INPUT_KEYS[:3]}
+    input_bytes |= {k: n * slots * 4 for k in distill.INPUT_KEYS[3:]}
+
+    cache_dir = Path(workdir) / "teacher_cache"
+    present = _cache_present(cache_dir, split_specs)
+    disk = 0 if present else sum(cache_bytes.values()) + HEADER_BYTES * (len(split_specs) + 1)
+    disk += 4 * max(A.param_count(c, s_spec)["total"] for c in cands)  # chosen_hf, at most
+
+    # device: the teacher pass, and one proxy step of the candidate that needs the most
+    row_out = _row_bytes(specs(1))
+    teacher_params = A.param_count(t_arch, t_spec, mlm_head=want_logits)["total"]
+    h, i, a = t_arch.hidden, t_arch.intermediate, t_arch.heads
+    teacher_dev = (
+        4 * teacher_params
+        + 4 * TEACHER_CHUNK * seq_len * (4 * h + i + a * seq_len)
+        + TEACHER_CHUNK * sum(4 * math.prod(shape) for shape, _ in specs(1).values())
+        + (4 * TEACHER_CHUNK * slots * t_spec.vocab_size if want_logits else 0)
+    )
+    bsz = pcfg.batch_size
+    batch_bytes = bsz * (sum(input_bytes.values()) // n + sum(row_out.values()))
+    full_logits = want_logits and not top_k
+
+    def train_dev(c: A.Arch) -> int:
+        return (
+            16 * student_params(c, t_spec, t_arch.hidden)
+            + batch_bytes
+            + activation_bytes(c, t_spec.vocab_size, bsz, seq_len, slots, full_logits)
+        )
+
+    largest = max(cands, key=lambda c: (train_dev(c), c))
+    device_bytes = {"teacher pass": teacher_dev, f"proxy step {largest}": train_dev(largest)}
+    separate_source = bool(
+        (config.teacher_dir and config.teacher_dir != source_dir)
+        or (source_family or config.get("source_family"))
+    )
+    host_bytes = {
+        "inputs": sum(input_bytes.values()),
+        "teacher params": 4 * A.param_count(t_arch, t_spec, mlm_head=True)["total"],
+        "source params": 4 * A.param_count(s_arch, s_spec, mlm_head=True)["total"]
+        if separate_source
+        else 0,
+        "teacher chunk": TEACHER_CHUNK * sum(row_out.values()),
+    }
+    notes = [
+        f"N = config.max_sequences = {n} is an upper bound (the corpus may pack into fewer)",
+        f"teacher/source shapes: {t_desc}",
+    ]
+    out = Plan(
+        n_candidates=len(cands),
+        n_sequences=n,
+        seq_len=seq_len,
+        max_predictions=slots,
+        teacher=teacher_dir or t_desc,
+        teacher_arch=t_arch,
+        input_bytes=input_bytes,
+        teacher_cache_bytes=cache_bytes,
+        cache_dir=str(cache_dir),
+        cache_present=present,
+        disk_bytes=disk,
+        largest=largest,
+        host_bytes=host_bytes,
+        device_bytes=device_bytes,
+        notes=notes,
+    )
+    if measure:
+        if max_measure_flops is None:
+            import jax
+
+            max_measure_flops = MEASURE_FLOPS.get(jax.default_backend(), MEASURE_FLOPS["gpu"])
+        _measure(
+            out, cands, t_arch, t_spec, pcfg, layers, top_k, config, repeats, max_measure_flops
+        )
+    return out
+
+
+def measure_shapes(cands: list[A.Arch], flops_of) -> list[A.Arch]:
+    """Smallest, median and largest candidate by `flops_of` (distinct, in that order)."""
+    order = sorted(cands, key=lambda c: (flops_of(c), c))
+    picks = [order[0], order[len(order) // 2], order[-1]]
+    return list(dict.fromkeys(picks))
+
+
+def synthetic_data(
+    rows: int,
+    seq_len: int,
+    slots: int,
+    t_arch: A.Arch,
+    t_spec: A.Spec,
+    layers: tuple[int, ...],
+    want_logits: bool,
+    top_k: int,
+    temperature: float,
+    seed: int = 0,
+) -> distill.KDData:
+    """KDData of `rows` random rows with the shapes and dtypes `distill.prepare` produces."""
+    rng = np.random.default_rng(seed)
+    v = t_spec.vocab_size
+    arrays = {
+        "input_ids": rng.integers(0, v, (rows, seq_len)).astype(np.int32),
+        "attention_mask": np.ones((rows, seq_len), np.int32),
+        "token_type_ids": np.zeros((rows, seq_len), np.int32),
+        "mlm_positions": np.sort(
+            np.stack([rng.permutation(seq_len)[:slots] for _ in range(rows)]), 1
+        ).astype(np.int32),
+        "mlm_ids": rng.integers(0, v, (rows, slots)).astype(np.int32),
+        "mlm_weights": np.ones((rows, slots), np.float32),
+    }
+    teacher = distill.Teacher(hf.Checkpoint(t_arch, t_spec, {}, {}, "", True), None)
+    specs = distill.teacher_output_specs(teacher, arrays, want_logits, layers=layers, top_k=top_k)
+    outs = {}
+    for k, (shape, dt) in specs.items():
+        if k == "topk_ids":  # distinct ids within a row: a random offset + 0..k-1 (mod V)
+            offset = rng.integers(0, v, shape[:-1] + (1,))
+            outs[k] = ((offset + np.arange(shape[-1])) % v).astype(dt)
+        else:
+            outs[k] = rng.standard_normal(shape).astype(dt)
+    if "rest_logmass" in outs:
+        outs["rest_logmass"] = np.full(outs["rest_logmass"].shape, -1.0, np.float32)
+    return distill.KDData(
+        arrays,
+        arrays,
+        outs,
+        outs,
+        t_arch.depth,
+        t_arch.hidden,
+        v,
+        hidden_layers=layers,
+        top_k=top_k,
+        temperature=temperature if top_k else None,
+    )
+
+
+def time_step(
+    arch: A.Arch, data: distill.KDData, spec: A.Spec, pcfg: proxy.ProxyConfig, repeats: int
+) -> tuple[float, float]:
+    """(median seconds of `repeats` steps, compile seconds) of the real proxy train step."""
+    import jax
+
+    from bort_jax import train
+
+    student = distill.build_student(
+        arch,
+        data,
+        spec,
+        pcfg.kd,
+        seed=pcfg.seed,
+        dropout=pcfg.dropout,
+        scan_layers=pcfg.scan_layers,
+    )
+    tx = train.make_optimizer(pcfg.optim, pcfg.steps)
+    state = train.init_state(jax.tree_util.tree_map(jax.numpy.array, student.params), tx, 0)
+    step = train.make_train_step(student.loss_fn, tx)
+    batch = jax.device_put(distill.kd_rows(data.train, data.teacher_train))
+    t0 = time.perf_counter()
+    state, m = step(state, batch)
+    jax.block_until_ready(m)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        state, m = step(state, batch)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    return sec, max(first - sec, 0.0)
+
+
+def _measure(
+    out: Plan,
+    cands: list[A.Arch],
+    t_arch: A.Arch,
+    t_spec: A.Spec,
+    pcfg: proxy.ProxyConfig,
+    layers: tuple[int, ...],
+    top_k: int,
+    config,
+    repeats: int,
+    max_measure_flops: float,
+) -> None:
+    """Fill `out.step_times`, `seconds_model`, `search_seconds` (see the module docstring)."""
+    L, P, B = out.seq_len, out.max_predictions, pcfg.batch_size
+    full = lambda c: step_flops(c, t_spec, B, L, P)  # noqa: E731
+    for arch in measure_shapes(cands, full):
+        b, length = B, L
+        while step_flops(arch, t_spec, b, length, P) > max_measure_flops and (b > 1 or length > 8):
+            if b > 1:
+                b = max(1, b // 2)
+            else:
+                length = max(8, length // 2)
+        slots = mlm.default_max_predictions(length, MASK_PROB)
+        data = synthetic_data(
+            b, length, slots, t_arch, t_spec, layers, pcfg.kd.logit > 0, top_k, pcfg.kd.temperature
+        )
+        sec, comp = time_step(arch, data, t_spec, pcfg, repeats)
+        f_run = step_flops(arch, t_spec, b, length, slots)
+        scaled = (b, length) != (B, L)
+        out.step_times.append(
+            StepTime(
+                arch,
+                sec * full(arch) / f_run if scaled else sec,
+                sec,
+                comp,
+                full(arch),
+                (b, length),
+                scaled,
+            )
+        )
+    if any(t.extrapolated for t in out.step_times):
+        out.notes.append(
+            f"shapes over {max_measure_flops:.3g} training FLOPs/step were measured scaled down "
+            "(batch, then sequence length) and extrapolated by the FLOP ratio: an upper bound, "
+            "since a small step's fixed overhead is scaled up too"
+        )
+    f = np.array([t.flops for t in out.step_times], float)
+    s = np.array([t.seconds for t in out.step_times], float)
+    c1 = float(np.polyfit(f, s, 1)[0]) if len(f) > 1 else 0.0
+    if c1 <= 0:  # one point or a noisy slope: proportional to FLOPs through the mean rate
+        c0, c1 = 0.0, float(s.sum() / f.sum())
+    else:
+        c0 = max(float(s.mean() - c1 * f.mean()), 0.0)
+    out.seconds_model = (c0, c1)
+    t = {c: c0 + c1 * full(c) for c in cands}
+    n_eval = len(cands)
+    if config.get("max_evaluations"):
+        n_eval = min(n_eval, int(config.max_evaluations))
+    worst = sorted(cands, key=lambda c: -t[c])[:n_eval]  # the costliest n_eval candidates
+    _, n_held = n_split(out.n_sequences, float(config.heldout_fraction))
+    held_batches = max(n_held // B, 1)
+    rate = float(f.sum() / s.sum())  # achieved FLOP/s of the measured steps
+    t_flops = A.flops(t_arch, L, out.n_sequences, t_spec)
+    if pcfg.kd.logit > 0:
+        t_flops += out.n_sequences * 2 * P * (t_arch.hidden**2 + t_arch.hidden * t_spec.vocab_size)
+    out.n_evaluations, out.flop_rate, out.teacher_flops = n_eval, rate, t_flops
+    out.search_seconds = {
+        "teacher pass": t_flops / rate,
+        "proxy steps": sum(pcfg.steps * t[c] for c in worst),
+        "held-out eval": sum(held_batches * t[c] / 3 for c in worst),
+        "compile": n_eval * 2 * statistics.mean(x.compile_seconds for x in out.step_times),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# What this machine has, and the check
+# ---------------------------------------------------------------------------------------------
+def nearest_existing(path: str | os.PathLike) -> Path:
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def disk_free(path: str | os.PathLike) -> int:
+    """Free bytes on the file system that will hold `path` (its nearest existing parent)."""
+    return shutil.disk_usage(nearest_existing(path)).free
+
+
+def host_memory() -> int:
+    """Physical host memory in bytes (os.sysconf)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def device_memory() -> int | None:
+    """The accelerator's memory limit; None on a CPU backend (device memory = host memory)."""
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return None
+    stats = dev.memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def machine_limits(workdir: str) -> dict[str, int | None]:
+    return {
+        "disk_free": disk_free(Path(workdir) / "teacher_cache"),
+        "host_mem": host_memory(),
+        "device_mem": device_memory(),
+    }
+
+
+def check_fits(p: Plan, *, disk_free: int, host_mem: int, device_mem: int | None) -> None:
+    """PlanError naming what does not fit, and how to shrink it; None when all fits.
+
+    device_mem None = device memory is host memory (CPU): host + device peaks share `host_mem`.
+    """
+    if p.disk_bytes > disk_free:
+        hint = "lower config.max_sequences"
+        if "mlm_logits" in p.teacher_cache_bytes:
+            k = 128
+            small = (
+                p.n_sequences * p.max_predictions * k * (2 + 4)
+                + p.n_sequences * p.max_predictions * 4
+            )
+            hint = f"set proxy.kd.top_k (e.g. {k} → {_gb(small)}) or " + hint
+        raise PlanError(
+            f"teacher cache needs {_gb(p.teacher_cache_total)} on disk under {p.cache_dir} "
+            f"(the run {_gb(p.disk_bytes)} in all); {_gb(disk_free)} free: {hint}"
+        )
+    host = p.peak_host_bytes + (p.peak_device_bytes if device_mem is None else 0)
+    parts = lambda d: ", ".join(f"{k} {_gb(v)}" for k, v in d.items())  # noqa: E731
+    if host > host_mem:
+        on_host = f"; device on host: {parts(p.device_bytes)}" if device_mem is None else ""
+        raise PlanError(
+            f"peak host memory {_gb(host)} ({parts(p.host_bytes)}{on_host}) exceeds the "
+            f"host's {_gb(host_mem)}: lower config.max_sequences, proxy.batch_size or the "
+            "grid's largest shapes"
+        )
+    if device_mem is not None and p.peak_device_bytes > device_mem:
+        raise PlanError(
+            f"peak device memory {_gb(p.peak_device_bytes)} ({parts(p.device_bytes)}) exceeds "
+            f"the device's {_gb(device_mem)}: lower proxy.batch_size or the grid's largest shapes"
+        )
+
+
+def check(config, workdir: str) -> Plan | None:
+    """The unmeasured plan of `config`, checked against this machine (PlanError if too big).
+
+    None (nothing checked) when `config.max_sequences` = 0: the row count is then unknown
+    until the corpus is packed.
+    """
+    if not config.get("max_sequences"):
+        return None
+    p = plan(config, workdir, measure=False)
+    check_fits(p, **machine_limits(workdir))
+    return p
+
+
+def fit_note(p: Plan, workdir: str) -> str:
+    """'fits this machine (...)' or the PlanError message."""
+    lim = machine_limits(workdir)
+    try:
+        check_fits(p, **lim)
+    except PlanError as err:
+        return f"does NOT fit: {err}"
+    dev = "shared with host" if lim["device_mem"] is None else _gb(lim["device_mem"])
+    return (
+        f"fits this machine (disk free {_gb(lim['disk_free'])}, host memory "
+        f"{_gb(lim['host_mem'])}, device memory {dev})"
+    )
+
+
+def describe(p: Plan, workdir: str) -> str:
+    return p.markdown() + f"- verdict: {fit_note(p, workdir)}\n"
+
+
+def as_dict(p: Plan) -> dict[str, Any]:
+    d = dataclasses.asdict(p)
+    d.update(
+        peak_host_bytes=p.peak_host_bytes,
+        peak_device_bytes=p.peak_device_bytes,
+        teacher_cache_total=p.teacher_cache_total,
+        projected_search_seconds=p.projected_search_seconds,
+    )
+    return json.loads(json.dumps(d, default=str))
