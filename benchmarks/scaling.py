@@ -1,0 +1,384 @@
+"""Data-parallel weak scaling of the KD proxy train step: throughput and MFU vs device count.
+
+  python benchmarks/scaling.py --out=benchmarks/results/scaling_cpu.json           # CPU
+  python benchmarks/scaling.py --dtype=bfloat16 --shapes=bort,bert-base \\
+      --per_device_batch=32 --out=$OUT/scaling.json                              # GPU/TPU
+
+The step is the project's own proxy/KD train step, placed the way `train.train` places it
+under an active `sharding.Partitioner`: the student `Bert` (teacher vocabulary, MLM head, no
+pooler, dropout 0 as in `proxy.ProxyConfig`) with `distill.make_loss_fn`'s objective (MLM CE
+at the masked positions + hidden-state KD of all D+1 states through learned projections),
+`train.make_train_step` (value_and_grad + AdamW of `ProxyConfig().optim`, state donated), the
+state sharded by `Partitioner.tree_shardings` and the batch split by `Partitioner.put_batch`,
+on a `MeshConfig(data=N)` mesh of the first N devices. The teacher is MiniLM-shaped
+(30,522-token vocabulary, D_t=6, H_t=384); its hidden states are random float16 (speed does not
+depend on values). `--dtype=bfloat16` sets the student's computation dtype (parameters and
+optimizer state stay float32: mixed precision).
+
+Weak scaling: a fixed `--per_device_batch`, global batch = N × per-device batch, for
+N = 1, 2, 4, 8 (up to the devices present). Per N and shape: compile (`.lower().compile()`,
+recorded, not timed), 1 warm-up step, then `--repeats` timings of `--steps` consecutive steps
+(blocking at the end); the median per-step time gives sequences/s, tokens/s and
+
+  MFU = model FLOPs per step / step time / (N × peak FLOP/s per device),
+  model FLOPs per step = 3 × forward matmul FLOPs (`arch.flops` of the encoder at the global
+  batch, + MLM head at the masked positions + the D+1 KD projections;
+  `train_throughput.student_step_flops`).
+
+Peak per device: a table of dense bf16 figures for known chips (`PEAK_TFLOPS`, matched in
+`device_kind`), or `--peak_tflops`. On CPU the peak is *measured* in the same run: a jitted
+`--peak_n`² matmul of `--dtype` (`common.matmul_peak`), in the parent process.
+
+CPU: `XLA_FLAGS` must be set before jax starts, so each N runs in its own subprocess with
+`--xla_force_host_platform_device_count=N`. Those N "devices" are threads sharing the same
+cores, so the CPU figures test that the sharded program compiles and runs (and what the
+partitioning costs), not a speed-up; per-device MFU there divides by N × the whole machine's
+peak and must fall as 1/N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+_REPO = Path(__file__).resolve().parents[1]
+for _p in (str(_REPO), str(_REPO / "benchmarks")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+SHAPES = {  # name -> (D, A, H, I)
+    "tiny": (2, 4, 128, 512),
+    "bort": (4, 8, 1024, 768),  # arch.BORT
+    "bert-base": (12, 12, 768, 3072),  # arch.BERT_BASE
+}
+# Dense bf16 peak TFLOP/s per device, matched (first hit) as a substring of `device_kind`.
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("v5 lite", 197.0),
+    ("v5e", 197.0),
+    ("v5p", 459.0),
+    ("TPU v5", 459.0),
+    ("TPU v4", 275.0),
+)
+VOCAB, TEACHER_DEPTH, TEACHER_HIDDEN = 30522, 6, 384
+DEVICE_COUNTS = (1, 2, 4, 8)
+FAKE_NOTE = (
+    "fake CPU devices (--xla_force_host_platform_device_count) share the same cores: these "
+    "figures test the sharded program, not speed-up"
+)
+
+
+def peak_for(device_kind: str) -> float | None:
+    """Dense bf16 peak FLOP/s of one device of `device_kind`, or None when unknown."""
+    for key, tflops in PEAK_TFLOPS:
+        if key.lower() in device_kind.lower():
+            return tflops * 1e12
+    return None
+
+
+def masked_positions(seq_len: int) -> int:
+    """Masked positions per sequence: 15% of the tokens, at least 1 (BERT's rate)."""
+    return max(1, round(0.15 * seq_len))
+
+
+# ----------------------------------------------------------------------------------- worker
+
+
+def host_batch(batch: int, seq_len: int, seed: int = 0) -> dict[str, Any]:
+    """A random KD batch (numpy) of the shapes `distill.train_batches` yields."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    p = masked_positions(seq_len)
+    return {
+        "input_ids": rng.integers(0, VOCAB, (batch, seq_len), dtype=np.int32),
+        "attention_mask": np.ones((batch, seq_len), np.int32),
+        "token_type_ids": np.zeros((batch, seq_len), np.int32),
+        "mlm_positions": np.sort(
+            np.stack([rng.choice(seq_len, p, replace=False) for _ in range(batch)]), axis=1
+        ).astype(np.int32),
+        "mlm_ids": rng.integers(0, VOCAB, (batch, p), dtype=np.int32),
+        "mlm_weights": np.ones((batch, p), np.float32),
+        "teacher_hidden": rng.standard_normal(
+            (batch, TEACHER_DEPTH + 1, seq_len, TEACHER_HIDDEN), dtype=np.float32
+        ).astype(np.float16),
+    }
+
+
+def bench_one(shape: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Compile and time the sharded KD step of `shape` on the first `n` devices."""
+    import jax
+    import jax.numpy as jnp
+    from common import BusyMeter
+    from jax.sharding import NamedSharding, PartitionSpec
+    from train_throughput import student_step_flops
+
+    from bort_jax import distill, proxy, sharding, train
+    from bort_jax.arch import Arch, Spec
+    from bort_jax.models.bert import Bert
+
+    arch = Arch(*SHAPES[shape])
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
+    spec = distill.student_spec(Spec(vocab_size=VOCAB, max_positions=512))
+    model = Bert(
+        arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0, dtype=dtype
+    )
+    data = distill.KDData({}, {}, {}, {}, TEACHER_DEPTH, TEACHER_HIDDEN, VOCAB)
+    loss_fn = distill.make_loss_fn(model, data, distill.KDWeights())
+    tx = train.make_optimizer(proxy.ProxyConfig().optim, 1000)
+    part = sharding.Partitioner.from_config(sharding.MeshConfig(data=n), jax.devices()[:n])
+    global_batch = args.per_device_batch * n
+    params = distill.init_student(arch, spec, TEACHER_HIDDEN, seed=0)
+    state = train.init_state(params, tx, 0)
+    with part.activate():
+        # As `train.train` does under a partitioner:
+        state_sharding = part.tree_shardings(state)
+        metrics_sharding = NamedSharding(part.mesh, PartitionSpec())
+        state = jax.device_put(state, state_sharding)
+        step = train.make_train_step(loss_fn, tx, state_sharding, metrics_sharding)
+        batch = part.put_batch(host_batch(global_batch, args.seq_len))
+        t0 = time.perf_counter()
+        compiled = step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        state, metrics = compiled(state, batch)  # warm-up
+        loss0 = float(metrics["loss"])
+        times, meter = [], BusyMeter()
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                state, metrics = compiled(state, batch)
+            jax.block_until_ready((state, metrics))
+            times.append((time.perf_counter() - t0) / args.steps)
+        others = meter.stop()[1]
+    step_s = statistics.median(times)
+    step_flops = student_step_flops(
+        arch, spec, global_batch, args.seq_len, masked_positions(args.seq_len), TEACHER_HIDDEN
+    )
+    return {
+        "shape": shape,
+        "arch": str(arch),
+        "devices": n,
+        "mesh": dict(part.mesh.shape),
+        "global_batch": global_batch,
+        "step_s": step_s,
+        "step_s_all": times,
+        "compile_s": compile_s,
+        "seq_per_s": global_batch / step_s,
+        "tokens_per_s": global_batch * args.seq_len / step_s,
+        "step_tflop": step_flops / 1e12,
+        "achieved_tflops": step_flops / step_s / 1e12,
+        "first_loss": loss0,
+        "last_loss_finite": bool(jnp.isfinite(metrics["loss"])),
+        "others_busy": others,
+        "param_sharding_sample": str(
+            jax.tree_util.tree_leaves(state_sharding.params)[0].spec  # replicated under data
+        ),
+    }
+
+
+def worker(args: argparse.Namespace, counts: Sequence[int]) -> list[dict[str, Any]]:
+    rows = []
+    for n in counts:
+        for shape in args.shapes:
+            row = bench_one(shape, n, args)
+            print(
+                f"# N={n} {shape}: {row['step_s'] * 1e3:.1f} ms/step, "
+                f"compile {row['compile_s']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------- driver
+
+
+def run_fake_cpu(n: int, args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """One subprocess with `n` fake host devices; its rows (or an error row per shape)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}".strip(),
+        JAX_PLATFORMS="cpu",
+    )
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, f"--worker_devices={n}"]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:  # the worker's stderr (progress, traceback) went to ours
+        error = f"exit {proc.returncode} (worker's stderr above)"
+        return [{"shape": s, "devices": n, "error": error} for s in args.shapes]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def add_mfu(rows: list[dict[str, Any]], peak: float) -> None:
+    """MFU and weak-scaling efficiency (throughput_N / (N · throughput_1)) per row."""
+    base = {r["shape"]: r for r in rows if r.get("devices") == 1 and "error" not in r}
+    for r in rows:
+        if "error" in r:
+            continue
+        r["mfu"] = r["achieved_tflops"] * 1e12 / (r["devices"] * peak)
+        b = base.get(r["shape"])
+        r["weak_eff"] = r["seq_per_s"] / (r["devices"] * b["seq_per_s"]) if b else None
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = [
+        f"KD proxy step, {res['dtype']}, per-device batch {res['per_device_batch']} × "
+        f"{res['seq_len']} tokens, data-parallel (MeshConfig(data=N)); backend "
+        f"{res['backend']} ({res['device_kind']}); peak {res['peak_tflops']:.3g} TFLOP/s per "
+        f"device ({res['peak_source']}).",
+    ]
+    if res["fake_devices"]:
+        lines.append(f"\n**Note:** {FAKE_NOTE}.")
+    lines += [
+        f"\nLoad average {res['load_before']} before, {res['load_after']} after "
+        "(shared machine: other workers' jobs may run meanwhile; 'others' = their share of "
+        "the CPU time while timing).",
+        "",
+        "| shape | ⟨D,A,H,I⟩ | N | global B | step ms | seq/s | tok/s | GFLOP/step "
+        "| TFLOP/s | MFU | weak-scaling eff. | compile s | others |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['shape']} | | {r['devices']} | **failed**: {r['error'][:150]} |")
+            continue
+        eff = f"{100 * r['weak_eff']:.0f}%" if r.get("weak_eff") is not None else "–"
+        others = f"{100 * r['others_busy']:.0f}%" if r["others_busy"] is not None else "–"
+        lines.append(
+            f"| {r['shape']} | {r['arch']} | {r['devices']} | {r['global_batch']} | "
+            f"{1e3 * r['step_s']:.1f} | {r['seq_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+            f"{1e3 * r['step_tflop']:.2f} | {r['achieved_tflops']:.3g} | {100 * r['mfu']:.1f}% | "
+            f"{eff} | {r['compile_s']:.1f} | {others} |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--shapes", default="tiny,bort", help=f"subset of {list(SHAPES)}")
+    ap.add_argument("--per_device_batch", type=int, default=2)
+    ap.add_argument("--seq_len", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3, help="consecutive steps per timing")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per point (median)")
+    ap.add_argument("--devices", default="1,2,4,8", help="device counts (≤ devices present)")
+    ap.add_argument("--peak_tflops", type=float, default=0.0, help="override the peak table")
+    ap.add_argument("--peak_n", type=int, default=2048, help="CPU peak matmul size")
+    ap.add_argument("--out", default="", help="JSON path; the Markdown goes next to it (.md)")
+    ap.add_argument("--worker_devices", type=int, default=0, help=argparse.SUPPRESS)
+    return ap
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Errors naming the bad option, before any compilation."""
+    args.shapes = [s for s in args.shapes.split(",") if s]
+    unknown = [s for s in args.shapes if s not in SHAPES]
+    if unknown or not args.shapes:
+        raise ValueError(f"--shapes: unknown {unknown}; choose from {list(SHAPES)}")
+    for name in ("per_device_batch", "seq_len", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name}={getattr(args, name)}: must be >= 1")
+    if args.seq_len > 512:
+        raise ValueError(f"--seq_len={args.seq_len}: the student has 512 positions")
+    try:
+        args.device_counts = [int(v) for v in args.devices.split(",") if v]
+    except ValueError as e:
+        raise ValueError(f"--devices={args.devices!r}: want comma-separated integers") from e
+    if not args.device_counts or min(args.device_counts) < 1:
+        raise ValueError(f"--devices={args.devices!r}: want positive counts")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    if args.worker_devices:
+        print(json.dumps(worker(args, [args.worker_devices])))
+        return {}
+    import jax
+    import jax.numpy as jnp
+    from common import load_average, machine_info, matmul_peak
+
+    load_before = load_average()
+    backend = jax.default_backend()
+    kind = jax.devices()[0].device_kind
+    fake = backend == "cpu"
+    cpu_peak = None
+    if args.peak_tflops:
+        peak, source = args.peak_tflops * 1e12, "--peak_tflops"
+    elif fake:
+        cpu_peak = matmul_peak(getattr(jnp, args.dtype), n=args.peak_n)
+        peak = cpu_peak["gflops"] * 1e9
+        source = (
+            f"measured in this run: median of a jitted {args.peak_n}² {args.dtype} matmul "
+            "on the whole machine"
+        )
+    else:
+        peak = peak_for(kind)
+        if peak is None:
+            raise ValueError(f"no peak known for device kind {kind!r}; pass --peak_tflops")
+        source = f"dense bf16 table entry for {kind!r}"
+        if args.dtype != "bfloat16":
+            source += " (float32 run compared to the bf16 peak)"
+    if fake:
+        counts = args.device_counts
+        rows = []
+        for n in counts:
+            rows += run_fake_cpu(n, args, argv)
+    else:
+        counts = [n for n in args.device_counts if n <= jax.device_count()]
+        rows = worker(args, counts)
+    add_mfu(rows, peak)
+    res = {
+        "dtype": args.dtype,
+        "shapes": {s: SHAPES[s] for s in args.shapes},
+        "per_device_batch": args.per_device_batch,
+        "seq_len": args.seq_len,
+        "masked_positions": masked_positions(args.seq_len),
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "backend": backend,
+        "device_kind": kind,
+        "fake_devices": fake,
+        "note": FAKE_NOTE if fake else "real devices",
+        "peak_tflops": peak / 1e12,
+        "peak_source": source,
+        "cpu_peak": cpu_peak,
+        "rows": rows,
+        "load_before": load_before,
+        "load_after": load_average(),
+        "uptime": _uptime(),
+        "machine": machine_info(),
+        "command": " ".join(["python", "benchmarks/scaling.py"] + [shlex.quote(a) for a in argv]),
+    }
+    text = markdown(res)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=2)
+        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+            f.write(text + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
