@@ -7,6 +7,7 @@ additionally runs `warmup` untimed calls before the timed ones.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -204,3 +205,16 @@ def _jaxlib_version() -> str | None:
         return jaxlib.__version__
     except (ImportError, AttributeError):
         return None
+
+
+def write_result(res: dict[str, Any], text: str, out: str | None) -> None:
+    """Print the Markdown `text`; with `out`, write `res` there as JSON and `text` beside it
+    (same name, .md)."""
+    print(text)
+    if not out:
+        return
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=2)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write(text + "\n")

@@ -340,14 +340,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["python"] + [shlex.quote(a) for a in sys.argv]),
         "note": "shared 2-core machine: other workers' jobs may run meanwhile ('others')",
     }
-    text = markdown(res)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
-        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-            f.write(text + "\n")
+    common.write_result(res, markdown(res), args.out)
     return res
 
 

@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {}
     import jax
     import jax.numpy as jnp
-    from common import load_average, machine_info, matmul_peak
+    from common import load_average, machine_info, matmul_peak, write_result
 
     load_before = load_average()
     backend = jax.default_backend()
@@ -369,14 +369,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "command": " ".join(["python", "benchmarks/scaling.py"] + [shlex.quote(a) for a in argv]),
     }
-    text = markdown(res)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
-        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-            f.write(text + "\n")
+    write_result(res, markdown(res), args.out)
     return res
 
 

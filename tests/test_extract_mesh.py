@@ -34,8 +34,8 @@ def _bert_large_toy(tmp_path, minilm_dir, parallel):
     teacher = _random_bert(tmp_path / "roberta_toy", Arch(2, 4, 128, 256), minilm_dir)
     cfg = bert_large.get_config("smoke")
     cfg.source_dir, cfg.teacher_dir, cfg.corpus = str(source), str(teacher), "embedded"
-    cfg.grid.depth, cfg.grid.heads, cfg.grid.hidden = [1, 2], [4, 8], [128]
-    cfg.grid.intermediate = [128, 256]  # 8 candidates
+    cfg.grid.depth, cfg.grid.heads, cfg.grid.hidden = [1, 2], [4], [128]
+    cfg.grid.intermediate = [128, 256]  # 4 candidates
     cfg.proxy.batch_size = 8
     cfg.inference = "flops"
     cfg.parallel = parallel
@@ -54,7 +54,7 @@ def sequential(tmp_path_factory, minilm_dir):
     return _run(tmp_path_factory.mktemp("seq"), minilm_dir, 1)
 
 
-@pytest.mark.parametrize("parallel", (4, 8))
+@pytest.mark.parametrize("parallel", (4,))
 def test_bert_large_config_candidate_parallel_on_mesh_equals_sequential(
     tmp_path, minilm_dir, sequential, parallel
 ):
@@ -90,7 +90,7 @@ def test_pretrain_on_mesh_equals_one_device(tmp_path):
     """configs/pretrain_bort.py's `mesh` (data=2, model=4 here) trains the same student as
     one device does, to fp32 tolerance."""
     cfg = pretrain_bort.get_config("smoke")
-    cfg.num_steps, cfg.checkpoint_every, cfg.eval_every = 4, 4, 4
+    cfg.num_steps, cfg.checkpoint_every, cfg.eval_every = 3, 3, 3
     cfg.mesh.data, cfg.mesh.model = 2, 4
     sharded = pretrain.pretrain(cfg, str(tmp_path / "mesh"))
     one = sharding.Partitioner.from_config(sharding.MeshConfig(), jax.devices()[:1])

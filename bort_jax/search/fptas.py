@@ -72,7 +72,7 @@ rule were not found):
   Candidate-parallel search [ours] (``parallel = k``): the loop above is kept exactly, and
   each time it asks for an e-value it does not have, a round of up to k candidates is evaluated
   concurrently: the one it asked for plus k − 1 it is likely to ask for next (during step 3 the
-  remaining maximal elements; then, repeatedly, the step-4 choice for the largest-UB pending
+  remaining maximal elements first; then, repeatedly, the step-4 choice for the largest-UB pending
   candidate outside the down-sets of those already in the round — their bounds are the ones the
   round's results leave unchanged). The loop consumes e-values only when it asks for them, so
   for the same e-values the sequence of evaluations, the bounds, the stop, the chosen candidate
@@ -759,9 +759,12 @@ def fptas(
         return _bisect(star, mask, up, matrix, bounds, coord, s)
 
     def speculate(first: int) -> list[int]:
-        if first in maximal:  # step 3: the maximal elements after it, in order
-            return maximal[maximal.index(first) + 1 :]
-        return _speculate(first, pending(), ub, size, down, parallel - 1, pick)
+        later = maximal[maximal.index(first) + 1 :] if first in maximal else []
+        if len(later) >= parallel - 1:  # step 3: the maximal elements after it, in order
+            return later
+        mask = pending()
+        mask[later] = False
+        return later + _speculate(first, mask, ub, size, down, parallel - 1 - len(later), pick)
 
     def evaluate(k: int) -> None:
         nonlocal best
