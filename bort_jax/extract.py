@@ -70,6 +70,7 @@ from bort_jax.data import mlm
 from bort_jax.files import atomic_write_json, atomic_write_text
 from bort_jax.models.bert import slice_params, slice_params_check
 from bort_jax.search import audit as search_audit
+from bort_jax.search import budget as proxy_budget
 from bort_jax.search import candidate_key, report, space
 from bort_jax.search import fptas as F
 
@@ -308,6 +309,7 @@ def _latency_fn(config, spec: A.Spec, workdir: str, candidates: list[A.Arch]):
 
 def build_problem(config, workdir: str) -> Problem:
     """Validate, load checkpoints, prepare data + teacher outputs; p, i, e for the search."""
+    config = proxy_budget.resolve_config(config)  # proxy.steps = T(ε, s) (keys the cache)
     validate(config, workdir)
     cost_plan.check(config, workdir)  # PlanError before any load if disk/memory cannot hold it
     if config.get("compilation_cache", True):
@@ -384,6 +386,7 @@ def search_kwargs(config, eps: float | None = None) -> dict:
 
 def extract(config, workdir: str) -> dict[str, Any]:
     """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
+    config = proxy_budget.resolve_config(config)  # proxy.steps = T(ε, s): search/budget.py
     if config.get("plan"):  # print the measured cost plan and stop (bort_jax/plan.py)
         validate(config, workdir, checkpoints=False)  # shapes may come from *_family
         return {"plan": cost_plan.describe(cost_plan.plan(config, workdir), workdir)}
@@ -481,6 +484,7 @@ def write_outputs(
         "method": result.method,
         "eps": config.eps,
         "s": config.s,
+        "proxy_steps": config.proxy.steps,
         "n_candidates": result.n_candidates,
         "n_evaluations": result.n_evaluations,
         "n_e_calls": result.n_e_calls,

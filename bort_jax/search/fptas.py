@@ -295,7 +295,9 @@ def step_budget(
         raise ValueError(f"s must be > 0, got {s!r}")
     if not kappa > 0:
         raise ValueError(f"kappa must be > 0, got {kappa!r}")
-    steps = max(min_steps, math.ceil(kappa / (eps * s**1.5)))
+    # κ shrunk by a relative 1e-9: a ratio that is an integer in exact arithmetic stays that
+    # integer despite binary rounding (3 · 0.1 / 0.1 would otherwise give 4).
+    steps = max(min_steps, math.ceil(kappa * (1 - 1e-9) / (eps * s**1.5)))
     return steps if max_steps is None else min(steps, max_steps)
 
 
