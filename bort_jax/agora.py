@@ -41,6 +41,9 @@ Reconstructed choices (see docs/agora.md for the argument behind each):
 5. Decoding and labelling. A sample is first decoded to a model input (`decode_fn`: identity
    for continuous inputs, nearest-token decoding for text), and the *decoded* input is what
    the labeler labels and what the model trains on, so label and training point agree.
+   For text, samplers that edit the tokens directly (masked-LM resampling, span replacement;
+   `bort_jax.agora_text`) replace steps 1-5's perturb-and-decode: `resample_and_relabel`,
+   `run_agora(sample_fn=...)`.
 6. Replay. After each round a fraction `replay_fraction` of the earlier synthetic points is
    kept (random subset); the rest is dropped and replaced by points recomputed around the
    current errors. replay_fraction = 1 accumulates everything (the plain reading of Agora);
@@ -438,6 +441,61 @@ def sample_and_relabel(
     )
 
 
+def _resample_point(key: Array, center_input: Inputs, labeler_fn: Callable, sample_fn: Callable):
+    """One centre -> (inputs [k, ...], labels [k])."""
+    inputs = sample_fn(key, center_input)
+    return inputs, jnp.asarray(labeler_fn(inputs)).astype(jnp.int32)
+
+
+@jax.jit
+def _resample_and_relabel_jit(rng, center_inputs, index_offset, labeler_fn, sample_fn):
+    first = next(iter(center_inputs.values()))
+    index = index_offset + jnp.arange(first.shape[0], dtype=jnp.int32)
+    keys = jax.vmap(point_key, in_axes=(None, 0))(rng, index)
+    return jax.vmap(_resample_point, in_axes=(0, 0, None, None))(
+        keys, center_inputs, labeler_fn, sample_fn
+    )
+
+
+def resample_and_relabel(
+    rng: Array,
+    center_inputs: Inputs,
+    labeler_fn: Callable,
+    sample_fn: Callable,
+    *,
+    index_offset: int = 0,
+) -> tuple[dict, Array]:
+    """Agora step for samplers that work on the model inputs directly (no representation).
+
+    One `jax.jit`-compiled `jax.vmap` over the n centres:
+        inputs_i. = sample_fn(point_key(rng, index_offset + i), center_inputs_i)   [k, ...]
+        y_ij = labeler_fn(inputs_i.)[j]
+    e.g. masked-LM resampling or span replacement (`bort_jax.agora_text`). Deterministic in
+    rng; chunking with the matching `index_offset` gives identical results.
+
+    Args:
+        rng: a PRNG key.
+        center_inputs: dict of [n, ...] arrays (one row per centre).
+        labeler_fn: `inputs (dict of [k, ...]) -> labels [k]`, jittable (`Partial` for params).
+        sample_fn: `(key, center_input (dict of one centre's arrays)) -> inputs (dict of
+            [k, ...])`, jittable; arrays bound with `jax.tree_util.Partial`.
+        index_offset: global index of the first centre (for chunked calls).
+
+    Returns:
+        inputs (dict of [n, k, ...]), labels [n, k] int32.
+    """
+    center_inputs = {key: jnp.asarray(v) for key, v in dict(center_inputs).items()}
+    if not center_inputs:
+        raise ValueError("resample_and_relabel needs at least one input array")
+    return _resample_and_relabel_jit(
+        rng,
+        center_inputs,
+        jnp.asarray(index_offset, jnp.int32),
+        _as_partial(labeler_fn),
+        _as_partial(sample_fn),
+    )
+
+
 # --------------------------------------------------------------- decode / label helpers
 
 
@@ -717,13 +775,16 @@ def generate(
     cfg: AgoraConfig,
     radius: float,
     perturb_mask_fn: Optional[Callable] = None,
+    sample_fn: Optional[Callable] = None,
 ) -> tuple[Dataset, float]:
     """Synthetic rows around the rows of `centers` (a data set), and labeler agreement.
 
     Represents and samples chunks of at most cfg.chunk_size centres (a short chunk is padded
     to a power of two so few shapes compile; padded rows are discarded). Returns the flattened
     synthetic data set (n * k rows, 'synthetic' = True) and the share of synthetic labels
-    that equal their centre's gold label.
+    that equal their centre's gold label. With `sample_fn` (see `resample_and_relabel`) the
+    inputs are resampled directly and represent_fn, decode_fn, radius, perturb_mask_fn are
+    unused; sample_fn must draw cfg.samples_per_error samples per centre.
     """
     inputs = inputs_of(centers)
     n, k = batching.num_rows(centers), cfg.samples_per_error
@@ -734,19 +795,29 @@ def generate(
             np.arange(start, start + _padded_size(stop - start, cfg.chunk_size)), n - 1
         )
         chunk = {key: v[idx] for key, v in inputs.items()}
-        mask = None if perturb_mask_fn is None else np.asarray(perturb_mask_fn(chunk), bool)
-        _, out, labels = sample_and_relabel(
-            rng,
-            np.asarray(represent_fn(chunk), np.float32),
-            labeler_fn,
-            decode_fn,
-            cfg,
-            radius=radius,
-            center_inputs=chunk,
-            perturb_mask=mask,
-            index_offset=start,
-        )
+        if sample_fn is not None:
+            out, labels = resample_and_relabel(
+                rng, chunk, labeler_fn, sample_fn, index_offset=start
+            )
+        else:
+            mask = None if perturb_mask_fn is None else np.asarray(perturb_mask_fn(chunk), bool)
+            _, out, labels = sample_and_relabel(
+                rng,
+                np.asarray(represent_fn(chunk), np.float32),
+                labeler_fn,
+                decode_fn,
+                cfg,
+                radius=radius,
+                center_inputs=chunk,
+                perturb_mask=mask,
+                index_offset=start,
+            )
         out, labels = jax.device_get((out, labels))
+        if np.shape(labels) != (len(idx), k):
+            raise ValueError(
+                f"sampler produced labels of shape {np.shape(labels)}, expected "
+                f"{(len(idx), k)} (samples_per_error={k})"
+            )
         keep = stop - start
         parts.append(
             ({key: np.asarray(v)[:keep] for key, v in out.items()}, np.asarray(labels)[:keep])
@@ -829,6 +900,7 @@ def run_agora(
     perturb_mask_fn: Optional[Callable[[Inputs], np.ndarray]] = None,
     error_fn: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
     callback: Optional[Callable[[int, Any, Dataset, dict], None]] = None,
+    sample_fn: Optional[Callable] = None,
 ) -> AgoraResult:
     """Agora rounds: fit -> predict agora-dev -> errors -> sample + relabel -> replay -> refit.
 
@@ -852,6 +924,9 @@ def run_agora(
         error_fn: `(predictions, labels) -> bool [n]`, the points to sample around
             (default predictions != labels; e.g. |p - y| > tol for regression).
         callback: `(round, model_state, train_set, record) -> None` after every round.
+        sample_fn: resample the inputs directly instead (`resample_and_relabel`, e.g.
+            `agora_text.masked_lm_sampler`); represent_fn and decode_fn may then be None and
+            the recorded radius is NaN.
 
     Returns:
         AgoraResult. history records: round, train_size, n_real, n_synthetic,
@@ -863,7 +938,11 @@ def run_agora(
     _check_dataset(agora_dev_set, "agora_dev_set")
     real = with_synthetic_flag(train_set, False)
     dev_inputs, dev_labels = inputs_of(agora_dev_set), np.asarray(agora_dev_set["label"])
-    radius = _training_radius(real, represent_fn, cfg, perturb_mask_fn)
+    radius = (
+        float("nan")
+        if sample_fn is not None
+        else _training_radius(real, represent_fn, cfg, perturb_mask_fn)
+    )
     key = jax.random.PRNGKey(cfg.seed)
     synthetic: Optional[Dataset] = None
     history: list[dict] = []
@@ -909,6 +988,7 @@ def run_agora(
                 cfg,
                 radius,
                 perturb_mask_fn,
+                sample_fn,
             )
             record.update(n_new=batching.num_rows(new), labeler_agreement=agreement)
             synthetic = replay(synthetic, new, cfg, r)

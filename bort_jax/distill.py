@@ -26,7 +26,7 @@ loop itself is `train.train`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -235,7 +235,7 @@ def prepare(
     seed: int,
     want_logits: bool | None = None,
     cache_dir: str | None,
-    docs: list[str] | None = None,
+    docs: Iterable[str] | None = None,
     student_depths: Sequence[int] | None = None,
     kd: KDWeights | None = None,
 ) -> KDData:
@@ -260,11 +260,15 @@ def prepare(
         )
     docs = text.load_corpus(corpus) if docs is None else docs
     ids = hf.special_ids(teacher.tokenizer)
-    seqs = text.tokenize_and_pack(
-        docs, teacher.tokenizer, seq_len, ids["cls"], ids["sep"], ids["pad"]
+    seqs = text.tokenize_and_pack(  # stops reading the corpus once max_sequences rows are full
+        docs,
+        teacher.tokenizer,
+        seq_len,
+        ids["cls"],
+        ids["sep"],
+        ids["pad"],
+        max_sequences=max_sequences or None,
     )
-    if max_sequences:
-        seqs = seqs[:max_sequences]
     train_seqs, held_seqs = text.split_train_heldout(seqs, heldout_fraction, seed)
     train = static_mask(train_seqs, teacher.tokenizer, ck.spec.vocab_size, seed)
     held = static_mask(held_seqs, teacher.tokenizer, ck.spec.vocab_size, seed + 1)
@@ -343,9 +347,21 @@ def student_spec(teacher_spec: Spec) -> Spec:
 
 
 def init_student(
-    arch: Arch, spec: Spec, teacher_hidden: int, seed: int, source: hf.Checkpoint | None = None
+    arch: Arch,
+    spec: Spec,
+    teacher_hidden: int,
+    seed: int,
+    source: hf.Checkpoint | None = None,
+    proj_init: str = "random",
 ) -> dict:
-    """{'student': Bert params (MLM head), 'proj': {k: [H_s, H_t]}} — random or sliced."""
+    """{'student': Bert params (MLM head), 'proj': {k: [H_s, H_t]}} — random or sliced.
+
+    proj_init: 'random' (N(0, 1/H_s)) or 'slice' (W = [I_{H_s} | 0]: a student sliced from a
+    source in the teacher's space keeps the first H_s features, so its states start where the
+    slicing put them instead of behind a random map).
+    """
+    if proj_init not in ("random", "slice"):
+        raise ValueError(f"proj_init={proj_init!r}; use 'random' or 'slice'")
     model = Bert(arch, spec, mlm_head=True)
     rng = jax.random.PRNGKey(seed)
     params = fresh_params(model, seed)  # jitted: one program instead of ~100 eager ones
@@ -353,7 +369,10 @@ def init_student(
         sliced = slice_params(source.params, source.arch, arch)
         params = {**params, **{k: v for k, v in sliced.items() if k in params}}
     proj = {}
-    if arch.hidden != teacher_hidden:
+    if arch.hidden != teacher_hidden and proj_init == "slice":
+        eye = np.eye(arch.hidden, teacher_hidden, dtype=np.float32)
+        proj = {str(k): jnp.asarray(eye) for k in range(arch.depth + 1)}
+    elif arch.hidden != teacher_hidden:
         keys = jax.random.split(jax.random.fold_in(rng, 1), arch.depth + 1)
         proj = {
             str(k): jax.random.normal(keys[k], (arch.hidden, teacher_hidden)) / np.sqrt(arch.hidden)
@@ -461,6 +480,30 @@ def kd_rows(
     return rows
 
 
+def teacher_output_variance(data: KDData) -> float | None:
+    """Var of the teacher's output-layer states over the held-out real tokens (None: not stored).
+
+        var = Σ_{n,l} m_nl ||h^T_nl − μ||² / (Σ m_nl · H_t),   μ = masked mean over tokens
+
+    so that `hidden_kd` / var = 1 − R² of the (projected) student states, pooled over features.
+    """
+    index = data.hidden_index
+    if "hidden" not in data.teacher_heldout or data.teacher_depth not in index:
+        return None
+    h = np.asarray(data.teacher_heldout["hidden"][:, index[data.teacher_depth]], np.float64)
+    return masked_variance(h, np.asarray(data.heldout["attention_mask"]))
+
+
+def masked_variance(hidden: np.ndarray, mask: np.ndarray) -> float:
+    """Pooled per-feature variance of hidden [N, L, H] over the tokens where mask [N, L] is 1."""
+    if hidden.shape[:2] != mask.shape:
+        raise ValueError(f"hidden {hidden.shape} and mask {mask.shape} disagree on [N, L]")
+    x = np.asarray(hidden, np.float64)[np.asarray(mask) > 0]  # [T, H]
+    if not len(x):
+        raise ValueError("masked_variance: the mask selects no token")
+    return float(np.mean(np.square(x - x.mean(0))))
+
+
 def train_batches(data: KDData, batch_size: int, seed: int) -> batching.BatchSource:
     """Stateless KD batches of the training rows (`batching.epoch_batches`, full epochs)."""
     return batching.epoch_batches(
@@ -510,11 +553,13 @@ def build_student(
     dropout: float = 0.0,
     source: hf.Checkpoint | None = None,
     scan_layers: bool = False,
+    proj_init: str = "random",
 ) -> Student:
     """The one student set-up shared by pretraining and proxy training.
 
     The student has the teacher's vocabulary/positions, an MLM head and no pooler; its
-    parameters are random (seed) or sliced from `source`; its loss is `make_loss_fn`.
+    parameters are random (seed) or sliced from `source` (projections: `init_student`'s
+    `proj_init`); its loss is `make_loss_fn`.
     `scan_layers=True` runs the layers through `nn.scan` (compile time flat in depth) with the
     same initial parameters, stacked: `params['student']['layers']` (`models.bert.stack_layers`;
     `unstack_layers` gives back the canonical layout).
@@ -528,7 +573,7 @@ def build_student(
         attention_dropout_rate=dropout,
         scan_layers=scan_layers,
     )
-    params = init_student(arch, spec, data.teacher_hidden, seed, source)
+    params = init_student(arch, spec, data.teacher_hidden, seed, source, proj_init)
     if scan_layers:
         params = {**params, "student": stack_layers(params["student"], arch.depth)}
     return Student(arch, spec, model, params, make_loss_fn(model, data, weights))

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from bort_jax import arch as A
 from bort_jax import distill, hf, latency, proxy, sharding
@@ -85,8 +86,8 @@ def config_hash(config, keys: tuple[str, ...]) -> str:
 
 
 # Bumped whenever the definition of e(ξ) changes, so cached errors of an old definition are
-# never reused (2: output-layer hidden term).
-ERROR_VERSION = 2
+# never reused (2: output-layer hidden term; 3: proxy.error / head_init / proj_init).
+ERROR_VERSION = 3
 ERROR_KEYS = (
     "source_dir",
     "teacher_dir",
@@ -356,13 +357,17 @@ def build_problem(config, workdir: str) -> Problem:
 
     parallel = config.get("parallel", 1)
     groups = sharding.DeviceGroups(parallel, mesh_config(config)) if parallel > 1 else None
+    head_dir = os.path.join(workdir, "teacher_cache")
+    if pcfg.head_init == "fitted":  # fit the source's MLM head once, before any candidate
+        proxy.source_with_head(source, data, pcfg.head, head_dir)
 
     def e(a: A.Arch) -> float:
+        kwargs = dict(source=source, cache_dir=head_dir)
         if groups is None:  # one at a time, on the mesh `extract` activated (if any)
-            r = proxy.proxy_error(a, data, spec, pcfg, source=source)
+            r = proxy.proxy_error(a, data, spec, pcfg, **kwargs)
         else:  # candidate-parallel: on a free device group, in the search's worker thread
             with groups.acquire():
-                r = proxy.proxy_error(a, data, spec, pcfg, source=source)
+                r = proxy.proxy_error(a, data, spec, pcfg, **kwargs)
         cache.metrics[candidate_key(a)] = dict(r.metrics, train_seconds=r.train_seconds)
         return r.error
 
@@ -514,9 +519,60 @@ def write_outputs(
             f"- inference cost i: {summary['inference']}\n"
             f"- chosen architecture ready to pretrain: `python scripts/pretrain.py "
             f"--config={out / 'pretrain_config.py'}`\n- {sliced_note}\n"
-        ),
+        )
+        + components_markdown(config, result, cache.metrics),
     )
     return summary
+
+
+COMPONENTS = (
+    ("heldout_mlm", "MLM CE"),
+    ("heldout_mlm_acc", "MLM acc"),
+    ("heldout_hidden_last", "hidden MSE (out)"),
+    ("heldout_hidden_nmse", "1 - R^2 (out)"),
+    ("heldout_logit", "logit KL"),
+    ("heldout_output_total", "output_total"),
+)
+
+
+def components_markdown(config, result, metrics: dict[str, dict]) -> str:
+    """What e(ξ) is made of, per evaluated candidate, and its spread against the size terms.
+
+    W = S(ξ)·(e_ref/e)^γ: e can move the choice only as far as (max e / min e)^γ reaches
+    against the spread of the size score S = (p_ref/p)^α (i_ref/i)^β (docs/error_signal.md).
+    """
+    pcfg = config.proxy
+    evs = result.evaluations
+    if not evs:
+        return ""
+    rows = [metrics.get(candidate_key(ev.candidate), {}) for ev in evs]
+    cols = [(k, name) for k, name in COMPONENTS if any(k in r for r in rows)]
+    lines = [
+        "",
+        "## e's components (held-out, per evaluated candidate)",
+        "",
+        f"e(ξ) = `{pcfg.get('error', 'output_total')}` after {pcfg.steps} proxy steps "
+        f"(head_init `{pcfg.get('head_init', 'fresh')}`, proj_init "
+        f"`{pcfg.get('proj_init', 'random')}`).",
+        "",
+        "| candidate | e | " + " | ".join(name for _, name in cols) + " |",
+        "|---|---:|" + "---:|" * len(cols),
+    ]
+    for ev, r in zip(evs, rows):
+        cells = [f"{r[k]:.4g}" if k in r else "" for k, _ in cols]
+        lines.append(f"| {ev.candidate} | {ev.e:.5g} | " + " | ".join(cells) + " |")
+    es = np.array([ev.e for ev in evs])
+    obj = result.objective_spec
+    size = np.array([obj.size_score(ev.p, ev.i, result.p_ref, result.i_ref) for ev in evs])
+    lines += [
+        "",
+        f"Spread of e: min {es.min():.5g}, max {es.max():.5g}, max/min {es.max() / es.min():.4g}, "
+        f"std {es.std(ddof=1) if len(es) > 1 else 0.0:.3g}; (max/min)^γ = "
+        f"{(es.max() / es.min()) ** obj.gamma:.4g} against the size score's max/min "
+        f"{size.max() / size.min():.4g} over the same candidates.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 PRETRAIN_TEMPLATE = '''"""Pretraining config for the architecture chosen by scripts/extract.py."""

@@ -3,9 +3,21 @@
 The paper scores each candidate ξ by a short, bounded training run and uses the resulting error
 as e(ξ). Here a candidate is the student `Arch`; it is trained by knowledge distillation on the
 static-masked data shared by the whole search (`distill.KDData`, one teacher pass for the whole
-search) through the one loop `train.train`, and e(ξ) is the held-out KD objective with the
-hidden-state term taken at the output layer only (`metrics['output_total']`; the all-layer mean
-used for training is not comparable across depths, see docs/fptas.md).
+search) through the one loop `train.train`, and e(ξ) is one held-out quantity (`error`):
+
+    output_total  w_mlm·CE + w_hidden·MSE_out: the KD objective with the hidden-state term at
+                  the output layer only (the all-layer mean used for training is not comparable
+                  across depths, see docs/fptas.md);
+    mlm           the masked-LM cross-entropy CE;
+    hidden_nmse   MSE_out / Var(teacher output states) = 1 − R² of the student's projected
+                  output states (`distill.teacher_output_variance`);
+    output_ntotal output_total with MSE_out replaced by hidden_nmse: w_mlm·CE + w_hidden·(1 − R²),
+                  both terms scale-free (the raw MSE_out is in the teacher's units: ≈ 0.1 for
+                  MiniLM next to CE ≈ 6, so it hardly counted).
+
+`head_init` = 'fitted' starts every student from the MLM head fitted once on the frozen source
+encoder (`mlm_head.fit_mlm_head`), sliced like the rest of the weights, so that CE measures the
+encoder rather than how far a random head got in `steps` steps (docs/error_signal.md).
 """
 
 from __future__ import annotations
@@ -15,8 +27,16 @@ import time
 
 import numpy as np
 
-from bort_jax import distill, hf, train
+from bort_jax import distill, hf, mlm_head, train
 from bort_jax.arch import Arch, Spec
+
+ERRORS = {
+    "output_total": "heldout_output_total",
+    "mlm": "heldout_mlm",
+    "hidden_nmse": "heldout_hidden_nmse",
+    "output_ntotal": "heldout_output_ntotal",
+}
+HEAD_INITS = ("fresh", "fitted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +51,26 @@ class ProxyConfig:
     optim: train.OptimConfig = train.OptimConfig(learning_rate=1e-3, warmup_steps=10)
     kd: distill.KDWeights = distill.KDWeights()
     scan_layers: bool = False  # student layers through nn.scan: one compiled layer body
+    error: str = "output_total"  # output_total | mlm | hidden_nmse | output_ntotal (docstring)
+    head_init: str = "fresh"  # fresh | fitted: the MLM head fitted once on the source encoder
+    head: mlm_head.HeadConfig = mlm_head.HeadConfig()  # fitting that head (head_init=fitted)
+    proj_init: str = "random"  # random | slice: hidden-KD projections start as [I | 0]
 
     def __post_init__(self):
         if self.init not in ("random", "slice"):
             raise ValueError(f"proxy.init={self.init!r}; use 'random' or 'slice'")
+        if self.error not in ERRORS:
+            raise ValueError(f"proxy.error={self.error!r}; use one of {sorted(ERRORS)}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"proxy.head_init={self.head_init!r}; use one of {HEAD_INITS}")
+        if self.head_init == "fitted" and self.init != "slice":
+            raise ValueError("proxy.head_init='fitted' needs proxy.init='slice'")
+        if self.proj_init not in ("random", "slice"):
+            raise ValueError(f"proxy.proj_init={self.proj_init!r}; use 'random' or 'slice'")
+        if self.error == "mlm" and not self.kd.mlm and not self.kd.logit:
+            raise ValueError("proxy.error='mlm' with kd.mlm=0 and kd.logit=0 trains no MLM head")
+        if self.error in ("hidden_nmse", "output_ntotal") and not self.kd.hidden:
+            raise ValueError(f"proxy.error={self.error!r} needs kd.hidden > 0")
         if self.steps <= 0:
             raise ValueError(f"proxy.steps must be positive, got {self.steps}")
         if self.batch_size <= 0:
@@ -44,8 +80,8 @@ class ProxyConfig:
 @dataclasses.dataclass
 class ProxyResult:
     arch: Arch
-    error: float  # held-out KD objective (output-layer hidden term) after `steps`
-    metrics: dict[str, float]  # held-out terms (mlm, hidden, mlm_acc, total, ...)
+    error: float  # held-out metric `ProxyConfig.error` after `steps`
+    metrics: dict[str, float]  # held-out terms (mlm, hidden, hidden_nmse, mlm_acc, total, ...)
     train_seconds: float
     steps: int
 
@@ -57,14 +93,19 @@ def proxy_error(
     cfg: ProxyConfig,
     source: hf.Checkpoint | None = None,
     progress: bool = False,
+    cache_dir: str | None = None,
 ) -> ProxyResult:
     """Train candidate `arch` for `cfg.steps` steps and return its held-out error.
 
     `spec` is the teacher's; the student shares its vocabulary and positions. Deterministic for
-    a given `cfg.seed` (data order, init, dropout all derive from it).
+    a given `cfg.seed` (data order, init, dropout all derive from it). With `head_init` =
+    'fitted' the source's MLM head is fitted once per process (and stored in `cache_dir` when
+    given) on the training rows of `data`.
     """
     if cfg.init == "slice" and source is None:
         raise ValueError("proxy.init='slice' needs the source checkpoint")
+    if cfg.head_init == "fitted":
+        source = source_with_head(source, data, cfg.head, cache_dir)
     student = distill.build_student(
         arch,
         data,
@@ -74,6 +115,7 @@ def proxy_error(
         dropout=cfg.dropout,
         source=source if cfg.init == "slice" else None,
         scan_layers=cfg.scan_layers,
+        proj_init=cfg.proj_init,
     )
     loop = train.LoopConfig(
         num_steps=cfg.steps,
@@ -94,7 +136,31 @@ def proxy_error(
     metrics = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)(
         result.state.params, cfg.steps
     )
-    error = metrics["heldout_output_total"]
+    var = distill.teacher_output_variance(data)
+    if var is not None:
+        metrics["heldout_hidden_nmse"] = metrics["heldout_hidden_last"] / var
+        metrics["heldout_output_ntotal"] = normalised_total(metrics, cfg.kd.hidden)
+    if ERRORS[cfg.error] not in metrics:
+        raise ValueError(f"proxy.error={cfg.error!r}: {ERRORS[cfg.error]} was not measured")
+    error = metrics[ERRORS[cfg.error]]
     if not np.isfinite(error):
         error = float("inf")
     return ProxyResult(arch, float(error), metrics, seconds, cfg.steps)
+
+
+def source_with_head(
+    source: hf.Checkpoint, data: distill.KDData, cfg: mlm_head.HeadConfig, cache_dir: str | None
+) -> hf.Checkpoint:
+    """`source` with the MLM head fitted on its frozen encoder over `data.train` (cached)."""
+    return mlm_head.with_head(source, mlm_head.fit_mlm_head(source, data.train, cfg, cache_dir))
+
+
+def normalised_total(metrics: dict[str, float], w_hidden: float) -> float:
+    """heldout output_total with the output-layer MSE replaced by its normalised form:
+
+    output_total + w_hidden · (hidden_nmse − hidden_last)   (= w_mlm·CE [+ w_logit·KL] +
+    w_hidden·(1 − R²)).
+    """
+    return metrics["heldout_output_total"] + w_hidden * (
+        metrics["heldout_hidden_nmse"] - metrics["heldout_hidden_last"]
+    )

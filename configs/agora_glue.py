@@ -14,6 +14,9 @@ workdir resumes (finished tasks and seeds are loaded, fits continue from checkpo
 `smoke`: SST-2 only, 64 training and 64 dev examples, one seed, one Agora round, a few steps
 per fit (a few minutes on 2 CPU cores, mostly compilation; checks the wiring, the numbers
 mean nothing).
+`samplers`: the sampler report alone (nearest-token, masked-LM, span) on SST-2, RTE, MRPC;
+no student is trained. `rows`: issue 11's comparison (SST-2, RTE, MRPC; 5 seeds; every
+control; fixed round); run once per `--config.sampler.kind`.
 """
 
 import ml_collections
@@ -36,7 +39,7 @@ def _fit(**fields) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, smoke=False)
+    arg = common.parse_arg(arg, smoke=False, samplers=False, rows=False)
     c = ml_collections.ConfigDict()
     c.tasks = "sst2,rte"
     c.init = ""  # teacher / slicing source; "" = all-MiniLM-L6-v2
@@ -55,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.control_restarts = True  # also: best of R+1 plain fits (same compute as Agora)
     c.control_distill = False  # also: student + labeler pseudo-labels of random
     c.distill_pool_size = 4000  # unlabeled train-split text
+    c.control_budget = False  # also: one plain fit with Agora's total step budget
     c.compilation_cache = "jax_cache"  # JAX persistent cache, relative to the workdir; "" off
 
     # student / labeler: every fine-tuning optimisation field of a fit (FinetuneConfig names)
@@ -83,9 +87,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             nn_max_points=2048,
         )
     )
+    # how Agora samples around an error (bort_jax.agora_text): 'nearest_token' (perturbed
+    # embeddings, radius above), 'masked_lm' (mask_count tokens resampled from MiniLM with a
+    # head fitted on the labeler's training rows, head_steps) or 'span' (a span_length window
+    # copied from a real training row)
+    c.sampler = ml_collections.ConfigDict(
+        dict(
+            kind="nearest_token",
+            mask_count=2,
+            temperature=1.0,
+            top_k=50,  # 0 = no filter
+            span_length=3,
+            head_steps=300,
+        )
+    )
+    # sampler comparison per task (text changed, labeler = gold, examples); only = no students
+    c.sampler_report = ml_collections.ConfigDict(dict(samplers="", n_centres=32, only=False))
+    # reported Agora round: 'agora_half' = best on the agora half (optimistic: Agora sampled
+    # from it), 'fixed' = fixed_round (-1 = the last, i.e. agora.rounds with patience 0)
+    c.selection = "agora_half"
+    c.fixed_round = -1
+    if arg.samplers:  # the sampler report alone, SST-2 / RTE / MRPC (docs/agora.md)
+        c.tasks = "sst2,rte,mrpc"
+        c.sampler_report.update(samplers="nearest_token,masked_lm,span", only=True)
+    if arg.rows:  # issue 11's comparison: 3 tasks, 5 seeds, every control, fixed round
+        c.tasks, c.seeds, c.selection = "sst2,rte,mrpc", "0,1,2,3,4", "fixed"
+        c.control_restarts = c.control_distill = c.control_budget = True
     if arg.smoke:
         c.tasks, c.seeds, c.n_train, c.max_dev_examples = "sst2", "0", 64, 64
         c.student.num_steps, c.student.log_every, c.student.checkpoint_every = 12, 6, 6
         c.labeler.num_steps, c.labeler.eval_every, c.labeler.log_every = 20, 10, 10
         c.agora.rounds, c.agora.samples_per_error = 1, 2
+        c.sampler.head_steps = 20
     return c

@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.max_evaluations = 0
+    c.proxy_budget.steps_ref = 2000  # mode='eps': 2000 steps at ε = 0.1, s = 1
     if arg == "smoke":
         c.max_sequences, c.seq_len = 64, 16
         c.proxy.steps, c.proxy.batch_size = 2, 4

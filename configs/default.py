@@ -58,6 +58,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dropout=0.0,
             optim=dict(learning_rate=1e-3, warmup_steps=4, weight_decay=0.01, optimizer="adamw"),
             kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform", top_k=0),
+            # e(ξ) = held-out MLM CE + output-layer MSE of a student that starts from the MLM
+            # head fitted once on the frozen source (MiniLM has none) and from [I | 0]
+            # projections, so e measures the encoder, not a fresh head (docs/error_signal.md)
+            error="output_total",
+            head_init="fitted",
+            proj_init="slice",
+            head=dict(steps=100, batch_size=128, learning_rate=3e-3, weight_decay=0.01, seed=0),
+        )
+    )
+    # T(ε, s) proxy steps per candidate (bort_jax/search/budget.py, docs/eps_budget.md):
+    # "fixed" = proxy.steps for every ε; "eps" = steps_ref steps at (eps_ref, s_ref), scaled
+    # by eps_ref / ε (s_ref / s)^1.5 as in the paper's runtime (Eq. R)
+    c.proxy_budget = ml_collections.ConfigDict(
+        dict(
+            mode="fixed", kappa=0.0, steps_ref=40, eps_ref=0.1, s_ref=1.0, min_steps=1, max_steps=0
         )
     )
     c.progress = True
@@ -74,6 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.grid.hidden, c.grid.heads = [128, 256], [4, 8]
         c.max_sequences, c.seq_len = 96, 16
         c.proxy.steps, c.proxy.batch_size = 3, 8
+        c.proxy.head.steps, c.proxy.head.batch_size = 4, 32
         c.latency_seq_len, c.latency_repeats, c.latency_points = 16, 2, 3
         c.progress = False
     return c

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.tree_util import Partial
 
 from bort_jax import agora
 from bort_jax.data import batching
@@ -368,3 +369,187 @@ def test_patience_stops_early():
         cfg,
     )
     assert [r["round"] for r in res.history] == [0, 1, 2] and res.best_round == 0
+
+
+# ------------------------------------------------------------------ text samplers (inputs)
+
+from bort_jax import agora_text  # noqa: E402
+from bort_jax.arch import Arch, Spec  # noqa: E402
+from bort_jax.models.bert import Bert, fresh_params  # noqa: E402
+
+PAD, CLS, SEP, MASK = 0, 1, 2, 3
+SPECIAL_IDS = (PAD, CLS, SEP, MASK)
+VOCAB = 20
+
+
+def _token_rows() -> dict:
+    """Six rows [6, 10]: CLS words SEP (pairs: CLS a SEP b SEP) PAD...; varied lengths."""
+    rows = [
+        [CLS, 5, 6, 7, 8, SEP, PAD, PAD, PAD, PAD],
+        [CLS, 9, 10, SEP, 11, 12, 13, SEP, PAD, PAD],
+        [CLS, 4, 5, 6, 7, 8, 9, 10, 11, SEP],
+        [CLS, 12, 13, 14, SEP, PAD, PAD, PAD, PAD, PAD],
+        [CLS, 15, 16, 17, 18, 19, 4, SEP, PAD, PAD],
+        [CLS, 6, SEP, PAD, PAD, PAD, PAD, PAD, PAD, PAD],  # one perturbable token
+    ]
+    ids = np.asarray(rows, np.int32)
+    return {
+        "input_ids": ids,
+        "attention_mask": (ids != PAD).astype(np.int32),
+        "token_type_ids": np.zeros_like(ids),
+    }
+
+
+def _zero_labeler(inputs):
+    return jnp.zeros(inputs["input_ids"].shape[0], jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm():
+    arch, spec = Arch(1, 2, 16, 32), Spec(vocab_size=VOCAB, max_positions=16, pooler=False)
+    model = Bert(arch, spec, mlm_head=True)
+    return agora_text.bert_mlm_fn(model, fresh_params(model, seed=0))
+
+
+def _rigged(target: int, inputs, positions):
+    """mlm_fn putting (almost) all mass on `target`: logits [k, m, V]."""
+    k, m = positions.shape
+    return jnp.broadcast_to(jnp.where(jnp.arange(VOCAB) == target, 50.0, 0.0), (k, m, VOCAB))
+
+
+def _fixed_logits(logits, inputs, positions):
+    k, m = positions.shape
+    return jnp.broadcast_to(logits, (k, m, logits.shape[0]))
+
+
+def test_masked_lm_sampler_changes_exactly_m_perturbable_tokens(tiny_mlm):
+    rows, m, k = _token_rows(), 2, 5
+    fn = agora_text.masked_lm_sampler(tiny_mlm, SPECIAL_IDS, MASK, VOCAB, k, m, top_k=8)
+    out, labels = agora.resample_and_relabel(jax.random.PRNGKey(0), rows, _zero_labeler, fn)
+    ids = np.asarray(out["input_ids"])
+    assert ids.shape == (6, k, 10) and np.asarray(labels).shape == (6, k)
+    eligible = ~np.isin(rows["input_ids"], SPECIAL_IDS)
+    changed = ids != rows["input_ids"][:, None]
+    want = np.broadcast_to(np.minimum(m, eligible.sum(-1))[:, None], (6, k))
+    np.testing.assert_array_equal(changed.sum(-1), want)
+    assert not (changed & ~eligible[:, None]).any()  # special / pad positions untouched
+    assert not np.isin(ids[changed], SPECIAL_IDS).any()  # no special id emitted
+    for key in ("attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(np.asarray(out[key]), np.repeat(rows[key][:, None], k, 1))
+    # the k samples of a centre use different positions (not one draw repeated)
+    assert len({tuple(np.flatnonzero(c)) for c in changed[2]}) > 1
+
+
+def test_masked_lm_sampler_deterministic_and_chunk_independent():
+    rows = _token_rows()
+    logits = jax.random.normal(jax.random.PRNGKey(9), (VOCAB,))
+    fn = agora_text.masked_lm_sampler(
+        Partial(_fixed_logits, logits), SPECIAL_IDS, MASK, VOCAB, 3, 2
+    )
+    centers = dict(rows, label=np.arange(6, dtype=np.int32) % 2)
+    out = [
+        agora.generate(
+            jax.random.PRNGKey(4),
+            centers,
+            None,
+            None,
+            _zero_labeler,
+            _cfg(samples_per_error=3, chunk_size=c),
+            float("nan"),
+            sample_fn=fn,
+        )
+        for c in (2, 256)
+    ]
+    for key in ("input_ids", "attention_mask", "label", "synthetic"):
+        np.testing.assert_array_equal(out[0][0][key], out[1][0][key])
+    other, _ = agora.generate(
+        jax.random.PRNGKey(5), centers, None, None, _zero_labeler, _cfg(samples_per_error=3),
+        0.0, sample_fn=fn,
+    )  # fmt: skip
+    assert (other["input_ids"] != out[0][0]["input_ids"]).any()
+    assert out[0][1] == pytest.approx(0.5)  # label 0 for all; gold alternates
+    with pytest.raises(ValueError, match="samples_per_error=4"):
+        agora.generate(
+            jax.random.PRNGKey(4), centers, None, None, _zero_labeler,
+            _cfg(samples_per_error=4), 0.0, sample_fn=fn,
+        )  # fmt: skip
+
+
+def test_masked_lm_sampler_follows_the_mlm_distribution():
+    rows = _token_rows()
+    # a head rigged onto token 4: every replacement is 4 (rows 1, 3 have no 4)
+    fn = agora_text.masked_lm_sampler(Partial(_rigged, 4), SPECIAL_IDS, MASK, VOCAB, 4, 2)
+    out, _ = agora.resample_and_relabel(jax.random.PRNGKey(1), rows, _zero_labeler, fn)
+    ids = np.asarray(out["input_ids"])
+    changed = ids != rows["input_ids"][:, None]
+    assert changed[[1, 3]].sum() == 2 * 4 * 2 and (ids[changed] == 4).all()
+    # a rigged head onto a special id is never obeyed
+    fn = agora_text.masked_lm_sampler(Partial(_rigged, SEP), SPECIAL_IDS, MASK, VOCAB, 4, 2)
+    out, _ = agora.resample_and_relabel(jax.random.PRNGKey(1), rows, _zero_labeler, fn)
+    assert not np.isin(np.asarray(out["input_ids"])[changed], SPECIAL_IDS).any()
+    # softmax(logits / T) restricted to the top-k: frequencies over 8000 draws
+    p = np.zeros(VOCAB)
+    p[[10, 11, 12]] = [0.6, 0.3, 0.1]
+    logits = jnp.asarray(np.log(np.maximum(p, 1e-30)), jnp.float32)
+    single = {k: v[5:6] for k, v in rows.items()}  # one perturbable token (id 6)
+    for temperature, top_k, want in ((1.0, 0, [0.6, 0.3, 0.1]), (0.5, 2, [0.8, 0.2, 0.0])):
+        fn = agora_text.masked_lm_sampler(
+            Partial(_fixed_logits, logits), SPECIAL_IDS, MASK, VOCAB, 8000, 1, temperature, top_k
+        )
+        out, _ = agora.resample_and_relabel(jax.random.PRNGKey(2), single, _zero_labeler, fn)
+        new = np.asarray(out["input_ids"])[0, :, 1]
+        freq = [np.mean(new == t) for t in (10, 11, 12)]
+        np.testing.assert_allclose(freq, want, atol=0.02)  # 3.6 sigma
+
+
+def test_span_sampler_keeps_length_and_special_tokens():
+    rows, k, w = _token_rows(), 6, 2
+    donors = {
+        "input_ids": np.asarray([[CLS, 14, 15, 16, SEP, PAD], [CLS, 17, SEP, PAD, PAD, PAD]]),
+        "attention_mask": np.asarray([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]),
+    }
+    fn = agora_text.span_sampler(donors, SPECIAL_IDS, k, w)
+    out, _ = agora.resample_and_relabel(jax.random.PRNGKey(3), rows, _zero_labeler, fn)
+    ids = np.asarray(out["input_ids"])
+    assert ids.shape == (6, k, 10)
+    special = np.isin(rows["input_ids"], SPECIAL_IDS)
+    np.testing.assert_array_equal(ids[special.nonzero()[0], :, special.nonzero()[1]].T.shape,
+                                  (k, special.sum()))  # fmt: skip
+    same = ids == rows["input_ids"][:, None]
+    assert same[np.broadcast_to(special[:, None], same.shape)].all()
+    windows = {(14, 15), (15, 16)}  # donor 1 has no 2-token window
+    for i in range(6):
+        for j in range(k):
+            pos = np.flatnonzero(~same[i, j])
+            if i == 5:  # no 2 consecutive perturbable tokens: unchanged
+                assert pos.size == 0
+                continue
+            # the written window: 2 consecutive positions holding a donor window
+            starts = [s for s in range(9) if tuple(ids[i, j, s : s + 2]) in windows
+                      and not special[i, s : s + 2].any()]  # fmt: skip
+            assert starts and all(p in range(min(starts), max(starts) + 2) for p in pos)
+    with pytest.raises(ValueError, match="consecutive"):
+        agora_text.span_sampler(donors, SPECIAL_IDS, k, 4)
+
+
+def test_run_agora_with_a_sample_fn():
+    """The loop accepts a direct sampler: radius NaN, synthetic rows from the sampler."""
+    rows = _token_rows()
+    train = dict(rows, label=np.asarray([0, 1, 0, 1, 0, 1], np.int32))
+    dev = dict(rows, label=np.asarray([1, 1, 1, 0, 0, 0], np.int32))
+    fn = agora_text.span_sampler(rows, SPECIAL_IDS, 2, 2)
+    res = agora.run_agora(
+        train,
+        dev,
+        lambda ds, r, rng: batching.num_rows(ds),
+        lambda state, inputs: np.zeros(inputs["input_ids"].shape[0], np.int32),
+        None,
+        None,
+        _zero_labeler,
+        _cfg(rounds=1, samples_per_error=2, patience=0),
+        sample_fn=fn,
+    )
+    assert math.isnan(res.radius)
+    assert [h["n_errors"] for h in res.history] == [3, 3]
+    assert res.history[0]["n_new"] == 6 and res.history[1]["n_synthetic"] == 6
+    assert res.train_set["input_ids"].shape == (12, 10)

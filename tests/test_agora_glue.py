@@ -5,6 +5,7 @@ sizes, and a run SIGKILLed at several points and rerun ends with the same report
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -120,6 +121,11 @@ def _config(tiny_dir: Path, data_dir: Path, cache_dir: Path) -> dict:
     cfg.labeler.update(num_steps=40, learning_rate=2e-3, eval_every=20, train_examples=80)
     cfg.agora.radius = 2.0
     cfg.control_restarts, cfg.control_distill, cfg.distill_pool_size = True, True, 12
+    # Agora samples with the masked LM (MiniLM-like: the tiny model has no MLM head, so one
+    # is fitted); the sampler report compares all three samplers
+    cfg.control_budget = True
+    cfg.sampler.kind, cfg.sampler.mask_count = "masked_lm", 2
+    cfg.sampler_report.samplers, cfg.sampler_report.n_centres = "nearest_token,masked_lm,span", 8
     return cfg.to_dict()
 
 
@@ -189,6 +195,28 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
             12, max(r["n_synthetic"] for r in seed["history"])
         )
         assert 0.0 <= seed["distill"] <= 1.0
+    # the masked-LM sampler: no radius; every sample differs from its centre in exactly
+    # mask_count = 2 tokens (every sentence has 10 perturbable words)
+    assert all(math.isnan(s["radius"]) for s in task["seeds"])
+    report_s = task["sampler_report"]
+    assert report_s["n_centres"] == 8 and list(report_s["samplers"]) == [
+        "nearest_token",
+        "masked_lm",
+        "span",
+    ]
+    mlm = report_s["samplers"]["masked_lm"]
+    assert mlm["changed"] == 1.0 and mlm["tokens_changed"] == 2.0
+    span = report_s["samplers"]["span"]
+    assert 0.0 < span["changed"] <= 1.0 and 0.0 < span["tokens_changed"] <= 3.0
+    for x in report_s["samplers"].values():
+        assert 0.0 <= x["labeler_equals_gold"] <= 1.0 and len(x["examples"]) == 2
+    assert {"ci_plain", "ci_best_of", "ci_distill", "ci_budget"} <= set(task["summary"])
+    assert "| sst2 | masked_lm | 8 | 100% | 2.00 |" in (workdir / "agora_glue.md").read_text()
+    for seed in task["seeds"]:
+        assert seed["budget_control"]["num_steps"] == 12 * len(seed["history"])
+        assert seed["budget"] == seed["budget_control"]["heldout"]
+        assert seed["selected_round"] == seed["best_round"]  # selection 'agora_half'
+        assert seed["agora_agora_dev"] == seed["history"][seed["best_round"]]["agora_dev_metric"]
     assert 0.0 <= task["perturbation"]["token_change_rate"] <= 1.0
     assert len(task["perturbation"]["examples"]) == 2
     # the report: JSON + Markdown listing split sizes and the per-round history
@@ -209,6 +237,7 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
     # finished stages: one JSON each; student checkpoints gone; the labeler's best model kept
     assert {p.name for p in (workdir / "sst2").iterdir()} == {
         "labeler",
+        "mlm_head",
         "seed0.json",
         "seed1.json",
         "task.json",
@@ -272,6 +301,36 @@ def test_config_errors(config):
     smoke = agora_glue.GlueConfig.from_config(agora_glue_config.get_config("smoke"))
     assert smoke.tasks == "sst2" and smoke.seeds == "0"
     assert agora_glue.GlueConfig.from_config(agora_glue_config.get_config()).n_train == 500
+
+
+def test_selection_and_paired_interval(config):
+    """'fixed' reports a round chosen without scores; the paired t-interval by hand."""
+    history = [{"round": r} for r in range(4)]
+    pick = lambda **kw: agora_glue.selected_round(
+        history, 1, agora_glue.GlueConfig.from_config(dict(config, **kw))
+    )
+    assert pick(selection="agora_half") == 1
+    assert pick(selection="fixed") == 3 and pick(selection="fixed", fixed_round=2) == 2
+    assert pick(selection="fixed", fixed_round=9) == 3
+    with pytest.raises(ConfigError, match="selection"):
+        pick(selection="best")
+    # d = (0.01, 0.03, 0.05): mean 0.03, std 0.02, t_{0.975,2} = 4.303 -> 4.303 * 0.02 / sqrt 3
+    mean, half = agora_glue.paired_interval([0.01, 0.03, 0.05])
+    assert mean == pytest.approx(0.03) and half == pytest.approx(4.303 * 0.02 / math.sqrt(3))
+    assert math.isnan(agora_glue.paired_interval([0.1])[1])
+    with pytest.raises(ConfigError, match="sampler.kind"):
+        agora_glue.GlueConfig.from_config(dict(config, sampler=dict(kind="bert")))
+    # sampler_report.only: the report is the sampler table alone
+    x = dict(changed=0.5, tokens_changed=1.25, labeler_equals_gold=0.75)
+    x.update(labeler_equals_centre_label=1.0, examples=[])
+    only = {"n_centres": 4, "labeler_on_centres_equals_gold": 0.5, "samplers": {"span": x}}
+    md = agora_glue.markdown({"config": {}, "tasks": {"rte": {"sampler_report": only}}})
+    assert (
+        md.startswith("Samplers")
+        and "| rte | span | 4 | 50% | 1.25 | 75.0% | 100.0% | 50.0% |" in md
+    )
+    with pytest.raises(ConfigError, match="only needs"):
+        agora_glue.GlueConfig.from_config(dict(config, sampler_report=dict(samplers="", only=True)))
 
 
 # ---------------------------------------------------------------------------- kill / resume

@@ -172,6 +172,21 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
             if str(Arch(**{a: int(v) for a, v in re.findall(r"(\w+)=(\d+)", k)})) == name
         )
         assert summary["candidate_metrics"][key]["heldout_output_total"] == ev["e"]
+    # e's components: one row per evaluated candidate, e and its MLM term as stored
+    section = "e's components (held-out, per evaluated candidate)"
+    comp = {r["candidate"]: r for r in _table(md, section)}
+    assert set(comp) == set(evals)
+    for name, ev in evals.items():
+        metrics = next(
+            m
+            for k, m in summary["candidate_metrics"].items()
+            if str(Arch(**{a: int(v) for a, v in re.findall(r"(\w+)=(\d+)", k)})) == name
+        )
+        assert _num(comp[name]["e"]) == pytest.approx(ev["e"], rel=1e-4)
+        assert _num(comp[name]["MLM CE"]) == pytest.approx(metrics["heldout_mlm"], rel=1e-3)
+    es = [ev["e"] for ev in evals.values()]
+    spread = re.search(r"max/min ([\d.]+);", md)
+    assert float(spread.group(1)) == pytest.approx(max(es) / min(es), rel=1e-3)
 
 
 def test_measured_latency_model(reference, shared, tmp_path):

@@ -1,12 +1,14 @@
 """Proxy training and the teacher-output cache on the embedded corpus with the real MiniLM."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from bort_jax import distill, proxy, teacher_cache, train
+from bort_jax import distill, mlm_head, proxy, teacher_cache, train
 from bort_jax.arch import Arch
+from bort_jax.models.bert import Bert, slice_params
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,58 @@ def test_sliced_full_student_reproduces_teacher_states(data, teacher):
     )
     r = proxy.proxy_error(arch, data, teacher.checkpoint.spec, cfg, source=teacher.checkpoint)
     assert r.metrics["heldout_hidden"] < 1e-3  # float16 cache rounding only
+
+
+def test_hidden_nmse_is_normalised_output_error(data, teacher):
+    """error='hidden_nmse' = output-layer MSE / teacher variance: ~0 for the teacher's own shape
+    (float16 cache rounding only), well inside (0, 1] for a small sliced student."""
+    spec, src = teacher.checkpoint.spec, teacher.checkpoint
+    cfg = proxy.ProxyConfig(
+        steps=1,
+        batch_size=8,
+        init="slice",
+        error="hidden_nmse",
+        optim=train.OptimConfig(learning_rate=1e-9),
+    )
+    full = proxy.proxy_error(src.arch, data, spec, cfg, source=src)
+    var = distill.teacher_output_variance(data)
+    assert full.error == full.metrics["heldout_hidden_nmse"] < 1e-4
+    # proj_init='slice': W = [I | 0], so (lr ~ 0) the error is that of the sliced model's
+    # output states zero-padded to the teacher's width — recomputed here independently
+    arch = Arch(1, 4, 128, 384)
+    cfg = dataclasses.replace(cfg, proj_init="slice")
+    small = proxy.proxy_error(arch, data, spec, cfg, source=src)
+    assert small.error == pytest.approx(small.metrics["heldout_hidden_last"] / var)
+    model = Bert(arch, distill.student_spec(spec))
+    sliced = slice_params(src.params, src.arch, arch)
+    sliced.pop("pooler", None)
+    rows = data.heldout
+    h = model.apply({"params": sliced}, rows["input_ids"], rows["attention_mask"])
+    h = np.asarray(h["last_hidden_state"])
+    t = np.asarray(
+        data.teacher_heldout["hidden"][:, data.hidden_index[data.teacher_depth]], np.float64
+    )
+    t[..., :128] -= h
+    m = rows["attention_mask"] > 0
+    ref = np.mean(np.square(t[m])) / var
+    assert small.error == pytest.approx(ref, rel=2e-2)
+    assert small.error > 0.5  # one sliced layer is far from the teacher's sixth (measured 2.24)
+
+
+def test_fitted_head_init_measures_the_encoder(data, teacher, tmp_path):
+    """head_init='fitted': the sliced student starts from the head fitted on the source, so its
+    held-out MLM CE is far below a fresh head's after the same (tiny) run; the head is fitted
+    once and stored under cache_dir."""
+    spec, src = teacher.checkpoint.spec, teacher.checkpoint
+    kw = dict(steps=2, batch_size=8, init="slice", error="mlm")
+    head = mlm_head.HeadConfig(steps=20, batch_size=64, learning_rate=3e-3)
+    fitted = proxy.ProxyConfig(head_init="fitted", head=head, **kw)
+    fresh = proxy.ProxyConfig(head_init="fresh", **kw)
+    arch = Arch(2, 8, 256, 384)
+    a = proxy.proxy_error(arch, data, spec, fitted, source=src, cache_dir=str(tmp_path))
+    b = proxy.proxy_error(arch, data, spec, fresh, source=src)
+    assert a.error == a.metrics["heldout_mlm"] < b.error - 1.0, (a.metrics, b.metrics)
+    assert len(list(tmp_path.glob("mlm_head_*.npz"))) == 1
 
 
 def test_cache_hit_and_corruption_rebuild(teacher, minilm_dir, tmp_path):
@@ -124,3 +178,7 @@ def test_named_errors(teacher, minilm_dir):
         )
     with pytest.raises(ValueError, match="init"):
         proxy.ProxyConfig(init="magic")
+    with pytest.raises(ValueError, match="proxy.error"):
+        proxy.ProxyConfig(error="accuracy")
+    with pytest.raises(ValueError, match="head_init"):
+        proxy.ProxyConfig(head_init="fitted", init="random")

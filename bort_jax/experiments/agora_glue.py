@@ -23,7 +23,12 @@ decoded to the nearest token, and labelled by the labeler (`bort_jax.agora`).
 Controls: `control_restarts` (best of R + 1 plain fits on the agora half: as many fits as
 Agora, no synthetic data) and `control_distill` (the student on its real rows plus the
 labeler's pseudo-labels of random unlabeled training-split sentences outside the student's
-and, where enough remain, the labeler's set; as many rows as Agora's largest synthetic pool).
+and, where enough remain, the labeler's set; as many rows as Agora's largest synthetic pool)
+and `control_budget` (one plain fit of (rounds fitted) x student.num_steps steps: Agora's
+total step budget). `selection` picks the reported Agora round: the best on the agora half
+(optimistic) or a fixed round. `sampler.kind` picks how Agora samples around an error
+(nearest-token decoding, masked-LM resampling or span replacement, `bort_jax.agora_text`);
+`sampler_report` compares samplers without training students (`sampler_report`).
 
 Workdir (resumable, see `bort_jax.experiments`):
     config.json
@@ -51,7 +56,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bort_jax import agora, hf
+from bort_jax import agora, agora_text, distill, hf, mlm_head
 from bort_jax import experiments as ex
 from bort_jax import finetune as ft
 from bort_jax.arch import Arch, check_seq_len
@@ -98,6 +103,57 @@ class LabelerConfig(StageConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """How Agora samples around an error (`bort_jax.agora_text`).
+
+    kind: 'nearest_token' (perturbed token embeddings decoded to the nearest token, radius
+    from config.agora), 'masked_lm' (mask_count tokens resampled from a masked LM at
+    `temperature`, `top_k`; 0 = no filter) or 'span' (a span_length window replaced by one of
+    a real training row). The masked LM is `init` with its MLM head, or, when it has none
+    (all-MiniLM-L6-v2), with a head fitted once per task on the frozen encoder over the
+    labeler's training rows (`mlm_head.fit_mlm_head`, head_steps AdamW steps).
+    """
+
+    kind: str = "nearest_token"
+    mask_count: int = 2
+    temperature: float = 1.0
+    top_k: int = 50
+    span_length: int = 3
+    head_steps: int = 300
+
+    def __post_init__(self) -> None:
+        if self.kind not in agora_text.SAMPLERS:
+            raise ValueError(f"sampler.kind={self.kind!r} not in {agora_text.SAMPLERS}")
+        for name in ("mask_count", "span_length", "head_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sampler.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.temperature > 0 or self.top_k < 0:
+            raise ValueError("sampler.temperature must be > 0 and sampler.top_k >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerReportConfig:
+    """The per-task sampler comparison (`sampler_report`): `samplers` (comma-separated
+    kinds, "" = skip) on the first `n_centres` agora-half rows; `only` skips the students."""
+
+    samplers: str = ""
+    n_centres: int = 32
+    only: bool = False
+
+    def __post_init__(self) -> None:
+        for kind in ex.parse_list(self.samplers):
+            if kind not in agora_text.SAMPLERS:
+                raise ValueError(f"sampler_report.samplers: {kind!r} not in {agora_text.SAMPLERS}")
+        if self.n_centres < 1:
+            raise ValueError(f"sampler_report.n_centres must be >= 1, got {self.n_centres}")
+        if self.only and not self.samplers:
+            raise ValueError("sampler_report.only needs sampler_report.samplers")
+
+
+SELECTIONS = ("agora_half", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
 class GlueConfig:
     """One GLUE Agora experiment (see configs/agora_glue.py for every field)."""
 
@@ -122,9 +178,18 @@ class GlueConfig:
     student: StageConfig
     labeler: LabelerConfig
     agora: dict  # AgoraConfig fields but seed; max_synthetic 0 = no cap
+    sampler: SamplerConfig = SamplerConfig()
+    sampler_report: SamplerReportConfig = SamplerReportConfig()
+    selection: str = "agora_half"  # reported round: best on the agora half, or fixed_round
+    fixed_round: int = -1  # selection 'fixed': this round (-1 = the last fitted round)
+    control_budget: bool = False  # also: one plain fit with Agora's total step budget
 
     def __post_init__(self) -> None:
         ex.parse_seeds(self.seeds)
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"config.selection={self.selection!r} not in {SELECTIONS}")
+        if self.fixed_round < -1:
+            raise ConfigError(f"config.fixed_round must be >= -1, got {self.fixed_round}")
         for task in self.task_list:
             if task.kind != "classification":
                 raise ConfigError(
@@ -408,6 +473,126 @@ def labeler_fn(labeler: Labeler) -> Any:
     return agora.argmax_labeler(labeler_logits_fn(labeler.model), labeler.params)
 
 
+# ---------------------------------------------------------------------------- samplers
+
+
+def masked_lm(
+    ckpt: hf.Checkpoint, tokenizer: Any, data: TaskData, cfg: GlueConfig, cache_dir: Path | None
+) -> tuple[Bert, Any]:
+    """The masked LM of the 'masked_lm' sampler: `ckpt` with its own MLM head, or (none, as
+    all-MiniLM-L6-v2) with a head fitted on the frozen encoder over static-masked labeler
+    training rows (`mlm_head.fit_mlm_head`, cached in `cache_dir`). Training-split text only:
+    neither dev half reaches the head."""
+    if not ckpt.has_mlm_head:
+        ids = np.asarray(data.labeler_rows["input_ids"])
+        rows = distill.static_mask(ids, tokenizer, ckpt.spec.vocab_size, seed=cfg.data_seed)
+        head = mlm_head.fit_mlm_head(
+            ckpt,
+            rows,
+            mlm_head.HeadConfig(steps=cfg.sampler.head_steps),
+            None if cache_dir is None else str(cache_dir),
+        )
+        ckpt = mlm_head.with_head(ckpt, head)
+    return Bert(ckpt.arch, ckpt.spec, mlm_head=True), ckpt.params
+
+
+def make_sample_fn(
+    kind: str,
+    cfg: GlueConfig,
+    tools: TextTools,
+    data: TaskData,
+    mlm: tuple[Bert, Any] | None,
+    mask_id: int,
+) -> Any:
+    """`sample_fn` of `agora.run_agora` for a sampler kind (None = nearest-token decoding)."""
+    k, sc = int(cfg.agora["samples_per_error"]), cfg.sampler
+    if kind == "nearest_token":
+        return None
+    if kind == "masked_lm":
+        if mlm is None:
+            raise ValueError("the masked_lm sampler needs a masked LM")
+        vocab = tools.table.shape[0]
+        return agora_text.masked_lm_sampler(
+            agora_text.bert_mlm_fn(*mlm),
+            tools.special,
+            mask_id,
+            vocab,
+            k,
+            sc.mask_count,
+            sc.temperature,
+            min(sc.top_k, vocab),
+        )
+    return agora_text.span_sampler(agora.inputs_of(data.train), tools.special, k, sc.span_length)
+
+
+def nearest_token_radius(data: TaskData, tools: TextTools, cfg: GlueConfig, seed: int) -> float:
+    """Absolute radius of the nearest-token sampler, as `run_agora` resolves it for `seed`."""
+    acfg = ex.agora_config(cfg.agora, seed)
+    rows = agora.inputs_of(data.train)
+    n = batching.num_rows(data.train)
+    if n > acfg.nn_max_points:
+        pick = np.random.default_rng(acfg.seed).choice(n, acfg.nn_max_points, replace=False)
+        rows = batching.take(rows, np.sort(pick))
+    atoms = agora.reference_atoms(
+        tools.represent_fn(rows), 1, tools.perturb_mask_fn(rows), acfg.nn_max_points, acfg.seed
+    )
+    return agora.resolve_radius(acfg, atoms)
+
+
+def sampler_report(
+    data: TaskData,
+    labeler: Labeler,
+    tools: TextTools,
+    cfg: GlueConfig,
+    sample_fns: Mapping[str, Any],
+    radius: float,
+    tokenizer: Any,
+) -> dict:
+    """Per sampler, one sampling round (rng PRNGKey(0), k = agora.samples_per_error) around
+    the first `sampler_report.n_centres` agora-half rows: share of samples whose text changed,
+    mean changed tokens, labeler = the centre's gold label, labeler = its own label of the
+    centre, and the first `n_examples` decoded samples. sample_fns: {kind: sample_fn or None
+    (nearest-token, at `radius`)}. Also the labeler's accuracy on the centres themselves."""
+    n = min(cfg.sampler_report.n_centres, batching.num_rows(data.agora_dev))
+    centers = batching.take(agora.inputs_of(data.agora_dev), np.arange(n))
+    gold = np.asarray(data.agora_dev["label"])[:n]
+    on_centres = predict_labels(labeler.model, labeler.params, centers, cfg)
+    acfg, rng, lab = ex.agora_config(cfg.agora, 0), jax.random.PRNGKey(0), labeler_fn(labeler)
+    out: dict[str, Any] = {
+        "n_centres": n,
+        "labeler_on_centres_equals_gold": float(np.mean(on_centres == gold)),
+        "samplers": {},
+    }
+    for kind, fn in sample_fns.items():
+        if fn is None:
+            _, samples, labels = agora.sample_and_relabel(
+                rng,
+                tools.represent_fn(centers),
+                lab,
+                tools.decode_fn,
+                acfg,
+                radius=radius,
+                center_inputs=centers,
+                perturb_mask=tools.perturb_mask_fn(centers),
+            )
+        else:
+            samples, labels = agora.resample_and_relabel(rng, centers, lab, fn)
+        ids, labels = np.asarray(samples["input_ids"]), np.asarray(labels)
+        rec = agora_text.sample_summary(centers["input_ids"], ids, labels, gold)
+        rec["labeler_equals_centre_label"] = float(np.mean(labels == on_centres[:, None]))
+        rec["examples"] = [
+            {
+                "original": tokenizer.decode(centers["input_ids"][i].tolist()),
+                "sample": tokenizer.decode(ids[i, 0].tolist()),
+                "gold": int(gold[i]),
+                "labeler": int(labels[i, 0]),
+            }
+            for i in range(min(cfg.n_examples, n))
+        ]
+        out["samplers"][kind] = rec
+    return out
+
+
 # ------------------------------------------------------------------------------ a seed
 
 
@@ -419,9 +604,11 @@ def run_seed(
     cfg: GlueConfig,
     seed: int,
     workdir: Path | None,
+    sample_fn: Any = None,
 ) -> dict:
-    """Plain (round 0) and Agora (best round) held-out metrics of one seed, with history
-    and the controls. Student fits resume from `workdir/<stage>` checkpoints."""
+    """Plain (round 0) and Agora (the `selected_round`) held-out metrics of one seed, with
+    history and the controls. sample_fn: `run_agora`'s (None = nearest-token decoding).
+    Student fits resume from `workdir/<stage>` checkpoints."""
     t0 = time.perf_counter()
     task = data.task
     scfg = stage_config(cfg.student, cfg, seed)
@@ -472,8 +659,10 @@ def run_seed(
         metric_fn=score,
         perturb_mask_fn=tools.perturb_mask_fn,
         callback=callback,
+        sample_fn=sample_fn,
     )
     history = ex.jsonable(result.history)
+    chosen = selected_round(history, result.best_round, cfg)
     fit = functools.partial(fit_student, model, init, task.kind)
     control = (
         restarts_control(data, fit, model, scfg, history[0], len(history) - 1, cfg, workdir)
@@ -487,6 +676,12 @@ def run_seed(
         if data.distill_pool is not None
         else None
     )
+    budget = None
+    if cfg.control_budget:  # one plain fit as long as all of Agora's fits together
+        bcfg = scfg.replace(num_steps=scfg.num_steps * len(history))
+        params = fit(data.train, bcfg, ex.subdir(workdir, "budget"), "budget")
+        budget = dev_scores(data, model, params, cfg)
+        budget["num_steps"] = bcfg.num_steps
     if distill is not None:
         ex.log(
             f"[{task.name} seed {seed}] distill control: {distill['n_extra']} pseudo-"
@@ -499,16 +694,29 @@ def run_seed(
         "plain_best_of": None if control is None else control["heldout"],
         "control": control,
         "distill": None if distill is None else distill["heldout"],
+        "budget": None if budget is None else budget["heldout"],
+        "budget_control": budget,
         "distill_control": distill,
-        "agora": history[result.best_round]["heldout_metric"],
+        "agora": history[chosen]["heldout_metric"],
         "plain_agora_dev": history[0]["agora_dev_metric"],
-        "agora_agora_dev": result.best_metric,
+        "agora_agora_dev": history[chosen]["agora_dev_metric"],
         "best_round": result.best_round,
+        "selected_round": chosen,
         "radius": result.radius,
         "final_train_size": batching.num_rows(result.train_set),
         "history": history,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def selected_round(history: list[dict], best_round: int, cfg: GlueConfig) -> int:
+    """The reported Agora round: 'agora_half' = the best on the agora half (which Agora also
+    sampled from, so its agora-half score is optimistic); 'fixed' = `fixed_round` (-1 or
+    beyond the fitted rounds: the last fitted round), chosen without looking at any score."""
+    if cfg.selection == "agora_half":
+        return best_round
+    last = len(history) - 1
+    return last if cfg.fixed_round < 0 else min(cfg.fixed_round, last)
 
 
 def restarts_control(
@@ -602,14 +810,35 @@ def perturbation_examples(
         }
         for i in range(min(cfg.n_examples, n))
     ]
-    return {"token_change_rate": rate, "examples": examples}
+    return {"radius": radius, "token_change_rate": rate, "examples": examples}
 
 
 # ------------------------------------------------------------------------------ report
 
 
+# two-sided 95 % quantiles t_{0.975, df} of Student's t, df = 1..30 (beyond: 1.96)
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def paired_interval(differences: list[float]) -> tuple[float, float]:
+    """Mean and 95 % t-interval half-width of per-seed paired differences d_s:
+    t_{0.975, n-1} * std(d, ddof=1) / sqrt(n); NaN half-width for one seed."""
+    d = np.asarray(differences, np.float64)
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else float("nan")), float("nan")
+    t = _T975[len(d) - 2] if len(d) - 1 <= len(_T975) else 1.96
+    return float(d.mean()), float(t * d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def summarise_task(seeds: list[dict]) -> dict:
-    """Means and sample stds over seeds of plain, Agora, their difference and the controls."""
+    """Means and sample stds over seeds of plain, Agora, their difference and the controls;
+    paired per-seed differences (Agora minus each baseline, held-out half) with 95 %
+    t-intervals ('ci_<baseline>': [mean, half-width]); and the selection gap, agora-half
+    minus held-out metric of the reported model, for plain and Agora."""
     plain = ex.mean_std([s["plain"] for s in seeds])
     ag = ex.mean_std([s["agora"] for s in seeds])
     delta = ex.mean_std([s["agora"] - s["plain"] for s in seeds])
@@ -623,24 +852,32 @@ def summarise_task(seeds: list[dict]) -> dict:
         "wins": sum(s["agora"] > s["plain"] for s in seeds),
         "ties": sum(s["agora"] == s["plain"] for s in seeds),
     }
-    for key, name in (("plain_best_of", "best_of"), ("distill", "distill")):
+    out["ci_plain"] = paired_interval([s["agora"] - s["plain"] for s in seeds])
+    for key, name in (("plain_best_of", "best_of"), ("distill", "distill"), ("budget", "budget")):
         if all(s.get(key) is not None for s in seeds):
             out[f"{name}_mean"], out[f"{name}_std"] = ex.mean_std([s[key] for s in seeds])
+            out[f"ci_{name}"] = paired_interval([s["agora"] - s[key] for s in seeds])
+    out["gap_plain"] = float(np.mean([s["plain_agora_dev"] - s["plain"] for s in seeds]))
+    out["gap_agora"] = float(np.mean([s["agora_agora_dev"] - s["agora"] for s in seeds]))
     return out
 
 
 def markdown(report: Mapping[str, Any]) -> str:
-    """Main table, controls, per-round history and perturbation examples."""
+    """Main table, paired intervals, controls, per-round history, perturbation examples
+    and the sampler report."""
     pct = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"
+    trained = {n: t for n, t in report["tasks"].items() if "seeds" in t}
+    if not trained:  # sampler_report.only
+        return "\n".join(sampler_markdown(report)[1:]) + "\n"
     lines = [
         "| task | train | dev (agora / held-out) | labeler train | labeler held-out "
         "| plain held-out | plain best-of-(R+1) held-out | Agora held-out "
-        "| Δ (Agora − plain) | Agora wins | best round (mean) |",
+        "| Δ (Agora − plain) | Agora wins | reported round (mean) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, t in report["tasks"].items():
+    for name, t in trained.items():
         s, z = t["summary"], t["sizes"]
-        rounds = np.mean([x["best_round"] for x in t["seeds"]])
+        rounds = np.mean([x["selected_round"] for x in t["seeds"]])
         best_of = pct(s["best_of_mean"], s["best_of_std"]) if "best_of_mean" in s else "not run"
         lines.append(
             f"| {name} | {z['train']} | {z['dev']} ({z['agora_dev']} / {z['heldout']}) | "
@@ -650,7 +887,27 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{pct(s['delta_mean'], s['delta_std'])} | {s['wins']}/{len(t['seeds'])} | "
             f"{rounds:.1f} |"
         )
-    distilled = [(n, t) for n, t in report["tasks"].items() if "distill_mean" in t["summary"]]
+    ci = lambda c: f"{100 * c[0]:+.1f} ± {100 * c[1]:.1f}"
+    lines += [
+        "",
+        "Paired per-seed differences on the held-out half (Agora minus baseline; mean ± 95 % "
+        "t-interval half-width) and the selection gap (agora-half minus held-out metric of "
+        "the reported model; positive = the agora half flatters it):",
+        "",
+        "| task | selection | seeds | − plain | − best-of-(R+1) | − distill "
+        "| − plain, Agora's steps | gap plain | gap Agora |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in trained.items():
+        s = t["summary"]
+        keys = ("ci_plain", "ci_best_of", "ci_distill", "ci_budget")
+        cells = [ci(s[k]) if k in s else "not run" for k in keys]
+        lines.append(
+            f"| {name} | {report['config']['selection']} | {len(t['seeds'])} | "
+            f"{' | '.join(cells)} | "
+            f"{100 * s['gap_plain']:+.1f} | {100 * s['gap_agora']:+.1f} |"
+        )
+    distilled = [(n, t) for n, t in trained.items() if "distill_mean" in t["summary"]]
     if distilled:
         lines += [
             "",
@@ -680,7 +937,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         "| new points | labeler = gold on new | held-out rows in train |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, t in report["tasks"].items():
+    for name, t in trained.items():
         for s in t["seeds"]:
             for r in s["history"]:
                 agree = r["labeler_agreement"]
@@ -699,17 +956,50 @@ def markdown(report: Mapping[str, Any]) -> str:
         "content matches among real + synthetic rows.)",
         "",
     ]
-    for name, t in report["tasks"].items():
+    for name, t in trained.items():
         p = t["perturbation"]
         lines.append(
-            f"{name}: radius {t['seeds'][0]['radius']:.3f}, "
+            f"{name}: nearest-token radius {p['radius']:.3f}, "
             f"{100 * p['token_change_rate']:.1f}% of perturbable tokens changed."
         )
         for e in p["examples"]:
             lines.append(
                 f"- `{e['original']}` → `{e['sample']}` (gold {e['gold']}, labeler {e['labeler']})"
             )
+    lines += sampler_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def sampler_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The sampler report of every task that has one (empty list otherwise)."""
+    tasks = [(n, t["sampler_report"]) for n, t in report["tasks"].items() if "sampler_report" in t]
+    if not tasks:
+        return []
+    lines = [
+        "",
+        "Samplers (one round around the first agora-half rows; labeler = gold is over samples):",
+        "",
+        "| task | sampler | centres | text changed | tokens changed | labeler = gold "
+        "| labeler = its centre label | labeler = gold on centres |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in tasks:
+        for kind, x in r["samplers"].items():
+            lines.append(
+                f"| {name} | {kind} | {r['n_centres']} | {100 * x['changed']:.0f}% | "
+                f"{x['tokens_changed']:.2f} | {100 * x['labeler_equals_gold']:.1f}% | "
+                f"{100 * x['labeler_equals_centre_label']:.1f}% | "
+                f"{100 * r['labeler_on_centres_equals_gold']:.1f}% |"
+            )
+    lines.append("")
+    for name, r in tasks:
+        for kind, x in r["samplers"].items():
+            for e in x["examples"]:
+                lines.append(
+                    f"- {name} {kind}: `{e['original']}` → `{e['sample']}` "
+                    f"(gold {e['gold']}, labeler {e['labeler']})"
+                )
+    return lines
 
 
 # ------------------------------------------------------------------------------ driver
@@ -724,7 +1014,8 @@ def run_task(
     cfg: GlueConfig,
     workdir: Path | None,
 ) -> dict:
-    """The labeler, every seed (each a resumable stage) and the perturbation examples."""
+    """The labeler, the masked LM (if a sampler needs one), the sampler report (if asked
+    for), every seed (each a resumable stage) and the perturbation examples."""
     t0 = time.perf_counter()
     data = load_task_data(task, cfg, tokenizer)
     ex.log(f"[{task.name}] sizes {data.sizes()}")
@@ -734,6 +1025,33 @@ def run_task(
         f"[{task.name}] labeler agora-dev {labeler.record['agora_dev']:.3f} held-out "
         f"{labeler.record['heldout']:.3f} ({labeler.record['seconds']:.0f} s)"
     )
+    kinds = ex.parse_list(cfg.sampler_report.samplers)
+    mlm = None
+    if "masked_lm" in kinds + [cfg.sampler.kind]:
+        mlm = masked_lm(ckpt, tokenizer, data, cfg, ex.subdir(workdir, "mlm_head"))
+    mask_id = hf.special_ids(tokenizer)["mask"]
+    make = functools.partial(make_sample_fn, cfg=cfg, tools=tools, data=data, mlm=mlm)
+    record: dict[str, Any] = {
+        "sizes": data.sizes(),
+        "agora_idx": data.agora_idx,
+        "heldout_idx": data.heldout_idx,
+        "train_idx": data.train_idx,
+        "labeler_train_idx": data.labeler_train_idx,
+        "labeler": labeler.record,
+    }
+    if kinds:
+        record["sampler_report"] = sampler_report(
+            data,
+            labeler,
+            tools,
+            cfg,
+            {kind: make(kind, mask_id=mask_id) for kind in kinds},
+            nearest_token_radius(data, tools, cfg, ex.parse_seeds(cfg.seeds)[0]),
+            tokenizer,
+        )
+    if cfg.sampler_report.only:
+        return {**record, "seconds": time.perf_counter() - t0}
+    sample_fn = make(cfg.sampler.kind, mask_id=mask_id)
     results = []
     for seed in ex.parse_seeds(cfg.seeds):
         results.append(
@@ -748,18 +1066,15 @@ def run_task(
                     cfg,
                     seed,
                     ex.subdir(workdir, f"seed{seed}"),
+                    sample_fn,
                 ),
             )
         )
         ex.drop_dir(ex.subdir(workdir, f"seed{seed}"))
-    pert = perturbation_examples(data, labeler, tools, cfg, results[0]["radius"], tokenizer)
+    radius = nearest_token_radius(data, tools, cfg, ex.parse_seeds(cfg.seeds)[0])
+    pert = perturbation_examples(data, labeler, tools, cfg, radius, tokenizer)
     return {
-        "sizes": data.sizes(),
-        "agora_idx": data.agora_idx,
-        "heldout_idx": data.heldout_idx,
-        "train_idx": data.train_idx,
-        "labeler_train_idx": data.labeler_train_idx,
-        "labeler": labeler.record,
+        **record,
         "seeds": results,
         "summary": summarise_task(results),
         "perturbation": pert,

@@ -1,0 +1,153 @@
+"""The error-signal audit (bort_jax.experiments.error_audit) and the signals it compares:
+the normalised output-layer hidden error and the MLM head fitted on the frozen source."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from bort_jax import distill, hf, losses, mlm_head, proxy
+from bort_jax.experiments import error_audit
+from bort_jax.models.bert import Bert
+from configs import error_audit as error_audit_config
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.integers(0, 5, size=9).astype(float)  # ties on purpose
+        y = rng.normal(size=9)
+        assert error_audit.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+    np.testing.assert_array_equal(error_audit.rankdata([3.0, 1.0, 3.0, 2.0]), [3.5, 1, 3.5, 2])
+    assert error_audit.spearman([1, 2, 3], [30, 20, 10]) == -1.0
+    assert np.isnan(error_audit.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_normalised_hidden_error_is_one_minus_r2():
+    """Teacher states ±1 per feature (mean 0, variance 1 over the real tokens); the student
+    reproduces half of them through a known linear map: MSE = 0.25, so 1 − R² = 0.25."""
+    rng = np.random.default_rng(1)
+    teacher = rng.choice([-1.0, 1.0], size=(2, 4, 3))
+    teacher[:, :, :] = np.where(np.arange(4)[None, :, None] % 2 == 0, teacher, -teacher)
+    teacher[1] = -teacher[0]  # every feature has mean exactly 0 over the 8 tokens
+    mask = np.ones((2, 5))
+    mask[:, 4] = 0  # a padding slot holding garbage must not count
+    t = np.concatenate([teacher, np.full((2, 1, 3), 50.0)], axis=1)
+    a = np.array([[2.0, 0, 0], [0, 1, 1], [0, 0, 4]])  # student basis → teacher basis
+    student = (0.5 * t) @ np.linalg.inv(a)
+    var = distill.masked_variance(t, mask)
+    assert var == pytest.approx(1.0)
+    mse = float(losses.hidden_kd(jnp.asarray(student), jnp.asarray(t), jnp.asarray(mask), a))
+    assert mse == pytest.approx(0.25, rel=1e-5)
+    assert mse / var == pytest.approx(0.25, rel=1e-5)
+    with pytest.raises(ValueError, match="mask"):
+        distill.masked_variance(t, mask[:, :3])
+
+
+def test_normalised_total_swaps_the_raw_hidden_term():
+    m = {"heldout_output_total": 6.0, "heldout_hidden_last": 0.1, "heldout_hidden_nmse": 1.2}
+    assert proxy.normalised_total(m, 1.0) == pytest.approx(7.1)  # 5.9 + 1.2
+    assert proxy.normalised_total(m, 0.5) == pytest.approx(6.55)  # 5.95 + 0.6
+
+
+@pytest.fixture(scope="module")
+def kd_data(minilm_dir):
+    teacher = distill.Teacher.load(minilm_dir)
+    data = distill.prepare(
+        teacher,
+        minilm_dir,
+        "embedded",
+        32,
+        max_sequences=120,
+        heldout_fraction=0.2,
+        seed=0,
+        cache_dir=None,
+    )
+    return teacher.checkpoint, data
+
+
+def _heldout_ce(ck: hf.Checkpoint, rows) -> float:
+    """CE of the whole model (encoder + head through `Bert`, not `mlm_head.head_logits`)."""
+    model = Bert(ck.arch, ck.spec, mlm_head=True)
+
+    @jax.jit
+    def ce(params):
+        out = model.apply(
+            {"params": params},
+            rows["input_ids"],
+            rows["attention_mask"],
+            rows["token_type_ids"],
+            mlm_positions=rows["mlm_positions"],
+        )
+        return losses.mlm_cross_entropy(out["mlm_logits"], rows["mlm_ids"], rows["mlm_weights"])
+
+    return float(ce(ck.params))
+
+
+def test_fitted_head_lowers_heldout_mlm_ce_and_is_cached(kd_data, tmp_path):
+    source, data = kd_data
+    cfg = mlm_head.HeadConfig(steps=20, batch_size=64, learning_rate=3e-3)
+    head = mlm_head.fit_mlm_head(source, data.train, cfg, cache_dir=str(tmp_path))
+    fresh = mlm_head.init_head(source.arch.hidden, source.spec.vocab_size, 0)
+    fitted_ce = _heldout_ce(mlm_head.with_head(source, head), data.heldout)
+    fresh_ce = _heldout_ce(mlm_head.with_head(source, fresh), data.heldout)
+    # held-out rows the head never saw: the fitted head must beat a fresh one by a wide margin
+    assert fitted_ce < fresh_ce - 2.0, (fitted_ce, fresh_ce)
+    # the disk cache gives the same head back, without refitting
+    mlm_head._MEMO.clear()
+    (entry,) = tmp_path.glob("mlm_head_*.npz")
+    again = mlm_head.fit_mlm_head(source, data.train, cfg, cache_dir=str(tmp_path))
+    for k in ("mlm_bias",):
+        np.testing.assert_array_equal(again[k], head[k])
+    np.testing.assert_array_equal(again["mlm_transform"]["kernel"], head["mlm_transform"]["kernel"])
+    with pytest.raises(ValueError, match="mlm_transform/kernel"):
+        mlm_head.with_head(source, {**head, "mlm_transform": {"kernel": np.zeros((2, 2))}})
+
+
+def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
+    config = error_audit_config.get_config("smoke")
+    config.data_dir = str(task_data_dir)
+    report = error_audit.run(config, str(tmp_path))
+    rows = report["rows"]
+    assert [r["arch"] for r in rows] == ["D1/A4/H128/I384", "D2/A4/H128/I384", "D2/A8/H256/I384"]
+    err = [r["downstream_error"] for r in rows]
+    for name, s in report["signals"].items():
+        if name == "params":
+            continue
+        v = [r["signals"][name] for r in rows]
+        # 4 fine-tuning steps may leave every model at the majority class: ρ is then nan
+        assert s["spearman"] == pytest.approx(stats.spearmanr(v, err)[0], abs=1e-9, nan_ok=True)
+        assert s["max_over_min"] == pytest.approx(max(v) / min(v))
+    # the same signals against distinct downstream scores: ρ is defined and must match scipy
+    plan = error_audit.validate(config)
+    sig = {
+        error_audit.tag(a): {
+            n: json.loads((tmp_path / "signals" / f"{error_audit.tag(a)}_{n}.json").read_text())
+            for n in plan.proxies
+        }
+        for a in plan.candidates
+    }
+    scores = [0.9, 0.6, 0.75]
+    down = {
+        error_audit.tag(a): {"scores": {"sst2": {"final": x}}, "pretrain_final_heldout": None}
+        for a, x in zip(plan.candidates, scores)
+    }
+    spec = hf.load(plan.source_dir).spec
+    synth = error_audit.build_report(plan, spec, down, sig)
+    for name, s in synth["signals"].items():
+        if name != "params":
+            v = [r["signals"][name] for r in synth["rows"]]
+            ref = stats.spearmanr(v, [1 - x for x in scores])[0]
+            assert s["spearman"] == pytest.approx(ref, abs=1e-9) and np.isfinite(ref)
+    for r in rows:  # fitted head: the MLM term starts from a fitted head, not log V
+        assert 0 < r["signals"]["fitted.hidden_nmse"] and 0 < r["signals"]["fitted.mlm"]
+        assert 0.0 <= r["downstream_error"] <= 1.0
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["signals"] == json.loads(json.dumps(report["signals"]))
+    assert "Spearman" in (tmp_path / "report.md").read_text()
+    # resumable: a rerun reads every stage back and reports the same
+    rerun = error_audit.run(config, str(tmp_path))
+    assert json.dumps(rerun, sort_keys=True) == json.dumps(report, sort_keys=True)  # nan-safe
