@@ -185,7 +185,7 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
         assert _num(comp[name]["e"]) == pytest.approx(ev["e"], rel=1e-4)
         assert _num(comp[name]["MLM CE"]) == pytest.approx(metrics["heldout_mlm"], rel=1e-3)
     es = [ev["e"] for ev in evals.values()]
-    spread = re.search(r"max/min ([\d.]+);", md)
+    spread = re.search(r"Spread of e: .*max/min ([\d.]+), std", md)
     assert float(spread.group(1)) == pytest.approx(max(es) / min(es), rel=1e-3)
 
 
