@@ -126,8 +126,11 @@ def test_existing_cache_needs_no_disk(tmp_path):
 
 
 def test_missing_teacher_shape_is_named():
+    cfg = bert_large.get_config()
+    assert cfg.teacher_family == "roberta-large"  # the config names the family shapes ...
+    cfg.teacher_family = ""  # ... without them and without a checkpoint the plan says what to set
     with pytest.raises(P.PlanError, match="teacher_family"):
-        P.plan(bert_large.get_config(), "/nonexistent", measure=False)
+        P.plan(cfg, "/nonexistent", measure=False)
     with pytest.raises(P.PlanError, match="known"):
         P.plan(bert_large.get_config(), "/nonexistent", measure=False, teacher_family="gpt")
 
