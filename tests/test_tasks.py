@@ -487,7 +487,8 @@ def test_race_fixture(tmp_path):
 def _fake_tfds(monkeypatch, data: dict) -> list:
     calls: list = []
 
-    def load(name, split, data_dir=None):
+    def load(name, split, data_dir=None, download=True):
+        assert download is False  # nothing is fetched at run time
         calls.append((name, split, data_dir))
         return data[(name, split)]
 
