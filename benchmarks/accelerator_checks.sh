@@ -51,7 +51,7 @@ rc=$?
 if [ $rc -eq 124 ] || [ $rc -eq 134 ] || [ $rc -eq 137 ]; then
   # Timed out: once more, B1 only, dumping every module XLA compiles (HLO text, before and
   # after optimisation) so the hanging one can be read; packed flat for the trip back.
-  dump=/tmp/xla_dump_inference
+  dump="$(mktemp -d)/xla_dump_inference"
   rm -rf "$dump"
   XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$dump --xla_dump_hlo_as_text" \
     step inference_dump "${DUMP_TIMEOUT:-120}" $py benchmarks/inference.py \

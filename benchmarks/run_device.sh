@@ -21,9 +21,10 @@ timeout -s ABRT -k 20 "${INFER_ALL_TIMEOUT:-420}" $py benchmarks/inference.py --
   --repeats=10 --out="$out/inference.json" >"$out/inference.md" 2>>"$out/log.txt"
 echo "=== inference (all models): exit $?" | tee -a "$out/log.txt"
 if [ -n "$vocab" ]; then
-  $py benchmarks/make_random_teacher.py --out=/tmp/random_teacher --vocab_dir="$vocab"
+  teacher="$(mktemp -d)/random_teacher"
+  $py benchmarks/make_random_teacher.py --out="$teacher" --vocab_dir="$vocab"
   timeout -s ABRT -k 20 "${TRAIN_TIMEOUT:-300}" $py benchmarks/train_throughput.py \
-    --teacher_dir=/tmp/random_teacher --peak_n=8192 --batch=32 --seq_len=128 --repeats=10 \
+    --teacher_dir="$teacher" --peak_n=8192 --batch=32 --seq_len=128 --repeats=10 \
     --out="$out/train.json" >"$out/train.md" 2>>"$out/log.txt"
   echo "=== train_throughput: exit $?" | tee -a "$out/log.txt"
 fi
