@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -47,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BusyMeter, machine_info, time_fn, wait_for_quiet  # noqa: E402
+from common import BusyMeter, machine_info, time_fn, wait_for_quiet, write_result  # noqa: E402
 
 from bort_jax import distill, proxy, train  # noqa: E402
 from bort_jax.arch import Arch, Spec  # noqa: E402
@@ -432,11 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "command": " ".join(["python"] + sys.argv),
     }
-    print(markdown(res))
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+    write_result(res, markdown(res), args.out)  # JSON + the Markdown beside it
     return res
 
 

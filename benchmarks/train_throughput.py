@@ -18,7 +18,6 @@ that no FLOP count includes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, matmul_peak, time_fn  # noqa: E402
+from common import machine_info, matmul_peak, time_fn, write_result  # noqa: E402
 
 from bort_jax import distill, hf, train  # noqa: E402
 from bort_jax.arch import Arch, flops  # noqa: E402
@@ -159,11 +158,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     res = run(args)
-    print(markdown(res))
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+    write_result(res, markdown(res), args.out)  # JSON + the Markdown beside it
     return res
 
 
