@@ -64,7 +64,7 @@ import jax
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import distill, hf, latency, proxy, sharding
+from bort_jax import compile_cache, distill, hf, latency, proxy, sharding
 from bort_jax import plan as cost_plan
 from bort_jax.config import from_config, to_plain
 from bort_jax.data import mlm
@@ -314,13 +314,10 @@ def build_problem(config, workdir: str) -> Problem:
     validate(config, workdir)
     cost_plan.check(config, workdir)  # PlanError before any load if disk/memory cannot hold it
     if config.get("compilation_cache", True):
-        jax.config.update(
-            "jax_compilation_cache_dir",
-            os.path.abspath(
-                config.get("compilation_cache_dir") or os.path.join(workdir, "jax_cache")
-            ),
-        )
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        explicit = config.get("compilation_cache_dir")
+        if explicit:
+            jax.config.update("jax_compilation_cache_dir", os.path.abspath(explicit))
+        compile_cache.enable(os.path.join(workdir, "jax_cache"), min_compile_secs=0.5)
     source_dir, teacher_dir = _source_dir(config), _teacher_dir(config)
     source = hf.load(source_dir)
     teacher = (

@@ -129,22 +129,49 @@ class LoopConfig:
         return step == self.num_steps or bool(every and step % every == 0)
 
 
+def schedule_hparams(cfg: OptimConfig, num_steps: int) -> dict[str, float]:
+    """The numbers of a run's optimizer: the schedule of `num_steps` steps and AdamW/SGD's
+    constants. `make_optimizer` keeps them in the optimizer *state*, not in the program."""
+    warmup = cfg.warmup(num_steps)
+    return dict(
+        learning_rate=cfg.learning_rate,
+        end_lr=cfg.end_lr,
+        warmup_steps=float(warmup),
+        decay_steps=float(max(num_steps - warmup, 1)),
+        weight_decay=cfg.weight_decay,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        eps=cfg.eps,
+        momentum=cfg.momentum,
+        clip_norm=cfg.clip_norm or 0.0,
+    )
+
+
+def _schedule(kind: str, hp: Mapping[str, Any]) -> optax.Schedule:
+    """lr(count): linear warm-up 0 → peak over `warmup_steps`, then linear / cosine decay to
+    `end_lr` over `decay_steps` (or constant). Pure jnp in every number, so the numbers may
+    be traced values (they live in the optimizer state)."""
+    peak, end = hp["learning_rate"], hp["end_lr"]
+    warm, span = hp["warmup_steps"], hp["decay_steps"]
+
+    def lr(count):
+        count = jnp.asarray(count, jnp.float32)
+        frac = jnp.clip((count - warm) / span, 0.0, 1.0)
+        if kind == "linear":
+            after = peak + (end - peak) * frac
+        elif kind == "cosine":
+            after = end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+        else:
+            after = peak + 0.0 * frac
+        before = peak * count / jnp.maximum(warm, 1.0)
+        return jnp.where(count < warm, before, after)
+
+    return lr
+
+
 def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
     """Linear warm-up to `learning_rate`, then linear/cosine decay to `end_lr` (or constant)."""
-    warmup_steps = cfg.warmup(num_steps)
-    decay_steps = max(num_steps - warmup_steps, 1)
-    if cfg.schedule == "linear":
-        decay = optax.linear_schedule(cfg.learning_rate, cfg.end_lr, decay_steps)
-    elif cfg.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(
-            cfg.learning_rate, decay_steps, alpha=cfg.end_lr / cfg.learning_rate
-        )
-    else:
-        decay = optax.constant_schedule(cfg.learning_rate)
-    if warmup_steps == 0:
-        return decay
-    warmup = optax.linear_schedule(0.0, cfg.learning_rate, warmup_steps)
-    return optax.join_schedules([warmup, decay], [warmup_steps])
+    return _schedule(cfg.schedule, schedule_hparams(cfg, num_steps))
 
 
 def decay_mask(params: Any) -> Any:
@@ -158,22 +185,64 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransformation:
-    """The one optimizer builder: `cfg` over a run of `num_steps` steps."""
-    schedule = learning_rate_schedule(cfg, num_steps)
-    if cfg.optimizer == "adamw":
-        opt = optax.adamw(
-            schedule,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            mask=decay_mask,
+    """The one optimizer builder: `cfg` over a run of `num_steps` steps.
+
+    Every number (learning rate, warm-up and decay lengths, weight decay, Adam's constants,
+    the clipping norm) is an `optax.inject_hyperparams` entry of the optimizer state, so the
+    compiled train step depends only on the *kind* of optimizer and schedule: runs that differ
+    in learning rate or length share one executable (and the persistent compilation cache).
+    """
+    kind, sgd, clip = cfg.schedule, cfg.optimizer == "sgd", bool(cfg.clip_norm)
+    use_momentum = bool(cfg.momentum)
+
+    def factory(
+        learning_rate,
+        end_lr,
+        warmup_steps,
+        decay_steps,
+        weight_decay,
+        b1,
+        b2,
+        eps,
+        momentum,
+        clip_norm,
+    ) -> optax.GradientTransformation:  # named: inject_hyperparams reads the signature
+        schedule = _schedule(
+            kind,
+            dict(
+                learning_rate=learning_rate,
+                end_lr=end_lr,
+                warmup_steps=warmup_steps,
+                decay_steps=decay_steps,
+            ),
         )
-    else:
-        opt = optax.sgd(schedule, momentum=cfg.momentum or None)
-    if cfg.clip_norm:
-        opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
-    return opt
+        if sgd:
+            opt = optax.sgd(schedule, momentum=momentum if use_momentum else None)
+        else:
+            opt = optax.adamw(
+                schedule,
+                b1=b1,
+                b2=b2,
+                eps=eps,
+                weight_decay=weight_decay,
+                mask=decay_mask,
+            )
+        if clip:
+            opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+        return opt
+
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in schedule_hparams(cfg, num_steps).items()}
+    return optax.inject_hyperparams(factory)(**hp)
+
+
+def with_hparams(opt_state: Any, cfg: OptimConfig, num_steps: int) -> Any:
+    """`opt_state` (e.g. restored from a checkpoint) with this run's optimizer numbers."""
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in schedule_hparams(cfg, num_steps).items()}
+    hp = {
+        k: jax.device_put(v, getattr(opt_state.hyperparams[k], "sharding", None))
+        for k, v in hp.items()
+    }
+    return opt_state._replace(hyperparams=hp)
 
 
 @flax.struct.dataclass
@@ -309,6 +378,8 @@ def train(
         mngr = ckpt_lib.manager(workdir, loop.max_to_keep)
         if mngr.latest_step() is not None:
             state = ckpt_lib.restore(mngr, state)  # onto `state`'s shardings
+            # the config, not the checkpoint, says the schedule (e.g. a longer rerun)
+            state = state.replace(opt_state=with_hparams(state.opt_state, optim, loop.num_steps))
             resumed = int(state.step)
             history = _read_history(workdir, resumed)
     step_fn = make_train_step(loss_fn, tx, state_sharding, metrics_sharding)

@@ -31,7 +31,8 @@ CANDIDATES = ";".join(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, smoke=False)
+    # variants=a+b keeps only those proxy variants (e.g. :variants=fitted+fitted_lr)
+    arg = common.parse_arg(arg, smoke=False, variants="")
     variant = "smoke" if arg.smoke else None
     d = default.get_config(variant)
     c = ml_collections.ConfigDict()
@@ -49,8 +50,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             fresh=dict(head_init="fresh", proj_init="random"),  # e(ξ) before this audit
             fitted=dict(head_init="fitted", proj_init="slice"),
+            # the same at a fine-tuning learning rate: lr 1e-3 is a from-scratch rate, and
+            # 40 steps of it move a sliced, already-trained encoder away from the teacher
+            fitted_lr=dict(
+                head_init="fitted",
+                proj_init="slice",
+                optim=dict(d.proxy.optim.to_dict(), learning_rate=1e-4),
+            ),
         )
     )
+    if arg.variants:
+        keep = arg.variants.split("+")
+        unknown = sorted(set(keep) - set(c.variants))
+        if unknown:
+            raise ValueError(
+                f"variants={arg.variants}: unknown {unknown}; valid: {sorted(c.variants)}"
+            )
+        c.variants = ml_collections.ConfigDict({k: c.variants[k].to_dict() for k in keep})
     c.candidates = CANDIDATES
     c.tasks = "sst2"
     c.data_dir = ""

@@ -7,14 +7,33 @@ otherwise.
 """
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
+# One persistent compilation cache for the whole run, shared with the subprocesses the tests
+# start (scripts, notebooks, kill/resume workers): the suite builds many jitted steps with
+# identical HLO (a fresh train step per fit, the same shapes after a resume or a rerun), and
+# compilation dominates its time on CPU. A cache the caller set (JAX_COMPILATION_CACHE_DIR)
+# is kept; otherwise a temporary one is made and removed at the end of the session.
+_OWN_CACHE = None
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _OWN_CACHE = tempfile.mkdtemp(prefix="bort_jax_test_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DATA_DIR_ENV = "BORT_DATA_DIR"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Removes the temporary compilation cache this run made (worker processes keep it)."""
+    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -26,6 +26,19 @@ def test_spearman_matches_scipy_with_ties():
     assert np.isnan(error_audit.spearman([1, 1, 1], [1, 2, 3]))
 
 
+def test_elasticity_recovers_a_power_law():
+    """err = c · e^k exactly → k and R² = 1; scipy's linregress on the logs as reference."""
+    e = np.array([5.1, 5.4, 5.5, 5.9, 6.0])
+    err = 0.02 * e**6.0
+    k, r2 = error_audit.elasticity(e, err)
+    assert k == pytest.approx(6.0, rel=1e-9) and r2 == pytest.approx(1.0)
+    noisy = err * np.array([1.1, 0.9, 1.05, 0.97, 1.0])
+    ref = stats.linregress(np.log(e), np.log(noisy))
+    k, r2 = error_audit.elasticity(e, noisy)
+    assert k == pytest.approx(ref.slope) and r2 == pytest.approx(ref.rvalue**2)
+    assert np.isnan(error_audit.elasticity([1.0, 2.0], [1.0, 2.0])[0])  # < 3 points
+
+
 def test_normalised_hidden_error_is_one_minus_r2():
     """Teacher states ±1 per feature (mean 0, variance 1 over the real tokens); the student
     reproduces half of them through a known linear map: MSE = 0.25, so 1 − R² = 0.25."""
@@ -142,6 +155,10 @@ def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
             v = [r["signals"][name] for r in synth["rows"]]
             ref = stats.spearmanr(v, [1 - x for x in scores])[0]
             assert s["spearman"] == pytest.approx(ref, abs=1e-9) and np.isfinite(ref)
+            lr = stats.linregress(np.log(v), np.log([1 - x for x in scores]))
+            assert s["elasticity"] == pytest.approx(lr.slope)
+            assert s["gamma"] == pytest.approx(lr.slope * plan.gamma_task)
+    assert "| k | R² | γ |" in error_audit.markdown(synth)
     for r in rows:  # fitted head: the MLM term starts from a fitted head, not log V
         assert 0 < r["signals"]["fitted.hidden_nmse"] and 0 < r["signals"]["fitted.mlm"]
         assert 0.0 <= r["downstream_error"] <= 1.0

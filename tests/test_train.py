@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from bort_jax import train
@@ -77,6 +78,56 @@ def test_schedule_warmup_then_linear_decay(warmup):
     np.testing.assert_allclose(
         [float(sched(s)) for s in (0, 1, 2, 6, 10)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6
     )
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_schedule_matches_optax(schedule, warmup):
+    """The jnp schedule (numbers in the optimizer state) equals optax's own schedules."""
+    cfg = train.OptimConfig(learning_rate=2e-3, end_lr=1e-4, warmup_steps=warmup, schedule=schedule)
+    n = 20
+    decay = {
+        "linear": optax.linear_schedule(2e-3, 1e-4, n - warmup),
+        "cosine": optax.cosine_decay_schedule(2e-3, n - warmup, alpha=1e-4 / 2e-3),
+        "constant": optax.constant_schedule(2e-3),
+    }[schedule]
+    ref = (
+        optax.join_schedules([optax.linear_schedule(0.0, 2e-3, warmup), decay], [warmup])
+        if warmup
+        else decay
+    )
+    ours = train.learning_rate_schedule(cfg, n)
+    np.testing.assert_allclose(
+        [float(ours(t)) for t in range(n + 2)], [float(ref(t)) for t in range(n + 2)], rtol=1e-5
+    )
+
+
+def test_one_program_for_every_learning_rate_and_length():
+    """Learning rate, warm-up, length and weight decay are optimizer *state*: two runs that
+    differ only in them lower to the same program (one compilation, one cache entry), and the
+    numbers in the state are the run's."""
+
+    def loss_fn(p, b, rng):
+        return jnp.sum((p["w"] - b["x"]) ** 2), {}
+
+    params, batch = {"w": jnp.zeros(3)}, {"x": jnp.ones(3)}
+    texts = []
+    for cfg, n in [
+        (train.OptimConfig(learning_rate=1e-3, warmup_steps=2), 10),
+        (train.OptimConfig(learning_rate=5e-4, warmup_ratio=0.5, weight_decay=0.1), 37),
+    ]:
+        tx = train.make_optimizer(cfg, n)
+        state = train.init_state(params, tx, 0)
+        assert float(state.opt_state.hyperparams["learning_rate"]) == pytest.approx(
+            cfg.learning_rate
+        )
+        assert float(state.opt_state.hyperparams["decay_steps"]) == n - cfg.warmup(n)
+        texts.append(train.make_train_step(loss_fn, tx).lower(state, batch).as_text())
+    assert texts[0] == texts[1]
+    # a different *kind* of schedule is a different program
+    tx = train.make_optimizer(train.OptimConfig(schedule="cosine"), 10)
+    other = train.make_train_step(loss_fn, tx).lower(train.init_state(params, tx, 0), batch)
+    assert other.as_text() != texts[0]
 
 
 def test_warmup_is_resolved_once():

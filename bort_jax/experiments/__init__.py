@@ -35,11 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jax
 import numpy as np
 
 from bort_jax import agora, files
 from bort_jax.config import ConfigError, from_config, to_plain
+from bort_jax.tasks.metrics import average_ranks
 
 T = TypeVar("T")
 CONFIG_FILE = "config.json"
@@ -69,17 +69,22 @@ def parse_seeds(text: str, where: str = "config.seeds") -> list[int]:
     return seeds
 
 
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman ρ of two samples [n] (Pearson of average ranks, ties averaged, as scipy);
+    NaN when either side is constant (an experiment must not read a constant as ρ = 0,
+    which `tasks.metrics.spearman` returns for GLUE's convention)."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"spearman needs two equal-length samples of >= 2, got {len(x)}, {len(y)}")
+    rx, ry = average_ranks(x), average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for one value)."""
     x = np.asarray(values, np.float64)
     return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
-
-
-def enable_compilation_cache(path: str | os.PathLike) -> None:
-    """JAX's persistent compilation cache (process-wide). Every fit builds a fresh jitted
-    train step with identical HLO; the cache turns its recompilation into a lookup."""
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def jsonable(x: Any) -> Any:

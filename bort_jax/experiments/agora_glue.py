@@ -56,7 +56,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bort_jax import agora, agora_text, distill, hf, mlm_head
+from bort_jax import agora, agora_text, compile_cache, distill, hf, mlm_head
 from bort_jax import experiments as ex
 from bort_jax import finetune as ft
 from bort_jax.arch import Arch, check_seq_len
@@ -1095,7 +1095,7 @@ def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
     cfg = GlueConfig.from_config(config)
     work = ex.open_workdir(workdir, cfg)
     if work is not None and cfg.compilation_cache:
-        ex.enable_compilation_cache(work / cfg.compilation_cache)
+        compile_cache.enable(work / cfg.compilation_cache, min_compile_secs=0.2)
     init_dir = cfg.init or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")

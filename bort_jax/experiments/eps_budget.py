@@ -46,6 +46,8 @@ from bort_jax.config import ConfigError, from_config
 from bort_jax.search import fptas as F
 from bort_jax.search.budget import ProxyBudget, resolve_steps
 
+spearman = ex.spearman
+
 NAME = "eps_budget"
 ERROR = "error"  # the field proxy_error returns as e(ξ); metric components keep their names
 
@@ -93,30 +95,6 @@ def schedule(cfg: EpsBudgetConfig) -> dict[float, tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------- rank statistics
-
-
-def average_ranks(x: Sequence[float]) -> np.ndarray:
-    """1-based ranks of `x` [n], ties sharing the mean of their positions."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), np.float64)
-    sorted_x = x[order]
-    start = 0
-    while start < len(x):
-        stop = start + 1
-        while stop < len(x) and sorted_x[stop] == sorted_x[start]:
-            stop += 1
-        ranks[order[start:stop]] = 0.5 * (start + stop - 1) + 1.0
-        start = stop
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman ρ: Pearson correlation of the average ranks of a and b [n]; NaN if constant."""
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
 def kendall_tau_b(a: Sequence[float], b: Sequence[float]) -> float:

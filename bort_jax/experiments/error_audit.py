@@ -32,38 +32,44 @@ import numpy as np
 from bort_jax import distill, finetune, hf, pretrain, proxy
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import ConfigError, from_config, to_plain
-from bort_jax.experiments import drop_dir, jsonable, log, open_workdir, stage, write_report
+from bort_jax.experiments import (
+    drop_dir,
+    jsonable,
+    log,
+    open_workdir,
+    spearman,
+    stage,
+    write_report,
+)
 from bort_jax.models.bert import slice_params_check
 from bort_jax.tasks import get_task
 from bort_jax.tasks.loading import load_examples
+from bort_jax.tasks.metrics import average_ranks
 
 METRICS = ("output_total", "mlm", "hidden_last", "hidden_nmse", "output_ntotal")
 
 
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of x [n], ties given their average rank (scipy.stats.rankdata 'average')."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), np.float64)
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+rankdata = average_ranks  # scipy.stats.rankdata("average"): ties share their mean rank
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman ρ = Pearson correlation of the ranks (nan when either side is constant)."""
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman needs two equal-length samples of >= 2, got {len(x)}, {len(y)}")
-    rx, ry = rankdata(x), rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+def elasticity(signal: np.ndarray, err: np.ndarray) -> tuple[float, float]:
+    """(k, R²) of the least-squares fit log err = k · log signal + c over candidates [n].
+
+    k says how many times faster (in relative terms) the downstream error moves than the
+    signal: with W's error term (e_ref / e)^γ, a signal that moves k times slower than the
+    task error needs γ_signal = k · γ_task to weigh error against size as γ_task would on the
+    task's own error (docs/error_signal.md §6). nan when fewer than 3 positive pairs.
+    """
+    x, y = np.asarray(signal, np.float64), np.asarray(err, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.sum() < 3 or np.ptp(np.log(x[ok])) == 0:
+        return float("nan"), float("nan")
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    k, c = np.polyfit(lx, ly, 1)
+    resid = ly - (k * lx + c)
+    total = float(((ly - ly.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / total if total > 0 else float("nan")
+    return float(k), r2
 
 
 def tag(arch: Arch) -> str:
@@ -76,6 +82,7 @@ class Plan:
     tasks: list[str]
     proxies: dict[str, proxy.ProxyConfig]  # variant name → proxy config
     source_dir: str
+    gamma_task: float = 4.0  # W's γ as if e were the task error (the default objective's)
 
 
 def validate(config: Any) -> Plan:
@@ -115,7 +122,10 @@ def validate(config: Any) -> Plan:
     if config.pretrain.num_steps:  # 0 = no pretraining (a fine-tuning probe of the slice)
         pretrain.validate(dict(config.pretrain.to_dict(), arch=_arch_str(cands[0])))
     finetune.FinetuneConfig.from_config(dict(config.finetune.to_dict(), task=tasks[0]))
-    return Plan(cands, tasks, proxies, source_dir)
+    gamma_task = float(config.get("gamma_task", 4.0))
+    if not gamma_task > 0:
+        raise ConfigError(f"config.gamma_task must be > 0, got {gamma_task}")
+    return Plan(cands, tasks, proxies, source_dir, gamma_task)
 
 
 def _arch_str(a: Arch) -> str:
@@ -262,10 +272,18 @@ def build_report(plan: Plan, spec, down: dict, sig: dict) -> dict[str, Any]:
             "max_over_min": float(v[ok].max() / v[ok].min()) if ok.any() else float("nan"),
             "std": float(v[ok].std(ddof=1)) if ok.sum() > 1 else 0.0,
         }
+        k, r2 = elasticity(v, err)
+        summary[name].update(elasticity=k, elasticity_r2=r2, gamma=k * plan.gamma_task)
     summary["params"] = {
         "spearman": spearman(-np.array([r["params"] for r in rows], np.float64), err)
     }
-    return {"tasks": plan.tasks, "variants": list(plan.proxies), "rows": rows, "signals": summary}
+    return {
+        "tasks": plan.tasks,
+        "variants": list(plan.proxies),
+        "gamma_task": plan.gamma_task,
+        "rows": rows,
+        "signals": summary,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -291,12 +309,23 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['arch']} | {r['params']:,} | {vals} | {sc} | {r['downstream_error']:.4f} |"
         )
-    lines += ["", "| signal | Spearman ρ | min | max | max/min | std |", "|---" * 6 + "|"]
+    g = report.get("gamma_task", float("nan"))
+    lines += [
+        "",
+        "k = slope of log(downstream error) on log(signal), R² its fit; γ = k · γ_task "
+        f"(γ_task = {g:g}) weighs the signal in W as γ_task would weigh the task error.",
+        "",
+        "| signal | Spearman ρ | min | max | max/min | std | k | R² | γ |",
+        "|---" * 9 + "|",
+    ]
     for n in names:
         s = report["signals"][n]
         lines.append(
             f"| {n} | {s['spearman']:.3f} | {s['min']:.4f} | {s['max']:.4f} | "
-            f"{s['max_over_min']:.3f} | {s['std']:.4f} |"
+            f"{s['max_over_min']:.3f} | {s['std']:.4f} | {s.get('elasticity', float('nan')):.2f} "
+            f"| {s.get('elasticity_r2', float('nan')):.2f} | {s.get('gamma', float('nan')):.1f} |"
         )
-    lines.append(f"| −parameters (reference) | {report['signals']['params']['spearman']:.3f} |||||")
+    lines.append(
+        f"| −parameters (reference) | {report['signals']['params']['spearman']:.3f} ||||||||"
+    )
     return "\n".join(lines) + "\n"
