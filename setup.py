@@ -25,6 +25,7 @@ setuptools.setup(
         "dev": [
             "pytest>=7",
             "pytest-timeout>=2",
+            "pytest-xdist>=3.5",
             "ruff==0.17.6",
             "nbclient>=0.9",
             "nbformat>=5.9",

@@ -14,7 +14,11 @@ sequence of a centre, so a sample differs from its centre by a known number of t
       keep the top_k largest z_j (top_k = 0: all);   new_j ~ softmax(z_j).
 
   Excluding the original id makes every chosen position change, so each sample differs from
-  its centre in exactly min(m, #perturbable) tokens.
+  its centre in exactly min(m, #perturbable) tokens. With `continuation_ids` (WordPiece's
+  "##" pieces, `continuation_ids(tokenizer)`) only whole one-piece words are resampled, and
+  only into whole-word ids: no position inside or at the start of a multi-piece word is
+  chosen and no "##" piece is emitted, so no word is split ("in ##ventive" never becomes
+  "and ##ventive").
 * span replacement (`span_sampler`, a cheap baseline): a random window of w consecutive
   perturbable tokens of the centre is overwritten by a random window of w consecutive
   perturbable tokens of a donor row (another training example). Length, special tokens,
@@ -92,6 +96,21 @@ def sample_tokens(
     return jax.random.categorical(key, z).astype(jnp.int32)
 
 
+def continuation_ids(tokenizer: Any) -> np.ndarray:
+    """int32 [n]: the ids of WordPiece continuation pieces ("##…") of a `tokenizers`
+    tokenizer (none for a byte-level BPE vocabulary)."""
+    vocab = tokenizer.get_vocab()
+    return np.asarray(sorted(i for t, i in vocab.items() if t.startswith("##")), np.int32)
+
+
+def whole_word_eligible(ids: Array, eligible: Array, continuation: Array) -> Array:
+    """bool [L]: eligible positions holding a whole one-piece word (the token is not a
+    continuation piece and the next token is not one either). continuation: bool [V]."""
+    cont = continuation[ids]
+    next_cont = jnp.concatenate([cont[1:], jnp.zeros((1,), bool)])
+    return eligible & ~cont & ~next_cont
+
+
 def _broadcast(center_input: Inputs, k: int) -> dict:
     return {name: jnp.broadcast_to(v, (k,) + v.shape) for name, v in center_input.items()}
 
@@ -101,6 +120,7 @@ def _masked_lm_sample(
     special_ids: Array,
     allowed: Array,
     mask_id: Array,
+    continuation: Array,
     key: Array,
     center_input: Inputs,
     *,
@@ -112,6 +132,7 @@ def _masked_lm_sample(
 ) -> dict:
     ids = center_input["input_ids"]
     eligible = perturbable(ids, center_input["attention_mask"], special_ids)
+    eligible = whole_word_eligible(ids, eligible, continuation)  # all-False table: no-op
     kp, ks = jax.random.split(key)
     pos, valid = choose_positions(kp, eligible, k, m)
     rows = jnp.arange(k)[:, None]
@@ -147,11 +168,14 @@ def masked_lm_sampler(
     temperature: float = 1.0,
     top_k: int = 0,
     exclude_original: bool = True,
+    continuation_ids: Sequence[int] = (),
 ) -> Partial:
     """sample_fn: k samples, each with m perturbable tokens resampled from a masked LM.
 
     mlm_fn: `(inputs (dict of [k, L]), positions [k, m]) -> logits [k, m, V]`, jittable
-    (e.g. `bert_mlm_fn`); special ids (and mask_id) are never emitted.
+    (e.g. `bert_mlm_fn`); special ids (and mask_id) are never emitted. continuation_ids
+    (e.g. `continuation_ids(tokenizer)`): resample whole one-piece words only, into
+    whole-word ids (module docstring); () = any perturbable token.
     """
     if k < 1 or m < 1:
         raise ValueError(f"masked_lm_sampler needs k >= 1 and m >= 1, got k={k}, m={m}")
@@ -162,12 +186,19 @@ def masked_lm_sampler(
     special = np.unique(np.append(np.asarray(special_ids, np.int32).reshape(-1), mask_id))
     allowed = np.ones(vocab_size, bool)
     allowed[special] = False
+    cont = np.zeros(vocab_size, bool)
+    cont_ids = np.asarray(continuation_ids, np.int64).reshape(-1)
+    if cont_ids.size and (cont_ids.min() < 0 or cont_ids.max() >= vocab_size):
+        raise ValueError(f"masked_lm_sampler continuation_ids must lie in [0, {vocab_size})")
+    cont[cont_ids] = True
+    allowed &= ~cont
     return Partial(
         _masked_lm_of(int(k), int(m), float(temperature), int(top_k), bool(exclude_original)),
         mlm_fn,
         jnp.asarray(special, jnp.int32),
         jnp.asarray(allowed),
         jnp.asarray(mask_id, jnp.int32),
+        jnp.asarray(cont),
     )
 
 

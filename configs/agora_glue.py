@@ -99,6 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             top_k=50,  # 0 = no filter
             span_length=3,
             head_steps=300,
+            head_rows=0,  # + this many unlabelled training-split sentences for the head
+            whole_word=True,  # resample whole one-piece words only (no "##" pieces)
         )
     )
     # sampler comparison per task (text changed, labeler = gold, examples); only = no students

@@ -440,6 +440,37 @@ def test_masked_lm_sampler_changes_exactly_m_perturbable_tokens(tiny_mlm):
     assert len({tuple(np.flatnonzero(c)) for c in changed[2]}) > 1
 
 
+def test_masked_lm_sampler_whole_words_only():
+    """With continuation ids {7, 8, 13, 4}: only one-piece words are chosen (not a '##'
+    piece, not followed by one) and no '##' id is emitted, even by a head rigged onto one."""
+    rows, cont = _token_rows(), (4, 7, 8, 13)
+    ids0 = rows["input_ids"]
+    is_cont = np.isin(ids0, cont)
+    nxt = np.concatenate([is_cont[:, 1:], np.zeros((6, 1), bool)], 1)
+    eligible = ~np.isin(ids0, SPECIAL_IDS) & ~is_cont & ~nxt
+    # hand check of row 0 (CLS 5 6 7 8 SEP): 6 starts the word "6 ##7 ##8"; only 5 is whole
+    np.testing.assert_array_equal(eligible[0, :6], [0, 1, 0, 0, 0, 0])
+    for target in (8, 15):  # a continuation piece (never obeyed), a whole word
+        fn = agora_text.masked_lm_sampler(
+            Partial(_rigged, target), SPECIAL_IDS, MASK, VOCAB, 6, 2, continuation_ids=cont
+        )
+        out, _ = agora.resample_and_relabel(jax.random.PRNGKey(3), rows, _zero_labeler, fn)
+        ids = np.asarray(out["input_ids"])
+        changed = ids != ids0[:, None]
+        assert not (changed & ~eligible[:, None]).any()
+        np.testing.assert_array_equal(
+            changed.sum(-1), np.broadcast_to(np.minimum(2, eligible.sum(-1))[:, None], (6, 6))
+        )
+        assert not np.isin(ids[changed], cont + SPECIAL_IDS).any()
+        if target == 15:  # obeyed, except where the original already is 15 (excluded)
+            orig = np.broadcast_to(ids0[:, None], ids.shape)[changed]
+            assert (ids[changed][orig != 15] == 15).all() and (ids[changed][orig == 15] != 15).all()
+    with pytest.raises(ValueError, match="continuation_ids"):
+        agora_text.masked_lm_sampler(
+            Partial(_rigged, 5), SPECIAL_IDS, MASK, VOCAB, 2, 1, continuation_ids=(VOCAB,)
+        )
+
+
 def test_masked_lm_sampler_deterministic_and_chunk_independent():
     rows = _token_rows()
     logits = jax.random.normal(jax.random.PRNGKey(9), (VOCAB,))

@@ -111,7 +111,10 @@ class SamplerConfig:
     `temperature`, `top_k`; 0 = no filter) or 'span' (a span_length window replaced by one of
     a real training row). The masked LM is `init` with its MLM head, or, when it has none
     (all-MiniLM-L6-v2), with a head fitted once per task on the frozen encoder over the
-    labeler's training rows (`mlm_head.fit_mlm_head`, head_steps AdamW steps).
+    labeler's training rows plus `head_rows` unlabelled training-split sentences
+    (`mlm_head.fit_mlm_head`, head_steps AdamW steps; gold labels unused, dev never seen).
+    whole_word: the masked LM resamples whole one-piece words into whole-word ids only
+    (`agora_text.continuation_ids`), so no WordPiece word is split.
     """
 
     kind: str = "nearest_token"
@@ -120,6 +123,8 @@ class SamplerConfig:
     top_k: int = 50
     span_length: int = 3
     head_steps: int = 300
+    head_rows: int = 0
+    whole_word: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in agora_text.SAMPLERS:
@@ -127,6 +132,8 @@ class SamplerConfig:
         for name in ("mask_count", "span_length", "head_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sampler.{name} must be >= 1, got {getattr(self, name)}")
+        if self.head_rows < 0:
+            raise ValueError(f"sampler.head_rows must be >= 0, got {self.head_rows}")
         if not self.temperature > 0 or self.top_k < 0:
             raise ValueError("sampler.temperature must be > 0 and sampler.top_k >= 0")
 
@@ -247,6 +254,7 @@ class TaskData:
     labeler_train_idx: np.ndarray
     labeler_train: Arrays | None = None  # None = the student's `train`
     distill_pool: Arrays | None = None  # unlabeled-text control (gold labels unused)
+    head_text: Arrays | None = None  # extra unlabeled rows for the sampler's MLM head
 
     @property
     def labeler_rows(self) -> Arrays:
@@ -304,6 +312,13 @@ def load_task_data(task: Task, cfg: GlueConfig, tokenizer: Any) -> TaskData:
                 len(all_train), train_idx, lab_idx, cfg.distill_pool_size, cfg.data_seed
             )
         )
+    head_text = None
+    if cfg.sampler.head_rows:  # the masked-LM sampler's head (also in the sampler report)
+        head_text = rows(
+            distill_pool_indices(
+                len(all_train), train_idx, lab_idx, cfg.sampler.head_rows, cfg.data_seed + 7
+            )
+        )
     return TaskData(
         task,
         rows(train_idx),
@@ -315,6 +330,7 @@ def load_task_data(task: Task, cfg: GlueConfig, tokenizer: Any) -> TaskData:
         lab_idx,
         None if np.array_equal(lab_idx, train_idx) else rows(lab_idx),
         pool,
+        head_text,
     )
 
 
@@ -447,6 +463,7 @@ class TextTools:
     represent_fn: Callable
     decode_fn: Callable
     perturb_mask_fn: Callable
+    continuation: tuple[int, ...] = ()  # WordPiece "##" ids (whole-word masked-LM sampling)
 
 
 def text_tools(ckpt: hf.Checkpoint, tokenizer: Any) -> TextTools:
@@ -459,6 +476,7 @@ def text_tools(ckpt: hf.Checkpoint, tokenizer: Any) -> TextTools:
         agora.token_embedding_represent(table),
         agora.text_decode_fn(table, special),
         agora.text_perturb_mask(special),
+        tuple(int(i) for i in agora_text.continuation_ids(tokenizer)),
     )
 
 
@@ -485,6 +503,8 @@ def masked_lm(
     neither dev half reaches the head."""
     if not ckpt.has_mlm_head:
         ids = np.asarray(data.labeler_rows["input_ids"])
+        if data.head_text is not None:
+            ids = np.concatenate([ids, np.asarray(data.head_text["input_ids"])])
         rows = distill.static_mask(ids, tokenizer, ckpt.spec.vocab_size, seed=cfg.data_seed)
         head = mlm_head.fit_mlm_head(
             ckpt,
@@ -521,6 +541,7 @@ def make_sample_fn(
             sc.mask_count,
             sc.temperature,
             min(sc.top_k, vocab),
+            continuation_ids=tools.continuation if sc.whole_word else (),
         )
     return agora_text.span_sampler(agora.inputs_of(data.train), tools.special, k, sc.span_length)
 
