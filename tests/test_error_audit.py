@@ -125,7 +125,7 @@ def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
     config.data_dir = str(task_data_dir)
     report = error_audit.run(config, str(tmp_path))
     rows = report["rows"]
-    assert [r["arch"] for r in rows] == ["D1/A4/H128/I384", "D2/A4/H128/I384", "D2/A8/H256/I384"]
+    assert [r["arch"] for r in rows] == ["D1/A4/H128/I384", "D1/A4/H128/I1536", "D1/A8/H256/I384"]
     err = [r["downstream_error"] for r in rows]
     for name, s in report["signals"].items():
         if name == "params":
