@@ -18,6 +18,7 @@ from configs import common, default, finetune, pretrain_bort
 CANDIDATES = ";".join(
     [
         "1,4,128,384",  # smallest
+        "1,8,256,384",  # the default extraction's choice (γ calibrated by this audit)
         "1,12,384,1536",
         "2,4,128,1536",
         "2,8,256,384",
