@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # shaped by `mesh`), one candidate trains on each group at a time (single process only)
     c.parallel = 1
     c.compilation_cache = True
-    c.compilation_cache_dir = ""  # '' = <workdir>/jax_cache
+    c.compilation_cache_dir = ""  # '' = $JAX_COMPILATION_CACHE_DIR if set, else <workdir>/jax_cache
     c.plan = False  # True: print the cost plan (bytes, memory, measured s/step) and exit
     if arg == "smoke":
         c.grid.depth, c.grid.intermediate = [1, 2], [384]
