@@ -231,16 +231,21 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
             opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
         return opt
 
-    hp = {k: jnp.asarray(v, jnp.float32) for k, v in schedule_hparams(cfg, num_steps).items()}
-    return optax.inject_hyperparams(factory)(**hp)
+    return optax.inject_hyperparams(factory)(**_hparam_arrays(cfg, num_steps))
+
+
+def _hparam_arrays(cfg: OptimConfig, num_steps: int) -> dict[str, jax.Array]:
+    """`schedule_hparams` as float32 scalars: the `inject_hyperparams` state entries."""
+    return {k: jnp.asarray(v, jnp.float32) for k, v in schedule_hparams(cfg, num_steps).items()}
 
 
 def with_hparams(opt_state: Any, cfg: OptimConfig, num_steps: int) -> Any:
-    """`opt_state` (e.g. restored from a checkpoint) with this run's optimizer numbers."""
-    hp = {k: jnp.asarray(v, jnp.float32) for k, v in schedule_hparams(cfg, num_steps).items()}
+    """`opt_state` (e.g. restored from a checkpoint) with this run's optimizer numbers, each
+    placed like the entry it replaces."""
+    old = opt_state.hyperparams
     hp = {
-        k: jax.device_put(v, getattr(opt_state.hyperparams[k], "sharding", None))
-        for k, v in hp.items()
+        k: jax.device_put(v, getattr(old[k], "sharding", None))
+        for k, v in _hparam_arrays(cfg, num_steps).items()
     }
     return opt_state._replace(hyperparams=hp)
 
