@@ -15,8 +15,9 @@ workdir resumes (finished tasks and seeds are loaded, fits continue from checkpo
 per fit (a few minutes on 2 CPU cores, mostly compilation; checks the wiring, the numbers
 mean nothing).
 `samplers`: the sampler report alone (nearest-token, masked-LM, span) on SST-2, RTE, MRPC;
-no student is trained. `rows`: issue 11's comparison (SST-2, RTE, MRPC; 5 seeds; every
-control; fixed round); run once per `--config.sampler.kind`.
+no student is trained. `rows`: issue 11's comparison (SST-2, RTE, MRPC; 5 seeds; Agora
+with the neighbour and the nearest-token sampler; distill and step-budget controls; fixed
+round).
 """
 
 import ml_collections
@@ -87,10 +88,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             nn_max_points=2048,
         )
     )
-    # how Agora samples around an error (bort_jax.agora_text): 'nearest_token' (perturbed
+    # how Agora samples around an error (bort_jax.agora_text), comma-separated = one Agora
+    # arm each on the same seeds (the first sizes the controls): 'nearest_token' (perturbed
     # embeddings, radius above), 'masked_lm' (mask_count tokens resampled from MiniLM with a
-    # head fitted on the labeler's training rows, head_steps) or 'span' (a span_length window
-    # copied from a real training row)
+    # head fitted on the labeler's training rows, head_steps), 'span' (a span_length window
+    # copied from a real training row) or 'neighbour' (k of the `neighbours` nearest
+    # sentences of the distill_pool_size unlabelled pool, MiniLM sentence embeddings)
     c.sampler = ml_collections.ConfigDict(
         dict(
             kind="nearest_token",
@@ -101,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             head_steps=300,
             head_rows=0,  # + this many unlabelled training-split sentences for the head
             whole_word=True,  # resample whole one-piece words only (no "##" pieces)
+            neighbours=16,  # 'neighbour': candidates per error (k of them are drawn)
         )
     )
     # sampler comparison per task (text changed, labeler = gold, examples); only = no students
@@ -112,9 +116,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.samplers:  # the sampler report alone, SST-2 / RTE / MRPC (docs/agora.md)
         c.tasks = "sst2,rte,mrpc"
         c.sampler_report.update(samplers="nearest_token,masked_lm,span", only=True)
-    if arg.rows:  # issue 11's comparison: 3 tasks, 5 seeds, every control, fixed round
+    if arg.rows:  # issue 11's comparison: 3 tasks, 5 seeds, two Agora arms, fixed round
         c.tasks, c.seeds, c.selection = "sst2,rte,mrpc", "0,1,2,3,4", "fixed"
-        c.control_restarts = c.control_distill = c.control_budget = True
+        c.sampler.kind = "neighbour,nearest_token"
+        c.control_distill = c.control_budget = True
+        c.control_restarts = False  # selection is fixed: no best-of-fits to control for
     if arg.smoke:
         c.tasks, c.seeds, c.n_train, c.max_dev_examples = "sst2", "0", 64, 64
         c.student.num_steps, c.student.log_every, c.student.checkpoint_every = 12, 6, 6

@@ -584,3 +584,59 @@ def test_run_agora_with_a_sample_fn():
     assert [h["n_errors"] for h in res.history] == [3, 3]
     assert res.history[0]["n_new"] == 6 and res.history[1]["n_synthetic"] == 6
     assert res.train_set["input_ids"].shape == (12, 10)
+
+
+def test_sentence_embedding_is_the_normalised_masked_mean():
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    mask = np.asarray([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.int32)
+    got = np.asarray(agora_text.sentence_embedding(jnp.asarray(h), jnp.asarray(mask)))
+    for i in range(3):
+        mean = h[i, : mask[i].sum()].mean(0)
+        np.testing.assert_allclose(got[i], mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)
+
+
+def _angle_embed(inputs):
+    """Toy embed_fn: the unit vector at angle (first content id) * 10 degrees, [n, 2]."""
+    theta = jnp.deg2rad(10.0 * inputs["input_ids"][:, 1].astype(jnp.float32))
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], -1)
+
+
+def test_neighbour_sampler_draws_distinct_rows_among_the_m_nearest():
+    # pool rows: CLS t SEP PAD ... for t = 4 .. 19; embedding angle 10 t degrees
+    tokens = np.arange(4, VOCAB)
+    ids = np.zeros((len(tokens), 10), np.int32)
+    ids[:, 0], ids[:, 1], ids[:, 2] = CLS, tokens, SEP
+    pool = {
+        "input_ids": ids,
+        "attention_mask": (ids != PAD).astype(np.int32),
+        "token_type_ids": np.zeros_like(ids),
+    }
+    emb = agora_text.embed_rows(Partial(_angle_embed), pool, batch_size=5)
+    np.testing.assert_allclose(emb, np.asarray(_angle_embed(pool)), atol=1e-6)
+    k, m = 3, 4
+    fn = agora_text.neighbour_sampler(pool, emb, Partial(_angle_embed), k, m)
+    rows = _token_rows()  # centres' first content ids: 5, 9, 4, 12, 15, 6
+    out, labels = agora.resample_and_relabel(jax.random.PRNGKey(0), rows, _zero_labeler, fn)
+    got = np.asarray(out["input_ids"])
+    assert got.shape == (6, k, 10) and np.asarray(labels).shape == (6, k)
+    for i, c in enumerate(rows["input_ids"][:, 1]):
+        # within the m-th nearest angle |10 t - 10 c| (ties at that distance allowed)
+        dist = np.abs(tokens - c)
+        near = set(tokens[dist <= np.sort(dist)[m - 1]].tolist())
+        picked = got[i, :, 1].tolist()
+        assert len(set(picked)) == k and set(picked) <= near, (c, picked, near)
+        np.testing.assert_array_equal(got[i, :, 2], SEP)  # whole pool rows are copied
+        np.testing.assert_array_equal(
+            np.asarray(out["attention_mask"])[i], pool["attention_mask"][got[i, :, 1] - 4]
+        )
+    # the draw is uniform over k-subsets: over many keys every near row is picked
+    seen = set()
+    for s in range(20):
+        out, _ = agora.resample_and_relabel(jax.random.PRNGKey(s), rows, _zero_labeler, fn)
+        seen |= set(np.asarray(out["input_ids"])[0, :, 1].tolist())
+    assert seen == {4, 5, 6, 7}
+    with pytest.raises(ValueError, match="k <= m"):
+        agora_text.neighbour_sampler(pool, emb, Partial(_angle_embed), 5, 4)
+    with pytest.raises(ValueError, match="pool_embeddings shape"):
+        agora_text.neighbour_sampler(pool, emb[:3], Partial(_angle_embed), 2, 4)

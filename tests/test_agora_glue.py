@@ -121,11 +121,12 @@ def _config(tiny_dir: Path, data_dir: Path, cache_dir: Path) -> dict:
     cfg.labeler.update(num_steps=40, learning_rate=2e-3, eval_every=20, train_examples=80)
     cfg.agora.radius = 2.0
     cfg.control_restarts, cfg.control_distill, cfg.distill_pool_size = True, True, 12
-    # Agora samples with the masked LM (MiniLM-like: the tiny model has no MLM head, so one
-    # is fitted); the sampler report compares all three samplers
+    # two Agora arms: the masked LM (MiniLM-like: the tiny model has no MLM head, so one is
+    # fitted; the primary arm) and nearest pool neighbours; the report compares all four
     cfg.control_budget = True
-    cfg.sampler.kind, cfg.sampler.mask_count = "masked_lm", 2
-    cfg.sampler_report.samplers, cfg.sampler_report.n_centres = "nearest_token,masked_lm,span", 8
+    cfg.sampler.kind, cfg.sampler.mask_count, cfg.sampler.neighbours = "masked_lm,neighbour", 2, 4
+    cfg.sampler_report.n_centres = 8
+    cfg.sampler_report.samplers = "nearest_token,masked_lm,span,neighbour"
     return cfg.to_dict()
 
 
@@ -141,8 +142,9 @@ def uninterrupted(config, tmp_path_factory) -> tuple[dict, Path, list]:
     run_agora = agora.run_agora
 
     def spy(train_set, agora_dev_set, *args, **kwargs):
-        seen_by_agora.append((train_set, agora_dev_set))
-        return run_agora(train_set, agora_dev_set, *args, **kwargs)
+        result = run_agora(train_set, agora_dev_set, *args, **kwargs)
+        seen_by_agora.append((train_set, agora_dev_set, result))
+        return result
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(agora, "run_agora", spy)
@@ -176,8 +178,8 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
         16,
     )
     heldout_keys = set(agora_glue.row_keys(heldout))
-    assert len(seen_by_agora) == 2
-    for train_set, agora_dev in seen_by_agora:
+    assert len(seen_by_agora) == 4  # 2 seeds x 2 arms
+    for train_set, agora_dev, _ in seen_by_agora:
         assert batching.num_rows(train_set) == 64  # the student's real rows only
         assert batching.num_rows(agora_dev) == 20
         assert not heldout_keys & set(agora_glue.row_keys(agora_dev))
@@ -195,6 +197,33 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
             12, max(r["n_synthetic"] for r in seed["history"])
         )
         assert 0.0 <= seed["distill"] <= 1.0
+    # two arms per seed on one shared plain fit; the primary (masked LM) is the top level
+    cfg = agora_glue.GlueConfig.from_config(uninterrupted[0]["config"])
+    pool = agora_glue.load_task_data(sst2, cfg, hf.load_tokenizer(tiny_dir)).distill_pool
+    pool_keys = set(agora_glue.row_keys(pool))
+    for i, seed in enumerate(task["seeds"]):
+        arms = seed["arms"]
+        assert list(arms) == ["masked_lm", "neighbour"]
+        assert seed["agora"] == arms["masked_lm"]["agora"]
+        assert seed["history"] == arms["masked_lm"]["history"]
+        assert arms["neighbour"]["history"][0] == {
+            **arms["masked_lm"]["history"][0],
+            "seconds": arms["neighbour"]["history"][0]["seconds"],
+            "labeler_agreement": arms["neighbour"]["history"][0]["labeler_agreement"],
+        }
+        # the neighbour arm trains on real rows plus pool rows only (relabelled)
+        final = seen_by_agora[2 * i + 1][2].train_set
+        synthetic = np.asarray(final["synthetic"], bool)
+        assert synthetic.any()
+        keys = agora_glue.row_keys(final)
+        assert all(k in pool_keys for k, m in zip(keys, synthetic) if m)
+        last = arms["neighbour"]["history"][-1]
+        assert last["distinct_synthetic"] == len({k for k, m in zip(keys, synthetic) if m})
+    arm_summary = task["summary"]["arms"]
+    assert list(arm_summary) == ["masked_lm", "neighbour"]
+    assert arm_summary["masked_lm"]["ci_distill"] == task["summary"]["ci_distill"]
+    md_arms = (workdir / "agora_glue.md").read_text()
+    assert "Agora arms" in md_arms and "| sst2 | neighbour |" in md_arms
     # the masked-LM sampler: no radius; every sample differs from its centre in exactly
     # mask_count = 2 tokens (every sentence has 10 perturbable words)
     assert all(math.isnan(s["radius"]) for s in task["seeds"])
@@ -203,7 +232,9 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
         "nearest_token",
         "masked_lm",
         "span",
+        "neighbour",
     ]
+    assert report_s["samplers"]["neighbour"]["changed"] > 0.5  # other sentences
     mlm = report_s["samplers"]["masked_lm"]
     assert mlm["changed"] == 1.0 and mlm["tokens_changed"] == 2.0
     span = report_s["samplers"]["span"]
@@ -377,7 +408,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(uninterrupted, config, tmp_path
     seed0 = workdir / "sst2" / "seed0.json"
     for marker in (
         _stage_checkpoint("sst2", "labeler"),
-        _stage_checkpoint("sst2", "seed0", "round1"),
+        _stage_checkpoint("sst2", "seed0", "masked_lm", "round1"),
         lambda w: seed0.is_file(),
     ):
         assert _run_worker(config_path, workdir, marker) == -signal.SIGKILL

@@ -106,12 +106,17 @@ class LabelerConfig(StageConfig):
 class SamplerConfig:
     """How Agora samples around an error (`bort_jax.agora_text`).
 
-    kind: 'nearest_token' (perturbed token embeddings decoded to the nearest token, radius
+    kind: comma-separated samplers, each run as its own Agora arm on the same seeds (the
+    first is the primary one: its pool size and step budget size the controls):
+    'nearest_token' (perturbed token embeddings decoded to the nearest token, radius
     from config.agora), 'masked_lm' (mask_count tokens resampled from a masked LM at
-    `temperature`, `top_k`; 0 = no filter) or 'span' (a span_length window replaced by one of
-    a real training row). The masked LM is `init` with its MLM head, or, when it has none
-    (all-MiniLM-L6-v2), with a head fitted once per task on the frozen encoder over the
-    labeler's training rows plus `head_rows` unlabelled training-split sentences
+    `temperature`, `top_k`; 0 = no filter), 'span' (a span_length window replaced by one of
+    a real training row) or 'neighbour' (k of the `neighbours` nearest rows of the unlabelled
+    pool, the distill control's `distill_pool_size` training-split sentences, in the source
+    checkpoint's sentence-embedding space). The masked LM is `init` with its MLM head, or,
+    when it has none (all-MiniLM-L6-v2), with a head fitted once per task on the frozen
+    encoder over the labeler's training rows plus `head_rows` unlabelled training-split
+    sentences
     (`mlm_head.fit_mlm_head`, head_steps AdamW steps; gold labels unused, dev never seen).
     whole_word: the masked LM resamples whole one-piece words into whole-word ids only
     (`agora_text.continuation_ids`), so no WordPiece word is split.
@@ -125,17 +130,26 @@ class SamplerConfig:
     head_steps: int = 300
     head_rows: int = 0
     whole_word: bool = True
+    neighbours: int = 16
 
     def __post_init__(self) -> None:
-        if self.kind not in agora_text.SAMPLERS:
-            raise ValueError(f"sampler.kind={self.kind!r} not in {agora_text.SAMPLERS}")
-        for name in ("mask_count", "span_length", "head_steps"):
+        if not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"sampler.kind={self.kind!r}: give distinct samplers")
+        for kind in self.kinds:
+            if kind not in agora_text.SAMPLERS:
+                raise ValueError(f"sampler.kind: {kind!r} not in {agora_text.SAMPLERS}")
+        for name in ("mask_count", "span_length", "head_steps", "neighbours"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sampler.{name} must be >= 1, got {getattr(self, name)}")
         if self.head_rows < 0:
             raise ValueError(f"sampler.head_rows must be >= 0, got {self.head_rows}")
         if not self.temperature > 0 or self.top_k < 0:
             raise ValueError("sampler.temperature must be > 0 and sampler.top_k >= 0")
+
+    @property
+    def kinds(self) -> list[str]:
+        """The Agora arms, primary first."""
+        return ex.parse_list(self.kind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +218,16 @@ class GlueConfig:
                     "agora_glue handles classification"
                 )
         Arch.parse(self.student_arch)
-        ex.agora_config(self.agora, 0)
+        acfg = ex.agora_config(self.agora, 0)
+        kinds = self.sampler.kinds + ex.parse_list(self.sampler_report.samplers)
+        if "neighbour" in kinds and not (
+            acfg.samples_per_error <= self.sampler.neighbours <= self.distill_pool_size
+        ):
+            raise ConfigError(
+                "the neighbour sampler needs agora.samples_per_error <= sampler.neighbours "
+                f"<= distill_pool_size, got {acfg.samples_per_error}, "
+                f"{self.sampler.neighbours}, {self.distill_pool_size}"
+            )
 
     @property
     def task_list(self) -> list[Task]:
@@ -306,7 +329,9 @@ def load_task_data(task: Task, cfg: GlueConfig, tokenizer: Any) -> TaskData:
     rows = lambda idx: encode([all_train[i] for i in idx])
     dev = encode(dev_ex)
     pool = None
-    if cfg.control_distill:
+    if cfg.control_distill or "neighbour" in cfg.sampler.kinds + ex.parse_list(
+        cfg.sampler_report.samplers
+    ):  # the unlabelled pool: distill control and neighbour sampler draw from the same rows
         pool = rows(
             distill_pool_indices(
                 len(all_train), train_idx, lab_idx, cfg.distill_pool_size, cfg.data_seed
@@ -516,6 +541,19 @@ def masked_lm(
     return Bert(ckpt.arch, ckpt.spec, mlm_head=True), ckpt.params
 
 
+def neighbour_sample_fn(ckpt: hf.Checkpoint, data: TaskData, cfg: GlueConfig) -> Any:
+    """The 'neighbour' sampler over the unlabelled pool (`data.distill_pool`, gold labels
+    unused) in `ckpt`'s frozen sentence-embedding space (masked mean, unit norm: what
+    all-MiniLM-L6-v2 was trained for); the pool is embedded once here."""
+    if data.distill_pool is None:
+        raise ValueError("the neighbour sampler needs the unlabelled pool (distill_pool_size)")
+    embed = agora_text.bert_embed_fn(Bert(ckpt.arch, ckpt.spec), ckpt.params)
+    pool = agora.inputs_of(data.distill_pool)
+    emb = agora_text.embed_rows(embed, pool, cfg.eval_batch_size)
+    k = int(cfg.agora["samples_per_error"])
+    return agora_text.neighbour_sampler(pool, emb, embed, k, cfg.sampler.neighbours)
+
+
 def make_sample_fn(
     kind: str,
     cfg: GlueConfig,
@@ -523,11 +561,17 @@ def make_sample_fn(
     data: TaskData,
     mlm: tuple[Bert, Any] | None,
     mask_id: int,
+    ckpt: hf.Checkpoint | None = None,
 ) -> Any:
-    """`sample_fn` of `agora.run_agora` for a sampler kind (None = nearest-token decoding)."""
+    """`sample_fn` of `agora.run_agora` for a sampler kind (None = nearest-token decoding);
+    'neighbour' needs the source checkpoint `ckpt`."""
     k, sc = int(cfg.agora["samples_per_error"]), cfg.sampler
     if kind == "nearest_token":
         return None
+    if kind == "neighbour":
+        if ckpt is None:
+            raise ValueError("the neighbour sampler needs the source checkpoint")
+        return neighbour_sample_fn(ckpt, data, cfg)
     if kind == "masked_lm":
         if mlm is None:
             raise ValueError("the masked_lm sampler needs a masked LM")
@@ -625,12 +669,18 @@ def run_seed(
     cfg: GlueConfig,
     seed: int,
     workdir: Path | None,
-    sample_fn: Any = None,
+    sample_fns: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Plain (round 0) and Agora (the `selected_round`) held-out metrics of one seed, with
-    history and the controls. sample_fn: `run_agora`'s (None = nearest-token decoding).
-    Student fits resume from `workdir/<stage>` checkpoints."""
+    """Plain (round 0) and, per Agora arm, the `selected_round`'s held-out metric of one
+    seed, with histories and the controls.
+
+    sample_fns: {sampler kind: `run_agora` sample_fn (None = nearest-token decoding)}, in
+    order; the first is the primary arm (its keys are the record's top level, its largest
+    synthetic pool sizes the distill control and its fits the budget control). Every arm
+    shares the round-0 fit. Student fits resume from `workdir/<kind>/round<r>` checkpoints.
+    """
     t0 = time.perf_counter()
+    sample_fns = dict(sample_fns or {"nearest_token": None})
     task = data.task
     scfg = stage_config(cfg.student, cfg, seed)
     model, params = ft.build_classifier(
@@ -640,50 +690,73 @@ def run_seed(
     score = metric_fn(task)
     heldout_keys = set(row_keys(data.heldout))
     n_real = batching.num_rows(data.train)
+    round0: dict[str, Any] = {}  # the plain fit, shared by every arm
 
-    def fit_fn(rows: Arrays, round_: int, rng: jax.Array) -> Any:
-        return fit_student(
-            model,
-            init,
-            task.kind,
-            rows,
-            scfg,
-            ex.subdir(workdir, f"round{round_}"),
-            f"student r{round_}",
-        )
+    def arm(kind: str, sample_fn: Any) -> dict:
+        def fit_fn(rows: Arrays, round_: int, rng: jax.Array) -> Any:
+            if round_ == 0 and "params" in round0:
+                return round0["params"]
+            out = fit_student(
+                model,
+                init,
+                task.kind,
+                rows,
+                scfg,
+                ex.subdir(workdir, "round0" if round_ == 0 else f"{kind}/round{round_}"),
+                f"student {kind} r{round_}",
+            )
+            if round_ == 0:
+                round0["params"] = out
+            return out
 
-    def callback(round_: int, state: Any, train_set: Arrays, record: dict) -> None:
-        synthetic = np.asarray(train_set["synthetic"], bool)
-        assert int((~synthetic).sum()) == n_real, "real training rows changed"
-        record["heldout_metric"], record["heldout_loss"] = score_rows(
-            model, state, data.heldout, task, cfg
-        )
-        record["heldout_rows_in_train_real"] = count_in(train_set, heldout_keys, ~synthetic)
-        record["heldout_rows_in_train_synthetic"] = count_in(train_set, heldout_keys, synthetic)
-        record["seconds"] = time.perf_counter() - t0
-        ex.log(
-            f"[{task.name} seed {seed}] round {round_}: agora-dev "
-            f"{record['agora_dev_metric']:.3f} held-out {record['heldout_metric']:.3f} "
-            f"errors {record['n_errors']} new {record['n_new']} "
-            f"({record['seconds']:.0f} s)"
-        )
+        def callback(round_: int, state: Any, train_set: Arrays, record: dict) -> None:
+            synthetic = np.asarray(train_set["synthetic"], bool)
+            assert int((~synthetic).sum()) == n_real, "real training rows changed"
+            record["heldout_metric"], record["heldout_loss"] = score_rows(
+                model, state, data.heldout, task, cfg
+            )
+            record["heldout_rows_in_train_real"] = count_in(train_set, heldout_keys, ~synthetic)
+            record["heldout_rows_in_train_synthetic"] = count_in(train_set, heldout_keys, synthetic)
+            record["distinct_synthetic"] = len(
+                {key for key, m in zip(row_keys(train_set), synthetic) if m}
+            )
+            record["seconds"] = time.perf_counter() - t0
+            ex.log(
+                f"[{task.name} seed {seed} {kind}] round {round_}: agora-dev "
+                f"{record['agora_dev_metric']:.3f} held-out {record['heldout_metric']:.3f} "
+                f"errors {record['n_errors']} new {record['n_new']} "
+                f"({record['seconds']:.0f} s)"
+            )
 
-    result = agora.run_agora(
-        data.train,
-        data.agora_dev,
-        fit_fn,
-        lambda state, inputs: predict_labels(model, state, inputs, cfg),
-        tools.represent_fn,
-        tools.decode_fn,
-        labeler_fn(labeler),
-        ex.agora_config(cfg.agora, seed),
-        metric_fn=score,
-        perturb_mask_fn=tools.perturb_mask_fn,
-        callback=callback,
-        sample_fn=sample_fn,
-    )
-    history = ex.jsonable(result.history)
-    chosen = selected_round(history, result.best_round, cfg)
+        result = agora.run_agora(
+            data.train,
+            data.agora_dev,
+            fit_fn,
+            lambda state, inputs: predict_labels(model, state, inputs, cfg),
+            tools.represent_fn,
+            tools.decode_fn,
+            labeler_fn(labeler),
+            ex.agora_config(cfg.agora, seed),
+            metric_fn=score,
+            perturb_mask_fn=tools.perturb_mask_fn,
+            callback=callback,
+            sample_fn=sample_fn,
+        )
+        history = ex.jsonable(result.history)
+        chosen = selected_round(history, result.best_round, cfg)
+        return {
+            "agora": history[chosen]["heldout_metric"],
+            "agora_agora_dev": history[chosen]["agora_dev_metric"],
+            "best_round": result.best_round,
+            "selected_round": chosen,
+            "radius": result.radius,
+            "final_train_size": batching.num_rows(result.train_set),
+            "history": history,
+        }
+
+    arms = {kind: arm(kind, fn) for kind, fn in sample_fns.items()}
+    primary = arms[next(iter(arms))]
+    history = primary["history"]
     fit = functools.partial(fit_student, model, init, task.kind)
     control = (
         restarts_control(data, fit, model, scfg, history[0], len(history) - 1, cfg, workdir)
@@ -694,11 +767,11 @@ def run_seed(
         distill_control(
             data, fit, model, scfg, labeler, cfg, max(r["n_synthetic"] for r in history), workdir
         )
-        if data.distill_pool is not None
+        if cfg.control_distill
         else None
     )
     budget = None
-    if cfg.control_budget:  # one plain fit as long as all of Agora's fits together
+    if cfg.control_budget:  # one plain fit as long as all of the primary arm's fits
         bcfg = scfg.replace(num_steps=scfg.num_steps * len(history))
         params = fit(data.train, bcfg, ex.subdir(workdir, "budget"), "budget")
         budget = dev_scores(data, model, params, cfg)
@@ -718,14 +791,9 @@ def run_seed(
         "budget": None if budget is None else budget["heldout"],
         "budget_control": budget,
         "distill_control": distill,
-        "agora": history[chosen]["heldout_metric"],
+        **primary,
         "plain_agora_dev": history[0]["agora_dev_metric"],
-        "agora_agora_dev": history[chosen]["agora_dev_metric"],
-        "best_round": result.best_round,
-        "selected_round": chosen,
-        "radius": result.radius,
-        "final_train_size": batching.num_rows(result.train_set),
-        "history": history,
+        "arms": arms,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -880,6 +948,30 @@ def summarise_task(seeds: list[dict]) -> dict:
             out[f"ci_{name}"] = paired_interval([s["agora"] - s[key] for s in seeds])
     out["gap_plain"] = float(np.mean([s["plain_agora_dev"] - s["plain"] for s in seeds]))
     out["gap_agora"] = float(np.mean([s["agora_agora_dev"] - s["agora"] for s in seeds]))
+    if all("arms" in s for s in seeds):
+        out["arms"] = {kind: arm_summary(seeds, kind) for kind in seeds[0]["arms"]}
+    return out
+
+
+def arm_summary(seeds: list[dict], kind: str) -> dict:
+    """One Agora arm over seeds: held-out mean/std, paired 95 % intervals against plain and
+    each control that ran ('ci_<baseline>'), the selection gap, the labeler's agreement with
+    the centres' gold labels over every generated point, and the final pool's distinct rows.
+    """
+    arms = [s["arms"][kind] for s in seeds]
+    mean, std = ex.mean_std([a["agora"] for a in arms])
+    out = {"agora_mean": mean, "agora_std": std}
+    baselines = (("plain", "plain"), ("plain_best_of", "best_of"), ("distill", "distill"))
+    for key, name in baselines + (("budget", "budget"),):
+        if all(s.get(key) is not None for s in seeds):
+            out[f"ci_{name}"] = paired_interval([a["agora"] - s[key] for a, s in zip(arms, seeds)])
+    out["gap"] = float(np.mean([a["agora_agora_dev"] - a["agora"] for a in arms]))
+    new = [(r["n_new"], r["labeler_agreement"]) for a in arms for r in a["history"] if r["n_new"]]
+    total = sum(n for n, _ in new)
+    out["labeler_agreement"] = sum(n * g for n, g in new) / total if total else float("nan")
+    last = [a["history"][-1] for a in arms]
+    out["synthetic"] = float(np.mean([r["n_synthetic"] for r in last]))
+    out["distinct_synthetic"] = float(np.mean([r.get("distinct_synthetic", 0) for r in last]))
     return out
 
 
@@ -928,6 +1020,30 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{' | '.join(cells)} | "
             f"{100 * s['gap_plain']:+.1f} | {100 * s['gap_agora']:+.1f} |"
         )
+    armed = [(n, t) for n, t in trained.items() if "arms" in t["summary"]]
+    if armed:
+        lines += [
+            "",
+            "Agora arms (one per sampler, same seeds and controls; paired differences on the "
+            "held-out half, mean ± 95 % half-width):",
+            "",
+            "| task | sampler | Agora held-out | − plain | − best-of-(R+1) | − distill "
+            "| − plain, Agora's steps | labeler = gold on new | synthetic rows (distinct) "
+            "| gap |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, t in armed:
+            for kind, a in t["summary"]["arms"].items():
+                keys = ("ci_plain", "ci_best_of", "ci_distill", "ci_budget")
+                cells = [ci(a[k]) if k in a else "not run" for k in keys]
+                agree = a["labeler_agreement"]
+                lines.append(
+                    f"| {name} | {kind} | {pct(a['agora_mean'], a['agora_std'])} | "
+                    f"{' | '.join(cells)} | "
+                    f"{'-' if agree != agree else f'{100 * agree:.1f}%'} | "
+                    f"{a['synthetic']:.0f} ({a['distinct_synthetic']:.0f}) | "
+                    f"{100 * a['gap']:+.1f} |"
+                )
     distilled = [(n, t) for n, t in trained.items() if "distill_mean" in t["summary"]]
     if distilled:
         lines += [
@@ -1048,10 +1164,12 @@ def run_task(
     )
     kinds = ex.parse_list(cfg.sampler_report.samplers)
     mlm = None
-    if "masked_lm" in kinds + [cfg.sampler.kind]:
+    if "masked_lm" in kinds + cfg.sampler.kinds:
         mlm = masked_lm(ckpt, tokenizer, data, cfg, ex.subdir(workdir, "mlm_head"))
     mask_id = hf.special_ids(tokenizer)["mask"]
-    make = functools.partial(make_sample_fn, cfg=cfg, tools=tools, data=data, mlm=mlm)
+    make = functools.cache(
+        functools.partial(make_sample_fn, cfg=cfg, tools=tools, data=data, mlm=mlm, ckpt=ckpt)
+    )
     record: dict[str, Any] = {
         "sizes": data.sizes(),
         "agora_idx": data.agora_idx,
@@ -1072,7 +1190,7 @@ def run_task(
         )
     if cfg.sampler_report.only:
         return {**record, "seconds": time.perf_counter() - t0}
-    sample_fn = make(cfg.sampler.kind, mask_id=mask_id)
+    sample_fns = {kind: make(kind, mask_id=mask_id) for kind in cfg.sampler.kinds}
     results = []
     for seed in ex.parse_seeds(cfg.seeds):
         results.append(
@@ -1087,7 +1205,7 @@ def run_task(
                     cfg,
                     seed,
                     ex.subdir(workdir, f"seed{seed}"),
-                    sample_fn,
+                    sample_fns,
                 ),
             )
         )
