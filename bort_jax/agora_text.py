@@ -336,16 +336,21 @@ def bert_embed_fn(model: Bert, params: Any) -> Partial:
     return Partial(_bert_embed_of(model), params)
 
 
+@jax.jit
+def _apply(fn: Callable, inputs: Inputs) -> Array:
+    """fn(inputs), compiled once per (fn's function, shapes); fn's arrays are traced."""
+    return fn(inputs)
+
+
 def embed_rows(embed_fn: Callable, inputs: Inputs, batch_size: int = 64) -> np.ndarray:
     """Sentence embeddings [N, H] float32 of N rows, in fixed-size batches (the last padded
     by repeating its final row, so one shape compiles)."""
     n = int(np.shape(inputs["input_ids"])[0])
-    fn = jax.jit(lambda f, x: f(x))
     out = []
     for start in range(0, n, batch_size):
         idx = np.minimum(np.arange(start, start + batch_size), n - 1)
         batch = {key: jnp.asarray(np.asarray(v)[idx]) for key, v in inputs.items()}
-        out.append(np.asarray(fn(embed_fn, batch))[: min(batch_size, n - start)])
+        out.append(np.asarray(_apply(embed_fn, batch))[: min(batch_size, n - start)])
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
