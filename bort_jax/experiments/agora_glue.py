@@ -27,15 +27,18 @@ and, where enough remain, the labeler's set; as many rows as Agora's largest syn
 and `control_budget` (one plain fit of (rounds fitted) x student.num_steps steps: Agora's
 total step budget). `selection` picks the reported Agora round: the best on the agora half
 (optimistic) or a fixed round. `sampler.kind` picks how Agora samples around an error
-(nearest-token decoding, masked-LM resampling or span replacement, `bort_jax.agora_text`);
-`sampler_report` compares samplers without training students (`sampler_report`).
+(nearest-token decoding, masked-LM resampling, span replacement or nearest real neighbours
+from the unlabelled pool, `bort_jax.agora_text`); a comma-separated list runs one Agora arm
+per sampler on the same seeds, sharing the plain fit and the controls (`seed<s>.json`
+'arms'). `sampler_report` compares samplers without training students (`sampler_report`).
 
 Workdir (resumable, see `bort_jax.experiments`):
     config.json
     <task>/labeler/              fine-tuning workdir of the labeler (`finetune.run_prepared`;
                                  metrics.json and best_model/ are kept, checkpoints dropped)
-    <task>/seed<s>/<stage>/      student fits (round<r>, restart<j>, distill) with
-                                 checkpoints; deleted once <task>/seed<s>.json exists
+    <task>/seed<s>/<stage>/      student fits (round0, <sampler>/round<r>, restart<j>,
+                                 distill, budget) with checkpoints; deleted once
+                                 <task>/seed<s>.json exists
     <task>/seed<s>.json          one finished seed
     <task>/task.json             one finished task
     agora_glue.json, agora_glue.md   the report (written last)
