@@ -364,17 +364,17 @@ def _neighbour_sample(
     k: int,
     m: int,
 ) -> dict:
-    center = {name: v[None] for name, v in center_input.items()}
-    e = embed_fn(center)[0]  # [H]
-    _, near = jax.lax.top_k(pool_embeddings @ e, m)  # [m], most similar first
-    _, pick = jax.lax.top_k(jax.random.uniform(key, (m,)), k)  # uniform k-subset of m
-    rows = near[pick]
-    for name, v in center_input.items():
+    for name, v in center_input.items():  # static shapes: raised while tracing
         if pool[name].shape[1:] != v.shape:
             raise ValueError(
                 f"neighbour_sampler: pool {name!r} rows have shape {pool[name].shape[1:]}, "
                 f"the centre's {v.shape}"
             )
+    center = {name: v[None] for name, v in center_input.items()}
+    e = embed_fn(center)[0]  # [H]
+    _, near = jax.lax.top_k(pool_embeddings @ e, m)  # [m], most similar first
+    _, pick = jax.lax.top_k(jax.random.uniform(key, (m,)), k)  # uniform k-subset of m
+    rows = near[pick]
     return {name: pool[name][rows].astype(center_input[name].dtype) for name in center_input}
 
 

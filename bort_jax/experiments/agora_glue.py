@@ -119,8 +119,8 @@ class SamplerConfig:
     checkpoint's sentence-embedding space). The masked LM is `init` with its MLM head, or,
     when it has none (all-MiniLM-L6-v2), with a head fitted once per task on the frozen
     encoder over the labeler's training rows plus `head_rows` unlabelled training-split
-    sentences
-    (`mlm_head.fit_mlm_head`, head_steps AdamW steps; gold labels unused, dev never seen).
+    sentences (`mlm_head.fit_mlm_head`, head_steps AdamW steps; gold labels unused, dev
+    never seen).
     whole_word: the masked LM resamples whole one-piece words into whole-word ids only
     (`agora_text.continuation_ids`), so no WordPiece word is split.
     """
@@ -222,8 +222,7 @@ class GlueConfig:
                 )
         Arch.parse(self.student_arch)
         acfg = ex.agora_config(self.agora, 0)
-        kinds = self.sampler.kinds + ex.parse_list(self.sampler_report.samplers)
-        if "neighbour" in kinds and not (
+        if "neighbour" in self.samplers_used and not (
             acfg.samples_per_error <= self.sampler.neighbours <= self.distill_pool_size
         ):
             raise ConfigError(
@@ -231,6 +230,11 @@ class GlueConfig:
                 f"<= distill_pool_size, got {acfg.samples_per_error}, "
                 f"{self.sampler.neighbours}, {self.distill_pool_size}"
             )
+
+    @property
+    def samplers_used(self) -> list[str]:
+        """Every sampler kind the run needs: the Agora arms and the sampler report's."""
+        return self.sampler.kinds + ex.parse_list(self.sampler_report.samplers)
 
     @property
     def task_list(self) -> list[Task]:
@@ -332,9 +336,8 @@ def load_task_data(task: Task, cfg: GlueConfig, tokenizer: Any) -> TaskData:
     rows = lambda idx: encode([all_train[i] for i in idx])
     dev = encode(dev_ex)
     pool = None
-    if cfg.control_distill or "neighbour" in cfg.sampler.kinds + ex.parse_list(
-        cfg.sampler_report.samplers
-    ):  # the unlabelled pool: distill control and neighbour sampler draw from the same rows
+    if cfg.control_distill or "neighbour" in cfg.samplers_used:
+        # the unlabelled pool: the distill control and the neighbour sampler share its rows
         pool = rows(
             distill_pool_indices(
                 len(all_train), train_idx, lab_idx, cfg.distill_pool_size, cfg.data_seed
@@ -1167,7 +1170,7 @@ def run_task(
     )
     kinds = ex.parse_list(cfg.sampler_report.samplers)
     mlm = None
-    if "masked_lm" in kinds + cfg.sampler.kinds:
+    if "masked_lm" in cfg.samplers_used:
         mlm = masked_lm(ckpt, tokenizer, data, cfg, ex.subdir(workdir, "mlm_head"))
     mask_id = hf.special_ids(tokenizer)["mask"]
     make = functools.cache(
