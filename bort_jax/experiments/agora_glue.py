@@ -929,6 +929,25 @@ def paired_interval(differences: list[float]) -> tuple[float, float]:
     return float(d.mean()), float(t * d.std(ddof=1) / np.sqrt(len(d)))
 
 
+# (seed-record key, report name) of the baselines Agora is paired against
+BASELINES = (
+    ("plain", "plain"),
+    ("plain_best_of", "best_of"),
+    ("distill", "distill"),
+    ("budget", "budget"),
+)
+
+
+def paired_intervals(agora_metric: list[float], seeds: list[dict]) -> dict:
+    """'ci_<name>': `paired_interval` of agora_metric[s] - seed[key] for every baseline that
+    ran on every seed (`BASELINES`)."""
+    return {
+        f"ci_{name}": paired_interval([a - s[key] for a, s in zip(agora_metric, seeds)])
+        for key, name in BASELINES
+        if all(s.get(key) is not None for s in seeds)
+    }
+
+
 def summarise_task(seeds: list[dict]) -> dict:
     """Means and sample stds over seeds of plain, Agora, their difference and the controls;
     paired per-seed differences (Agora minus each baseline, held-out half) with 95 %
@@ -947,11 +966,10 @@ def summarise_task(seeds: list[dict]) -> dict:
         "wins": sum(s["agora"] > s["plain"] for s in seeds),
         "ties": sum(s["agora"] == s["plain"] for s in seeds),
     }
-    out["ci_plain"] = paired_interval([s["agora"] - s["plain"] for s in seeds])
-    for key, name in (("plain_best_of", "best_of"), ("distill", "distill"), ("budget", "budget")):
+    out.update(paired_intervals([s["agora"] for s in seeds], seeds))
+    for key, name in BASELINES[1:]:
         if all(s.get(key) is not None for s in seeds):
             out[f"{name}_mean"], out[f"{name}_std"] = ex.mean_std([s[key] for s in seeds])
-            out[f"ci_{name}"] = paired_interval([s["agora"] - s[key] for s in seeds])
     out["gap_plain"] = float(np.mean([s["plain_agora_dev"] - s["plain"] for s in seeds]))
     out["gap_agora"] = float(np.mean([s["agora_agora_dev"] - s["agora"] for s in seeds]))
     if all("arms" in s for s in seeds):
@@ -967,10 +985,7 @@ def arm_summary(seeds: list[dict], kind: str) -> dict:
     arms = [s["arms"][kind] for s in seeds]
     mean, std = ex.mean_std([a["agora"] for a in arms])
     out = {"agora_mean": mean, "agora_std": std}
-    baselines = (("plain", "plain"), ("plain_best_of", "best_of"), ("distill", "distill"))
-    for key, name in baselines + (("budget", "budget"),):
-        if all(s.get(key) is not None for s in seeds):
-            out[f"ci_{name}"] = paired_interval([a["agora"] - s[key] for a, s in zip(arms, seeds)])
+    out.update(paired_intervals([a["agora"] for a in arms], seeds))
     out["gap"] = float(np.mean([a["agora_agora_dev"] - a["agora"] for a in arms]))
     new = [(r["n_new"], r["labeler_agreement"]) for a in arms for r in a["history"] if r["n_new"]]
     total = sum(n for n, _ in new)
