@@ -17,7 +17,9 @@ mean nothing).
 `samplers`: the sampler report alone (nearest-token, masked-LM, span) on SST-2, RTE, MRPC;
 no student is trained. `rows`: issue 11's comparison (SST-2, RTE, MRPC; 5 seeds; Agora
 with the neighbour and the nearest-token sampler; distill and step-budget controls; fixed
-round).
+round); `rows,smoke` runs it at the smoke size. The larger-data point is
+`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). Tables over
+several finished runs: `python scripts/agora_rows.py <workdir>/agora_glue.json ...`.
 """
 
 import ml_collections

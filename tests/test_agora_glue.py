@@ -332,6 +332,13 @@ def test_config_errors(config):
     smoke = agora_glue.GlueConfig.from_config(agora_glue_config.get_config("smoke"))
     assert smoke.tasks == "sst2" and smoke.seeds == "0"
     assert agora_glue.GlueConfig.from_config(agora_glue_config.get_config()).n_train == 500
+    # issue 11's rows and their smoke variant: the same arms, controls and selection
+    for arg in ("rows", "rows,smoke"):
+        rows = agora_glue.GlueConfig.from_config(agora_glue_config.get_config(arg))
+        assert rows.sampler.kinds == ["neighbour", "nearest_token"]
+        assert rows.control_distill and rows.control_budget and not rows.control_restarts
+        assert rows.selection == "fixed"
+    assert (rows.tasks, rows.seeds, rows.n_train) == ("sst2", "0", 64)
 
 
 def test_selection_and_paired_interval(config):
