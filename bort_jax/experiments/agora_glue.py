@@ -52,7 +52,7 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -996,10 +996,20 @@ def arm_summary(seeds: list[dict], kind: str) -> dict:
     return out
 
 
+def fmt_mean_std(mean: float, std: float) -> str:
+    """A fraction's mean ± sd in percentage points: '71.0 ± 1.0'."""
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def fmt_interval(ci: Sequence[float]) -> str:
+    """A paired difference (mean, half-width) in signed percentage points: '+5.0 ± 2.5'."""
+    return f"{100 * ci[0]:+.1f} ± {100 * ci[1]:.1f}"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """Main table, paired intervals, controls, per-round history, perturbation examples
     and the sampler report."""
-    pct = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"
+    pct = fmt_mean_std
     trained = {n: t for n, t in report["tasks"].items() if "seeds" in t}
     if not trained:  # sampler_report.only
         return "\n".join(sampler_markdown(report)[1:]) + "\n"
@@ -1021,7 +1031,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{pct(s['delta_mean'], s['delta_std'])} | {s['wins']}/{len(t['seeds'])} | "
             f"{rounds:.1f} |"
         )
-    ci = lambda c: f"{100 * c[0]:+.1f} ± {100 * c[1]:.1f}"
+    ci = fmt_interval
     lines += [
         "",
         "Paired per-seed differences on the held-out half (Agora minus baseline; mean ± 95 % "

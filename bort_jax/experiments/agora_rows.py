@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bort_jax.experiments import agora_glue
 from bort_jax.tasks import get_task
 
 # (report key of the paired interval, seed-record key of the baseline, column name)
@@ -111,7 +112,7 @@ def markdown(reports: Sequence[Mapping[str, Any]], min_tasks: int = 2) -> str:
     if not rows:
         raise ValueError("no trained task with Agora arms in the given reports")
     kinds = list(dict.fromkeys(k for r in rows for k in r["arms"]))
-    pct = lambda ms: f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
+    pct = lambda ms: agora_glue.fmt_mean_std(*ms)
     head = ["task (metric)", "train", "seeds", "labeler", "plain", "plain, Agora's steps"]
     head += ["distill (random unlabelled)"] + [f"Agora, {k}" for k in kinds]
     head += ["arm", *(f"arm − {col}" for _, _, col in DIFFERENCES)]
@@ -135,7 +136,7 @@ def markdown(reports: Sequence[Mapping[str, Any]], min_tasks: int = 2) -> str:
             if ci_key not in a:
                 cells.append("not run")
                 continue
-            text = f"{100 * a[ci_key][0]:+.1f} ± {100 * a[ci_key][1]:.1f}"
+            text = agora_glue.fmt_interval(a[ci_key])
             text = f"**{text}**" if excludes_zero(a[ci_key]) else text
             n = wins(r["seeds"], r["primary"], seed_key)
             cells.append(f"{text} ({n}/{len(r['seeds'])})")
