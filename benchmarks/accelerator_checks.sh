@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9 accelerator checks, sized for one short lease (~10 min of device time at most):
+# Accelerator checks, sized for one short run (~10 min of device time at most):
 #   bash benchmarks/accelerator_checks.sh [OUT_DIR]        (default: $OUT, else runs/accel)
 #
 # 1. scaling.py, bfloat16, Bort and BERT-base shapes, data-parallel over the real devices
