@@ -20,6 +20,7 @@ import re
 PREFIX = "hf:"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # the only weights bort_jax.hf.load reads
+CONFIG_ONLY = (CONFIG_FILE,)  # resolve(..., files=CONFIG_ONLY): shapes before a large download
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 _TRUE = ("1", "ON", "YES", "TRUE")
@@ -64,8 +65,8 @@ def resolve(
     with no network access. Otherwise `files` (those present in the repository) are downloaded,
     unless ``allow_download=False`` or ``HF_HUB_OFFLINE`` is set; then a partial snapshot (e.g.
     a tokenizer-only repository) is still returned, and no snapshot at all raises `HubError`.
-    `files` defaults to `loader_files()`; ``files=("config.json",)`` fetches only the config
-    (shapes, before a large download).
+    `files` defaults to `loader_files()`; ``files=CONFIG_ONLY`` fetches only config.json (the
+    shapes, e.g. to validate or plan before a large download).
     """
     if not is_hub_id(path_or_id):
         return os.fspath(path_or_id)

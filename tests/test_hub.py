@@ -191,3 +191,31 @@ def test_paths_pass_through(tmp_path):
 def test_malformed_id(bad):
     with pytest.raises(ValueError, match="not a Hugging Face hub id"):
         hub.resolve(bad)
+
+
+def test_cached_config_only_downloads_the_rest_once(tmp_path, monkeypatch, minilm_dir):
+    """A snapshot holding just config.json (fetched for a plan) serves CONFIG_ONLY with no
+    network; a full resolve downloads the rest into it."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    repo_dir = tmp_path / "models--org--model"
+    snap = _add_snapshot(repo_dir, MAIN, Path(minilm_dir), names=("config.json",))
+    _add_ref(repo_dir, "main", MAIN)
+    real = huggingface_hub.snapshot_download
+    online = []
+
+    def fake(repo_id, **kw):
+        if kw.get("local_files_only"):
+            return real(repo_id, **kw)
+        online.append(kw["allow_patterns"])
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    got = hub.resolve("hf:org/model", cache_dir=tmp_path, files=hub.CONFIG_ONLY)
+    assert os.path.realpath(got) == os.path.realpath(snap) and online == []
+    hub.resolve("hf:org/model", cache_dir=tmp_path)
+    assert online == [list(hub.loader_files())]
