@@ -5,8 +5,10 @@ pretraining ``teacher_dir`` / ``init_dir``, fine-tuning and Agora ``init``), you
 hub id instead: ``hf:bert-large-uncased``, ``hf:roberta-large``, ``hf:ORG/NAME@v1.0`` (a branch,
 tag or commit). The local Hugging Face cache is used first (``HF_HOME`` / ``HF_HUB_CACHE``);
 otherwise only the files the loader reads are downloaded (config.json, model.safetensors,
-tokenizer files; never PyTorch weights). With ``HF_HUB_OFFLINE=1`` nothing is downloaded and a
-missing model is a one-line error naming the id.
+tokenizer files; never PyTorch weights, so a repository must hold model.safetensors). With
+``HF_HUB_OFFLINE=1`` nothing is downloaded and a missing model is a one-line error naming the
+id. The id names the cache folder: ``hf:bert-large-uncased`` does not find a copy cached as
+``google-bert/bert-large-uncased``.
 
 `resolve` is the one entry point; `bort_jax.hf.load` / `load_tokenizer` / `load_classifier`
 call it, so ``hf.load("hf:roberta-large")`` works anywhere a path does.
