@@ -17,6 +17,7 @@ setuptools.setup(
         "absl-py>=1.4",
         "safetensors>=0.4",
         "tokenizers>=0.15",
+        "huggingface_hub>=0.20",
         "numpy>=1.24",
         "matplotlib>=3.7",
         "tqdm>=4.60",

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bort_jax import files
+from bort_jax import files, hub
 from bort_jax.arch import Arch, Spec
 from bort_jax.models.bert import HEAD_KEYS
 
@@ -243,7 +243,7 @@ def load(path: str | os.PathLike, dtype: Any = np.float32) -> Checkpoint:
     """Load a HF BERT/RoBERTa directory (config.json + model.safetensors)."""
     from safetensors.numpy import load_file
 
-    path = Path(path)
+    path = Path(hub.resolve(path))
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     config = json.loads(_require(path, "config.json").read_text())
@@ -358,6 +358,7 @@ def _write_hf_dir(
     tensors = {k: np.ascontiguousarray(v) for k, v in params_to_tensors(params, arch).items()}
     save_file(tensors, str(directory / "model.safetensors"))
     if tokenizer_dir is not None:
+        tokenizer_dir = hub.resolve(tokenizer_dir)
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.is_file():
@@ -424,6 +425,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[Any, dict, Any, dict]:
     from bort_jax.models.bert import Bert, fresh_params, merge_pretrained
     from bort_jax.tasks import get_task
 
+    path = hub.resolve(path)
     ckpt = load(path)
     info = ckpt.config.get("finetune")
     if info is None:
@@ -455,7 +457,7 @@ def load_tokenizer(
     """
     from tokenizers import Tokenizer
 
-    path = Path(path)
+    path = Path(hub.resolve(path))
     if (path / "tokenizer.json").is_file():
         tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         tok.no_padding()
