@@ -184,7 +184,8 @@ def test_extraction_notebook_shows_report_and_plots(extraction):
     devices = stdout(tagged(nb, "devices"))
     n = int(re.match(r"(\d+) cpu device\(s\) \(", devices)[1])
     assert "size tiny" in devices
-    assert f"\nmesh {{'data': {n}, 'fsdp': 1, 'model': 1}}: batches split over ('data',)" in devices
+    mesh = f"\nmesh {{'data': {n}, 'fsdp': 1, 'model': 1}}: batches split over ('data', 'fsdp')"
+    assert mesh in devices
     assert f"chosen {chosen}:" in stdout(tagged(nb, "search"))
 
     report = tagged(nb, "report")
