@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from _table6 import CANDS, TABLE, W_HAND, C, i, p
 
 from bort_jax.search.fptas import WCoefficient
 from bort_jax.search.random_search import (
@@ -17,7 +18,6 @@ from bort_jax.search.random_search import (
     random_search,
     simulate_best,
 )
-from tests.test_interval import CANDS, TABLE, W_HAND, C, i, p
 
 # Published W sorted: 0 (F), 5/36 (E), 2/3 (C), 5/6 (D), 10/9 (A), 25/18 (B).
 VALUES = [W_HAND[c.name] for c in CANDS]
