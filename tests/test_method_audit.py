@@ -56,6 +56,7 @@ def test_rows_on_the_hand_table():
     assert it["w_pub_ratio"] == pytest.approx(0.8)
     assert it["random_budget_to_match_pub"] == 3  # E[best of 3] = 427/360 >= 10/9 > 553/540
     assert it["random_prob_at_least_pub"] == pytest.approx(1 - 4 / 20)
+    assert it["random_expected_draws_pub"] == pytest.approx(7 / 3)  # (N + 1)/(K + 1), K = 2
     # project W (1,1,1): B = (60/20)(60/10)/0.4 = 45 is the optimum; A = 36
     assert it["w_proj_ratio"] == pytest.approx(36 / 45)
     assert rows[("exhaustive", "", None)]["w_pub_ratio"] == pytest.approx(1.0)
@@ -148,5 +149,7 @@ def test_real_instance_wiring(tmp_path, monkeypatch):
             assert r["proxy_seconds"] == pytest.approx(2.0 * r["evaluations"])
         if r["method"] == "random":
             assert r["proxy_seconds"] == pytest.approx(2.0 * r["evaluations"])
+    exh = next(r for r in out["rows"] if r["method"] == "exhaustive")
+    assert exh["proxy_seconds"] == pytest.approx(2.0 * len(sp.candidates()))
     assert len(cache) == len(sp.candidates())  # the exhaustive table filled the cache
     assert all(math.isfinite(r.get("w_pub_ratio", 0.0)) for r in out["rows"])
