@@ -153,3 +153,28 @@ def test_real_instance_wiring(tmp_path, monkeypatch):
     assert exh["proxy_seconds"] == pytest.approx(2.0 * len(sp.candidates()))
     assert len(cache) == len(sp.candidates())  # the exhaustive table filled the cache
     assert all(math.isfinite(r.get("w_pub_ratio", 0.0)) for r in out["rows"])
+
+
+def test_constant_inference_cost_leaves_no_published_optimum():
+    # every candidate shares T's i, so every published W is 0 (the smoke extraction's latency
+    # model predicts one value for its 4 shapes): the audit reports that instead of failing
+    inst = M.Instance(
+        "flat_i",
+        CANDS,
+        p,
+        lambda c: 1.0,
+        lambda c: TABLE[c.name][2],
+        WCoefficient(1, 0, 1),
+        dict(leq=lambda a, b: p(a) <= p(b)),
+    )
+    out = M.audit_instance(inst, _plan(interval_eps=(2,)))
+    assert out["optimum_pub"] is None
+    it = next(r for r in out["rows"] if r["method"] == "interval")
+    assert it["chosen"] is None and "below T" in it["note"]
+    fp = next(r for r in out["rows"] if r["method"] == "fptas")
+    assert fp["w_pub_ratio"] is None and fp["random_prob_at_least_pub"] is None
+    assert fp["w_proj_ratio"] >= 0.75
+    rnd = [r for r in out["rows"] if r["method"] == "random" and r["objective"] == "pub"]
+    assert rnd and all(r["exact_expected_ratio"] is None for r in rnd)
+    text = M.markdown({"instances": [out]})
+    assert "no published optimum" in text and "below T" in text

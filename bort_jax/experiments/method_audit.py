@@ -184,6 +184,13 @@ class _Lookup:
         return self.table[c]
 
 
+def _ratio(w: float, values: Sequence[float]) -> float | None:
+    """W / OPT over the table; None when OPT is 0 (every published W is 0: each candidate
+    shares T's p or i, e.g. when i does not vary over the grid)."""
+    best = max(values)
+    return w / best if best > 0 else None
+
+
 def _proxy_seconds(inst: Instance, cands: Any) -> float | None:
     """Proxy-training seconds of ``cands`` (the cached train_seconds; None if unknown)."""
     if inst.seconds is None:
@@ -210,18 +217,19 @@ def _row(
         "setting": setting,
         "evaluations": n,
         "chosen": str(res.chosen),
-        "w_proj_ratio": w_proj / max(t["proj"]),
-        "w_pub_ratio": w_pub / max(t["pub"]),
+        "w_proj_ratio": _ratio(w_proj, t["proj"]),
+        "w_pub_ratio": _ratio(w_pub, t["pub"]),
         "search_seconds": wall,
         "proxy_seconds": proxy,
     }
     if method in ("fptas", "interval"):
-        row["random_budget_to_match_proj"] = R.budget_to_match(t["proj"], w_proj)
-        row["random_budget_to_match_pub"] = R.budget_to_match(t["pub"], w_pub)
-        row["random_prob_at_least_proj"] = R.prob_reach(t["proj"], n, w_proj)
-        row["random_prob_at_least_pub"] = R.prob_reach(t["pub"], n, w_pub)
-        row["random_expected_draws_proj"] = R.expected_draws_to_reach(t["proj"], w_proj)
-        row["random_expected_draws_pub"] = R.expected_draws_to_reach(t["pub"], w_pub)
+        for key, w in (("proj", w_proj), ("pub", w_pub)):
+            known = max(t[key]) > 0  # else every W of this kind is 0: nothing to match
+            row[f"random_budget_to_match_{key}"] = R.budget_to_match(t[key], w) if known else None
+            row[f"random_prob_at_least_{key}"] = R.prob_reach(t[key], n, w) if known else None
+            row[f"random_expected_draws_{key}"] = (
+                R.expected_draws_to_reach(t[key], w) if known else None
+            )
     return row
 
 
@@ -240,7 +248,7 @@ def audit_instance(inst: Instance, plan: Plan) -> dict[str, Any]:
             "evaluations": n,
             "chosen": str(t["cands"][opt_k]),
             "w_proj_ratio": 1.0,
-            "w_pub_ratio": t["pub"][opt_k] / max(t["pub"]),
+            "w_pub_ratio": _ratio(t["pub"][opt_k], t["pub"]),
             "search_seconds": t["seconds"],  # includes training any cache misses (real)
             "proxy_seconds": _proxy_seconds(inst, t["cands"]),
         }
@@ -259,9 +267,17 @@ def audit_instance(inst: Instance, plan: Plan) -> dict[str, Any]:
             continue
         lk = _Lookup(lookup_table)
         start = time.perf_counter()
-        res = interval_search(
-            inst.candidates, inst.p, inst.i, lk, IntervalOptions(eps=k, objective=inst.objective)
-        )
+        try:
+            res = interval_search(
+                inst.candidates,
+                inst.p,
+                inst.i,
+                lk,
+                IntervalOptions(eps=k, objective=inst.objective),
+            )
+        except ValueError as err:  # no pick below T: every published W is 0
+            rows.append(_empty_row("interval", f"ε={k}", str(err)))
+            continue
         rows.append(_row("interval", f"ε={k}", res, t, lk, inst, time.perf_counter() - start))
         budgets.add(res.n_evaluations)
     for b in sorted(budgets):
@@ -272,9 +288,24 @@ def audit_instance(inst: Instance, plan: Plan) -> dict[str, Any]:
         "objective": dataclasses.asdict(inst.objective),
         "reference": list(t["reference"]),
         "optimum_proj": str(t["cands"][opt_k]),
-        "optimum_pub": str(t["cands"][int(np.argmax(t["pub"]))]),
+        "optimum_pub": str(t["cands"][int(np.argmax(t["pub"]))]) if max(t["pub"]) > 0 else None,
         "rows": rows,
         "seconds": time.perf_counter() - t0,
+    }
+
+
+def _empty_row(method: str, setting: str, note: str) -> dict[str, Any]:
+    """A method that could not run on the instance (the reason in ``note``)."""
+    return {
+        "method": method,
+        "setting": setting,
+        "evaluations": 0,
+        "chosen": None,
+        "w_proj_ratio": None,
+        "w_pub_ratio": None,
+        "search_seconds": None,
+        "proxy_seconds": None,
+        "note": note,
     }
 
 
@@ -299,7 +330,7 @@ def _random_rows(
             ratios.append(row[f"w_{key}_ratio"])
             walls.append(row["search_seconds"])
             proxies.append(row["proxy_seconds"])
-        exact = R.expected_best(t[key], n) / max(t[key])
+        exact = _ratio(R.expected_best(t[key], n), t[key])
         out.append(
             {
                 "method": "random",
@@ -307,8 +338,8 @@ def _random_rows(
                 "evaluations": n,
                 "objective": key,
                 "exact_expected_ratio": exact,
-                "seeds_mean_ratio": float(np.mean(ratios)),
-                "seeds_min_ratio": float(np.min(ratios)),
+                "seeds_mean_ratio": None if exact is None else float(np.mean(ratios)),
+                "seeds_min_ratio": None if exact is None else float(np.min(ratios)),
                 "search_seconds": float(np.mean(walls)),
                 "proxy_seconds": None if None in proxies else float(np.mean(proxies)),
             }
@@ -360,7 +391,11 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{res['n_candidates']} candidates; project W = (p_ref/p)^{w['alpha']:g} "
             f"(i_ref/i)^{w['beta']:g} (e_ref/e)^{w['gamma']:g}, optimum {res['optimum_proj']}; "
             f"published W with T = ({res['reference'][0]:.6g}, {res['reference'][1]:.6g}), "
-            f"optimum {res['optimum_pub']}.",
+            + (
+                f"optimum {res['optimum_pub']}."
+                if res["optimum_pub"] is not None
+                else "0 for every candidate (each shares T's p or i): no published optimum."
+            ),
             "",
             "| method | setting | proxy evals | W/OPT (project W) | W/OPT (published W) | "
             "random n for same E[W] (project / published) | P(random@n ≥ it) (project / "
@@ -370,8 +405,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         for r in res["rows"]:
             if r["method"] == "random":
                 ratio = (
-                    f"E {r['exact_expected_ratio']:.3f}; seeds mean "
-                    f"{r['seeds_mean_ratio']:.3f}, min {r['seeds_min_ratio']:.3f}"
+                    f"E {_fmt(r['exact_expected_ratio'])}; seeds mean "
+                    f"{_fmt(r['seeds_mean_ratio'])}, min {_fmt(r['seeds_min_ratio'])}"
                 )
                 cells = (ratio, "–") if r["objective"] == "proj" else ("–", ratio)
                 lines.append(
@@ -390,11 +425,12 @@ def markdown(report: Mapping[str, Any]) -> str:
             )
             if r["method"] == "exhaustive":
                 match = prob = "–"
+            pick = f"`{r['chosen']}`" if r["chosen"] is not None else r.get("note", "–")
             lines.append(
                 f"| {r['method']} | {r['setting']} | {r['evaluations']} | "
-                f"{r['w_proj_ratio']:.3f} | {r['w_pub_ratio']:.3f} | {match} | {prob} | "
+                f"{_fmt(r['w_proj_ratio'])} | {_fmt(r['w_pub_ratio'])} | {match} | {prob} | "
                 f"{_fmt(r['search_seconds'], '.3g')} | {_fmt(r['proxy_seconds'], '.1f')} | "
-                f"`{r['chosen']}` |"
+                f"{pick} |"
             )
         lines.append("")
     lines += [
@@ -403,7 +439,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         "expectation over all draws and the seeds' mean and minimum, ranked by that column's "
         "W. 'random n for same E[W]': the smallest budget at which random search's expected "
         "best reaches the method's W ('–': not even n = |Ξ|). 'P(random@n ≥ it)': chance that "
-        "random search with the method's budget finds a W at least as large.",
+        "random search with the method's budget finds a W at least as large. '–' in a W/OPT "
+        "column: that W is 0 for every candidate.",
         "",
     ]
     return "\n".join(lines)
