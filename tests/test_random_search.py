@@ -14,6 +14,7 @@ from bort_jax.search.random_search import (
     draws,
     expected_best,
     expected_draws_to_reach,
+    expected_ratio,
     prob_reach,
     random_search,
     simulate_best,
@@ -30,6 +31,9 @@ def test_expected_best_by_hand():
     assert expected_best(VALUES, 3) == pytest.approx(427 / 360, rel=1e-12)
     assert expected_best(VALUES, 1) == pytest.approx(149 / 216, rel=1e-12)  # the mean
     assert expected_best(VALUES, 6) == pytest.approx(25 / 18)
+    assert expected_ratio(VALUES, 2) == pytest.approx((553 / 540) / (25 / 18))  # = 0.7373…
+    with pytest.raises(ValueError):
+        expected_ratio([0.0, 0.0], 1)
     # the same by enumerating all 15 pairs
     pairs = list(itertools.combinations(VALUES, 2))
     assert expected_best(VALUES, 2) == pytest.approx(sum(map(max, pairs)) / len(pairs))

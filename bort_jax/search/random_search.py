@@ -43,6 +43,7 @@ __all__ = [
     "draws",
     "expected_best",
     "expected_draws_to_reach",
+    "expected_ratio",
     "prob_reach",
     "random_search",
     "simulate_best",
@@ -77,6 +78,17 @@ def expected_best(values: Sequence[float], n: int) -> float:
     total = math.comb(size, n)
     # P(best = w_(k)) = C(k-1, n-1)/C(N, n); exact integer ratios, then float
     return float(sum(w[k - 1] * (math.comb(k - 1, n - 1) / total) for k in range(n, size + 1)))
+
+
+def expected_ratio(values: Sequence[float], n: int) -> float:
+    """E[best of n] / max(values): random search's expected W/OPT at budget n (exact).
+
+    Raises ValueError when max(values) ≤ 0 (no positive optimum to divide by).
+    """
+    best = float(np.max(_values(values)))
+    if not best > 0:
+        raise ValueError("expected_ratio: the largest value must be > 0")
+    return expected_best(values, n) / best
 
 
 def prob_reach(values: Sequence[float], n: int, target: float) -> float:
