@@ -156,8 +156,8 @@ def test_real_instance_wiring(tmp_path, monkeypatch):
 
 
 def test_constant_inference_cost_leaves_no_published_optimum():
-    # every candidate shares T's i, so every published W is 0 (the smoke extraction's latency
-    # model predicts one value for its 4 shapes): the audit reports that instead of failing
+    # every candidate shares T's i, so every published W is 0 (as with a latency model that
+    # predicts one value for every shape of a small grid): reported, not a failure
     inst = M.Instance(
         "flat_i",
         CANDS,
