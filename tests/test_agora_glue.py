@@ -22,6 +22,7 @@ from bort_jax.arch import Arch, Spec
 from bort_jax.config import ConfigError
 from bort_jax.data import batching
 from bort_jax.experiments import agora_glue, without_seconds
+from bort_jax.experiments.agora_glue import experiment
 from bort_jax.models.bert import Bert, fresh_params
 from bort_jax.tasks import get_task
 from bort_jax.tasks.encoding import encode_examples
@@ -284,7 +285,7 @@ def test_rerun_loads_finished_stages(uninterrupted, config, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a finished task was recomputed")
 
-    monkeypatch.setattr(agora_glue, "run_task", boom)
+    monkeypatch.setattr(experiment, "run_task", boom)
     again = agora_glue.run(config, workdir)
     assert _canonical(again) == _canonical(report)
     with pytest.raises(ValueError, match="another config"):
@@ -332,8 +333,9 @@ def test_config_errors(config):
     smoke = agora_glue.GlueConfig.from_config(agora_glue_config.get_config("smoke"))
     assert smoke.tasks == "sst2" and smoke.seeds == "0"
     assert agora_glue.GlueConfig.from_config(agora_glue_config.get_config()).n_train == 500
-    # issue 11's rows and their smoke variant: the same arms, controls and selection
-    for arg in ("rows", "rows,smoke"):
+    # the equal-compute comparison with controls and its smoke variant: the same arms,
+    # controls and selection
+    for arg in ("controls", "controls,smoke"):
         rows = agora_glue.GlueConfig.from_config(agora_glue_config.get_config(arg))
         assert rows.sampler.kinds == ["neighbour", "nearest_token"]
         assert rows.control_distill and rows.control_budget and not rows.control_restarts
