@@ -130,3 +130,15 @@ def test_bad_reports_name_the_file(tmp_path):
     empty = {"config": {}, "tasks": {"sst2": {"sizes": {}}}}  # sampler report only
     with pytest.raises(ValueError, match="no trained task"):
         agora_glue.runs_markdown([empty])
+
+
+def test_sampler_report_only_markdown():
+    # sampler_report.only: the report is the sampler table alone
+    x = dict(changed=0.5, tokens_changed=1.25, labeler_equals_gold=0.75)
+    x.update(labeler_equals_centre_label=1.0, examples=[])
+    only = {"n_centres": 4, "labeler_on_centres_equals_gold": 0.5, "samplers": {"span": x}}
+    md = agora_glue.markdown({"config": {}, "tasks": {"rte": {"sampler_report": only}}})
+    assert (
+        md.startswith("Samplers")
+        and "| rte | span | 4 | 50% | 1.25 | 75.0% | 100.0% | 50.0% |" in md
+    )

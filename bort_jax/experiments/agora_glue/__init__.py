@@ -53,8 +53,11 @@ run and the table over several runs), `experiment` (the driver, `run`).
 """
 
 from bort_jax.experiments.agora_glue.arms import (
+    SeedStudent,
+    budget_control,
     distill_control,
     restarts_control,
+    run_arm,
     run_seed,
     selected_round,
 )
@@ -128,10 +131,12 @@ __all__ = [
     "LabelerConfig",
     "SamplerConfig",
     "SamplerReportConfig",
+    "SeedStudent",
     "StageConfig",
     "TaskData",
     "TextTools",
     "arm_summary",
+    "budget_control",
     "count_in",
     "cross_entropy",
     "dev_scores",
@@ -157,6 +162,7 @@ __all__ = [
     "restarts_control",
     "row_keys",
     "run",
+    "run_arm",
     "run_seed",
     "run_task",
     "runs_markdown",

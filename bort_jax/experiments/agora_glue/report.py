@@ -57,13 +57,17 @@ def example_text(e: Mapping[str, Any]) -> str:
     return f"`{e['original']}` → `{e['sample']}` (gold {e['gold']}, labeler {e['labeler']})"
 
 
-def markdown(report: Mapping[str, Any]) -> str:
-    """Main table, paired intervals, controls, per-round history, perturbation examples
-    and the sampler report."""
+Tasks = Mapping[str, Mapping[str, Any]]  # task name -> its record in a report
+
+
+def _pct_rate(x: float, digits: int) -> str:
+    """A share as a percentage with `digits` decimals, '-' for NaN (no new points)."""
+    return "-" if x != x else f"{100 * x:.{digits}f}%"
+
+
+def main_table(trained: Tasks) -> list[str]:
+    """Sizes, labeler, and mean ± sd over seeds of plain, best-of and Agora per task."""
     pct = fmt_mean_std
-    trained = {n: t for n, t in report["tasks"].items() if "seeds" in t}
-    if not trained:  # sampler_report.only
-        return "\n".join(sampler_markdown(report)[1:]) + "\n"
     lines = [
         "| task | train | dev (agora / held-out) | labeler train | labeler held-out "
         "| plain held-out | plain best-of-(R+1) held-out | Agora held-out "
@@ -82,7 +86,12 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"{pct(s['delta_mean'], s['delta_std'])} | {s['wins']}/{len(t['seeds'])} | "
             f"{rounds:.1f} |"
         )
-    lines += [
+    return lines
+
+
+def paired_table(trained: Tasks, selection: str) -> list[str]:
+    """The primary arm's paired intervals against every baseline, and the selection gaps."""
+    lines = [
         "",
         "Paired per-seed differences on the held-out half (Agora minus baseline; mean ± 95 % "
         "t-interval half-width) and the selection gap (agora-half minus held-out metric of "
@@ -93,57 +102,72 @@ def markdown(report: Mapping[str, Any]) -> str:
     ]
     for name, t in trained.items():
         s = t["summary"]
-        cells = interval_cells(s)
         lines.append(
-            f"| {name} | {report['config']['selection']} | {len(t['seeds'])} | "
-            f"{' | '.join(cells)} | "
+            f"| {name} | {selection} | {len(t['seeds'])} | "
+            f"{' | '.join(interval_cells(s))} | "
             f"{100 * s['gap_plain']:+.1f} | {100 * s['gap_agora']:+.1f} |"
         )
+    return lines
+
+
+def arms_table(trained: Tasks) -> list[str]:
+    """Every Agora arm's held-out mean ± sd, paired intervals, labeler agreement, pool size
+    and selection gap (empty without arms)."""
     armed = [(n, t) for n, t in trained.items() if "arms" in t["summary"]]
-    if armed:
-        lines += [
-            "",
-            "Agora arms (one per sampler, same seeds and controls; paired differences on the "
-            "held-out half, mean ± 95 % half-width):",
-            "",
-            f"| task | sampler | Agora held-out | {DIFFERENCE_HEADS} | labeler = gold on new "
-            "| synthetic rows (distinct) | gap |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, t in armed:
-            for kind, a in t["summary"]["arms"].items():
-                cells = interval_cells(a)
-                agree = a["labeler_agreement"]
-                lines.append(
-                    f"| {name} | {kind} | {pct(a['agora_mean'], a['agora_std'])} | "
-                    f"{' | '.join(cells)} | "
-                    f"{'-' if agree != agree else f'{100 * agree:.1f}%'} | "
-                    f"{a['synthetic']:.0f} ({a['distinct_synthetic']:.0f}) | "
-                    f"{100 * a['gap']:+.1f} |"
-                )
-    distilled = [(n, t) for n, t in trained.items() if "distill_mean" in t["summary"]]
-    if distilled:
-        lines += [
-            "",
-            "Control: student on real rows + labeler pseudo-labels of random "
-            "unlabeled training-split text (as many rows as Agora's largest synthetic "
-            "pool):",
-            "",
-            "| task | extra rows (mean) | labeler = gold on them | held-out |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, t in distilled:
-            d = [x["distill_control"] for x in t["seeds"]]
-            agree = np.mean(
-                [x["labeler_equals_gold"] for x in d if x["labeler_equals_gold"] is not None]
-                or [np.nan]
-            )
+    if not armed:
+        return []
+    lines = [
+        "",
+        "Agora arms (one per sampler, same seeds and controls; paired differences on the "
+        "held-out half, mean ± 95 % half-width):",
+        "",
+        f"| task | sampler | Agora held-out | {DIFFERENCE_HEADS} | labeler = gold on new "
+        "| synthetic rows (distinct) | gap |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in armed:
+        for kind, a in t["summary"]["arms"].items():
             lines.append(
-                f"| {name} | {np.mean([x['n_extra'] for x in d]):.0f} | "
-                f"{100 * agree:.1f} | "
-                f"{pct(t['summary']['distill_mean'], t['summary']['distill_std'])} |"
+                f"| {name} | {kind} | {fmt_mean_std(a['agora_mean'], a['agora_std'])} | "
+                f"{' | '.join(interval_cells(a))} | "
+                f"{_pct_rate(a['labeler_agreement'], 1)} | "
+                f"{a['synthetic']:.0f} ({a['distinct_synthetic']:.0f}) | "
+                f"{100 * a['gap']:+.1f} |"
             )
-    lines += [
+    return lines
+
+
+def distill_table(trained: Tasks) -> list[str]:
+    """The pseudo-label control per task (empty where it did not run)."""
+    distilled = [(n, t) for n, t in trained.items() if "distill_mean" in t["summary"]]
+    if not distilled:
+        return []
+    lines = [
+        "",
+        "Control: student on real rows + labeler pseudo-labels of random "
+        "unlabeled training-split text (as many rows as Agora's largest synthetic "
+        "pool):",
+        "",
+        "| task | extra rows (mean) | labeler = gold on them | held-out |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, t in distilled:
+        d = [x["distill_control"] for x in t["seeds"]]
+        agree = np.mean(
+            [x["labeler_equals_gold"] for x in d if x["labeler_equals_gold"] is not None]
+            or [np.nan]
+        )
+        lines.append(
+            f"| {name} | {np.mean([x['n_extra'] for x in d]):.0f} | "
+            f"{100 * agree:.1f} | "
+            f"{fmt_mean_std(t['summary']['distill_mean'], t['summary']['distill_std'])} |"
+        )
+    return lines
+
+
+def rounds_table(trained: Tasks) -> list[str]:
+    """The primary arm's per-round history of every seed."""
+    lines = [
         "",
         "Per round (agora-dev selects; held-out is reported only):",
         "",
@@ -154,31 +178,45 @@ def markdown(report: Mapping[str, Any]) -> str:
     for name, t in trained.items():
         for s in t["seeds"]:
             for r in s["history"]:
-                agree = r["labeler_agreement"]
                 lines.append(
                     f"| {name} | {s['seed']} | {r['round']}{'*' if r['is_best'] else ''} | "
                     f"{r['train_size']} | {r['n_synthetic']} | "
                     f"{100 * r['agora_dev_metric']:.1f} | {100 * r['heldout_metric']:.1f} | "
                     f"{r['n_errors']} | {r['n_new']} | "
-                    f"{'-' if agree != agree else f'{100 * agree:.0f}%'} | "
+                    f"{_pct_rate(r['labeler_agreement'], 0)} | "
                     f"{r['heldout_rows_in_train_real']} + "
                     f"{r['heldout_rows_in_train_synthetic']} |"
                 )
-    lines += [
+    return lines + [
         "",
         "(* = improved the agora-dev metric; held-out rows in train = exact "
         "content matches among real + synthetic rows.)",
         "",
     ]
+
+
+def perturbation_lines(trained: Tasks) -> list[str]:
+    """The nearest-token radius, its token change rate and decoded samples per task."""
+    lines = []
     for name, t in trained.items():
         p = t["perturbation"]
         lines.append(
             f"{name}: nearest-token radius {p['radius']:.3f}, "
             f"{100 * p['token_change_rate']:.1f}% of perturbable tokens changed."
         )
-        for e in p["examples"]:
-            lines.append(f"- {example_text(e)}")
-    lines += sampler_markdown(report)
+        lines += [f"- {example_text(e)}" for e in p["examples"]]
+    return lines
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """Main table, paired intervals, arms, controls, per-round history, perturbation
+    examples and the sampler report of one run."""
+    trained = {n: t for n, t in report["tasks"].items() if "seeds" in t}
+    if not trained:  # sampler_report.only
+        return "\n".join(sampler_markdown(report)[1:]) + "\n"
+    lines = main_table(trained) + paired_table(trained, report["config"]["selection"])
+    lines += arms_table(trained) + distill_table(trained) + rounds_table(trained)
+    lines += perturbation_lines(trained) + sampler_markdown(report)
     return "\n".join(lines) + "\n"
 
 
