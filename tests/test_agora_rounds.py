@@ -118,13 +118,9 @@ def test_run_agora_loop_with_nearest_neighbour_model():
     cfg = agora.AgoraConfig(
         rounds=3, samples_per_error=4, radius=0.05, radius_mode="absolute", patience=2, seed=0
     )
-    res = agora.run_agora(
-        train_set,
-        agora_dev,
-        agora.Learner(fit_fn, predict_fn),
-        agora.Generator(labeler, lambda inputs: inputs["x"], agora.identity_decode("x")),
-        cfg,
-    )
+    learner = agora.Learner(fit_fn, predict_fn)
+    generator = agora.Generator(labeler, lambda inputs: inputs["x"], agora.identity_decode("x"))
+    res = agora.run_agora(train_set, agora_dev, learner, generator, cfg)
     h = res.history
     assert h[0]["n_synthetic"] == 0 and h[0]["train_size"] == 12
     assert h[0]["n_new"] == 4 * h[0]["n_errors"] > 0
@@ -136,13 +132,7 @@ def test_run_agora_loop_with_nearest_neighbour_model():
     assert res.history[res.best_round]["is_best"]
     for x in seen:  # Agora never touched held-out rows
         assert not heldout_rows & {tuple(row) for row in x}
-    again = agora.run_agora(
-        train_set,
-        agora_dev,
-        agora.Learner(fit_fn, predict_fn),
-        agora.Generator(labeler, lambda inputs: inputs["x"], agora.identity_decode("x")),
-        cfg,
-    )
+    again = agora.run_agora(train_set, agora_dev, learner, generator, cfg)
     np.testing.assert_array_equal(again.train_set["x"], res.train_set["x"])
 
 

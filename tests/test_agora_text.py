@@ -68,16 +68,20 @@ def test_text_decode_keeps_special_tokens_padding_and_masks():
     decode = text.text_decode_fn(TABLE, special)
     cfg = _cfg(samples_per_error=16, distribution="gaussian")
     labeler = lambda x: x["input_ids"][:, 1]  # noqa: E731
-    _, out, labels = agora.sample_and_relabel(
-        jax.random.PRNGKey(0),
-        represent(inputs),
-        labeler,
-        decode,
-        cfg,
-        radius=3.0,
-        center_inputs=inputs,
-        perturb_mask=perturb(inputs),
-    )
+
+    def step(seed, radius):
+        return agora.sample_and_relabel(
+            jax.random.PRNGKey(seed),
+            represent(inputs),
+            labeler,
+            decode,
+            cfg,
+            radius=radius,
+            center_inputs=inputs,
+            perturb_mask=perturb(inputs),
+        )
+
+    _, out, labels = step(0, 3.0)
     new = np.asarray(out["input_ids"])
     frozen = ~perturb(inputs)
     np.testing.assert_array_equal(
@@ -91,16 +95,7 @@ def test_text_decode_keeps_special_tokens_padding_and_masks():
         np.testing.assert_array_equal(out[name], np.broadcast_to(inputs[name][:, None], (2, 16, 6)))
     np.testing.assert_array_equal(labels, new[:, :, 1])
     # Tiny radius: every token decodes back to itself.
-    _, same, _ = agora.sample_and_relabel(
-        jax.random.PRNGKey(1),
-        represent(inputs),
-        labeler,
-        decode,
-        cfg,
-        radius=1e-3,
-        center_inputs=inputs,
-        perturb_mask=perturb(inputs),
-    )
+    _, same, _ = step(1, 1e-3)
     np.testing.assert_array_equal(same["input_ids"], np.broadcast_to(ids[:, None], (2, 16, 6)))
 
 

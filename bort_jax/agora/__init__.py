@@ -61,8 +61,9 @@ Reconstructed choices (see docs/agora.md for the argument behind each):
 Modules: `config` (AgoraConfig), `datasets` (data sets: dicts of numpy arrays with a 'label'
 key and a boolean 'synthetic' key), `sampling` (radius, the jit(vmap) sample-and-relabel
 steps, labelers), `rounds` (`run_agora` with its `Learner` and `Generator`, `generate`,
-`replay`), `text` (nearest-token decoding and the samplers that edit text). Everything
-public is importable from `bort_jax.agora` itself.
+`replay`), `text` (nearest-token decoding and the samplers that edit text). The rounds, the
+sampling step and nearest-token decoding are importable from `bort_jax.agora` itself; the
+text samplers from `bort_jax.agora.text`.
 
 Randomness: the sample of misclassified point i of a round uses `fold_in(rng, i)`, so the
 result does not depend on how the points are chunked, and everything is a function of
