@@ -15,11 +15,11 @@ workdir resumes (finished tasks and seeds are loaded, fits continue from checkpo
 per fit (a few minutes on 2 CPU cores, mostly compilation; checks the wiring, the numbers
 mean nothing).
 `samplers`: the sampler report alone (nearest-token, masked-LM, span) on SST-2, RTE, MRPC;
-no student is trained. `rows`: issue 11's comparison (SST-2, RTE, MRPC; 5 seeds; Agora
-with the neighbour and the nearest-token sampler; distill and step-budget controls; fixed
-round); `rows,smoke` runs it at the smoke size. The larger-data point is
-`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). Tables over
-several finished runs: `python scripts/agora_rows.py <workdir>/agora_glue.json ...`.
+no student is trained. `controls`: Agora at equal compute with controls (SST-2, RTE, MRPC;
+5 seeds; Agora with the neighbour and the nearest-token sampler; distill and step-budget
+controls; fixed round); `controls,smoke` runs it at the smoke size. The larger-data point is
+`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). One table
+over several finished runs: `python scripts/agora_rows.py <workdir>/agora_glue.json ...`.
 """
 
 import ml_collections
@@ -42,7 +42,7 @@ def _fit(**fields) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, smoke=False, samplers=False, rows=False)
+    arg = common.parse_arg(arg, smoke=False, samplers=False, controls=False)
     c = ml_collections.ConfigDict()
     c.tasks = "sst2,rte"
     c.init = ""  # teacher / slicing source; "" = all-MiniLM-L6-v2
@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             nn_max_points=2048,
         )
     )
-    # how Agora samples around an error (bort_jax.agora_text), comma-separated = one Agora
+    # how Agora samples around an error (bort_jax.agora.text), comma-separated = one Agora
     # arm each on the same seeds (the first sizes the controls): 'nearest_token' (perturbed
     # embeddings, radius above), 'masked_lm' (mask_count tokens resampled from MiniLM with a
     # head fitted on the labeler's training rows, head_steps), 'span' (a span_length window
@@ -118,7 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.samplers:  # the sampler report alone, SST-2 / RTE / MRPC (docs/agora.md)
         c.tasks = "sst2,rte,mrpc"
         c.sampler_report.update(samplers="nearest_token,masked_lm,span", only=True)
-    if arg.rows:  # issue 11's comparison: 3 tasks, 5 seeds, two Agora arms, fixed round
+    if arg.controls:  # equal compute with controls: 3 tasks, 5 seeds, two Agora arms, fixed round
         c.tasks, c.seeds, c.selection = "sst2,rte,mrpc", "0,1,2,3,4", "fixed"
         c.sampler.kind = "neighbour,nearest_token"
         c.control_distill = c.control_budget = True

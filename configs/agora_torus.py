@@ -33,14 +33,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.student = ml_collections.ConfigDict(
-        dict(hidden=(32, 32), steps=300, batch_size=64, learning_rate=1e-2, weight_decay=1e-4)
+        dict(hidden=(32, 32), num_steps=300, batch_size=64, learning_rate=1e-2, weight_decay=1e-4)
     )
     c.labeler = ml_collections.ConfigDict(
         dict(
             kind="oracle",  # oracle (ground truth) | strong (the MLP below)
             n=4000,  # uniform training points of the strong labeler
             fit=dict(
-                hidden=(128, 128), steps=1500, batch_size=256, learning_rate=3e-3, weight_decay=1e-4
+                hidden=(128, 128),
+                num_steps=1500,
+                batch_size=256,
+                learning_rate=3e-3,
+                weight_decay=1e-4,
             ),
         )
     )

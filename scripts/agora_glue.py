@@ -2,6 +2,8 @@
 
     python scripts/agora_glue.py --config=configs/agora_glue.py --workdir=runs/agora_glue
     python scripts/agora_glue.py --config=configs/agora_glue.py:smoke --workdir=runs/agora_smoke
+    python scripts/agora_glue.py --config=configs/agora_glue.py:controls \
+        --workdir=runs/agora_controls
 
 The workdir receives agora_glue.json / agora_glue.md; rerunning the same command after a
 crash or kill resumes (finished tasks and seeds are loaded, fits continue from checkpoints).

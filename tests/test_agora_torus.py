@@ -69,7 +69,7 @@ def test_fit_uses_epoch_batches():
         "label": rng.integers(0, 2, 16).astype(np.int32),
     }
     fit = agora_torus.MLPFit(
-        hidden=(8,), steps=5, batch_size=16, learning_rate=1e-2, weight_decay=0.0
+        hidden=(8,), num_steps=5, batch_size=16, learning_rate=1e-2, weight_decay=0.0
     )
     a = agora_torus.fit_mlp(data, fit, seed=0)
     perm = rng.permutation(16)

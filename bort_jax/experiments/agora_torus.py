@@ -5,7 +5,7 @@ Data: points on an annulus (2-D, uniform in area, radii 1..2) or on a ring torus
     y = floor(theta * m / 2 pi) mod 2,   theta = atan2(x_2, x_1) in [0, 2 pi),
 with m sectors. The training set is deliberately unrepresentative: n_train points from the
 arc theta in [0, 2 pi * arc_fraction). The dev pool is uniform over the whole manifold and
-is split (`bort_jax.agora.split_dev`) into the agora split (Agora's E) and a held-out split
+is split (`tasks.loading.split_dev`) into the agora split (Agora's E) and a held-out split
 that only the report sees.
 
 Model: a small flax MLP trained through `bort_jax.train.train` on
@@ -48,6 +48,7 @@ from bort_jax import agora, files, train
 from bort_jax import experiments as ex
 from bort_jax.config import ConfigError, from_config, to_plain
 from bort_jax.data import batching
+from bort_jax.tasks.loading import assert_disjoint, split_dev
 from bort_jax.tasks.metrics import accuracy
 
 TWO_PI = 2.0 * np.pi
@@ -82,7 +83,7 @@ class MLPFit:
     """An MLP and how it is trained (AdamW, cosine decay, no clipping)."""
 
     hidden: tuple[int, ...]
-    steps: int
+    num_steps: int
     batch_size: int
     learning_rate: float
     weight_decay: float
@@ -166,8 +167,8 @@ def make_data(cfg: TorusData, seed: int) -> tuple[agora.Dataset, agora.Dataset, 
         sample_manifold(rng, cfg.n_train, cfg.dim, (0.0, TWO_PI * cfg.arc_fraction)), cfg.sectors
     )
     dev = labelled(sample_manifold(rng, cfg.n_dev, cfg.dim), cfg.sectors)
-    agora_idx, heldout_idx = agora.split_dev(cfg.n_dev, cfg.agora_fraction, seed)
-    agora.assert_disjoint(agora_idx, heldout_idx)
+    agora_idx, heldout_idx = split_dev(cfg.n_dev, cfg.agora_fraction, seed)
+    assert_disjoint(agora_idx, heldout_idx)
     return train_set, batching.take(dev, agora_idx), batching.take(dev, heldout_idx)
 
 
@@ -205,7 +206,7 @@ def _apply_fns(hidden: tuple[int, ...]):
 
 
 def fit_mlp(
-    data: Mapping[str, np.ndarray], fit: MLPFit, seed: int, steps: int | None = None
+    data: Mapping[str, np.ndarray], fit: MLPFit, seed: int, num_steps: int | None = None
 ) -> Any:
     """Train an MLP from the seed-fixed init with `train.train`; returns its params.
 
@@ -216,7 +217,7 @@ def fit_mlp(
     model, _, loss_fn, _ = _apply_fns(hidden)
     arrays = {"x": np.asarray(data["x"], np.float32), "label": np.asarray(data["label"], np.int32)}
     params = model.init(jax.random.PRNGKey(seed), arrays["x"][:1])["params"]
-    steps = steps or fit.steps
+    steps = num_steps or fit.num_steps
     optim = train.OptimConfig(
         learning_rate=fit.learning_rate,
         schedule="cosine",
@@ -288,12 +289,13 @@ def run_seed(cfg: TorusConfig, seed: int, plot_dir: Path | None = None) -> dict:
     result = agora.run_agora(
         train_set,
         agora_dev,
-        fit_fn=lambda data, r, rng: fit(data),
-        predict_fn=predict,
-        represent_fn=lambda inputs: np.asarray(inputs["x"]),
-        decode_fn=agora.identity_decode("x"),
-        labeler_fn=labeler_fn,
-        cfg=acfg,
+        agora.Learner(fit_fn=lambda data, r, rng: fit(data), predict_fn=predict),
+        agora.Generator(
+            labeler_fn,
+            represent_fn=lambda inputs: np.asarray(inputs["x"]),
+            decode_fn=agora.identity_decode("x"),
+        ),
+        acfg,
         callback=callback,
     )
     out = dict(
@@ -309,7 +311,9 @@ def run_seed(cfg: TorusConfig, seed: int, plot_dir: Path | None = None) -> dict:
         rounds=rounds,
     )
     if cfg.controls:
-        out["plain_long"] = held(fit(train_set, steps=cfg.student.steps * (acfg.rounds + 1)))
+        out["plain_long"] = held(
+            fit(train_set, num_steps=cfg.student.num_steps * (acfg.rounds + 1))
+        )
         out["reference"] = held(fit(batching.concat(train_set, agora_dev)))
     out["seconds"] = time.perf_counter() - t0
     return out

@@ -82,3 +82,33 @@ def subsample(examples: Sequence[Example], limit: int, seed: int) -> list[Exampl
         return list(examples)
     keep = np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])
     return [examples[i] for i in keep]
+
+
+def split_dev(n: int, agora_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic disjoint split of dev indices 0..n-1 into (agora_idx, heldout_idx).
+
+    A fixed permutation of range(n) (numpy PCG64 seeded by `seed`); the first
+    round(agora_fraction * n) entries form the agora split. Both outputs are sorted and
+    together cover range(n). Agora (`bort_jax.agora.run_agora`) trains on what the agora
+    split tells it, so its metric there is no held-out estimate: report the held-out split.
+    """
+    if n < 2:
+        raise ValueError(f"split_dev needs n >= 2, got {n}")
+    if not 0.0 < agora_fraction < 1.0:
+        raise ValueError(f"agora_fraction must be in (0, 1), got {agora_fraction}")
+    n_agora = min(max(int(round(agora_fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_agora]), np.sort(perm[n_agora:])
+
+
+def assert_disjoint(agora_idx: Sequence[int], heldout_idx: Sequence[int]) -> None:
+    """Raise AssertionError if the two index sets share an element (or contain repeats)."""
+    a, h = np.asarray(agora_idx).ravel(), np.asarray(heldout_idx).ravel()
+    for name, x in (("agora", a), ("held-out", h)):
+        if len(np.unique(x)) != len(x):
+            raise AssertionError(f"the {name} split repeats indices")
+    shared = np.intersect1d(a, h)
+    if shared.size:
+        raise AssertionError(
+            f"agora and held-out splits share {shared.size} indices, e.g. {shared[:5].tolist()}"
+        )

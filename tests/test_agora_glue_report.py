@@ -1,5 +1,5 @@
-"""`bort_jax.experiments.agora_rows`: the issue-11 rows table over several agora_glue reports,
-built from seed records through `agora_glue.summarise_task` and checked by hand."""
+"""`bort_jax.experiments.agora_glue.report`: the table over several agora_glue reports, built
+from seed records through `agora_glue.summarise_task` and checked by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bort_jax.experiments import agora_glue, agora_rows
+from bort_jax.experiments import agora_glue
 
 ROOT = Path(__file__).resolve().parents[1]
 T2 = 4.303  # t_{0.975, 2}: three seeds
@@ -62,17 +62,17 @@ RTE = [
 
 
 def test_excludes_zero_and_wins():
-    assert agora_rows.excludes_zero((0.05, 0.02))
-    assert agora_rows.excludes_zero((-0.05, 0.02))
-    assert not agora_rows.excludes_zero((0.01, 0.02))
-    assert not agora_rows.excludes_zero((0.05, math.nan))  # one seed: no interval
-    assert agora_rows.wins(RTE, "neighbour", "distill") == 1  # ties do not count
-    assert agora_rows.wins(SST2, "nearest_token", "plain") == 0
+    assert agora_glue.excludes_zero((0.05, 0.02))
+    assert agora_glue.excludes_zero((-0.05, 0.02))
+    assert not agora_glue.excludes_zero((0.01, 0.02))
+    assert not agora_glue.excludes_zero((0.05, math.nan))  # one seed: no interval
+    assert agora_glue.wins(RTE, "neighbour", "distill") == 1  # ties do not count
+    assert agora_glue.wins(SST2, "nearest_token", "plain") == 0
 
 
 def test_table_and_target_by_hand():
     reports = [_report("sst2", 500, SST2), _report("rte", 500, RTE, labeler=0.6)]
-    text = agora_rows.markdown(reports, min_tasks=1)
+    text = agora_glue.runs_markdown(reports, min_tasks=1)
     row = next(line for line in text.splitlines() if line.startswith("| sst2"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:4] == ["sst2 (accuracy)", "500", "3", "80.0"]
@@ -89,11 +89,11 @@ def test_table_and_target_by_hand():
     assert "+0.0 ± 5.0 (1/3)" in rte  # (+.02, −.02, 0): sd .02 → 4.303·.02/√3 = .0497
     assert "**" not in rte.split("|")[12]
 
-    rows = [r for rep in reports for r in agora_rows.task_rows(rep)]
-    goal = agora_rows.target(rows, min_tasks=1)
+    rows = [r for rep in reports for r in agora_glue.task_rows(rep)]
+    goal = agora_glue.target(rows, min_tasks=1)
     assert goal["neighbour @ 500"] == {"tasks": ["sst2"], "checked": ["sst2", "rte"], "met": True}
     assert goal["nearest_token @ 500"]["tasks"] == [] and not goal["nearest_token @ 500"]["met"]
-    assert not agora_rows.target(rows, min_tasks=2)["neighbour @ 500"]["met"]
+    assert not agora_glue.target(rows, min_tasks=2)["neighbour @ 500"]["met"]
     assert "| neighbour @ 500 | sst2 (of rte, sst2) | yes |" in text
 
 
@@ -106,7 +106,7 @@ def test_sizes_are_separate_rows(tmp_path):
         p.parent.mkdir()
         p.write_text(json.dumps(_report("sst2", n, seeds)))
         paths.append(str(p))
-    text = agora_rows.markdown(agora_rows.load_reports(paths))
+    text = agora_glue.runs_markdown(agora_glue.load_reports(paths))
     rows = [line for line in text.splitlines() if line.startswith("| sst2")]
     assert [r.split("|")[2].strip() for r in rows] == ["500", "2000"]
     assert "| neighbour @ 2000 | none (of sst2) | no |" in text
@@ -122,11 +122,23 @@ def test_sizes_are_separate_rows(tmp_path):
 
 def test_bad_reports_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        agora_rows.load_reports([tmp_path / "missing.json"])
+        agora_glue.load_reports([tmp_path / "missing.json"])
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"x": 1}))
     with pytest.raises(ValueError, match="other.json"):
-        agora_rows.load_reports([bad])
+        agora_glue.load_reports([bad])
     empty = {"config": {}, "tasks": {"sst2": {"sizes": {}}}}  # sampler report only
     with pytest.raises(ValueError, match="no trained task"):
-        agora_rows.markdown([empty])
+        agora_glue.runs_markdown([empty])
+
+
+def test_sampler_report_only_markdown():
+    # sampler_report.only: the report is the sampler table alone
+    x = dict(changed=0.5, tokens_changed=1.25, labeler_equals_gold=0.75)
+    x.update(labeler_equals_centre_label=1.0, examples=[])
+    only = {"n_centres": 4, "labeler_on_centres_equals_gold": 0.5, "samplers": {"span": x}}
+    md = agora_glue.markdown({"config": {}, "tasks": {"rte": {"sampler_report": only}}})
+    assert (
+        md.startswith("Samplers")
+        and "| rte | span | 4 | 50% | 1.25 | 75.0% | 100.0% | 50.0% |" in md
+    )
