@@ -40,7 +40,7 @@ import numpy as np
 
 from bort_jax import agora, files
 from bort_jax.config import ConfigError, from_config, to_plain
-from bort_jax.tasks.metrics import average_ranks
+from bort_jax.tasks.metrics import spearman  # noqa: F401  (the experiments' rank correlation)
 
 T = TypeVar("T")
 CONFIG_FILE = "config.json"
@@ -68,18 +68,6 @@ def parse_seeds(text: str, where: str = "config.seeds") -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}={text!r}: give distinct comma-separated integers")
     return seeds
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman ρ of two samples [n] (Pearson of average ranks, ties averaged, as scipy);
-    NaN when either side is constant (an experiment must not read a constant as ρ = 0,
-    which `tasks.metrics.spearman` returns for GLUE's convention)."""
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman needs two equal-length samples of >= 2, got {len(x)}, {len(y)}")
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
