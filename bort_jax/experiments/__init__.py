@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from absl import logging
 
 from bort_jax import agora, files
 from bort_jax.config import ConfigError, from_config, to_plain
@@ -50,8 +50,9 @@ CONFIG_FILE = "config.json"
 
 
 def log(message: str) -> None:
-    """Progress line on stderr (stdout is left to the scripts' final report)."""
-    print(message, file=sys.stderr, flush=True)
+    """One progress line, logged at INFO (absl: stderr; stdout is left to the scripts' final
+    report)."""
+    logging.info("%s", message)
 
 
 def parse_list(text: str, cast: Callable[[str], T] = str) -> list[T]:
