@@ -7,7 +7,7 @@ entry point `run(config, workdir=None) -> report`; `scripts/*.py` are thin absl 
     agora_torus   Agora on a toy manifold where the answer is known (docs/agora.md section 4)
     agora_glue    Agora vs plain fine-tuning of a small student on SST-2 / RTE / MRPC
                   (docs/finetune.md section 2)
-    agora_rows    issue 11's rows table over several finished agora_glue reports
+    agora_rows    one table of Agora vs plain rows over several finished agora_glue reports
     bort_pipeline extract -> pretrain -> fine-tune -> compare
 
 Reliability. An experiment killed at any point (SIGKILL included) and rerun with the same
