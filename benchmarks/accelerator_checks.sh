@@ -2,10 +2,10 @@
 # Accelerator checks, sized for one short run (~10 min of device time at most):
 #   bash benchmarks/accelerator_checks.sh [OUT_DIR]        (default: $OUT, else runs/accel)
 #
-# 1. scaling.py, bfloat16, Bort and BERT-base shapes, data-parallel over the real devices
+# 1. benchmarks.scaling, bfloat16, Bort and BERT-base shapes, data-parallel over the real devices
 #    (1, 2, 4, 8 — as many as there are): throughput and MFU against the chip's dense bf16
 #    peak (target: MFU >= 40% at this per-device batch).
-# 2. inference.py, bfloat16 BERT-large at B8 and B1 x L128 — it was reported to hang on an
+# 2. benchmarks.inference, bfloat16 BERT-large at B8 and B1 x L128 — it was reported to hang on an
 #    H100. It runs under `timeout` with Python's faulthandler: on a timeout SIGABRT makes
 #    every Python thread's stack go to log.txt (compile or execute?), and a second, smaller
 #    try (B1 only) runs with XLA_FLAGS=--xla_dump_to so the HLO of the module that hangs
@@ -40,11 +40,11 @@ step() { # step NAME TIMEOUT_S CMD...: run with a timeout, SIGABRT first (faulth
   echo "XLA_FLAGS=${XLA_FLAGS:-}"
 } >>"$log" 2>&1
 
-step scaling "${SCALING_TIMEOUT:-240}" $py benchmarks/scaling.py --dtype=bfloat16 \
+step scaling "${SCALING_TIMEOUT:-240}" $py -m benchmarks.scaling --dtype=bfloat16 \
   --shapes=bort,bert-base --per_device_batch="${SCALING_BATCH:-128}" --seq_len=128 \
   --steps=10 --repeats=5 --out="$out/scaling_bf16.json"
 
-step inference "${INFER_TIMEOUT:-150}" $py benchmarks/inference.py --models=bert-large \
+step inference "${INFER_TIMEOUT:-150}" $py -m benchmarks.inference --models=bert-large \
   --dtypes=bfloat16 --shapes=8x128,1x128 --repeats=10 --peak_n=8192 \
   --out="$out/inference_bf16.json" >"$out/inference_bf16.md"
 rc=$?
@@ -54,7 +54,7 @@ if [ $rc -eq 124 ] || [ $rc -eq 134 ] || [ $rc -eq 137 ]; then
   dump="$(mktemp -d)/xla_dump_inference"
   rm -rf "$dump"
   XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$dump --xla_dump_hlo_as_text" \
-    step inference_dump "${DUMP_TIMEOUT:-120}" $py benchmarks/inference.py \
+    step inference_dump "${DUMP_TIMEOUT:-120}" $py -m benchmarks.inference \
     --models=bert-large --dtypes=bfloat16 --shapes=1x128 --repeats=5 --peak_n=2048
   ls -la "$dump" >>"$log" 2>&1
   tar czf "$out/xla_dump.tgz" -C /tmp "$(basename "$dump")" 2>>"$log"

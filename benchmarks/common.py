@@ -1,4 +1,8 @@
-"""Shared helpers for the benchmarks: wall-clock timing, matmul peak, machine description.
+"""Shared helpers for the benchmarks: wall-clock timing, matmul peak, machine description,
+FLOPs of the KD student step, flag values.
+
+Every benchmark is a module run from the repository root, `python -m benchmarks.<name>
+--flag=value` (absl flags); it prints its Markdown table and, with `--out`, writes the JSON.
 
 All timings block on the result (`jax.block_until_ready`) and exclude compilation: callers
 pass an already compiled function (`jax.jit(f).lower(*args).compile()`), and `time_fn`
@@ -10,15 +14,73 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
-from typing import Any, Callable, Sequence
+import types
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from bort_jax import latency
+from bort_jax import distill, latency, plan
+from bort_jax.arch import Arch, Spec, flops
+
+MINILM = Arch(6, 12, 384, 1536)  # the teacher's shape: all-MiniLM-L6-v2, 30,522-token vocabulary
+
+
+def flag_values(holders: Iterable[flags.FlagHolder]) -> types.SimpleNamespace:
+    """The parsed values of a benchmark's flags as attributes (`args.repeats`), by flag name."""
+    return types.SimpleNamespace(**{h.name: h.value for h in holders})
+
+
+def command_line(module: str) -> str:
+    """How this run was started: `[XLA_FLAGS=...] python -m <module> <flags>`."""
+    xla = os.environ.get("XLA_FLAGS")
+    env = f"XLA_FLAGS={shlex.quote(xla)} " if xla else ""
+    return env + " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def synthetic_kd(
+    rows: int,
+    seq_len: int,
+    positions: int,
+    teacher: Arch = MINILM,
+    vocab: int = 30522,
+    seed: int = 0,
+) -> tuple[distill.KDData, dict[str, np.ndarray]]:
+    """Random KD data of `rows` rows and its one batch of all rows, `{key: [rows, ...]}` as
+    `distill.train_batches` yields it: `bort_jax.plan.synthetic_data` of a `teacher` with a
+    `vocab`-token vocabulary, `positions` masked positions per row, hidden-state KD of all
+    D_t + 1 teacher states (float16), no logit KD. Speed does not depend on the values."""
+    data = plan.synthetic_data(
+        rows,
+        seq_len,
+        positions,
+        teacher,
+        Spec(vocab_size=vocab),
+        tuple(range(teacher.depth + 1)),
+        want_logits=False,
+        top_k=0,
+        temperature=1.0,
+        seed=seed,
+    )
+    return data, distill.train_batches(data, rows, seed)(0)
+
+
+def student_step_flops(
+    arch: Arch, spec: Spec, batch: int, seq_len: int, positions: int, teacher_hidden: int
+) -> int:
+    """fwd + bwd ≈ 3 × forward matmul FLOPs of everything the KD student step multiplies:
+    encoder, MLM head at the `positions` masked positions, and the D+1 hidden-KD projections
+    H_s → H_t (absent when H_s = H_t)."""
+    fwd = flops(arch, seq_len, batch, spec)
+    fwd += 2 * batch * positions * (arch.hidden * arch.hidden + arch.hidden * spec.vocab_size)
+    if arch.hidden != teacher_hidden:
+        fwd += (arch.depth + 1) * 2 * batch * seq_len * arch.hidden * teacher_hidden
+    return 3 * fwd
 
 
 def time_fn(

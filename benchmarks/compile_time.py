@@ -1,8 +1,8 @@
 """Compile time of the KD train step against depth, unrolled vs scanned layers, and the share of
 a search's wall time that goes to compiling.
 
-  python benchmarks/compile_time.py --out=benchmarks/results/compile_cpu.json
-  python benchmarks/compile_time.py --depths=2,4 --repeats=1 --search=   # quick check
+  python -m benchmarks.compile_time --out=benchmarks/results/compile_cpu.json
+  python -m benchmarks.compile_time --depths=2,4 --repeats=1 --search=   # quick check
 
 Part 1 (compile table). The program compiled is the real proxy-training step: the jitted
 `train.make_train_step` (value_and_grad + global-norm + AdamW update, state donated) of
@@ -32,27 +32,23 @@ that other processes took meanwhile (`common.BusyMeter`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import os
 import statistics
-import sys
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BusyMeter, machine_info, time_fn, wait_for_quiet, write_result  # noqa: E402
+from benchmarks import common
+from benchmarks.common import BusyMeter, machine_info, time_fn, wait_for_quiet, write_result
+from bort_jax import distill, proxy, train
+from bort_jax.arch import Arch, Spec
+from bort_jax.models.bert import Bert, stack_layers
 
-from bort_jax import distill, proxy, train  # noqa: E402
-from bort_jax.arch import Arch, Spec  # noqa: E402
-from bort_jax.models.bert import Bert, stack_layers  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -86,36 +82,31 @@ class Problem:
 def kd_step(arch: Arch, prob: Problem, mode: str) -> tuple[Any, Any, Any]:
     """(jitted train step, abstract state, abstract batch) of the KD student `arch`.
 
-    Mirrors `distill.build_student` + `train.train` without materialising anything: the
-    parameters are `jax.eval_shape` of `distill.init_student` (stacked for scanned modes).
+    Mirrors `distill.build_student` + `train.train` without materialising the model: the
+    parameters are `jax.eval_shape` of `distill.init_student` (stacked for scanned modes), the
+    batch the shapes of `common.synthetic_kd`'s (a MiniLM-shaped teacher of `prob`'s depth,
+    width and vocabulary).
     """
-    flags = MODES[mode]
+    layout = MODES[mode]
     spec = distill.student_spec(Spec(vocab_size=prob.vocab, max_positions=512))
-    model = Bert(arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0, **flags)
-    data = distill.KDData({}, {}, {}, {}, prob.teacher_depth, prob.teacher_hidden, prob.vocab)
+    model = Bert(arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0, **layout)
+    teacher = dataclasses.replace(
+        common.MINILM, depth=prob.teacher_depth, hidden=prob.teacher_hidden
+    )
+    data, batch = common.synthetic_kd(
+        prob.batch, prob.seq_len, prob.positions, teacher, vocab=prob.vocab
+    )
     loss_fn = distill.make_loss_fn(model, data, distill.KDWeights())
     tx = train.make_optimizer(proxy.ProxyConfig().optim, 100)
 
     def init_state():
         params = distill.init_student(arch, spec, prob.teacher_hidden, seed=0)
-        if flags["scan_layers"]:
+        if layout["scan_layers"]:
             params = {**params, "student": stack_layers(params["student"], arch.depth)}
         return train.init_state(params, tx, 0)
 
     state = jax.eval_shape(init_state)
-    b, length, p = prob.batch, prob.seq_len, prob.positions
-    sds = jax.ShapeDtypeStruct
-    batch = {
-        "input_ids": sds((b, length), jnp.int32),
-        "attention_mask": sds((b, length), jnp.int32),
-        "token_type_ids": sds((b, length), jnp.int32),
-        "mlm_positions": sds((b, p), jnp.int32),
-        "mlm_ids": sds((b, p), jnp.int32),
-        "mlm_weights": sds((b, p), jnp.float32),
-        "teacher_hidden": sds(
-            (b, prob.teacher_depth + 1, length, prob.teacher_hidden), jnp.float16
-        ),
-    }
+    batch = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
     return train.make_train_step(loss_fn, tx), state, batch
 
 
@@ -244,15 +235,10 @@ class CompileSpans:
 
 def search_share(mode: str) -> dict[str, Any]:
     """Smoke extraction with compile spans recorded; per-candidate wall/compile/run seconds."""
-    import importlib.util
-
     from bort_jax import extract
+    from configs import default as default_config
 
-    path = os.path.join(ROOT, "configs", "default.py")
-    spec = importlib.util.spec_from_file_location("default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = default_config.get_config("smoke")
     config.compilation_cache = False
     config.proxy.scan_layers = MODES[mode]["scan_layers"]
     spans, candidates = CompileSpans(), []
@@ -361,42 +347,35 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--depths", default="2,4,8,12,16,24")
-    ap.add_argument(
-        "--modes", default="unrolled,scanned", help=f"comma-separated, of {', '.join(MODES)}"
-    )
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--intermediate", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq_len", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3, help="cold compiles per cell (median)")
-    ap.add_argument(
-        "--step_repeats",
-        type=int,
-        default=0,
-        help="also time the compiled step (>= 5 runs; 0 = off)",
-    )
-    ap.add_argument(
-        "--search",
-        default="unrolled,scanned",
-        help="modes of the smoke-extraction compile share ('' = skip)",
-    )
-    ap.add_argument(
-        "--quiet_wait_s",
-        type=float,
-        default=0.0,
-        help="before each cell and search, wait up to this long for an idle machine",
-    )
-    ap.add_argument("--out", default="")
-    args = ap.parse_args(argv)
+_FLAGS = (
+    flags.DEFINE_string("depths", "2,4,8,12,16,24", "student depths, comma-separated"),
+    flags.DEFINE_string("modes", "unrolled,scanned", f"comma-separated, of {', '.join(MODES)}"),
+    flags.DEFINE_integer("heads", 4, "student heads"),
+    flags.DEFINE_integer("hidden", 256, "student width"),
+    flags.DEFINE_integer("intermediate", 1024, "student feed-forward width"),
+    flags.DEFINE_integer("batch", 8, "sequences per step"),
+    flags.DEFINE_integer("seq_len", 128, "tokens per sequence"),
+    flags.DEFINE_integer("repeats", 3, "cold compiles per cell (median)"),
+    flags.DEFINE_integer("step_repeats", 0, "also time the compiled step (>= 5 runs; 0 = off)"),
+    flags.DEFINE_string(
+        "search", "unrolled,scanned", "modes of the smoke-extraction compile share ('' = skip)"
+    ),
+    flags.DEFINE_float(
+        "quiet_wait_s", 0.0, "before each cell and search, wait up to this long for an idle machine"
+    ),
+    flags.DEFINE_string("out", "", "JSON path; the Markdown goes next to it (.md)"),
+)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = common.flag_values(_FLAGS)
     jax.config.update("jax_enable_compilation_cache", False)
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes + [m for m in args.search.split(",") if m] if m not in MODES]
     if unknown:
-        ap.error(f"unknown mode(s) {unknown}; use {', '.join(MODES)}")
+        raise app.UsageError(f"unknown mode(s) {unknown}; use {', '.join(MODES)}")
     depths = [int(d) for d in args.depths.split(",") if d]
     prob = Problem(
         heads=args.heads,
@@ -429,11 +408,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "search": search,
         "seconds": time.perf_counter() - t0,
         "machine": machine_info(),
-        "command": " ".join(["python"] + sys.argv),
+        "command": common.command_line("benchmarks.compile_time"),
     }
     write_result(res, markdown(res), args.out)  # JSON + the Markdown beside it
-    return res
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -1,7 +1,7 @@
 """XLA:CPU and bfloat16: can a flag route bf16 dots to a native bf16 kernel, and is it faster?
 
-  python benchmarks/cpu_bf16.py --out=benchmarks/results/cpu_bf16_cpu.json
-  python benchmarks/cpu_bf16.py --configs=default,ynn_dot --forward=         # matmuls only
+  python -m benchmarks.cpu_bf16 --out=benchmarks/results/cpu_bf16_cpu.json
+  python -m benchmarks.cpu_bf16 --configs=default,ynn_dot --forward=         # matmuls only
 
 By default XLA:CPU (jax 0.10.x) *upcasts* a bf16 dot: the optimized HLO converts both
 operands to f32, runs an f32 dot (a YNNPACK `__ynn_fusion` of the dot alone) and converts the
@@ -32,21 +32,20 @@ A configuration that crashes is reported with its error instead of failing the r
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import shlex
 import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+from absl import app, flags
+
+_REPO = Path(__file__).resolve().parents[1]  # the workers run `python -m` from here
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type"
 # name -> XLA_FLAGS. Flag names found in jaxlib 0.10.2's libjax_common.so (`strings`);
@@ -98,7 +97,7 @@ def dot_route(hlo: str) -> str:
     return f"{kernel}({'f32, upcast' if upcast else 'bf16'})"
 
 
-def worker(args: argparse.Namespace) -> dict[str, Any]:
+def worker(args: types.SimpleNamespace) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -180,12 +179,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- driver
 
 
-def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_config(name: str, args: types.SimpleNamespace) -> dict[str, Any]:
     """One worker subprocess with `CONFIGS[name]` as XLA_FLAGS; its JSON, or its error."""
     env = dict(os.environ, XLA_FLAGS=CONFIGS[name])
     cmd = [
         sys.executable,
-        os.path.abspath(__file__),
+        "-m",
+        "benchmarks.cpu_bf16",
         "--worker",
         f"--matmuls={args.matmuls}",
         f"--forward={args.forward}",
@@ -193,7 +193,13 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=args.timeout_s, check=False
+        cmd,
+        env=env,
+        cwd=_REPO,
+        capture_output=True,
+        text=True,
+        timeout=args.timeout_s,
+        check=False,
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -288,25 +294,26 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {list(CONFIGS)}")
-    ap.add_argument("--matmuls", default=DEFAULT_MATMULS, help="MxKxN,...")
-    ap.add_argument(
-        "--forward",
-        default="bert-large@1x128",
-        help="model@BxL (bert-large|bert-base|bort); empty = no forward pass",
-    )
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per worker (>= 5)")
-    ap.add_argument("--rounds", type=int, default=1, help="sweeps over the configurations")
-    ap.add_argument("--timeout_s", type=float, default=600.0, help="per worker")
-    ap.add_argument("--out", default="", help="JSON path; the Markdown goes next to it (.md)")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    return ap
+_FLAGS = (
+    flags.DEFINE_string("configs", ",".join(CONFIGS), f"subset of {list(CONFIGS)}"),
+    flags.DEFINE_string("matmuls", DEFAULT_MATMULS, "MxKxN,..."),
+    flags.DEFINE_string(
+        "forward", "bert-large@1x128", "model@BxL (bert-large|bert-base|bort); '' = none"
+    ),
+    flags.DEFINE_integer("repeats", 5, "timed calls per worker (>= 5)"),
+    flags.DEFINE_integer("rounds", 1, "sweeps over the configurations"),
+    flags.DEFINE_float("timeout_s", 600.0, "per worker"),
+    flags.DEFINE_string("out", "", "JSON path; the Markdown goes next to it (.md)"),
+    flags.DEFINE_boolean("worker", False, "internal: run one configuration, print its JSON"),
+)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from benchmarks import common
+
+    args = common.flag_values(_FLAGS)
     parse_matmuls(args.matmuls)  # fail on bad input before any work
     if args.forward and not re.fullmatch(r"(bert-large|bert-base|bort)@\d+x\d+", args.forward):
         raise ValueError(f"--forward={args.forward!r}: want model@BxL, e.g. bert-large@1x128")
@@ -314,14 +321,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--repeats={args.repeats}: need at least 5 timed calls")
     if args.worker:
         print(json.dumps(worker(args)))
-        return {}
+        return
     names = [n for n in args.configs.split(",") if n]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise ValueError(f"--configs: unknown {unknown}; choose from {list(CONFIGS)}")
     if args.rounds < 1:
         raise ValueError(f"--rounds={args.rounds}: need at least 1")
-    from benchmarks import common
 
     load_before = common.load_average()
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -337,12 +343,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "load_before": load_before,
         "load_after": common.load_average(),
         "machine": common.machine_info(),
-        "command": " ".join(["python"] + [shlex.quote(a) for a in sys.argv]),
+        "command": common.command_line("benchmarks.cpu_bf16"),
         "note": "shared 2-core machine: other workers' jobs may run meanwhile ('others')",
     }
     common.write_result(res, markdown(res), args.out)
-    return res
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

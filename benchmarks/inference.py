@@ -1,6 +1,6 @@
 """Forward-pass latency and throughput of BERT-large, BERT-base and Bort (random weights).
 
-    python benchmarks/inference.py --out=benchmarks/results/inference_cpu.json
+    python -m benchmarks.inference --out=benchmarks/results/inference_cpu.json
 
 For every dtype in `--dtypes` the script first measures the machine's achieved matmul
 GFLOP/s (`common.matmul_peak`) in this process, then, for every `--shapes` entry BxL and
@@ -20,28 +20,22 @@ Quick run: `--shapes=1x128 --dtypes=float32 --repeats=5`.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import json
 import os
-import shlex
-import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-# Runnable both as `python benchmarks/inference.py` and `python -m benchmarks.inference`.
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+import jax.numpy as jnp
+from absl import app, flags
 
-import jax.numpy as jnp  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from bort_jax import arch as arch_lib  # noqa: E402
-from bort_jax import latency  # noqa: E402
-from bort_jax.arch import Arch, Spec  # noqa: E402
+from benchmarks import common
+from bort_jax import arch as arch_lib
+from bort_jax import latency
+from bort_jax.arch import Arch, Spec
 
 MODELS: dict[str, tuple[Arch, Spec]] = {
     "bert-large": (arch_lib.BERT_LARGE, arch_lib.BERT_SPEC),
@@ -69,12 +63,12 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
         try:
             batch, length = (int(v) for v in item.lower().split("x"))
         except ValueError as e:
-            raise argparse.ArgumentTypeError(f"shape {item!r} is not BxL, e.g. 8x128") from e
+            raise ValueError(f"shape {item!r} is not BxL, e.g. 8x128") from e
         if batch <= 0 or length <= 0:
-            raise argparse.ArgumentTypeError(f"shape {item!r} must be positive")
+            raise ValueError(f"shape {item!r} must be positive")
         shapes.append((batch, length))
     if not shapes:
-        raise argparse.ArgumentTypeError("no shapes given")
+        raise ValueError("no shapes given")
     return shapes
 
 
@@ -82,58 +76,60 @@ def parse_choices(text: str, choices: Sequence[str], what: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     bad = [n for n in names if n not in choices]
     if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {bad or text!r}; choose from {', '.join(choices)}"
-        )
+        raise ValueError(f"unknown {what} {bad or text!r}; choose from {', '.join(choices)}")
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    p.add_argument(
-        "--models", default=",".join(MODELS), type=lambda s: parse_choices(s, list(MODELS), "model")
-    )
-    p.add_argument(
-        "--shapes", default="8x128,1x128", type=parse_shapes, help="comma-separated BATCHxLENGTH"
-    )
-    p.add_argument(
-        "--dtypes",
-        default="float32,bfloat16",
-        type=lambda s: parse_choices(s, list(DTYPES), "dtype"),
-        help="computation and parameter dtype",
-    )
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per config (>= 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls after compiling")
-    p.add_argument("--peak_n", type=int, default=2048, help="side of the peak matmul")
-    p.add_argument("--peak_repeats", type=int, default=7)
-    p.add_argument(
-        "--xla_flags", default="", help="appended to $XLA_FLAGS before the backend starts"
-    )
-    p.add_argument(
-        "--quiet_wait_s",
-        type=float,
-        default=0.0,
-        help="before each measurement wait up to this long for other processes "
-        "to leave the CPUs (busy fraction <= --quiet_busy)",
-    )
-    p.add_argument("--quiet_busy", type=float, default=0.15)
-    p.add_argument(
-        "--max_others",
-        type=float,
-        default=0.1,
-        help="re-time a config when other processes took more than this share "
-        "of the CPUs during its timed calls",
-    )
-    p.add_argument("--attempts", type=int, default=3, help="tries per config (see above)")
-    p.add_argument("--seed", type=int, default=0)
-    return p
+_FLAGS = (
+    flags.DEFINE_string("out", None, "JSON file to write"),
+    flags.DEFINE_string("models", ",".join(MODELS), f"comma-separated, of {', '.join(MODELS)}"),
+    flags.DEFINE_string("shapes", "8x128,1x128", "comma-separated BATCHxLENGTH"),
+    flags.DEFINE_string(
+        "dtypes", "float32,bfloat16", "computation and parameter dtypes, comma-separated"
+    ),
+    flags.DEFINE_integer("repeats", 5, "timed calls per config (>= 5)"),
+    flags.DEFINE_integer("warmup", 1, "untimed calls after compiling"),
+    flags.DEFINE_integer("peak_n", 2048, "side of the peak matmul"),
+    flags.DEFINE_integer("peak_repeats", 7, "timed calls of the peak matmul"),
+    flags.DEFINE_string("xla_flags", "", "appended to $XLA_FLAGS before the backend starts"),
+    flags.DEFINE_float(
+        "quiet_wait_s",
+        0.0,
+        "before each measurement wait up to this long for other processes to leave the CPUs "
+        "(busy fraction <= --quiet_busy)",
+    ),
+    flags.DEFINE_float("quiet_busy", 0.15, "busy fraction that counts as quiet"),
+    flags.DEFINE_float(
+        "max_others",
+        0.1,
+        "re-time a config when other processes took more than this share of the CPUs during "
+        "its timed calls",
+    ),
+    flags.DEFINE_integer("attempts", 3, "tries per config (see --max_others)"),
+    flags.DEFINE_integer("seed", 0, "seed of the random weights"),
+)
+
+
+def settings() -> types.SimpleNamespace:
+    """The flags, parsed: models / dtypes as name lists, shapes as (B, L) pairs.
+
+    Raises:
+        app.UsageError: a bad entry, named, before any work.
+    """
+    args = common.flag_values(_FLAGS)
+    try:
+        args.models = parse_choices(args.models, list(MODELS), "model")
+        args.dtypes = parse_choices(args.dtypes, list(DTYPES), "dtype")
+        args.shapes = parse_shapes(args.shapes)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    if args.repeats < 5:
+        raise app.UsageError("--repeats must be at least 5 (the median needs them)")
+    return args
 
 
 def least_disturbed(
-    measure: Callable[[], dict[str, Any]], args: argparse.Namespace
+    measure: Callable[[], dict[str, Any]], args: types.SimpleNamespace
 ) -> dict[str, Any]:
     """Run `measure()` (which reports 'others_busy') until other processes took at most
     `--max_others` of the CPUs during it, at most `--attempts` times; keep the least
@@ -158,7 +154,7 @@ def bench_model(
     batch: int,
     length: int,
     peak_gflops: float,
-    args: argparse.Namespace,
+    args: types.SimpleNamespace,
 ) -> dict[str, Any]:
     arch, spec = MODELS[name]
     dtype = DTYPES[dtype_name]
@@ -341,20 +337,11 @@ def markdown(
     return "\n".join(lines)
 
 
-def command_line(argv: Sequence[str]) -> str:
-    env = (
-        f"XLA_FLAGS={shlex.quote(os.environ['XLA_FLAGS'])} " if os.environ.get("XLA_FLAGS") else ""
-    )
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    return env + "python " + " ".join(shlex.quote(a) for a in [script, *argv])
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.repeats < 5:
-        raise SystemExit("--repeats must be at least 5 (the median needs them)")
-    command = command_line(argv)
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = settings()
+    command = common.command_line("benchmarks.inference")
     if args.xla_flags:  # read by XLA when the backend starts, i.e. at the first jax call
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     started = time.time()
@@ -414,11 +401,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table)
     result = {
         "command": command,
-        "argv": argv,
         "machine": info,
         "load_average_end": common.load_average(),
         "wall_s": time.time() - started,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": vars(args),
         "matmul_peak": peaks,
         "results": rows,
         "speedups": ups,
@@ -426,12 +412,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "disturbed": disturbed,
         "markdown": table,
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.out}")
-    return result
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

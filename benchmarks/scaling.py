@@ -1,8 +1,8 @@
 """Data-parallel weak scaling of the KD proxy train step: throughput and MFU vs device count.
 
-  python benchmarks/scaling.py --out=benchmarks/results/scaling_cpu.json           # CPU
-  python benchmarks/scaling.py --dtype=bfloat16 --shapes=bort,bert-base \\
-      --per_device_batch=32 --out=$OUT/scaling.json                              # GPU/TPU
+  python -m benchmarks.scaling --out=benchmarks/results/scaling_cpu.json           # CPU
+  python -m benchmarks.scaling --dtype=bfloat16 --shapes=bort,bert-base \\
+      --per_device_batch=32 --out=$OUT/scaling.json                               # GPU/TPU
 
 The step is the project's own proxy/KD train step, placed the way `train.train` places it
 under an active `sharding.Partitioner`: the student `Bert` (teacher vocabulary, MLM head, no
@@ -11,8 +11,9 @@ at the masked positions + hidden-state KD of all D+1 states through learned proj
 `train.make_train_step` (value_and_grad + AdamW of `ProxyConfig().optim`, state donated), the
 state sharded by `Partitioner.tree_shardings` and the batch split by `Partitioner.put_batch`,
 on a `MeshConfig(data=N)` mesh of the first N devices. The teacher is MiniLM-shaped
-(30,522-token vocabulary, D_t=6, H_t=384); its hidden states are random float16 (speed does not
-depend on values). `--dtype=bfloat16` sets the student's computation dtype (parameters and
+(30,522-token vocabulary, D_t=6, H_t=384); the batch is `bort_jax.plan.synthetic_data`'s random
+rows with random float16 teacher hidden states (`common.synthetic_kd`; speed does not depend
+on values). `--dtype=bfloat16` sets the student's computation dtype (parameters and
 optimizer state stay float32: mixed precision).
 
 Weak scaling: a fixed `--per_device_batch`, global batch = N × per-device batch, for
@@ -23,7 +24,7 @@ recorded, not timed), 1 warm-up step, then `--repeats` timings of `--steps` cons
   MFU = model FLOPs per step / step time / (N × peak FLOP/s per device),
   model FLOPs per step = 3 × forward matmul FLOPs (`arch.flops` of the encoder at the global
   batch, + MLM head at the masked positions + the D+1 KD projections;
-  `train_throughput.student_step_flops`).
+  `common.student_step_flops`).
 
 Peak per device: a table of dense bf16 figures for known chips (`PEAK_TFLOPS`, matched in
 `device_kind`), or `--peak_tflops`. On CPU the peak is *measured* in the same run: a jitted
@@ -38,21 +39,27 @@ peak and must fall as 1/N.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
-_REPO = Path(__file__).resolve().parents[1]
-for _p in (str(_REPO), str(_REPO / "benchmarks")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from jax.sharding import NamedSharding, PartitionSpec
+
+from benchmarks import common
+from bort_jax import distill, proxy, sharding, train
+from bort_jax.arch import Arch, Spec
+from bort_jax.models.bert import Bert
+
+_REPO = Path(__file__).resolve().parents[1]  # the workers run `python -m` from here
 
 SHAPES = {  # name -> (D, A, H, I)
     "tiny": (2, 4, 128, 512),
@@ -70,7 +77,7 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
     ("TPU v5", 459.0),
     ("TPU v4", 275.0),
 )
-VOCAB, TEACHER_DEPTH, TEACHER_HIDDEN = 30522, 6, 384
+TEACHER = common.MINILM
 DEVICE_COUNTS = (1, 2, 4, 8)
 FAKE_NOTE = (
     "fake CPU devices (--xla_force_host_platform_device_count) share the same cores: these "
@@ -94,51 +101,21 @@ def masked_positions(seq_len: int) -> int:
 # ----------------------------------------------------------------------------------- worker
 
 
-def host_batch(batch: int, seq_len: int, seed: int = 0) -> dict[str, Any]:
-    """A random KD batch (numpy) of the shapes `distill.train_batches` yields."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    p = masked_positions(seq_len)
-    return {
-        "input_ids": rng.integers(0, VOCAB, (batch, seq_len), dtype=np.int32),
-        "attention_mask": np.ones((batch, seq_len), np.int32),
-        "token_type_ids": np.zeros((batch, seq_len), np.int32),
-        "mlm_positions": np.sort(
-            np.stack([rng.choice(seq_len, p, replace=False) for _ in range(batch)]), axis=1
-        ).astype(np.int32),
-        "mlm_ids": rng.integers(0, VOCAB, (batch, p), dtype=np.int32),
-        "mlm_weights": np.ones((batch, p), np.float32),
-        "teacher_hidden": rng.standard_normal(
-            (batch, TEACHER_DEPTH + 1, seq_len, TEACHER_HIDDEN), dtype=np.float32
-        ).astype(np.float16),
-    }
-
-
-def bench_one(shape: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def bench_one(shape: str, n: int, args: types.SimpleNamespace) -> dict[str, Any]:
     """Compile and time the sharded KD step of `shape` on the first `n` devices."""
-    import jax
-    import jax.numpy as jnp
-    from common import BusyMeter
-    from jax.sharding import NamedSharding, PartitionSpec
-    from train_throughput import student_step_flops
-
-    from bort_jax import distill, proxy, sharding, train
-    from bort_jax.arch import Arch, Spec
-    from bort_jax.models.bert import Bert
-
     arch = Arch(*SHAPES[shape])
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
-    spec = distill.student_spec(Spec(vocab_size=VOCAB, max_positions=512))
+    spec = distill.student_spec(Spec(max_positions=512))
     model = Bert(
         arch, spec, mlm_head=True, dropout_rate=0.0, attention_dropout_rate=0.0, dtype=dtype
     )
-    data = distill.KDData({}, {}, {}, {}, TEACHER_DEPTH, TEACHER_HIDDEN, VOCAB)
+    global_batch = args.per_device_batch * n
+    positions = masked_positions(args.seq_len)
+    data, host_batch = common.synthetic_kd(global_batch, args.seq_len, positions, TEACHER)
     loss_fn = distill.make_loss_fn(model, data, distill.KDWeights())
     tx = train.make_optimizer(proxy.ProxyConfig().optim, 1000)
     part = sharding.Partitioner.from_config(sharding.MeshConfig(data=n), jax.devices()[:n])
-    global_batch = args.per_device_batch * n
-    params = distill.init_student(arch, spec, TEACHER_HIDDEN, seed=0)
+    params = distill.init_student(arch, spec, TEACHER.hidden, seed=0)
     state = train.init_state(params, tx, 0)
     with part.activate():
         # As `train.train` does under a partitioner:
@@ -146,13 +123,13 @@ def bench_one(shape: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         metrics_sharding = NamedSharding(part.mesh, PartitionSpec())
         state = jax.device_put(state, state_sharding)
         step = train.make_train_step(loss_fn, tx, state_sharding, metrics_sharding)
-        batch = part.put_batch(host_batch(global_batch, args.seq_len))
+        batch = part.put_batch(host_batch)
         t0 = time.perf_counter()
         compiled = step.lower(state, batch).compile()
         compile_s = time.perf_counter() - t0
         state, metrics = compiled(state, batch)  # warm-up
         loss0 = float(metrics["loss"])
-        times, meter = [], BusyMeter()
+        times, meter = [], common.BusyMeter()
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             for _ in range(args.steps):
@@ -161,8 +138,8 @@ def bench_one(shape: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             times.append((time.perf_counter() - t0) / args.steps)
         others = meter.stop()[1]
     step_s = statistics.median(times)
-    step_flops = student_step_flops(
-        arch, spec, global_batch, args.seq_len, masked_positions(args.seq_len), TEACHER_HIDDEN
+    step_flops = common.student_step_flops(
+        arch, spec, global_batch, args.seq_len, positions, TEACHER.hidden
     )
     return {
         "shape": shape,
@@ -186,7 +163,7 @@ def bench_one(shape: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def worker(args: argparse.Namespace, counts: Sequence[int]) -> list[dict[str, Any]]:
+def worker(args: types.SimpleNamespace, counts: Sequence[int]) -> list[dict[str, Any]]:
     rows = []
     for n in counts:
         for shape in args.shapes:
@@ -204,16 +181,16 @@ def worker(args: argparse.Namespace, counts: Sequence[int]) -> list[dict[str, An
 # ----------------------------------------------------------------------------------- driver
 
 
-def run_fake_cpu(n: int, args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]:
+def run_fake_cpu(n: int, args: types.SimpleNamespace, argv: Sequence[str]) -> list[dict[str, Any]]:
     """One subprocess with `n` fake host devices; its rows (or an error row per shape)."""
-    flags = os.environ.get("XLA_FLAGS", "")
+    xla = os.environ.get("XLA_FLAGS", "")
     env = dict(
         os.environ,
-        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}".strip(),
+        XLA_FLAGS=f"{xla} --xla_force_host_platform_device_count={n}".strip(),
         JAX_PLATFORMS="cpu",
     )
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, f"--worker_devices={n}"]
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    cmd = [sys.executable, "-m", "benchmarks.scaling", *argv, f"--worker_devices={n}"]
+    proc = subprocess.run(cmd, env=env, cwd=_REPO, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:  # the worker's stderr (progress, traceback) went to ours
         error = f"exit {proc.returncode} (worker's stderr above)"
         return [{"shape": s, "devices": n, "error": error} for s in args.shapes]
@@ -271,23 +248,22 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    ap.add_argument("--shapes", default="tiny,bort", help=f"subset of {list(SHAPES)}")
-    ap.add_argument("--per_device_batch", type=int, default=2)
-    ap.add_argument("--seq_len", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=3, help="consecutive steps per timing")
-    ap.add_argument("--repeats", type=int, default=3, help="timings per point (median)")
-    ap.add_argument("--devices", default="1,2,4,8", help="device counts (≤ devices present)")
-    ap.add_argument("--peak_tflops", type=float, default=0.0, help="override the peak table")
-    ap.add_argument("--peak_n", type=int, default=2048, help="CPU peak matmul size")
-    ap.add_argument("--out", default="", help="JSON path; the Markdown goes next to it (.md)")
-    ap.add_argument("--worker_devices", type=int, default=0, help=argparse.SUPPRESS)
-    return ap
+_FLAGS = (
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "student computation dtype"),
+    flags.DEFINE_string("shapes", "tiny,bort", f"subset of {list(SHAPES)}"),
+    flags.DEFINE_integer("per_device_batch", 2, "sequences per device"),
+    flags.DEFINE_integer("seq_len", 128, "tokens per sequence"),
+    flags.DEFINE_integer("steps", 3, "consecutive steps per timing"),
+    flags.DEFINE_integer("repeats", 3, "timings per point (median)"),
+    flags.DEFINE_string("devices", "1,2,4,8", "device counts (<= devices present)"),
+    flags.DEFINE_float("peak_tflops", 0.0, "override the peak table"),
+    flags.DEFINE_integer("peak_n", 2048, "CPU peak matmul size"),
+    flags.DEFINE_string("out", "", "JSON path; the Markdown goes next to it (.md)"),
+    flags.DEFINE_integer("worker_devices", 0, "internal: time on this many devices, print JSON"),
+)
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: types.SimpleNamespace) -> None:
     """Errors naming the bad option, before any compilation."""
     args.shapes = [s for s in args.shapes.split(",") if s]
     unknown = [s for s in args.shapes if s not in SHAPES]
@@ -306,18 +282,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--devices={args.devices!r}: want positive counts")
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = common.flag_values(_FLAGS)
     check_args(args)
     if args.worker_devices:
         print(json.dumps(worker(args, [args.worker_devices])))
-        return {}
-    import jax
-    import jax.numpy as jnp
-    from common import load_average, machine_info, matmul_peak, write_result
-
-    load_before = load_average()
+        return
+    load_before = common.load_average()
     backend = jax.default_backend()
     kind = jax.devices()[0].device_kind
     fake = backend == "cpu"
@@ -325,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.peak_tflops:
         peak, source = args.peak_tflops * 1e12, "--peak_tflops"
     elif fake:
-        cpu_peak = matmul_peak(getattr(jnp, args.dtype), n=args.peak_n)
+        cpu_peak = common.matmul_peak(getattr(jnp, args.dtype), n=args.peak_n)
         peak = cpu_peak["gflops"] * 1e9
         source = (
             f"measured in this run: median of a jitted {args.peak_n}² {args.dtype} matmul "
@@ -342,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         counts = args.device_counts
         rows = []
         for n in counts:
-            rows += run_fake_cpu(n, args, argv)
+            rows += run_fake_cpu(n, args, sys.argv[1:])
     else:
         counts = [n for n in args.device_counts if n <= jax.device_count()]
         rows = worker(args, counts)
@@ -364,14 +337,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cpu_peak": cpu_peak,
         "rows": rows,
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": common.load_average(),
         "uptime": _uptime(),
-        "machine": machine_info(),
-        "command": " ".join(["python", "benchmarks/scaling.py"] + [shlex.quote(a) for a in argv]),
+        "machine": common.machine_info(),
+        "command": common.command_line("benchmarks.scaling"),
     }
-    write_result(res, markdown(res), args.out)
-    return res
+    common.write_result(res, markdown(res), args.out)
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -1,7 +1,7 @@
 """Overhead of the OSE search itself (everything but e): numpy order/bounds vs Python loops.
 
-  python benchmarks/search_overhead.py                       # default sizes 100 … 5,000
-  python benchmarks/search_overhead.py --sizes=10x10x10 --repeats=5 --slow_max_n=0
+  python -m benchmarks.search_overhead                       # default sizes 100 … 5,000
+  python -m benchmarks.search_overhead --sizes=10x10x10 --repeats=5 --slow_max_n=0
 
 The search (`bort_jax.search.fptas.fptas`, docs/fptas.md) computes the order ⪯ between all pairs
 of candidates, trims, then alternates bound updates with calls to e. With a real e (proxy
@@ -27,7 +27,6 @@ same sequence of e calls; the table says so per row and the run fails otherwise.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -36,18 +35,18 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+import numpy as np
+from absl import app, flags
 
-import numpy as np  # noqa: E402
+from benchmarks import common
+from bort_jax.files import atomic_write_json
+from bort_jax.search import fptas as F
+from bort_jax.search import space as SP
+from bort_jax.search import synthetic as S
 
-from bort_jax.files import atomic_write_json  # noqa: E402
-from bort_jax.search import fptas as F  # noqa: E402
-from bort_jax.search import space as SP  # noqa: E402
-from bort_jax.search import synthetic as S  # noqa: E402
+_REPO = Path(__file__).resolve().parents[1]  # `git show` of the baseline runs here
 
 BASELINE_REV = "321099e"  # last commit with the pure-Python order, trimming and bounds
 
@@ -122,7 +121,7 @@ def time_path(run: Callable[[Callable], Any], e: Callable, repeats: int) -> dict
 
 
 def bench_size(
-    shape: tuple[int, ...], objective: F.WCoefficient, args: argparse.Namespace, old: Any | None
+    shape: tuple[int, ...], objective: F.WCoefficient, args: types.SimpleNamespace, old: Any | None
 ) -> dict[str, Any]:
     """Time the three paths on one grid; the row of the table (``identical``: same outcome)."""
     space, inst = make_instance(shape)
@@ -162,35 +161,38 @@ def bench_size(
 def parse_shape(text: str) -> tuple[int, ...]:
     shape = tuple(int(v) for v in text.lower().split("x"))
     if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"size {text!r}: want AxBxC with positive ints")
+        raise ValueError(f"size {text!r}: want AxBxC with positive ints")
     return shape
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--sizes",
-        default="5x5x4,10x10x5,10x10x10,10x20x10,20x25x10",
-        help="comma-separated grid shapes AxBxC (n = A·B·C candidates)",
-    )
-    ap.add_argument("--repeats", type=int, default=5, help="runs per size, vectorised path")
-    ap.add_argument("--slow_repeats", type=int, default=1, help="runs per size, old/generic")
-    ap.add_argument(
-        "--slow_max_n",
-        type=int,
-        default=5000,
-        help="skip the old and generic paths above this many candidates",
-    )
-    ap.add_argument("--objective", default="0.5,0.5,4", help="alpha,beta,gamma of W")
-    ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument(
-        "--baseline_rev",
-        default=BASELINE_REV,
-        help="git revision of the old code path ('' to skip it)",
-    )
-    ap.add_argument("--out", default="", help="optional JSON file for the raw timings")
-    args = ap.parse_args(argv)
-    shapes = [parse_shape(s) for s in args.sizes.split(",") if s]
+_FLAGS = (
+    flags.DEFINE_string(
+        "sizes",
+        "5x5x4,10x10x5,10x10x10,10x20x10,20x25x10",
+        "comma-separated grid shapes AxBxC (n = A·B·C candidates)",
+    ),
+    flags.DEFINE_integer("repeats", 5, "runs per size, vectorised path"),
+    flags.DEFINE_integer("slow_repeats", 1, "runs per size, old/generic"),
+    flags.DEFINE_integer(
+        "slow_max_n", 5000, "skip the old and generic paths above this many candidates"
+    ),
+    flags.DEFINE_string("objective", "0.5,0.5,4", "alpha,beta,gamma of W"),
+    flags.DEFINE_float("eps", 0.1, "the FPTAS' eps"),
+    flags.DEFINE_string(
+        "baseline_rev", BASELINE_REV, "git revision of the old code path ('' to skip it)"
+    ),
+    flags.DEFINE_string("out", "", "optional JSON file for the raw timings"),
+)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = common.flag_values(_FLAGS)
+    try:
+        shapes = [parse_shape(s) for s in args.sizes.split(",") if s]
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     alpha, beta, gamma = (float(v) for v in args.objective.split(","))
     old = load_baseline(args.baseline_rev) if args.baseline_rev else None
     if args.baseline_rev and old is None:
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(
             args.out,
             {
-                "command": sys.argv,
+                "command": common.command_line("benchmarks.search_overhead"),
                 "machine": machine,
                 "rows": rows,
                 "objective": [alpha, beta, gamma],
@@ -258,4 +260,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

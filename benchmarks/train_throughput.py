@@ -1,7 +1,7 @@
 """Train-step throughput of a KD student: teacher outputs cached vs recomputed.
 
-  python benchmarks/train_throughput.py --out=benchmarks/results/train_cpu.json
-  python benchmarks/train_throughput.py --arch=4,8,1024,768 --batch=8 --seq_len=128
+  python -m benchmarks.train_throughput --out=benchmarks/results/train_cpu.json
+  python -m benchmarks.train_throughput --arch=4,8,1024,768 --batch=8 --seq_len=128
 
 The student (default: the Bort shape D4/A8/H1024/I768, in the teacher's vocabulary) takes
 `train.make_train_step` steps of the KD objective of `distill.make_loss_fn` (hidden-state KD
@@ -17,34 +17,21 @@ that no FLOP count includes.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import tempfile
+import types
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, matmul_peak, time_fn, write_result  # noqa: E402
-
-from bort_jax import distill, hf, train  # noqa: E402
-from bort_jax.arch import Arch, flops  # noqa: E402
-
-
-def student_step_flops(
-    arch: Arch, spec, batch: int, seq_len: int, positions: int, teacher_hidden: int
-) -> int:
-    """fwd + bwd ≈ 3 × forward matmul FLOPs of everything the student step multiplies:
-    encoder, MLM head at the masked positions, and the D+1 hidden-KD projections H_s → H_t."""
-    fwd = flops(arch, seq_len, batch, spec)
-    fwd += 2 * batch * positions * (arch.hidden * arch.hidden + arch.hidden * spec.vocab_size)
-    if arch.hidden != teacher_hidden:
-        fwd += (arch.depth + 1) * 2 * batch * seq_len * arch.hidden * teacher_hidden
-    return 3 * fwd
+from benchmarks import common
+from benchmarks.common import machine_info, matmul_peak, student_step_flops, time_fn, write_result
+from bort_jax import distill, hf, train
+from bort_jax.arch import Arch, flops
 
 
-def run(args) -> dict:
+def run(args: types.SimpleNamespace) -> dict:
     teacher_dir = args.teacher_dir or hf.minilm_path()
     teacher = distill.Teacher.load(teacher_dir)
     arch = Arch.parse(args.arch)
@@ -126,7 +113,7 @@ def run(args) -> dict:
         "rows": rows,
         "cache_speedup": timings["recomputed"]["median_s"] / timings["cached"]["median_s"],
         "machine": machine_info(),
-        "command": " ".join(["python"] + sys.argv),
+        "command": common.command_line("benchmarks.train_throughput"),
     }
 
 
@@ -147,20 +134,24 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="4,8,1024,768")
-    ap.add_argument("--teacher_dir", default="")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq_len", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--peak_n", type=int, default=2048)
-    ap.add_argument("--out", default="")
-    args = ap.parse_args(argv)
+_FLAGS = (
+    flags.DEFINE_string("arch", "4,8,1024,768", "student D,A,H,I"),
+    flags.DEFINE_string("teacher_dir", "", "HF teacher directory; '' = installed all-MiniLM-L6-v2"),
+    flags.DEFINE_integer("batch", 8, "sequences per step"),
+    flags.DEFINE_integer("seq_len", 128, "tokens per sequence"),
+    flags.DEFINE_integer("repeats", 5, "timed steps (median)"),
+    flags.DEFINE_integer("peak_n", 2048, "side of the peak matmul"),
+    flags.DEFINE_string("out", "", "JSON path; the Markdown goes next to it (.md)"),
+)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = common.flag_values(_FLAGS)
     res = run(args)
     write_result(res, markdown(res), args.out)  # JSON + the Markdown beside it
-    return res
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

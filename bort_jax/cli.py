@@ -3,12 +3,18 @@
 `run(main)` replaces `absl.app.run(main)`: a `ConfigError`, `ValueError`, `KeyError` or `OSError`
 escaping `main` (a bad config value, a missing file, malformed data) is printed as one line
 `error: <message>` on stderr and the process exits with status 2, before or after expensive
-work alike. Pass `--verbosity=0` or higher (absl's flag) to see the full traceback and INFO logs.
+work alike. Pass `--verbosity=0` or higher (absl's flag) to see the full traceback and every
+INFO log.
+
+This module is the scripts' main, not part of the library: the library logs through absl
+(`bort_jax.experiments.log` for progress); only the lines a script shows its user are
+printed here (the one-line error, and `config_main`'s final summary on stdout).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -21,12 +27,20 @@ USER_ERRORS = (ValueError, KeyError, OSError)
 EXIT_USER_ERROR = 2
 
 
+def _not_orbax_info(record: logging.LogRecord) -> bool:
+    """False for a record below WARNING logged from Orbax's sources."""
+    return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def quiet_logs() -> None:
-    """Silence INFO logs (Orbax logs every save) unless `--verbosity` was given."""
+    """Unless `--verbosity` was given: drop Orbax's INFO logs (one per checkpoint save; Orbax
+    logs through absl's logger, as this library does) and JAX's backend notices, keeping
+    the library's progress lines."""
     if flags.FLAGS["verbosity"].present:
         return
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    for name in ("absl", "orbax", "jax._src.xla_bridge"):
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger("absl").addFilter(_not_orbax_info)
+    for name in ("orbax", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

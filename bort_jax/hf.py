@@ -278,8 +278,8 @@ def _check_shapes(params: dict, arch: Arch, spec: Spec, where: str) -> None:
 
     model = Bert(arch, spec, mlm_head="mlm_transform" in params)
     expected = jax.eval_shape(lambda: _abstract_params(model))
-    exp_flat = _flatten(expected)
-    got_flat = _flatten(params)
+    exp_flat = flatten(expected)
+    got_flat = flatten(params)
     missing = sorted(set(exp_flat) - set(got_flat))
     if missing:
         raise ValueError(f"{where}: missing tensors {missing[:5]}{'…' if len(missing) > 5 else ''}")
@@ -300,13 +300,26 @@ def _abstract_params(model):
     return nn.meta.unbox(v["params"])
 
 
-def _flatten(tree, prefix=()):
+def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Nested mapping -> {'a/b/c': leaf} (the names of safetensors / npz entries)."""
     out = {}
     for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (k,)))
+        if isinstance(v, Mapping):
+            out.update(flatten(v, prefix + (k,)))
         else:
             out["/".join(prefix + (k,))] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """Inverse of `flatten`: {'a/b/c': leaf} -> nested dicts."""
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
     return out
 
 
@@ -370,17 +383,6 @@ def _write_hf_dir(
 HEAD_FILE = "classifier_head.safetensors"
 
 
-def _unflat(flat: Mapping[str, np.ndarray]) -> dict:
-    out: dict = {}
-    for key, v in flat.items():
-        node = out
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
-
-
 def save_classifier(
     path: str | os.PathLike,
     model: Any,
@@ -409,7 +411,7 @@ def save_classifier(
         _write_hf_dir(staging, params, model.arch, model.spec, tokenizer_dir, extra)
         head = {k: params[k] for k in HEAD_KEYS if k in params}
         save_file(
-            {k: np.ascontiguousarray(np.asarray(v)) for k, v in _flatten(head).items()},
+            {k: np.ascontiguousarray(np.asarray(v)) for k, v in flatten(head).items()},
             str(staging / HEAD_FILE),
         )
 
@@ -432,7 +434,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[Any, dict, Any, dict]:
         raise ValueError(f"{path} is not a fine-tuned classifier (no 'finetune' in config)")
     task = get_task(info["task"])
     model = Bert(ckpt.arch, ckpt.spec, num_labels=int(info["num_labels"]))
-    head = _unflat(load_file(str(Path(path) / info["head_file"])))
+    head = unflatten(load_file(str(Path(path) / info["head_file"])))
     params = merge_pretrained(fresh_params(model), ckpt.params)
     missing = set(HEAD_KEYS) & set(params) - set(head)
     if missing:

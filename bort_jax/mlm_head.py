@@ -8,9 +8,10 @@ output at the masked positions of static-masked rows,
     z = LN(act(h W + b)) Eᵀ + c        h = encoder output [M, H], E = word embeddings [V, H]
     min_{W, b, LN, c}  mean_m CE(z_m, y_m) + weight decay,
 
-(E stays frozen: it is tied to the input embeddings), with AdamW over minibatches of masked
-positions. The encoder runs once (features cached in memory), so a fit costs one forward pass
-plus `steps` small head steps. `with_head` returns the checkpoint with the fitted head, which
+(E stays frozen: it is tied to the input embeddings), with AdamW at a constant learning rate
+over minibatches of masked positions, through the one training loop `train.train`. The
+encoder runs once (features cached in memory), so a fit costs one forward pass plus
+`num_steps` small head steps. `with_head` returns the checkpoint with the fitted head, which
 `slice_params` then cuts down to any sub-architecture like the rest of the weights.
 
 The result is cached on disk under `cache_dir` by a content key (the checkpoint's weights, the
@@ -29,9 +30,9 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from bort_jax import files, hf, losses
+from bort_jax import files, hf, losses, train
+from bort_jax.data import batching
 from bort_jax.models.bert import INIT_STD, Bert, activation_fn
 
 HEAD_KEYS = ("mlm_transform", "mlm_norm", "mlm_bias")
@@ -42,14 +43,14 @@ _MEMO: dict[str, dict] = {}
 class HeadConfig:
     """Fitting the head (hyperparameters; part of the cache key)."""
 
-    steps: int = 100
+    num_steps: int = 100
     batch_size: int = 128  # masked positions per step
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size"):
+        for name in ("num_steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"head.{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -128,6 +129,31 @@ def head_key(checkpoint: hf.Checkpoint, arrays: Mapping[str, np.ndarray], cfg: H
     return h.hexdigest()[:24]
 
 
+def head_loss_fn(embedding: jax.Array, spec) -> train.LossFn:
+    """`loss_fn(head, batch, rng) -> (CE, {})` for `train.train`: the mean cross-entropy of
+    `head_logits(head, embedding, batch['h'])` [B, V] against the targets batch['y'] [B]."""
+
+    def loss_fn(head, batch, rng):
+        del rng  # deterministic: no dropout in the head
+        y = batch["y"]
+        z = head_logits(head, embedding, batch["h"], spec)
+        return losses.mlm_cross_entropy(z[None], y[None], jnp.ones_like(y, jnp.float32)[None]), {}
+
+    return loss_fn
+
+
+def head_optim(cfg: HeadConfig) -> train.OptimConfig:
+    """AdamW at a constant `cfg.learning_rate` (optax's b1, b2, eps), no clipping; weight decay
+    on the transform kernel only (`train.decay_mask`: not on biases or the LayerNorm)."""
+    return train.OptimConfig(
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        schedule="constant",
+        eps=1e-8,
+        clip_norm=None,
+    )
+
+
 def fit_mlm_head(
     checkpoint: hf.Checkpoint,
     arrays: Mapping[str, np.ndarray],
@@ -146,7 +172,7 @@ def fit_mlm_head(
     path = Path(cache_dir) / f"mlm_head_{key}.npz" if cache_dir else None
     if path is not None and path.is_file():
         try:
-            head = _unflatten(dict(np.load(path)))
+            head = _read_head(path)
             _MEMO[key] = head
             return head
         except (OSError, ValueError, KeyError):
@@ -155,33 +181,19 @@ def fit_mlm_head(
     if len(y) == 0:
         raise ValueError("fit_mlm_head: the rows have no masked positions (mlm_weights all 0)")
     emb = jnp.asarray(checkpoint.params["embeddings"]["word_embeddings"]["embedding"])
-    spec = checkpoint.spec
-    head = init_head(checkpoint.arch.hidden, spec.vocab_size, cfg.seed)
-    tx = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
-    opt = tx.init(head)
-
-    @jax.jit
-    def step(head, opt, hb, yb):
-        def loss(p):
-            z = head_logits(p, emb, hb, spec)
-            return losses.mlm_cross_entropy(z[None], yb[None], jnp.ones_like(yb, jnp.float32)[None])
-
-        val, g = jax.value_and_grad(loss)(head)
-        upd, opt = tx.update(g, opt, head)
-        return optax.apply_updates(head, upd), opt, val
-
-    rng = np.random.default_rng(cfg.seed)
-    bs = min(cfg.batch_size, len(y))
-    order = np.empty(0, np.int64)
-    for _ in range(cfg.steps):
-        if len(order) < bs:  # epochs of a fixed seeded permutation; one batch shape
-            order = np.concatenate([order, rng.permutation(len(y))])
-        idx, order = order[:bs], order[bs:]
-        head, opt, _ = step(head, opt, jnp.asarray(h[idx]), jnp.asarray(y[idx]))
+    head = init_head(checkpoint.arch.hidden, checkpoint.spec.vocab_size, cfg.seed)
+    result = train.train(
+        head_loss_fn(emb, checkpoint.spec),
+        head,
+        batching.epoch_batches({"h": h, "y": y}, min(cfg.batch_size, len(y)), cfg.seed),
+        train.LoopConfig(num_steps=cfg.num_steps, seed=cfg.seed, log_every=cfg.num_steps),
+        head_optim(cfg),
+    )
+    head = result.state.params
     head = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), head)
     if path is not None:
         buf = io.BytesIO()
-        np.savez(buf, **_flatten(head))
+        np.savez(buf, **hf.flatten(head))
         files.atomic_write_bytes(path, buf.getvalue())
     _MEMO[key] = head
     return head
@@ -197,7 +209,7 @@ def with_head(checkpoint: hf.Checkpoint, head: Mapping) -> hf.Checkpoint:
         "mlm_norm/bias": (hsz,),
         "mlm_bias": (v,),
     }
-    flat = _flatten(head)
+    flat = {k: np.asarray(v) for k, v in hf.flatten(head).items()}
     for name, shape in want.items():
         if name not in flat or tuple(flat[name].shape) != shape:
             got = None if name not in flat else tuple(flat[name].shape)
@@ -206,25 +218,15 @@ def with_head(checkpoint: hf.Checkpoint, head: Mapping) -> hf.Checkpoint:
     return dataclasses.replace(checkpoint, params=params, has_mlm_head=True)
 
 
-def _flatten(head: Mapping) -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in head.items():
-        if isinstance(v, Mapping):
-            out.update({f"{k}/{kk}": np.asarray(vv) for kk, vv in v.items()})
-        else:
-            out[k] = np.asarray(v)
-    return out
+def _read_head(path: Path) -> dict:
+    """A head written by `fit_mlm_head` (npz of `hf.flatten` names) as float32 arrays.
 
-
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-    out: dict = {}
-    for k, v in flat.items():
-        if "/" in k:
-            a, b = k.split("/", 1)
-            out.setdefault(a, {})[b] = np.asarray(v, np.float32)
-        else:
-            out[k] = np.asarray(v, np.float32)
+    Raises:
+        KeyError: an entry of HEAD_KEYS is missing. OSError / ValueError: unreadable file.
+    """
+    with np.load(path) as npz:
+        head = hf.unflatten({k: np.asarray(npz[k], np.float32) for k in npz.files})
     for k in HEAD_KEYS:
-        if k not in out:
+        if k not in head:
             raise KeyError(k)
-    return out
+    return head

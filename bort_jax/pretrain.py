@@ -1,10 +1,11 @@
 """KD pretraining of an extracted architecture (Bort, arXiv 2010.10499 Sec. 3).
 
 `pretrain(config, workdir)` loads the teacher, prepares static-masked data and the teacher's
-outputs (cached on disk), initialises the student (random, or sliced from `config.init_dir`),
-trains it with `train.train` (periodic atomic checkpoints, exact resume), evaluates the held-out
-KD objective every `eval_every` steps, and writes `metrics.jsonl`, `loss_curve.png`,
-`summary.json` and the student in Hugging Face format (`workdir/export`).
+outputs (cached on disk), initialises the student (`init_method`: random, or sliced from the
+checkpoint `config.init`, else from the teacher), trains it with `train.train` (periodic
+atomic checkpoints, exact resume), evaluates the held-out KD objective every `eval_every`
+steps, and writes `metrics.jsonl`, `loss_curve.png`, `summary.json` and the student in Hugging
+Face format (`workdir/export`).
 """
 
 from __future__ import annotations
@@ -30,17 +31,17 @@ class PretrainConfig:
     arch: Arch = Arch(2, 12, 384, 768)
     teacher_dir: str = ""  # HF directory; '' = installed all-MiniLM-L6-v2
     student_tokenizer_dir: str = ""  # if set, must agree with the teacher's vocabulary
-    init: str = "slice"  # slice (from init_dir or the teacher) | random
-    init_dir: str = ""
+    init_method: str = "slice"  # slice (from `init`, else the teacher) | random
+    init: str = ""  # HF checkpoint directory to slice from; '' = the teacher
     corpus: str = "embedded"  # embedded | path | tfds:NAME[:SPLIT]
-    seq_len: int = 64
+    max_seq_len: int = 64
     max_sequences: int = 2048
     heldout_fraction: float = 0.05
     cache_dir: str = ""  # '' = <workdir>/teacher_cache
     seed: int = 0
     batch_size: int = 16
     num_steps: int = 400
-    dropout: float = 0.1
+    dropout_rate: float = 0.1
     optim: train.OptimConfig = train.OptimConfig(learning_rate=5e-4, warmup_ratio=0.05)
     kd: distill.KDWeights = distill.KDWeights()
     checkpoint_every: int = 100
@@ -50,9 +51,9 @@ class PretrainConfig:
     mesh: sharding.MeshConfig = sharding.MeshConfig()  # used when there are > 1 devices
 
     def __post_init__(self):
-        if self.init not in ("random", "slice"):
-            raise ValueError(f"config.init={self.init!r}; use 'random' or 'slice'")
-        for name in ("num_steps", "batch_size", "seq_len", "log_every"):
+        if self.init_method not in ("random", "slice"):
+            raise ValueError(f"config.init_method={self.init_method!r}; use 'random' or 'slice'")
+        for name in ("num_steps", "batch_size", "max_seq_len", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
 
@@ -60,7 +61,7 @@ class PretrainConfig:
 def validate(config: Any) -> PretrainConfig:
     """The config as a `PretrainConfig`; named errors before any expensive work."""
     cfg = from_config(PretrainConfig, config)
-    for key in ("teacher_dir", "init_dir", "student_tokenizer_dir"):
+    for key in ("teacher_dir", "init", "student_tokenizer_dir"):
         path = getattr(cfg, key)
         if path and not os.path.isdir(path):
             raise FileNotFoundError(f"config.{key}={path} does not exist")
@@ -74,8 +75,8 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     teacher_dir = cfg.teacher_dir or hf.minilm_path()
     teacher = distill.Teacher.load(teacher_dir)
     source = None
-    if cfg.init == "slice":
-        source = hf.load(cfg.init_dir) if cfg.init_dir else teacher.checkpoint
+    if cfg.init_method == "slice":
+        source = hf.load(cfg.init) if cfg.init else teacher.checkpoint
         slice_params_check(source.arch, cfg.arch)
     if cfg.student_tokenizer_dir:
         mlm.check_vocab_compat(cfg.student_tokenizer_dir, teacher_dir)
@@ -83,7 +84,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         teacher,
         teacher_dir,
         cfg.corpus,
-        cfg.seq_len,
+        cfg.max_seq_len,
         max_sequences=cfg.max_sequences,
         heldout_fraction=cfg.heldout_fraction,
         seed=cfg.seed,
@@ -97,7 +98,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         teacher.checkpoint.spec,
         cfg.kd,
         seed=cfg.seed,
-        dropout=cfg.dropout,
+        dropout=cfg.dropout_rate,
         source=source,
     )
     heldout = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)

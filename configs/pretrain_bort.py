@@ -22,17 +22,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.arch = common.parse_arch("2,12,384,768")  # D,A,H,I of the student
     c.teacher_dir = ""  # HF directory; '' = installed all-MiniLM-L6-v2
     c.student_tokenizer_dir = ""  # if set, must agree with the teacher's vocabulary
-    c.init = "slice"  # slice (from init_dir or teacher) | random
-    c.init_dir = ""
+    c.init_method = "slice"  # slice (from `init`, else the teacher) | random
+    c.init = ""  # HF checkpoint directory to slice from; '' = the teacher
     c.corpus = "embedded"  # embedded | path | tfds:NAME[:SPLIT]
-    c.seq_len = 64
+    c.max_seq_len = 64
     c.max_sequences = 2048
     c.heldout_fraction = 0.05
     c.cache_dir = ""  # '' = <workdir>/teacher_cache
     c.seed = 0
     c.batch_size = 16
     c.num_steps = 400
-    c.dropout = 0.1
+    c.dropout_rate = 0.1
     c.optim = ml_collections.ConfigDict(
         dict(
             learning_rate=5e-4,
@@ -59,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # SPMD mesh (bort_jax/sharding.py), used when there is more than one device; -1 = the rest
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
     if arg.smoke:
-        c.max_sequences, c.seq_len, c.batch_size = 96, 32, 8
+        c.max_sequences, c.max_seq_len, c.batch_size = 96, 32, 8
         c.num_steps, c.checkpoint_every, c.eval_every, c.log_every = 12, 6, 6, 3
         c.progress = False
     return c

@@ -1,4 +1,4 @@
-"""The assembled KD objective of `distill.make_loss_fn` against a hand computation (issue 12.4).
+"""The assembled KD objective of `distill.make_loss_fn` against a hand computation.
 
 A tiny student (D_s = 2, H_s = 8) and a teacher given by its outputs (D_t = 5, H_t = 12: hidden
 states of every layer and MLM logits, as the teacher cache stores them in float16). The student's
@@ -164,7 +164,7 @@ def test_kd_objective_equals_hand_computation(layer_map, logit_weight):
 
 
 # --------------------------------------------------------------------------------------------
-# issue 9.1: only the teacher layers a student can match are stored
+# only the teacher layers a student can match are stored
 # --------------------------------------------------------------------------------------------
 def test_stored_layers_by_hand():
     # D_t = 5. 'uniform' D_s = 2: (0, 3, 5) (HAND_MAPS); D_s = 3: k·5/3 = 1.67, 3.33 → (0, 2, 3, 5)

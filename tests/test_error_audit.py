@@ -102,7 +102,7 @@ def _heldout_ce(ck: hf.Checkpoint, rows) -> float:
 
 def test_fitted_head_lowers_heldout_mlm_ce_and_is_cached(kd_data, tmp_path):
     source, data = kd_data
-    cfg = mlm_head.HeadConfig(steps=20, batch_size=64, learning_rate=3e-3)
+    cfg = mlm_head.HeadConfig(num_steps=20, batch_size=64, learning_rate=3e-3)
     head = mlm_head.fit_mlm_head(source, data.train, cfg, cache_dir=str(tmp_path))
     fresh = mlm_head.init_head(source.arch.hidden, source.spec.vocab_size, 0)
     fitted_ce = _heldout_ce(mlm_head.with_head(source, head), data.heldout)

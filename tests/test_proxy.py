@@ -100,7 +100,7 @@ def test_fitted_head_init_measures_the_encoder(data, teacher, tmp_path):
     once and stored under cache_dir."""
     spec, src = teacher.checkpoint.spec, teacher.checkpoint
     kw = dict(steps=2, batch_size=8, init="slice", error="mlm")
-    head = mlm_head.HeadConfig(steps=20, batch_size=64, learning_rate=3e-3)
+    head = mlm_head.HeadConfig(num_steps=20, batch_size=64, learning_rate=3e-3)
     fitted = proxy.ProxyConfig(head_init="fitted", head=head, **kw)
     fresh = proxy.ProxyConfig(head_init="fresh", **kw)
     arch = Arch(2, 8, 256, 384)

@@ -649,6 +649,10 @@ def test_pearson_spearman():
     # dy=(-1.5,.5,-.5,1.5); sum dxdy=4.5, sum dx^2=4.5, sum dy^2=5 -> 4.5/sqrt(22.5)=sqrt(.9).
     assert T.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(math.sqrt(0.9))
     assert T.spearman([1, 2, 3, 4], [10, 9, 2, 1]) == pytest.approx(-1.0)
+    # constant input: every rank equal, rho undefined -> NaN (scipy's convention)
+    assert math.isnan(T.spearman([5, 5, 5], [1, 2, 3]))
+    assert math.isnan(T.spearman([1, 2, 3], [0.5, 0.5, 0.5]))
+    assert math.isnan(T.spearman([1.0], [2.0]))
 
 
 def test_multirc_metrics():

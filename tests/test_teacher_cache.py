@@ -1,4 +1,4 @@
-"""The teacher-output cache key covers the whole teacher checkpoint (issue 12, item 5).
+"""The teacher-output cache key covers the whole teacher checkpoint.
 
 A same-size teacher whose weights differ only after the first MiB must get a new key (the old
 key hashed size + first MiB); an unchanged teacher must reuse both the memoised full digest and

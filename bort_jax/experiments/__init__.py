@@ -7,7 +7,7 @@ entry point `run(config, workdir=None) -> report`; `scripts/*.py` are thin absl 
     agora_torus   Agora on a toy manifold where the answer is known (docs/agora.md section 4)
     agora_glue    Agora vs plain fine-tuning of a small student on SST-2 / RTE / MRPC
                   (docs/finetune.md section 2)
-    agora_rows    issue 11's rows table over several finished agora_glue reports
+    agora_rows    one table of Agora vs plain rows over several finished agora_glue reports
     bort_pipeline extract -> pretrain -> fine-tune -> compare
 
 Reliability. An experiment killed at any point (SIGKILL included) and rerun with the same
@@ -31,16 +31,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from absl import logging
 
 from bort_jax import agora, files
 from bort_jax.config import ConfigError, from_config, to_plain
-from bort_jax.tasks.metrics import average_ranks
+from bort_jax.tasks.metrics import spearman  # noqa: F401  (the experiments' rank correlation)
 
 T = TypeVar("T")
 CONFIG_FILE = "config.json"
@@ -50,8 +50,9 @@ CONFIG_FILE = "config.json"
 
 
 def log(message: str) -> None:
-    """Progress line on stderr (stdout is left to the scripts' final report)."""
-    print(message, file=sys.stderr, flush=True)
+    """One progress line, logged at INFO (absl: stderr; stdout is left to the scripts' final
+    report)."""
+    logging.info("%s", message)
 
 
 def parse_list(text: str, cast: Callable[[str], T] = str) -> list[T]:
@@ -68,18 +69,6 @@ def parse_seeds(text: str, where: str = "config.seeds") -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}={text!r}: give distinct comma-separated integers")
     return seeds
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman ρ of two samples [n] (Pearson of average ranks, ties averaged, as scipy);
-    NaN when either side is constant (an experiment must not read a constant as ρ = 0,
-    which `tasks.metrics.spearman` returns for GLUE's convention)."""
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman needs two equal-length samples of >= 2, got {len(x)}, {len(y)}")
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -89,7 +89,7 @@ def pretrain_models(config: Any, workdir: Path, summary: dict[str, Any]) -> list
         if not (out / "summary.json").is_file():
             cfg = ml_collections.ConfigDict(config.pretrain.to_dict())
             cfg.arch = f"{arch.depth},{arch.heads},{arch.hidden},{arch.intermediate}"
-            cfg.init, cfg.init_dir = "slice", source_dir
+            cfg.init_method, cfg.init = "slice", source_dir
             cfg.teacher_dir = config.extract.teacher_dir or source_dir
             cfg.cache_dir = cfg.cache_dir or str(workdir / "teacher_cache")
             pretrain.pretrain(cfg, str(out))

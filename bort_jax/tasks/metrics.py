@@ -5,8 +5,9 @@ for CoLA, F1 and accuracy for MRPC/QQP, Pearson and Spearman correlation for STS
 accuracy elsewhere; SuperGLUE (Wang et al., 2019b) uses accuracy and macro-F1 for CB, and for
 MultiRC F1a (binary F1 over all answer options) and exact match (EM: the fraction of
 questions whose answer options are all predicted correctly); RACE (Lai et al., 2017) uses
-accuracy. Degenerate inputs (a constant input to a correlation, no positive examples for F1)
-give 0.0, never NaN. Empty inputs raise ``ValueError``.
+accuracy. Degenerate inputs (a constant input to Pearson or MCC, no positive examples for F1)
+give 0.0; Spearman's rank correlation of a constant input is NaN (undefined, as scipy; see
+:func:`spearman`). Empty inputs raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -121,9 +122,20 @@ def average_ranks(x: ArrayLike) -> np.ndarray:
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> float:
-    """Spearman rank correlation: Pearson of average ranks (ties averaged); ``[N]`` inputs."""
+    """Spearman rank correlation of ``[N]`` inputs: the Pearson correlation of their average
+    ranks (ties share the mean rank), as ``scipy.stats.spearmanr``.
+
+        rho = sum_i dx_i dy_i / sqrt(sum_i dx_i^2 * sum_i dy_i^2),   d = rank - mean rank
+
+    Convention: NaN when either input is constant (every rank equal, so rho is undefined), as
+    scipy; a caller that needs a number decides what a constant means (model selection in
+    `bort_jax.finetune` skips non-finite values). One value (N = 1) is constant.
+    """
     a, b = _pair(x, y, dtype=np.float64)
-    return pearson(average_ranks(a), average_ranks(b))
+    ra, rb = average_ranks(a), average_ranks(b)
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return float("nan")
+    return pearson(ra, rb)
 
 
 def multirc_exact_match(predictions: ArrayLike, labels: ArrayLike, groups: Sequence) -> float:

@@ -235,23 +235,20 @@ def _read_glue(task: Task, path: Path, strict: bool) -> list[Example]:
 # --------------------------------------------------------------------------- SuperGLUE JSONL
 
 
-def _sg_pair(a: str, b: Optional[str]) -> Callable[[Task, dict], list[Example]]:
-    """Converter for flat records with text fields ``a`` and ``b``."""
-
-    def convert(task: Task, rec: dict) -> list[Example]:
-        return [
-            Example(
-                text_a=rec[a],
-                text_b=rec[b] if b else None,
-                label=_record_label(task, rec),
-                idx=rec["idx"],
-            )
-        ]
-
-    return convert
+def _pair(task: Task, rec: dict) -> list[Example]:
+    """Flat records whose text pair is ``task.text_fields`` (GLUE; BoolQ, CB, RTE)."""
+    names = task.text_fields
+    return [
+        Example(
+            text_a=rec[names[0]],
+            text_b=rec[names[1]] if len(names) > 1 else None,
+            label=_record_label(task, rec),
+            idx=rec["idx"],
+        )
+    ]
 
 
-def _sg_copa(task: Task, rec: dict) -> list[Example]:
+def _copa(task: Task, rec: dict) -> list[Example]:
     """COPA: premise + question type, two choices, label = index of the right choice."""
     return [
         Example(
@@ -265,7 +262,7 @@ def _sg_copa(task: Task, rec: dict) -> list[Example]:
     ]
 
 
-def _sg_wic(task: Task, rec: dict) -> list[Example]:
+def _wic(task: Task, rec: dict) -> list[Example]:
     """WiC: the two sentences; the target word and its offsets go to ``meta``."""
     meta = {k: rec[k] for k in ("word", "start1", "end1", "start2", "end2") if k in rec}
     return [
@@ -284,7 +281,7 @@ def wsc_text_b(span1_text: str, span2_text: str) -> str:
     return f"{span2_text} refers to {span1_text}"
 
 
-def _sg_wsc(task: Task, rec: dict) -> list[Example]:
+def _wsc(task: Task, rec: dict) -> list[Example]:
     """WSC: the text, plus :func:`wsc_text_b` of the two spans; spans go to ``meta``."""
     target = rec["target"]
     return [
@@ -303,7 +300,7 @@ def multirc_text_b(question: str, answer: str) -> str:
     return f"{question} {answer}"
 
 
-def _sg_multirc(task: Task, rec: dict) -> list[Example]:
+def _multirc(task: Task, rec: dict) -> list[Example]:
     """MultiRC: one example per (question, answer); ``group`` is the question id."""
     passage = rec["passage"]
     out = []
@@ -333,20 +330,30 @@ def _record_label(task: Task, rec: dict) -> Optional[Label]:
     return parse_label(task, rec["label"]) if "label" in rec else None
 
 
-_SG_CONVERTERS: dict[str, Callable[[Task, dict], list[Example]]] = {
-    "boolq": _sg_pair("question", "passage"),
-    "cb": _sg_pair("premise", "hypothesis"),
-    "copa": _sg_copa,
-    "multirc": _sg_multirc,
-    "superglue_rte": _sg_pair("premise", "hypothesis"),
-    "wic": _sg_wic,
-    "wsc": _sg_wsc,
+_RECORD_CONVERTERS: dict[str, Callable[[Task, dict], list[Example]]] = {
+    "copa": _copa,
+    "multirc": _multirc,
+    "wic": _wic,
+    "wsc": _wsc,
 }
+
+
+def record_examples(task: Task, rec: dict) -> list[Example]:
+    """The examples of one GLUE / SuperGLUE record in the official SuperGLUE JSONL layout.
+
+    Flat records (GLUE, BoolQ, CB, RTE) read ``task.text_fields``; COPA, WiC, WSC (spans
+    nested under ``target``) and MultiRC (one passage with its questions and answers) have
+    their own layouts. A record without ``label`` is unlabeled (``label=None``). Both
+    :func:`read_split` and :func:`bort_jax.tasks.tfds_reader.read_tfds` convert through here.
+
+    Raises:
+        KeyError: a field is missing. ValueError: the label is invalid.
+    """
+    return _RECORD_CONVERTERS.get(task.name, _pair)(task, rec)
 
 
 def _read_superglue(task: Task, path: Path, strict: bool) -> list[Example]:
     """Reads one SuperGLUE JSONL file into examples."""
-    convert = _SG_CONVERTERS[task.name]
     sink = _RowSink(path, strict)
     with open(path, encoding="utf-8-sig") as f:
         for line, text in enumerate(f, start=1):
@@ -356,7 +363,7 @@ def _read_superglue(task: Task, path: Path, strict: bool) -> list[Example]:
                 rec = json.loads(text)
                 if not isinstance(rec, dict):
                     raise ValueError("record is not a JSON object")
-                sink.examples.extend(convert(task, rec))
+                sink.examples.extend(record_examples(task, rec))
             except KeyError as err:
                 sink.bad(line, f"missing field {err}")
             except (ValueError, TypeError) as err:

@@ -5,18 +5,20 @@ official releases, Wang et al. 2019a/b) and ``race/{middle,high}`` (Lai et al., 
 record per article). ``tensorflow_datasets`` is an optional dependency (``pip install
 bort_jax[tfds]``) and is imported only inside :func:`read_tfds`.
 
-TFDS marks unlabeled (test) records with label ``-1``; they become ``label=None``.
+TFDS marks unlabeled (test) records with label ``-1``; they become ``label=None``. GLUE and
+SuperGLUE records are brought to the official JSONL layout (:func:`official_record`) and
+converted by the file reader's :func:`bort_jax.tasks.readers.record_examples`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from bort_jax.tasks.core import Example, Label, Task
-from bort_jax.tasks.readers import canonical_split, multirc_text_b, parse_label, wsc_text_b
+from bort_jax.tasks.core import Example, Task
+from bort_jax.tasks.readers import canonical_split, parse_label, record_examples
 from bort_jax.tasks.registry import get_task
 
 _INSTALL_HINT = (
@@ -50,87 +52,33 @@ def _py(value: Any) -> Any:
     return value
 
 
-def _label(task: Task, rec: dict) -> Optional[Label]:
-    """Canonical label of a TFDS record; ``None`` when absent or ``-1`` (test)."""
+_WSC_SPAN_KEYS = ("span1_index", "span1_text", "span2_index", "span2_text")
+
+
+def official_record(task: Task, rec: dict) -> dict:
+    """A TFDS GLUE / SuperGLUE record in the official JSONL layout that
+    :func:`bort_jax.tasks.readers.record_examples` reads.
+
+    TFDS marks unlabeled records with label ``-1`` (dropped here: no label); it flattens
+    WSC's spans (nested back under ``target``) and MultiRC to one record per answer, with
+    ``idx = {paragraph, question, answer}`` (nested back as one passage, one question, one
+    answer).
+    """
+    rec = dict(rec)
     raw = rec.get("label")
-    if raw is None or (not isinstance(raw, bool) and raw == -1):
-        return None
-    return parse_label(task, raw)
-
-
-def _flat(task: Task, rec: dict) -> list[Example]:
-    """Records whose text pair is ``task.text_fields`` (most GLUE/SuperGLUE tasks)."""
-    names = task.text_fields
-    return [
-        Example(
-            text_a=rec[names[0]],
-            text_b=rec[names[1]] if len(names) > 1 else None,
-            label=_label(task, rec),
-            idx=rec.get("idx"),
-        )
-    ]
-
-
-def _copa(task: Task, rec: dict) -> list[Example]:
-    """COPA: same layout as :func:`bort_jax.tasks.readers.read_split` gives."""
-    return [
-        Example(
-            text_a=rec["premise"],
-            text_b=rec["question"],
-            choices=[rec["choice1"], rec["choice2"]],
-            label=_label(task, rec),
-            idx=rec["idx"],
-            meta={"question": rec["question"]},
-        )
-    ]
-
-
-def _wic(task: Task, rec: dict) -> list[Example]:
-    """WiC: sentence pair; word and character offsets in ``meta``."""
-    meta = {k: rec[k] for k in ("word", "start1", "end1", "start2", "end2") if k in rec}
-    return [
-        Example(
-            text_a=rec["sentence1"],
-            text_b=rec["sentence2"],
-            label=_label(task, rec),
-            idx=rec["idx"],
-            meta=meta,
-        )
-    ]
-
-
-def _wsc(task: Task, rec: dict) -> list[Example]:
-    """WSC: text plus the span description; spans in ``meta``."""
-    keys = ("span1_index", "span1_text", "span2_index", "span2_text")
-    return [
-        Example(
-            text_a=rec["text"],
-            text_b=wsc_text_b(rec["span1_text"], rec["span2_text"]),
-            label=_label(task, rec),
-            idx=rec["idx"],
-            meta={k: rec[k] for k in keys},
-        )
-    ]
-
-
-def _multirc(task: Task, rec: dict) -> list[Example]:
-    """MultiRC: one record per answer; ``group`` is ``'<paragraph>-<question>'``."""
-    ids = rec["idx"]
-    return [
-        Example(
-            text_a=rec["paragraph"],
-            text_b=multirc_text_b(rec["question"], rec["answer"]),
-            label=_label(task, rec),
-            idx=ids["answer"],
-            group=f"{ids['paragraph']}-{ids['question']}",
-            meta={
-                "paragraph_idx": ids["paragraph"],
-                "question_idx": ids["question"],
-                "question": rec["question"],
-                "answer": rec["answer"],
-            },
-        )
-    ]
+    if raw is not None and not isinstance(raw, bool) and raw == -1:
+        del rec["label"]
+    if task.name == "wsc":
+        rec["target"] = {k: rec.pop(k) for k in _WSC_SPAN_KEYS}
+    elif task.name == "multirc":
+        ids = rec["idx"]
+        answer = {"idx": ids["answer"], "text": rec["answer"]}
+        if "label" in rec:
+            answer["label"] = rec["label"]
+        question = {"idx": ids["question"], "question": rec["question"], "answers": [answer]}
+        passage = {"text": rec["paragraph"], "questions": [question]}
+        rec = {"idx": ids["paragraph"], "passage": passage}
+    return rec
 
 
 def _race(task: Task, rec: dict, level: str) -> list[Example]:
@@ -150,14 +98,6 @@ def _race(task: Task, rec: dict, level: str) -> list[Example]:
         )
         for i, (q, opts, a) in enumerate(zip(rec["questions"], rec["options"], answers))
     ]
-
-
-_CONVERTERS: dict[str, Callable[[Task, dict], list[Example]]] = {
-    "copa": _copa,
-    "wic": _wic,
-    "wsc": _wsc,
-    "multirc": _multirc,
-}
 
 
 def _import_tfds():
@@ -197,5 +137,5 @@ def read_tfds(task: Union[str, Task], split: str, data_dir: Optional[str] = None
             if task.benchmark == "race":
                 examples.extend(_race(task, rec, builder.split("/", 1)[1]))
             else:
-                examples.extend(_CONVERTERS.get(task.name, _flat)(task, rec))
+                examples.extend(record_examples(task, official_record(task, rec)))
     return examples

@@ -70,7 +70,7 @@ def masked_lm(
         head = mlm_head.fit_mlm_head(
             ckpt,
             rows,
-            mlm_head.HeadConfig(steps=cfg.sampler.head_steps),
+            mlm_head.HeadConfig(num_steps=cfg.sampler.head_steps),
             None if cache_dir is None else str(cache_dir),
         )
         ckpt = mlm_head.with_head(ckpt, head)
