@@ -5,9 +5,11 @@ Each experiment module has a config dataclass (built from a `configs/*.py` Confi
 entry point `run(config, workdir=None) -> report`; `scripts/*.py` are thin absl mains.
 
     agora_torus   Agora on a toy manifold where the answer is known (docs/agora.md section 4)
-    agora_glue    Agora vs plain fine-tuning of a small student on SST-2 / RTE / MRPC
-                  (docs/finetune.md section 2)
-    agora_rows    one table of Agora vs plain rows over several finished agora_glue reports
+    agora_glue    Agora vs plain fine-tuning of a small student on SST-2 / RTE / MRPC, with
+                  controls and paired intervals; one table over several runs (docs/agora.md)
+    method_audit  the FPTAS, the published interval algorithm and random search vs exhaustive
+    error_audit   does the proxy error e predict downstream task error (docs/error_signal.md)
+    eps_budget    rank stability and proxy evaluations per ε (docs/eps_budget.md)
     bort_pipeline extract -> pretrain -> fine-tune -> compare
 
 Reliability. An experiment killed at any point (SIGKILL included) and rerun with the same
