@@ -42,6 +42,32 @@ def resolve(path: str | os.PathLike) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
 
+def read_text(path: str | os.PathLike) -> str | None:
+    """The text of `path` (local or remote), None when there is no such file."""
+    if is_remote(path):
+        from etils import epath
+
+        target = epath.Path(os.fspath(path))
+        return target.read_text() if target.exists() else None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append `text` to `path` (a log: a kill may leave a torn last line); process 0 only.
+    A remote object cannot be appended to: it is rewritten whole."""
+    if not _primary():
+        return
+    if is_remote(path):
+        _remote_write(os.fspath(path), ((read_text(path) or "") + text).encode("utf-8"))
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _primary() -> bool:
     from bort_jax import sharding  # lazily: sharding imports jax and flax
 

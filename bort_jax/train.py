@@ -465,24 +465,26 @@ def _progress(enabled: bool, start: int, total: int, desc: str):
 
 def _append(history: list[dict], record: dict, workdir) -> None:
     history.append(record)
-    if workdir is not None and sharding.is_primary():
-        with open(os.path.join(os.fspath(workdir), "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+    if workdir is not None:  # process 0 only (files.append_text)
+        files.append_text(files.join(workdir, "metrics.jsonl"), json.dumps(record) + "\n")
 
 
 def _read_history(workdir, upto: int) -> list[dict]:
-    """Records up to the restored step (later ones belong to the lost part of a killed run)."""
-    path = os.path.join(os.fspath(workdir), "metrics.jsonl")
-    if not os.path.exists(path):
+    """Records up to the restored step (later ones belong to the lost part of a killed run).
+
+    Every process reads them; then process 0 rewrites the file without the later ones."""
+    path = files.join(workdir, "metrics.jsonl")
+    text = files.read_text(path)
+    sharding.barrier("train/read_history")  # all have read before process 0 rewrites it
+    if text is None:
         return []
     keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a kill
-            if r.get("step", math.inf) <= upto:
-                keep.append(r)
-    files.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))  # process 0
+    for line in text.splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from a kill
+        if r.get("step", math.inf) <= upto:
+            keep.append(r)
+    files.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return keep

@@ -22,11 +22,12 @@ import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
 
-from bort_jax import cli  # noqa: E402
+from bort_jax import cli, sharding  # noqa: E402
 
 
 def main(workdir: str, out: str, steps: int) -> None:
     cli.distributed()
+    print(f"process {jax.process_index()} of {jax.process_count()}: start", flush=True)
     from bort_jax import pretrain, train
     from configs import pretrain_bort
 
@@ -64,6 +65,7 @@ def main(workdir: str, out: str, steps: int) -> None:
     cfg.num_steps, cfg.log_every, cfg.eval_every, cfg.checkpoint_every = steps, 1, 2, 2
     try:
         summary = pretrain.pretrain(cfg, workdir)
+        print(f"process {jax.process_index()}: pretrained", flush=True)
     finally:
         builtins.open, os.replace, train.train = real_open, real_replace, real_train
     result = dict(
@@ -77,6 +79,10 @@ def main(workdir: str, out: str, steps: int) -> None:
     )
     with real_open(out, "w") as f:
         json.dump(result, f)
+    print(f"process {jax.process_index()}: done", flush=True)
+    sharding.barrier("worker/done")  # leave together: the shutdown barrier then has no wait
+    if sharding.multi_process():
+        jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
