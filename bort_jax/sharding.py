@@ -163,13 +163,32 @@ def is_primary() -> bool:
     return not multi_process() or jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    """All processes wait here until each has arrived (`sync_global_devices`); a no-op on one
-    process. `name` must be the same string on every process at this point."""
-    if multi_process():
+_BARRIERS: dict[str, int] = {}
+BARRIER_TIMEOUT_S = 3600  # e.g. process 0 alone computing the teacher's outputs
+
+
+def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
+    """All processes wait here until each has arrived; a no-op on one process. `name` must be
+    the same string on every process at this point.
+
+    The wait is the coordination service's barrier (no device program: a cross-process
+    collective, e.g. `sync_global_devices`, would give up after gloo's 30 s connect timeout
+    on CPU while process 0 builds a file the others wait for). Each use of a name gets its own
+    barrier id (a per-name count, the same on every process).
+    """
+    if not multi_process():
+        return
+    from jax._src import distributed
+
+    count = _BARRIERS.get(name, 0)
+    _BARRIERS[name] = count + 1
+    client = distributed.global_state.client
+    if client is None:  # initialised some other way: a device-level barrier
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+        return
+    client.wait_at_barrier(f"bort_jax/{name}/{count}", timeout_in_ms=int(timeout_s * 1000))
 
 
 def host_get(tree: Any) -> Any:

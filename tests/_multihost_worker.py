@@ -4,9 +4,10 @@
 
 The device count comes from XLA_FLAGS, the process group from JAX_COORDINATOR_ADDRESS /
 JAX_NUM_PROCESSES / JAX_PROCESS_ID (`cli.distributed`, as every script joins it; unset: one
-process). Runs `pretrain.pretrain` on the smoke config and writes to OUT_JSON the training
-history, the process index and count, the device count and every file path under WORKDIR this
-process opened for writing or renamed onto (Orbax's own writes excepted).
+process). Runs `pretrain.pretrain` on the smoke config, then again (a resume after the last
+step), and writes to OUT_JSON the training history, both summaries, the process index and count,
+the device counts and every file path under WORKDIR this process opened for writing or renamed
+onto (Orbax's own writes excepted).
 """
 
 import builtins
@@ -68,12 +69,16 @@ def main(workdir: str, out: str, steps: int) -> None:
         print(f"process {jax.process_index()}: pretrained", flush=True)
     finally:
         builtins.open, os.replace, train.train = real_open, real_replace, real_train
+    # a rerun resumes from the last checkpoint: restores, reads the history, trains nothing
+    rerun = pretrain.pretrain(cfg, workdir)
+    print(f"process {jax.process_index()}: reran", flush=True)
     result = dict(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         device_count=jax.device_count(),
         local_device_count=jax.local_device_count(),
         summary=summary,
+        rerun=rerun,
         history=results[0].history,
         writes=writes,
     )

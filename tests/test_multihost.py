@@ -99,9 +99,12 @@ def _own_writes(result):
 def test_multihost_pretrain_2x4_matches_1x8(tmp_path):
     port = _free_port()
     outs = [tmp_path / "ref.json", tmp_path / "p0.json", tmp_path / "p1.json"]
-    procs = [_start(tmp_path / "ref", outs[0], devices=8)]
-    procs += [_start(tmp_path / "multi", outs[k + 1], 4, k, 2, port) for k in range(2)]
-    ref, p0, p1 = _wait(procs, outs)
+    # one after the other: the pair alone on the CPUs (gloo gives a peer 30 s to join each
+    # collective, so a process starved by a third one can time out)
+    p0, p1 = _wait(
+        [_start(tmp_path / "multi", outs[k + 1], 4, k, 2, port) for k in range(2)], outs[1:]
+    )
+    (ref,) = _wait([_start(tmp_path / "ref", outs[0], devices=8)], outs[:1])
 
     assert (ref["process_count"], ref["device_count"]) == (1, 8)
     assert [(p["process_index"], p["process_count"]) for p in (p0, p1)] == [(0, 2), (1, 2)]
@@ -120,6 +123,11 @@ def test_multihost_pretrain_2x4_matches_1x8(tmp_path):
                 np.testing.assert_allclose(a[key], r[key], rtol=RTOL, err_msg=f"{key} @ {s}")
     heldout = p0["summary"]["final_heldout"]["heldout_total"]
     np.testing.assert_allclose(heldout, ref["summary"]["final_heldout"]["heldout_total"], RTOL)
+
+    # a rerun resumes after the last step on every process, with the run's results
+    for p in (ref, p0, p1):
+        assert p["rerun"]["resumed_from"] == STEPS and p["rerun"]["teacher_cache_hit"]
+        assert p["rerun"]["final_heldout"] == p["summary"]["final_heldout"]
 
     # process 0 wrote what one process writes; process 1 wrote nothing but its Orbax shards
     assert _own_writes(p0) == _own_writes(ref)
