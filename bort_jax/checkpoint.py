@@ -4,6 +4,11 @@ Orbax writes each step into a temporary directory and renames it when complete, 
 SIGKILL mid-save never corrupts the latest finished checkpoint; `latest_step` only sees
 finished ones. Restores take an abstract target (shapes, dtypes, shardings), so a resume lands
 directly on whatever mesh the caller built.
+
+Multi-process: every process builds the manager and calls `save` / `restore` with its shards
+(Orbax writes each process's shards, process 0 the metadata and the final rename, with its own
+barriers); the directory must be one that all processes see (a shared file system or
+`gs://...`). Remote workdirs are passed to Orbax as given (`files.join`, no `abspath`).
 """
 
 from __future__ import annotations
@@ -14,15 +19,24 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from bort_jax import files, sharding
+
+
+def directory(workdir: str | os.PathLike) -> str:
+    """`workdir/checkpoints`: absolute when local, a remote URL (`gs://...`) unchanged."""
+    return files.resolve(files.join(workdir, "checkpoints"))
+
 
 def manager(workdir: str | os.PathLike, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    """A manager writing `workdir/checkpoints/<step>`; creates the directory."""
-    directory = os.path.abspath(os.path.join(os.fspath(workdir), "checkpoints"))
-    os.makedirs(directory, exist_ok=True)
+    """A manager writing `workdir/checkpoints/<step>`; creates the directory (Orbax creates
+    it on process 0 of a multi-process run, and any remote one)."""
+    directory_ = directory(workdir)
+    if not files.is_remote(directory_) and not sharding.multi_process():
+        os.makedirs(directory_, exist_ok=True)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
     )
-    return ocp.CheckpointManager(directory, options=options)
+    return ocp.CheckpointManager(directory_, options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:

@@ -44,9 +44,20 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def distributed() -> bool:
+    """Joins a multi-process run (`sharding.initialize_distributed`: JAX_COORDINATOR_ADDRESS /
+    JAX_NUM_PROCESSES / JAX_PROCESS_ID, or BORT_DISTRIBUTED=1 where JAX finds them itself)
+    before anything touches a device; a no-op on a single process. Every script calls it
+    through `run` / `config_main`."""
+    from bort_jax import sharding
+
+    return sharding.initialize_distributed()
+
+
 def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:
     def wrapped(argv: list[str]) -> object:
         quiet_logs()
+        distributed()
         try:
             return main(argv)
         except USER_ERRORS as e:

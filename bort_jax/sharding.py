@@ -15,8 +15,13 @@ is what `train.train` uses when one is active (`with partitioner.activate(): ...
 of the loop need no change. A dimension that the mesh axes do not divide is replicated
 rather than failing (e.g. a 30,522-token vocabulary on 4 model shards).
 
-Multi-host (TPU pod slices, multi-GPU nodes): `initialize_distributed(cfg)` calls
-`jax.distributed.initialize` from config or the environment before any device is touched.
+Multi-host (TPU pod slices, multi-GPU nodes): `initialize_distributed()` calls
+`jax.distributed.initialize` from the environment before any device is touched (every script
+does, through `cli`). Each process then reads only its own rows of every global batch
+(`Partitioner.process_rows`, `data.batching.process_local`): the global batch is the
+concatenation of the processes' shares in the order one process would use, so N processes
+train on exactly the batches of one. `is_primary()` / `barrier(name)`: process 0 writes the
+run's files (`files`, `train`, `teacher_cache`), the others wait where they must read one.
 
 Candidate-parallel search: `DeviceGroups` splits the devices into k disjoint sub-meshes, each
 with its own `Partitioner`; `with groups.acquire(): ...` (one per concurrent candidate, e.g.
@@ -118,12 +123,15 @@ def make_mesh(cfg: MeshConfig = MeshConfig(), devices: Sequence[Any] | None = No
 def initialize_distributed(
     coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
 ) -> bool:
-    """`jax.distributed.initialize` for multi-host runs; True if it ran.
+    """`jax.distributed.initialize` for multi-host runs; True if it ran (now or before).
 
     Arguments left empty come from the environment (`JAX_COORDINATOR_ADDRESS`,
     `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), and on TPU pod slices / SLURM / Open MPI JAX finds
-    them itself: set `BORT_DISTRIBUTED=1` there. Single-host runs (nothing set) skip it.
+    them itself: set `BORT_DISTRIBUTED=1` there. Single-host runs (nothing set) skip it, and a
+    second call is a no-op. Must run before anything touches a device (`cli` calls it first).
     """
+    if jax.distributed.is_initialized():
+        return True
     coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
     if process_id < 0:
@@ -137,8 +145,65 @@ def initialize_distributed(
             num_processes=num_processes or None,
             process_id=process_id if process_id >= 0 else None,
         )
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+        # cross-process collectives between CPU devices (tests, CPU clusters); only the CPU
+        # client reads it (jax 0.10's default is already gloo)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def multi_process() -> bool:
+    """True in a multi-process run (without touching the backend when none was set up)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_primary() -> bool:
+    """True on the process that writes the run's files: process 0 (or the only one)."""
+    return not multi_process() or jax.process_index() == 0
+
+
+_BARRIERS: dict[str, int] = {}
+BARRIER_TIMEOUT_S = 3600  # e.g. process 0 alone computing the teacher's outputs
+
+
+def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
+    """All processes wait here until each has arrived; a no-op on one process. `name` must be
+    the same string on every process at this point.
+
+    The wait is the coordination service's barrier (no device program: a cross-process
+    collective, e.g. `sync_global_devices`, would give up after gloo's 30 s connect timeout
+    on CPU while process 0 builds a file the others wait for). Each use of a name gets its own
+    barrier id (a per-name count, the same on every process).
+    """
+    if not multi_process():
+        return
+    from jax._src import distributed
+
+    count = _BARRIERS.get(name, 0)
+    _BARRIERS[name] = count + 1
+    client = distributed.global_state.client
+    if client is None:  # initialised some other way: a device-level barrier
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+        return
+    client.wait_at_barrier(f"bort_jax/{name}/{count}", timeout_in_ms=int(timeout_s * 1000))
+
+
+def host_get(tree: Any) -> Any:
+    """`jax.device_get(tree)`, also for arrays sharded over other processes' devices (gathered
+    to every process: `multihost_utils.process_allgather`)."""
+    if not multi_process():
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return jax.device_get(x)
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 # --------------------------------------------------------------------------- logical axes
@@ -232,24 +297,65 @@ class Partitioner:
             self.mesh, PartitionSpec(self.batch_axes or None, *([None] * (ndim - 1)))
         )
 
-    def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """Host batch (this process's rows) -> global arrays split along the batch axes."""
+    def process_rows(self, global_rows: int) -> np.ndarray:
+        """Positions (into a global batch of `global_rows` rows) that this process's devices
+        hold, ascending: the rows this process reads and hands to `put_batch`. All of them on
+        one process; on N processes over a mesh whose batch axes run across processes, its
+        1/N share (contiguous for `make_mesh`'s process-ordered devices)."""
+        self._check_rows("batch", global_rows)
+        index_map = self.batch_sharding(1).addressable_devices_indices_map((global_rows,))
+        keep = np.zeros(global_rows, bool)
+        for index in index_map.values():
+            keep[index[0]] = True
+        return np.flatnonzero(keep)
+
+    def _check_rows(self, key: str, global_rows: int) -> None:
+        if global_rows % self.batch_divisor:
+            raise ValueError(
+                f"batch '{key}' has {global_rows} rows, not divisible by the "
+                f"{self.batch_divisor} data-parallel shards "
+                f"({dict(self.mesh.shape)})"
+            )
+
+    def put_batch(
+        self, batch: Mapping[str, np.ndarray], global_rows: int | None = None
+    ) -> dict[str, jax.Array]:
+        """Host batch -> global arrays split along the batch axes.
+
+        One process: `batch` is the whole batch. Several: `batch` holds this process's rows,
+        `process_rows(global_rows)` of the global batch, in that order (`global_rows` None:
+        rows × process count, every process holding an equal, distinct share).
+        """
         out = {}
         for key, value in batch.items():
             value = np.asarray(value)
-            global_rows = value.shape[0] * jax.process_count()
-            if global_rows % self.batch_divisor:
+            if jax.process_count() == 1:
+                self._check_rows(key, value.shape[0])
+                out[key] = jax.device_put(value, self.batch_sharding(value.ndim))
+                continue
+            rows = global_rows or value.shape[0] * jax.process_count()
+            positions = self.process_rows(rows)
+            if len(positions) != value.shape[0]:
                 raise ValueError(
-                    f"batch '{key}' has {global_rows} rows, not divisible by the "
-                    f"{self.batch_divisor} data-parallel shards "
-                    f"({dict(self.mesh.shape)})"
+                    f"batch '{key}' has {value.shape[0]} rows on process "
+                    f"{jax.process_index()}, which holds {len(positions)} of the {rows}"
                 )
-            sharding = self.batch_sharding(value.ndim)
-            if jax.process_count() > 1:
-                out[key] = jax.make_array_from_process_local_data(sharding, value)
-            else:
-                out[key] = jax.device_put(value, sharding)
+            out[key] = self._from_local(value, positions, rows)
         return out
+
+    def _from_local(self, value: np.ndarray, positions: np.ndarray, rows: int) -> jax.Array:
+        """The global array [rows, ...] whose rows `positions` are `value` (this process's)."""
+        where = np.full(rows, -1)
+        where[positions] = np.arange(len(positions))
+
+        def shard(index):
+            first = index[0]
+            sel = where[np.arange(rows)[first]]
+            return value[(sel,) + tuple(index[1:])]
+
+        return jax.make_array_from_callback(
+            (rows,) + value.shape[1:], self.batch_sharding(value.ndim), shard
+        )
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[Partitioner]:

@@ -12,6 +12,10 @@ name); on read, every array's shape/dtype and SHA-256 must match `meta.json`, el
 is rebuilt. `get_or_build_streamed` fills pre-allocated `.npy` memory-maps in the staging
 directory while the outputs are computed (host memory: one chunk), then commits the same way.
 
+Multi-process runs: process 0 alone looks up and builds an entry while the others wait at a
+barrier, then they map it. Where the cache directory is not shared (a host-local disk), a
+process that finds no entry after the barrier builds its own copy there.
+
 The weights' full digest is computed once per file version and memoised beside the checkpoint
 (`.bort_jax_digests.json`), keyed by the file's size, mtime (ns) and a sample digest of its first
 and last MiB; any change to those recomputes it. A rewrite that keeps size, mtime and both ends
@@ -156,10 +160,32 @@ def get_or_build(
 
     Floating arrays are stored as `dtype` (float16 by default); integer arrays unchanged.
     """
+    return _shared(cache_dir, key, lambda: _build(cache_dir, key, build, dtype, info))
+
+
+def _shared(
+    cache_dir: str | os.PathLike, key: str, make: Callable[[], dict[str, np.ndarray]]
+) -> tuple[dict[str, np.ndarray], bool]:
+    """(arrays, hit): the entry `key` loaded, else made by `make()` — on process 0 only while
+    the others wait, which then load it (or make their own where they cannot see it)."""
+    from bort_jax import sharding
+
     entry = Path(cache_dir) / key
-    cached = load(entry)
-    if cached is not None:
-        return cached, True
+    primary = sharding.is_primary()
+    cached = load(entry) if primary else None
+    hit = cached is not None
+    if primary and cached is None:
+        cached = make()
+    sharding.barrier(f"teacher_cache/{key}")
+    if cached is None:  # not process 0
+        cached = load(entry)
+        hit = cached is not None
+        if cached is None:  # the cache directory is not shared with process 0
+            cached = make()
+    return cached, hit
+
+
+def _build(cache_dir, key, build, dtype, info) -> dict[str, np.ndarray]:
     arrays = build()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     # A unique staging directory (not `files.atomic_write_dir`'s fixed name): two processes
@@ -170,7 +196,7 @@ def get_or_build(
         if np.issubdtype(a.dtype, np.floating):
             a = a.astype(dtype)
         np.save(tmp / f"{name}.npy", a)
-    return _commit(tmp, entry, key, list(arrays), info), False
+    return _commit(tmp, Path(cache_dir) / key, key, list(arrays), info)
 
 
 def get_or_build_streamed(
@@ -188,10 +214,10 @@ def get_or_build_streamed(
     files are flushed, hashed and the entry committed as in `get_or_build` (atomic rename,
     SHA-256 per array in meta.json).
     """
-    entry = Path(cache_dir) / key
-    cached = load(entry)
-    if cached is not None:
-        return cached, True
+    return _shared(cache_dir, key, lambda: _build_streamed(cache_dir, key, specs, fill, info))
+
+
+def _build_streamed(cache_dir, key, specs, fill, info) -> dict[str, np.ndarray]:
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp"))
     try:
@@ -211,7 +237,7 @@ def get_or_build_streamed(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _commit(tmp, entry, key, list(specs), info), False
+    return _commit(tmp, Path(cache_dir) / key, key, list(specs), info)
 
 
 def _commit(
@@ -230,6 +256,17 @@ def _commit(
         del a
     (tmp / META).write_text(json.dumps(meta, indent=1))
     if entry.exists():
-        shutil.rmtree(entry)
-    os.replace(tmp, entry)
+        existing = load(entry)
+        if existing is not None:  # another writer committed the same key meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+            return existing
+        shutil.rmtree(entry, ignore_errors=True)  # a corrupt entry
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another writer committed between the check and the rename
+        existing = load(entry)
+        if existing is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return existing
     return load(entry, verify=False)

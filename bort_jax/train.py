@@ -18,6 +18,11 @@ and leaves the last good checkpoint untouched.
 Sharding: under an active `sharding.Partitioner` (a mesh + logical-axis rules) the same call
 runs SPMD: the state is sharded, batches are split along the data axes, checkpoints are saved
 and restored sharded. Without one everything lives on the default device.
+
+Multi-process (`sharding.initialize_distributed`): every process runs this same loop; each
+reads only its own rows of the global batch of a step (`Partitioner.process_rows`,
+`batching.process_local`), so N processes train on the batches one process would. Process 0
+alone writes `metrics.jsonl`; Orbax coordinates the checkpoint writes itself.
 """
 
 from __future__ import annotations
@@ -244,7 +249,7 @@ def with_hparams(opt_state: Any, cfg: OptimConfig, num_steps: int) -> Any:
     placed like the entry it replaces."""
     old = opt_state.hyperparams
     hp = {
-        k: jax.device_put(v, getattr(old[k], "sharding", None))
+        k: jax.device_put(np.asarray(v), getattr(old[k], "sharding", None))
         for k, v in _hparam_arrays(cfg, num_steps).items()
     }
     return opt_state._replace(hyperparams=hp)
@@ -375,8 +380,14 @@ def train(
     if partitioner is not None:
         state_sharding = partitioner.tree_shardings(state)
         metrics_sharding = NamedSharding(partitioner.mesh, PartitionSpec())
+        if sharding.multi_process():  # host values (the same on every process) -> global
+            state = jax.device_get(state)
         state = jax.device_put(state, state_sharding)
         place = partitioner.put_batch
+        if sharding.multi_process():  # each process reads and places only its own rows
+            rows = batching.global_batch_size(batches)
+            batches = batching.process_local(batches, partitioner.process_rows(rows))
+            place = lambda batch: partitioner.put_batch(batch, rows)  # noqa: E731
     mngr, resumed = None, None
     history: list[dict] = []
     if workdir is not None:
@@ -454,24 +465,26 @@ def _progress(enabled: bool, start: int, total: int, desc: str):
 
 def _append(history: list[dict], record: dict, workdir) -> None:
     history.append(record)
-    if workdir is not None:
-        with open(os.path.join(os.fspath(workdir), "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+    if workdir is not None:  # process 0 only (files.append_text)
+        files.append_text(files.join(workdir, "metrics.jsonl"), json.dumps(record) + "\n")
 
 
 def _read_history(workdir, upto: int) -> list[dict]:
-    """Records up to the restored step (later ones belong to the lost part of a killed run)."""
-    path = os.path.join(os.fspath(workdir), "metrics.jsonl")
-    if not os.path.exists(path):
+    """Records up to the restored step (later ones belong to the lost part of a killed run).
+
+    Every process reads them; then process 0 rewrites the file without the later ones."""
+    path = files.join(workdir, "metrics.jsonl")
+    text = files.read_text(path)
+    sharding.barrier("train/read_history")  # all have read before process 0 rewrites it
+    if text is None:
         return []
     keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a kill
-            if r.get("step", math.inf) <= upto:
-                keep.append(r)
+    for line in text.splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from a kill
+        if r.get("step", math.inf) <= upto:
+            keep.append(r)
     files.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return keep

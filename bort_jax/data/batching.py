@@ -94,6 +94,39 @@ def batch_rows(
     return np.array([epoch_permutation(n, seed, int(e))[o] for e, o in zip(epochs, offsets)])
 
 
+class EpochBatches:
+    """The stateless source of `epoch_batches`: `batch(step)` is the whole (global) batch,
+    `batch.local(step, positions)` only the rows `positions` of it (a multi-process run's
+    share: `process_local`), read without touching the other rows.
+
+    With a `transform` (it may depend on the whole batch, e.g. trimming padding to the batch's
+    longest row) `local` gathers the whole batch, transforms it and then keeps `positions`, so
+    every process gets the shape one process would.
+    """
+
+    def __init__(self, arrays, batch_size, seed, drop_remainder, transform):
+        self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
+        self.drop_remainder, self.transform = drop_remainder, transform
+        self.n = num_rows(arrays)
+
+    def rows(self, step: int) -> np.ndarray:
+        """Data-set row indices [batch_size] of step `step` (`batch_rows`)."""
+        return batch_rows(step, self.n, self.batch_size, self.seed, self.drop_remainder)
+
+    def __call__(self, step: int) -> Batch:
+        return self.local(step, None)
+
+    def local(self, step: int, positions: np.ndarray | None) -> Batch:
+        """Rows `positions` (indices into the batch, None = all) of the batch of `step`."""
+        rows = self.rows(step)
+        if self.transform is None:
+            return take(self.arrays, rows if positions is None else rows[positions])
+        out = self.transform(take(self.arrays, rows))
+        if positions is None:
+            return out
+        return {k: np.asarray(v)[positions] for k, v in out.items()}
+
+
 def epoch_batches(
     arrays: Mapping[str, np.ndarray],
     batch_size: int,
@@ -101,10 +134,12 @@ def epoch_batches(
     *,
     drop_remainder: bool = False,
     transform: Callable[[Arrays], Batch] | None = None,
-) -> BatchSource:
+) -> EpochBatches:
     """`batch(step) -> {key: array [batch_size, ...]}`, stateless (see `batch_rows`).
 
     `transform` post-processes each gathered batch on the host (e.g. trimming padding).
+    The source also reads a part of a batch (`EpochBatches.local`), which is how each process
+    of a multi-process run reads only its own rows (`process_local`).
 
     Raises:
       ValueError: empty data, a non-positive batch size, or (drop_remainder) a batch larger
@@ -117,12 +152,29 @@ def epoch_batches(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if drop_remainder and batch_size > n:
         raise ValueError(f"batch_size {batch_size} exceeds the {n} rows of the data set")
+    return EpochBatches(arrays, batch_size, seed, drop_remainder, transform)
 
-    def batch(step: int) -> Batch:
-        rows = take(arrays, batch_rows(step, n, batch_size, seed, drop_remainder))
-        return transform(rows) if transform is not None else rows
 
-    return batch
+def global_batch_size(source: BatchSource, step: int = 0) -> int:
+    """Rows of the (global) batches of `source`: its `batch_size`, else those of `source(step)`."""
+    size = getattr(source, "batch_size", None)
+    if isinstance(size, int):
+        return size
+    return num_rows(source(step))
+
+
+def process_local(source: BatchSource, positions: np.ndarray) -> BatchSource:
+    """`step -> rows positions of source(step)`: one process's share of each global batch.
+
+    `positions` are indices into the global batch (e.g. `sharding.Partitioner.process_rows`),
+    in the order the process feeds its devices. A source with a `local(step, positions)`
+    method (`EpochBatches`) reads only those rows; any other is called whole and cut.
+    """
+    positions = np.asarray(positions)
+    local = getattr(source, "local", None)
+    if callable(local):
+        return lambda step: local(step, positions)
+    return lambda step: {k: np.asarray(v)[positions] for k, v in source(step).items()}
 
 
 def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> list[Arrays]:
