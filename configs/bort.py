@@ -1,6 +1,7 @@
 """The whole Bort pipeline (arXiv 2010.10499 with the FPTAS of 2010.08512) in one command:
-extract → KD-pretrain the chosen shape (and the smallest / largest candidates) → fine-tune
-every model and the source on GLUE tasks over a small grid → one comparison report.
+extract → baselines (smallest / largest candidates, random search at the FPTAS's budget, the
+exhaustive optimum, layer dropping) → each shape sliced only and KD-pretrained → fine-tune every
+model and the source on GLUE tasks (learning-rate grid on seed 0, then `seeds`) → one report.
 
     python scripts/bort.py --workdir=runs/bort --config.data_dir=GLUE_DIR
     python scripts/bort.py --config=configs/bort.py:smoke --workdir=runs/bort_smoke
@@ -22,18 +23,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.finetune = finetune.get_config(variant)
     c.tasks = "sst2,mrpc,rte,cola,stsb"
     c.data_dir = ""
-    c.seed = 0  # the split of each dev set into selection / report halves
-    # Bort searched lr and steps per task; every model gets this same grid.
+    c.seed = 0  # the split of each dev set into selection / report halves; random search
+    c.seeds = [0, 1, 2]  # fine-tuning seeds; the first one picks the grid point
+    # Bort searched lr and steps per task; every model gets this same grid. One run per
+    # learning rate trains max(num_steps) steps, evaluated every gcd(num_steps) steps.
     c.grid = ml_collections.ConfigDict(dict(learning_rate=[1e-4, 5e-4], num_steps=[200, 1000]))
     c.latency_batch = 1
     c.latency_seq_len = 128
     c.latency_repeats = 7
     c.finetune.max_train_examples = 8000
     c.finetune.progress = False
+    # one padded shape and batch size for every task: each model's train / eval steps compile
+    # once and are shared by every task, learning rate and seed (and the compilation cache)
+    c.finetune.length_bucket = 0
     c.extract.progress = False
     if arg.smoke:
         c.tasks = "sst2,stsb"
-        c.grid.learning_rate, c.grid.num_steps = [5e-4], [8]
+        c.grid.learning_rate, c.grid.num_steps = [5e-4], [4, 8]
         c.latency_seq_len, c.latency_repeats = 16, 3
         c.finetune.max_train_examples = 0
     return c

@@ -1,13 +1,23 @@
-"""The whole pipeline (bort_jax/experiments/bort_pipeline.py) on its smoke config, cut to a
-two-candidate grid and the fixture GLUE slices: extract → pretrain → fine-tune → report."""
+"""The whole pipeline (bort_jax/experiments/bort_pipeline/) on its smoke config, cut to a
+two-candidate grid at the source's width and the fixture GLUE slices: extract → baselines →
+sliced / KD-pretrained students → fine-tune (grid + 3 seeds) → report; every report number
+is checked against the stage files it comes from."""
 
 import json
+from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from bort_jax import arch as A
+from bort_jax import extract, hf
 from bort_jax import finetune as ft
 from bort_jax.experiments import bort_pipeline
+from bort_jax.experiments.bort_pipeline import models as M
+from bort_jax.experiments.bort_pipeline import tuning
+from bort_jax.search import fptas as F
+from bort_jax.search.random_search import RandomOptions, random_search
 from configs import bort
 
 
@@ -15,13 +25,16 @@ from configs import bort
 def config(task_data_dir):
     c = bort.get_config("smoke")
     c.data_dir = str(task_data_dir)
-    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [128]
-    c.extract.grid.heads, c.extract.grid.intermediate = [4], [384]
+    # the source's width, so that a layer-dropped source (same width) can match the chosen
+    # shape's cost: keep-every-k of 6 layers gives 1 or 2 layers
+    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [384]
+    c.extract.grid.heads, c.extract.grid.intermediate = [12], [1536]
     # i(ξ) from FLOPs: the latency model is tested in test_extract; the pipeline's own
     # side-by-side latency measurement (the report's speed-ups) still runs
     c.extract.inference = "flops"
-    c.pretrain.num_steps, c.pretrain.checkpoint_every, c.pretrain.eval_every = 4, 2, 2
-    c.grid.num_steps = [4]
+    c.pretrain.num_steps, c.pretrain.checkpoint_every, c.pretrain.eval_every = 2, 2, 2
+    c.grid.num_steps = [2, 4]
+    c.seeds = [0, 1, 2]
     return c
 
 
@@ -31,41 +44,187 @@ def run(config, tmp_path_factory):
     return workdir, bort_pipeline.run(config, str(workdir))
 
 
-def test_report_compares_chosen_extremes_and_source(run, config, minilm):
+def _model(report, key):
+    return next(r for r in report["models"] if r["key"] == key)
+
+
+def _stage(workdir: Path, key: str, task: str, lr: float, seed: int) -> dict:
+    return json.loads(
+        (workdir / "finetune" / key / task / f"lr{lr:g}_seed{seed}" / "result.json").read_text()
+    )
+
+
+def test_rows_come_from_stage_files(run, config, minilm):
     workdir, report = run
-    names = {r["model"] for r in report["models"]}
-    assert "source" in names and any("chosen" in n for n in names)
-    assert {"smallest", "largest"} <= {part for n in names for part in n.split("=")}
+    lat = json.loads((workdir / "latency.json").read_text())
+    source = _model(report, "source")
+    assert source["arch"] == "D6/A12/H384/I1536"
     assert report["tasks"] == ["sst2", "stsb"]
-    source = next(r for r in report["models"] if r["model"] == "source")
     for row in report["models"]:
         arch = A.Arch.parse(row["arch"])
-        assert row["params"] == A.param_count(arch, minilm.spec)["total"]
+        total = A.param_count(arch, minilm.spec)["total"]
+        assert row["params"] == total
+        assert row["params_non_embedding"] == total - A.embedding_params(arch, minilm.spec)
+        assert row["latency_ms"] == pytest.approx(1e3 * lat[row["arch"]])
         assert row["speedup_vs_source"] == pytest.approx(source["latency_ms"] / row["latency_ms"])
+        means = []
         for task in report["tasks"]:
-            detail = report["details"][row["model"]][task]
-            metric = detail["primary_metric"]
-            assert row["scores"][task] == detail["report"][metric]
-            # the selected grid point is the best one on the selection half
-            best = max(p["select"][metric] for p in detail["grid"])
-            assert detail["select"][metric] == best
-            # the two halves partition the dev set
-            n_dev = min(65, config.finetune.max_eval_examples or 65)  # fixture SST-2/STS-B
-            assert detail["select_examples"] + detail["report_examples"] == n_dev
-    assert source["arch"] == "D6/A12/H384/I1536"
+            metric = report["metrics"][task]
+            grid = [_stage(workdir, row["key"], task, lr, 0) for lr in config.grid.learning_rate]
+            best = max(grid, key=lambda p: p["select"][metric])
+            assert row["selected"][task]["learning_rate"] == best["learning_rate"]
+            assert row["selected"][task]["best_step"] == best["best_step"]
+            assert best["best_step"] in (2, 4)  # evaluated at every grid step count
+            runs = [_stage(workdir, row["key"], task, best["learning_rate"], s) for s in (0, 1, 2)]
+            values = [r["report"][metric] for r in runs]
+            assert row["scores"][task] == pytest.approx(np.mean(values))
+            means.append(np.mean(values))
+            for r in runs:  # the two halves partition the dev set
+                assert r["select_examples"] + r["report_examples"] == min(
+                    65, config.finetune.max_eval_examples or 65
+                )
+        assert row["mean_over_tasks"] == pytest.approx(np.mean(means))
     md = (workdir / "report.md").read_text()
-    assert f"{100 * source['scores']['sst2']:.1f}" in md and report["chosen"] in md
+    assert f"{100 * source['scores']['sst2']:.1f} ± " in md
     assert json.loads((workdir / "report.json").read_text())["models"] == report["models"]
+
+
+def test_every_role_sliced_and_pretrained(run):
+    _, report = run
+    variants = {}
+    for row in report["models"]:
+        for role in row["roles"]:
+            variants.setdefault(role, set()).add(row["variant"])
+    for role in M.ROLES:
+        assert variants[role] == {"sliced", "kd"}, role
+    assert variants["source"] == {"source"}
+
+
+def test_seeds_aggregate_by_hand(run, config):
+    workdir, report = run
+    row = _model(report, "source")
+    lr = row["selected"]["stsb"]["learning_rate"]
+    values = [
+        _stage(workdir, "source", "stsb", lr, s)["report"]["pearson_spearman"] for s in (0, 1, 2)
+    ]
+    mean = sum(values) / 3
+    std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+    assert row["scores"]["stsb"] == pytest.approx(mean)
+    assert row["spread"]["stsb"] == pytest.approx(std)
+    detail = report["details"]["source"]["stsb"]["score"]
+    assert detail["values"] == pytest.approx(values)
+    assert (detail["min"], detail["max"]) == (min(values), max(values))
+
+
+def test_baselines_are_the_searches_picks_on_the_cached_table(run, config):
+    workdir, report = run
+    roles = json.loads((workdir / "roles.json").read_text())
+    table = {r["arch"]: r for r in roles["table"]}
+    cands = [A.Arch.parse(r["arch"]) for r in roles["table"]]
+    p = lambda a: table[str(a)]["p"]  # noqa: E731
+    i = lambda a: table[str(a)]["i"]  # noqa: E731
+    e = lambda a: table[str(a)]["e"]  # noqa: E731
+    objective = F.WCoefficient(**dict(config.extract.objective))
+    summary = json.loads((workdir / "extract" / "summary.json").read_text())
+    n = summary["n_evaluations"]
+    rnd = random_search(cands, p, i, e, RandomOptions(n=n, seed=config.seed, objective=objective))
+    assert roles["random"] == str(rnd.chosen) and roles["random_search"]["n"] == n
+    exh = F.exhaustive(cands, p, i, e, objective=objective)
+    assert roles["exhaustive"] == str(exh.chosen)
+    assert roles["chosen"] == summary["chosen"]
+    size = {
+        a: A.param_count(A.Arch.parse(a), hf.load(hf.minilm_path()).spec)["total"] for a in table
+    }
+    assert roles["smallest"] == min(size, key=size.get)
+    assert roles["largest"] == max(size, key=size.get)
+    # the e-values are the extraction cache's (nothing re-evaluated a cached candidate)
+    cache = extract.CandidateCache(workdir / "extract" / "candidates" / summary["config_hash"])
+    for row in roles["table"]:
+        assert cache.get(row["key"]) == pytest.approx(row["e"])
+    assert roles["exhaustive_search"]["e_calls"] == len(cands) - summary["n_evaluations"]
+    assert report["picks"]["random"] == roles["random"]
+
+
+def test_layer_drop_is_no_slower_than_chosen_and_keeps_source_layers(run, config, minilm):
+    workdir, _ = run
+    roles = json.loads((workdir / "roles.json").read_text())
+    ld = roles["layerdrop"]
+    seq = config.extract.latency_seq_len
+    flops = lambda a: A.flops(A.Arch.parse(a), seq, spec=minilm.spec)  # noqa: E731
+    assert ld["meets"] and flops(ld["arch"]) <= flops(roles["chosen"])
+    # k is the smallest such k: keeping every (k-1)-th layer would be slower than chosen
+    if ld["k"] > 1:
+        more = A.Arch.parse(ld["source"]).depth
+        deeper = len(range(0, more, ld["k"] - 1))
+        assert deeper > len(ld["keep"])
+        a = A.Arch.parse(ld["arch"])
+        assert A.flops(
+            A.Arch(deeper, a.heads, a.hidden, a.intermediate), seq, spec=minilm.spec
+        ) > flops(roles["chosen"])
+    dropped = hf.load(workdir / "layerdrop_init")
+    assert dropped.arch == A.Arch.parse(ld["arch"])
+    for j, k in enumerate(ld["keep"]):
+        a, b = dropped.params[f"layer_{j}"], minilm.params[f"layer_{k}"]
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_same_shape_and_init_share_runs(run):
+    workdir, report = run
+    roles = json.loads((workdir / "roles.json").read_text())
+    pairs = {(roles[r], "source") for r in M.SEARCH_ROLES} | {
+        (roles["layerdrop"]["arch"], "layerdrop")
+    }
+    assert len(report["models"]) == 2 * len(pairs) + 1
+    assert len({r["key"] for r in report["models"]}) == len(report["models"])
+    assert len(list((workdir / "pretrain").iterdir())) == len(pairs)
+    assert len(list((workdir / "finetune").iterdir())) == len(report["models"])
+    # two candidates, five search roles: the search roles collapse onto at most two shapes
+    assert len({a for a, b in pairs if b == "source"}) <= 2
+
+
+def test_students_dedupe_by_shape_and_init():
+    d2 = "D2/A12/H384/I1536"
+    roles = {
+        "chosen": d2,
+        "smallest": "D1/A12/H384/I1536",
+        "largest": d2,
+        "random": d2,
+        "exhaustive": "D1/A12/H384/I1536",
+        "layerdrop": {"arch": d2},
+    }
+    got = {(s.arch, s.base): s.roles for s in M.students(roles)}
+    assert got == {
+        (A.Arch.parse(d2), "source"): ("chosen", "largest", "random"),
+        (A.Arch.parse("D1/A12/H384/I1536"), "source"): ("smallest", "exhaustive"),
+        (A.Arch.parse(d2), "layerdrop"): ("layerdrop",),
+    }
+
+
+def test_schedule_and_aggregate():
+    class C:
+        class grid:
+            num_steps = [200, 1000]
+
+    assert tuning.schedule(C) == (1000, 200)
+    runs = [
+        {"primary_metric": "acc", "seed": s, "report": {"acc": v}}
+        for s, v in enumerate([0.5, 0.7, 0.6])
+    ]
+    agg = tuning.aggregate(runs)
+    assert agg["mean"] == pytest.approx(0.6) and agg["std"] == pytest.approx(0.1)
+    assert agg["seeds"] == [0, 1, 2]
 
 
 def test_rerun_reuses_every_stage(run, config, monkeypatch):
     workdir, report = run
 
-    def no_training(*args, **kwargs):
+    def no_work(*args, **kwargs):
         raise AssertionError("a finished stage was recomputed")
 
-    monkeypatch.setattr(ft, "run_prepared", no_training)
-    monkeypatch.setattr(bort_pipeline.pretrain, "pretrain", no_training)
+    monkeypatch.setattr(ft, "run_prepared", no_work)
+    monkeypatch.setattr(M.pretrain, "pretrain", no_work)
+    monkeypatch.setattr(M.extract, "build_problem", no_work)
     again = bort_pipeline.run(config, str(workdir))
     assert again == report
 
