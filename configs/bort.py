@@ -19,6 +19,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = "smoke" if arg.smoke else None
     c = ml_collections.ConfigDict()
     c.extract = default.get_config(variant)
+    # configs/default.py still names the fitted head's step count `steps`; mlm_head.HeadConfig
+    # calls it `num_steps`
+    head = c.extract.proxy.head.to_dict()
+    if "steps" in head:
+        head["num_steps"] = head.pop("steps")
+        c.extract.proxy.head = ml_collections.ConfigDict(head)
     c.pretrain = pretrain_bort.get_config(variant)
     c.finetune = finetune.get_config(variant)
     c.tasks = "sst2,mrpc,rte,cola,stsb"

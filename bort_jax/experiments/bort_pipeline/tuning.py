@@ -13,7 +13,9 @@ task's score is the mean ± sample standard deviation over the seeds.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import time
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from bort_jax import finetune as ft
+from bort_jax import hf
+from bort_jax.arch import Arch
 from bort_jax.data import batching
 from bort_jax.experiments import drop_dir, mean_std, stage
 from bort_jax.experiments.bort_pipeline.models import Model
@@ -41,6 +45,7 @@ def run_point(config: Any, model: Model, task: str, lr: float, seed: int, out: P
 
 
 def _run(config: Any, model: Model, task: str, lr: float, seed: int, run_dir: Path) -> dict:
+    t0 = time.perf_counter()
     num_steps, every = schedule(config)
     cfg = ft.FinetuneConfig.from_config(
         dict(
@@ -56,7 +61,7 @@ def _run(config: Any, model: Model, task: str, lr: float, seed: int, run_dir: Pa
             progress=False,
         )
     )
-    prep = ft.prepare(cfg)
+    prep = _prepare(cfg)
     select_idx, report_idx = split_dev(batching.num_rows(prep.dev), 0.5, config.seed)
     assert_disjoint(select_idx, report_idx)
     on_select = dataclasses.replace(prep, dev=batching.take(prep.dev, select_idx), dev_groups=None)
@@ -78,11 +83,46 @@ def _run(config: Any, model: Model, task: str, lr: float, seed: int, run_dir: Pa
         "num_steps": num_steps,
         "eval_every": every,
         "evals": run.get("evals", []),
-        "seconds": run.get("seconds"),
+        "train_seconds": run.get("seconds"),
+        "seconds": time.perf_counter() - t0,
         "primary_metric": prep.task.primary_metric,
         "select_examples": int(select_idx.size),
         "report_examples": int(report_idx.size),
     }
+
+
+_DATA: dict[tuple, ft.Prepared] = {}  # per task and data settings (and vocabulary)
+_CKPT: dict[str, Any] = {}  # the checkpoint of the model being tuned
+
+
+def _vocab_digest(init_dir: str) -> str:
+    for name in ("tokenizer.json", "vocab.txt"):
+        path = Path(init_dir) / name
+        if path.is_file():
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+    return init_dir
+
+
+def _prepare(cfg: ft.FinetuneConfig) -> ft.Prepared:
+    """`ft.prepare` reading and tokenising each task once (every model speaks the source's
+    vocabulary) and loading each checkpoint once: the runs differ in model, learning rate and
+    seed (the head's init) only."""
+    init = cfg.init or hf.minilm_path()
+    data_key = dataclasses.astuple(
+        cfg.replace(init="", arch="", learning_rate=1.0, seed=0, tokenizer=_vocab_digest(init))
+    )
+    if data_key not in _DATA:
+        _DATA[data_key] = ft.prepare(cfg)
+    if init not in _CKPT:
+        _CKPT.clear()  # models are tuned one after the other: keep one in memory
+        _CKPT[init] = hf.load(init)
+    arch = Arch.parse(cfg.arch) if cfg.arch else None
+    model, params = ft.build_classifier(
+        _CKPT[init], cfg.task, arch, dropout_rate=cfg.dropout_rate, seed=cfg.seed
+    )
+    return dataclasses.replace(
+        _DATA[data_key], config=cfg, model=model, params=params, tokenizer_dir=cfg.tokenizer or init
+    )
 
 
 def point_dir(root: Path, model: Model, task: str, lr: float, seed: int) -> Path:
