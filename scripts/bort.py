@@ -1,7 +1,8 @@
-"""The whole Bort pipeline: extract → KD-pretrain → fine-tune → compare (thin main of
-bort_jax.experiments.bort_pipeline).
+"""The whole Bort pipeline: extract → baselines → KD-pretrain → fine-tune → compare (thin main
+of bort_jax.experiments.bort_pipeline).
 
     python scripts/bort.py --workdir=runs/bort --config.data_dir=GLUE_DIR
+    python -m bort_jax.experiments.bort_pipeline.costs runs/bort   # progress, time left
 """
 
 from bort_jax import cli

@@ -20,6 +20,10 @@ from bort_jax.search import fptas as F
 from bort_jax.search.random_search import RandomOptions, random_search
 from configs import bort
 
+# one module fixture runs the whole pipeline (extraction, 3 pretrainings, 3 seeds of ~7 models
+# on 2 tasks); on a loaded 2-core machine that exceeds the suite's per-test limit
+pytestmark = pytest.mark.timeout(2400)
+
 
 @pytest.fixture(scope="module")
 def config(task_data_dir):
@@ -96,7 +100,9 @@ def test_every_role_sliced_and_pretrained(run):
         for role in row["roles"]:
             variants.setdefault(role, set()).add(row["variant"])
     for role in M.ROLES:
-        assert variants[role] == {"sliced", "kd"}, role
+        # a role of the source's own shape: its sliced-only model is the source itself
+        sliced = "source" if role in _model(report, "source")["roles"] else "sliced"
+        assert variants[role] == {sliced, "kd"}, role
     assert variants["source"] == {"source"}
 
 
@@ -175,7 +181,8 @@ def test_same_shape_and_init_share_runs(run):
     pairs = {(roles[r], "source") for r in M.SEARCH_ROLES} | {
         (roles["layerdrop"]["arch"], "layerdrop")
     }
-    assert len(report["models"]) == 2 * len(pairs) + 1
+    merged = ("D6/A12/H384/I1536", "source") in pairs  # sliced to the source's shape = source
+    assert len(report["models"]) == 2 * len(pairs) + 1 - merged
     assert len({r["key"] for r in report["models"]}) == len(report["models"])
     assert len(list((workdir / "pretrain").iterdir())) == len(pairs)
     assert len(list((workdir / "finetune").iterdir())) == len(report["models"])

@@ -22,7 +22,8 @@ from bort_jax.experiments.bort_pipeline.tuning import schedule
 
 
 def plan(config: Any, n_students: int) -> dict[str, int]:
-    """Counts: students (≤ 6 roles), fine-tuned models, runs per (model, task), runs, steps."""
+    """Counts: students (≤ 6 roles), fine-tuned models (an upper bound: a student of the
+    source's shape has no separate sliced model), runs per (model, task), runs, steps."""
     tasks = [t for t in config.tasks.split(",") if t]
     per_task = len(config.grid.learning_rate) + len(config.seeds) - 1
     models = 2 * n_students + 1

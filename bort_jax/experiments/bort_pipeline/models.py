@@ -17,7 +17,8 @@
 It also stores the table of (candidate, p, i, e) the picks were computed from. A `Student` is
 one distinct (architecture, init) pair — roles sharing both share every run — and each one is
 fine-tuned twice: "sliced" (the source's weights sliced / its layers dropped, no pretraining)
-and "kd" (that init KD-pretrained with section `pretrain`).
+and "kd" (that init KD-pretrained with section `pretrain`); a student of the source's own shape
+sliced from it is the source, so its "sliced" model is the source's row (roles joined).
 """
 
 from __future__ import annotations
@@ -195,17 +196,22 @@ def build_models(config: Any, root: Path, roles: dict[str, Any]) -> list[Model]:
     """Every student sliced and KD-pretrained, then the source (last)."""
     src_dir = source_dir(config)
     source_arch = hf.load(src_dir).arch
-    models = []
+    models, source_roles = [], ("source",)
     for s in students(roles):
         if s.base == "layerdrop":
-            init, sliced_arg = layer_drop_init(config, roles, root / "layerdrop_init"), ""
+            init = layer_drop_init(config, roles, root / "layerdrop_init")
+            models.append(Model(f"sliced_{s.tag}", s.roles, "sliced", s.arch, init, ""))
+        elif s.arch == source_arch:  # sliced to its own shape it is the source: one model
+            init, source_roles = src_dir, source_roles + s.roles
         else:
-            init, sliced_arg = src_dir, "" if s.arch == source_arch else arch_arg(s.arch)
-        models.append(Model(f"sliced_{s.tag}", s.roles, "sliced", s.arch, init, sliced_arg))
+            init = src_dir
+            models.append(
+                Model(f"sliced_{s.tag}", s.roles, "sliced", s.arch, init, arch_arg(s.arch))
+            )
         models.append(
             Model(f"kd_{s.tag}", s.roles, "kd", s.arch, kd_pretrain(config, s, init, root), "")
         )
-    models.append(Model("source", ("source",), "source", source_arch, src_dir, ""))
+    models.append(Model("source", source_roles, "source", source_arch, src_dir, ""))
     return models
 
 
