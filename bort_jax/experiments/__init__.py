@@ -10,7 +10,8 @@ entry point `run(config, workdir=None) -> report`; `scripts/*.py` are thin absl 
     method_audit  the FPTAS, the published interval algorithm and random search vs exhaustive
     error_audit   does the proxy error e predict downstream task error (docs/error_signal.md)
     eps_budget    rank stability and proxy evaluations per ε (docs/eps_budget.md)
-    bort_pipeline extract -> pretrain -> fine-tune -> compare
+    bort_pipeline extract -> baselines (random, exhaustive, layer drop) -> sliced / KD-pretrained
+                  students -> fine-tune (grid, 3 seeds) -> compare (a package)
 
 Reliability. An experiment killed at any point (SIGKILL included) and rerun with the same
 config and workdir ends with the same results as an uninterrupted run:
