@@ -14,8 +14,8 @@ from bort_jax import arch as A
 from bort_jax import extract, hf
 from bort_jax import finetune as ft
 from bort_jax.experiments import bort_pipeline
+from bort_jax.experiments.bort_pipeline import costs, tuning
 from bort_jax.experiments.bort_pipeline import models as M
-from bort_jax.experiments.bort_pipeline import tuning
 from bort_jax.search import fptas as F
 from bort_jax.search.random_search import RandomOptions, random_search
 from configs import bort
@@ -111,7 +111,8 @@ def test_seeds_aggregate_by_hand(run, config):
     row = _model(report, "source")
     lr = row["selected"]["stsb"]["learning_rate"]
     values = [
-        _stage(workdir, "source", "stsb", lr, s)["report"]["pearson_spearman"] for s in (0, 1, 2)
+        _stage(workdir, "source", "stsb", lr, s)["report"][report["metrics"]["stsb"]]
+        for s in (0, 1, 2)
     ]
     mean = sum(values) / 3
     std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
@@ -243,3 +244,17 @@ def test_bad_task_named_before_work(config, tmp_path):
     with pytest.raises(ValueError, match="qqq"):
         bort_pipeline.run(bad, str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_costs_count_runs_and_read_progress(run, config):
+    workdir, report = run
+    default = bort.get_config()
+    counts = costs.plan(default, 6)
+    assert counts["models"] == 13 and counts["runs_per_model_task"] == 4
+    assert counts["finetune_runs"] == 13 * 5 * 4 and counts["steps_per_run"] == 100
+    assert counts["evals_per_run"] == 2
+    done = costs.progress(config, workdir)
+    n_runs = len(report["models"]) * len(report["tasks"]) * 3  # 1 learning rate + 2 seeds
+    on_disk = list(workdir.glob("finetune/*/*/*/result.json"))
+    assert done["finetune_runs_done"] == n_runs == len(on_disk)
+    assert done["finished"] and done["projected_remaining_s"] == pytest.approx(0.0, abs=1e-6)
