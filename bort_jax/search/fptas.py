@@ -111,12 +111,14 @@ from bort_jax.search.assumptions import (
 )
 from bort_jax.search.bounds import LowerBounds
 from bort_jax.search.evaluator import Evaluator, candidate_key
+from bort_jax.search.objective import WCoefficient, factor_fns, w_many
 from bort_jax.search.space import SearchSpace, componentwise_leq
 
 Candidate = Hashable
 CostFn = Callable[[Candidate], float]
 Leq = Callable[[Candidate, Candidate], bool]
 Distance = Callable[[Candidate, Candidate], float]
+UNIT_W = WCoefficient()  # α = β = γ = 1, e_ref = 1
 
 __all__ = [
     "AbncCheck",
@@ -139,49 +141,6 @@ __all__ = [
     "step_budget",
     "validate_eps",
 ]
-
-
-# ----------------------------------------------------------------------------- objective
-
-
-@dataclasses.dataclass(frozen=True)
-class WCoefficient:
-    """Eq. W: W = (p_ref/p)^alpha (i_ref/i)^beta (e_ref/e)^gamma, maximised [reconstructed]."""
-
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    e_ref: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("alpha", "beta"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"WCoefficient.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("gamma", "e_ref"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"WCoefficient.{name} must be > 0, got {getattr(self, name)}")
-
-    def size_score(self, p: float, i: float, p_ref: float, i_ref: float) -> float:
-        """S(ξ) = (p_ref/p)^alpha (i_ref/i)^beta: the part of W known without training."""
-        return (p_ref / p) ** self.alpha * (i_ref / i) ** self.beta
-
-    def value(self, p: float, i: float, e: float, p_ref: float, i_ref: float) -> float:
-        """W(ξ); +inf when ``e`` is 0 (used for bounds with no information)."""
-        if e <= 0:
-            return math.inf
-        return self.size_score(p, i, p_ref, i_ref) * (self.e_ref / e) ** self.gamma
-
-    def dominance_factor(
-        self, p: float, i: float, p_dom: float, i_dom: float, slack: float
-    ) -> float:
-        """Largest W(ξ)/W(ξ') possible under M when ξ ⪯ ξ' (Eq. T); references cancel."""
-        return (p_dom / p) ** self.alpha * (i_dom / i) ** self.beta * (1.0 + slack) ** self.gamma
-
-    def dominance_factors(
-        self, p: float, i: float, p_dom: np.ndarray, i_dom: np.ndarray, slack: float
-    ) -> np.ndarray:
-        """`dominance_factor` for arrays of dominators (numpy; may differ from it by ~1 ulp)."""
-        return (p_dom / p) ** self.alpha * (i_dom / i) ** self.beta * (1.0 + slack) ** self.gamma
 
 
 # ----------------------------------------------------------------------------- records
@@ -538,59 +497,6 @@ def _check_options(
     return eps, s
 
 
-def _factor_fns(
-    objective: WCoefficient, P: list[float], I: list[float], slack: float
-) -> tuple[Callable[[int, np.ndarray], np.ndarray], Callable[[int, int], float]]:
-    """(vectorised, exact scalar) dominance factors f(k, j) of Eq. T for `order.trim`."""
-
-    def exact(k: int, j: int) -> float:
-        return objective.dominance_factor(P[k], I[k], P[j], I[j], slack)
-
-    cls = type(objective)
-    if (
-        cls.dominance_factors is not WCoefficient.dominance_factors
-        or cls.dominance_factor is WCoefficient.dominance_factor
-    ):
-        p_arr, i_arr = np.asarray(P), np.asarray(I)
-
-        def approx(k: int, js: np.ndarray) -> np.ndarray:
-            return np.asarray(
-                objective.dominance_factors(P[k], I[k], p_arr[js], i_arr[js], slack),
-                dtype=np.float64,
-            )
-    else:  # a subclass redefined only the scalar factor: use it for every pair
-
-        def approx(k: int, js: np.ndarray) -> np.ndarray:
-            return np.array([exact(k, int(j)) for j in js], dtype=np.float64)
-
-    return approx, exact
-
-
-def _w_many(
-    objective: WCoefficient, P: list[float], I: list[float], p_ref: float, i_ref: float
-) -> Callable[[np.ndarray, np.ndarray], list[float]]:
-    """W(p_j, i_j, e_j) (Eq. W) for index and error arrays, with the scalar `value` arithmetic."""
-    cls = type(objective)
-    if cls.value is WCoefficient.value and cls.size_score is WCoefficient.size_score:
-        size = [objective.size_score(a, b, p_ref, i_ref) for a, b in zip(P, I)]
-        e_ref, gamma = objective.e_ref, objective.gamma
-
-        def many(js: np.ndarray, errs: np.ndarray) -> list[float]:
-            return [
-                size[j] * (e_ref / e) ** gamma if e > 0 else math.inf
-                for j, e in zip(js.tolist(), errs.tolist())
-            ]
-    else:
-
-        def many(js: np.ndarray, errs: np.ndarray) -> list[float]:
-            return [
-                objective.value(P[j], I[j], e, p_ref, i_ref)
-                for j, e in zip(js.tolist(), errs.tolist())
-            ]
-
-    return many
-
-
 class _Lookahead:
     """E-values for the search loop, fetched in concurrent rounds of up to ``parallel``.
 
@@ -665,7 +571,7 @@ def fptas(
     eps: float,
     s: int = 1,
     *,
-    objective: WCoefficient = WCoefficient(),
+    objective: WCoefficient = UNIT_W,
     leq: Leq | None = None,
     e_floor: float | None = None,
     monotonicity_slack: float = 0.0,
@@ -725,7 +631,7 @@ def fptas(
     up, down = ordering.up_down_lists(matrix)
     eps_t = trim_share * eps
     rho_stop = (1.0 - eps) * (1.0 + eps_t)
-    approx_factors, exact_factor = _factor_fns(objective, P, I, slack)
+    approx_factors, exact_factor = factor_fns(objective, P, I, slack)
     trimmed = ordering.trim(up, approx_factors, exact_factor, 1.0 + eps_t)
     is_trimmed = np.zeros(n, dtype=bool)
     is_trimmed[list(trimmed)] = True
@@ -743,11 +649,11 @@ def fptas(
     x = None if convex_in is None else [float(convex_in(c)) for c in cands]
     coord = np.array(x or [math.log(a) + math.log(b) for a, b in zip(P, I)], dtype=np.float64)
     size = np.array([objective.size_score(a, b, p_ref, i_ref) for a, b in zip(P, I)])
-    w_many = _w_many(objective, P, I, p_ref, i_ref)
+    w_of = w_many(objective, P, I, p_ref, i_ref)
     bounds = LowerBounds(up, down, slack, e_floor, lipschitz, dist_row, x)
     checker = AssumptionChecker(cands, up, down, slack, e_floor, lipschitz, dist_row, x)
     errors = bounds.errors
-    ub = np.array(w_many(np.arange(n), bounds.lower), dtype=np.float64)  # UB(ξ), Eq. B
+    ub = np.array(w_of(np.arange(n), bounds.lower), dtype=np.float64)  # UB(ξ), Eq. B
     bounds.take_dirty()
     failed: dict[int, str] = {}
     is_failed = np.zeros(n, dtype=bool)
@@ -782,10 +688,10 @@ def fptas(
         order.append(k)
         bounds.add(k, value)
         checker.check(k, bounds.err, bounds.evaluated)
-        best = max(best, w_many(np.array([k]), np.array([value]))[0])
+        best = max(best, w_of(np.array([k]), np.array([value]))[0])
         dirty = bounds.take_dirty()
         if dirty.size:
-            ub[dirty] = w_many(dirty, bounds.lower[dirty])
+            ub[dirty] = w_of(dirty, bounds.lower[dirty])
 
     def pending() -> np.ndarray:
         return ~(is_trimmed | bounds.evaluated | is_failed)
@@ -825,7 +731,7 @@ def fptas(
     upper = max([best] + ub[todo].tolist())
     for j, f in trimmed.values():
         err_j = errors.get(j, float(bounds.lower[j]))
-        upper = max(upper, f * w_many(np.array([j]), np.array([err_j]))[0])
+        upper = max(upper, f * w_of(np.array([j]), np.array([err_j]))[0])
     certified = best / upper if upper > 0 else 1.0
     ratio = (1.0 - eps) if stopped_by != "budget" else certified
     assumptions = _assumptions(slack, e_floor, lipschitz, x is not None)
@@ -885,7 +791,7 @@ def exhaustive(
     i: CostFn,
     e: CostFn,
     *,
-    objective: WCoefficient = WCoefficient(),
+    objective: WCoefficient = UNIT_W,
     cache: Any = None,
     key: Callable[[Candidate], str] = candidate_key,
     progress: bool = False,
