@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.source_dir = d.source_dir  # '' = installed all-MiniLM-L6-v2 (also the teacher)
     c.corpus = d.corpus
-    c.seq_len = d.seq_len
+    c.max_seq_len = d.max_seq_len
     c.max_sequences = d.max_sequences
     c.heldout_fraction = d.heldout_fraction
     c.data_seed = d.data_seed

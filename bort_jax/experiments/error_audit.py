@@ -213,7 +213,7 @@ def run_signals(config: Any, plan: Plan, root: Path) -> tuple[dict[str, dict[str
         teacher,
         plan.source_dir,
         config.corpus,
-        config.seq_len,
+        config.max_seq_len,
         max_sequences=config.max_sequences,
         heldout_fraction=config.heldout_fraction,
         seed=config.data_seed,

@@ -110,8 +110,10 @@ from bort_jax.search.assumptions import (
     violation_summary,
 )
 from bort_jax.search.bounds import LowerBounds
+from bort_jax.search.budget import kappa_for, step_budget
 from bort_jax.search.evaluator import Evaluator, candidate_key
 from bort_jax.search.objective import WCoefficient, factor_fns, w_many
+from bort_jax.search.options import validate_eps, validate_interval
 from bort_jax.search.space import SearchSpace, componentwise_leq
 
 Candidate = Hashable
@@ -225,44 +227,6 @@ class SearchResult:
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-
-def validate_eps(eps: float) -> float:
-    """ε must lie in the open interval (0, 1)."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < 1.0:
-        raise ValueError(f"eps must be in the open interval (0, 1), got {eps!r}")
-    return float(eps)
-
-
-def validate_interval(s: int) -> int:
-    """The interval size s is a positive integer (bisection threshold of step 4)."""
-    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-        raise ValueError(f"s (interval size) must be a positive int, got {s!r}")
-    return s
-
-
-def step_budget(
-    eps: float, s: float, kappa: float, *, min_steps: int = 1, max_steps: int | None = None
-) -> int:
-    """Proxy-training steps per candidate, T(ε, s) = ⌈κ / (ε s^{3/2})⌉, clipped [reconstructed].
-
-    It is the per-training share of Eq. R's second term (total work / (|Θ||Ξ| trainings ·
-    |B||W*_T| per step)). κ is problem-specific; calibrate it with `kappa_for`.
-    """
-    eps = validate_eps(eps)
-    if not s > 0:
-        raise ValueError(f"s must be > 0, got {s!r}")
-    if not kappa > 0:
-        raise ValueError(f"kappa must be > 0, got {kappa!r}")
-    # κ shrunk by a relative 1e-9: a ratio that is an integer in exact arithmetic stays that
-    # integer despite binary rounding (3 · 0.1 / 0.1 would otherwise give 4).
-    steps = max(min_steps, math.ceil(kappa * (1 - 1e-9) / (eps * s**1.5)))
-    return steps if max_steps is None else min(steps, max_steps)
-
-
-def kappa_for(steps: int, eps: float, s: float) -> float:
-    """Inverse of `step_budget`: the κ that gives ``steps`` at (ε, s), κ = T·ε·s^{3/2}."""
-    return float(steps) * validate_eps(eps) * s**1.5
 
 
 def pareto_front(evaluations: Sequence[Evaluation]) -> tuple[Evaluation, ...]:
