@@ -75,6 +75,7 @@ from bort_jax.search import audit as search_audit
 from bort_jax.search import budget as proxy_budget
 from bort_jax.search import candidate_key, report, space
 from bort_jax.search import fptas as F
+from bort_jax.search.result import with_e_ref
 from bort_jax.search.space import build_space
 
 
@@ -325,18 +326,25 @@ def build_problem(config: Any, workdir: str) -> Problem:
     return Problem(sp, p, i, e, cache, source, spec, data, chash, lat_model)
 
 
-def search_kwargs(config: ExtractConfig, eps: float | None = None) -> dict:
-    """The FPTAS options of `config` (objective, ε, s, assumptions)."""
-    kwargs = dict(
-        eps=config.eps if eps is None else eps,
-        s=config.s,
-        monotonicity_slack=config.monotonicity_slack,
+def log_encoder_params(arch: A.Arch) -> float:
+    """x(ξ) of assumption C: log of the encoder's parameters (scaling laws' coordinate)."""
+    return math.log(A.encoder_params(arch))
+
+
+def assumptions(config: ExtractConfig) -> F.Assumptions:
+    """What the search of `config` assumes about e: M with its slack, and C when `convex`."""
+    convex_in = log_encoder_params if config.convex else None
+    return F.Assumptions(config.monotonicity_slack, convex_in=convex_in)
+
+
+def search_options(config: ExtractConfig, cache: Any = None) -> F.SearchOptions:
+    """How the search of `config` runs: its budget, cache, progress and parallelism."""
+    return F.SearchOptions(
+        max_evaluations=config.max_evaluations or None,
+        cache=cache,
+        progress=config.progress,
+        parallel=config.parallel,
     )
-    if config.convex:
-        kwargs["convex_in"] = lambda a: math.log(A.encoder_params(a))
-    if config.max_evaluations:
-        kwargs["max_evaluations"] = config.max_evaluations
-    return kwargs
 
 
 def extract(config: Any, workdir: str) -> dict[str, Any]:
@@ -347,18 +355,23 @@ def extract(config: Any, workdir: str) -> dict[str, Any]:
         return {"plan": cost_plan.describe(cost_plan.plan(config, workdir), workdir)}
     t_start = time.perf_counter()
     prob = build_problem(config, workdir)
-    common = dict(
-        objective=config.objective.coefficient(),
-        cache=prob.cache,
-        progress=config.progress,
-        parallel=config.parallel,
-    )
+    objective = config.objective.coefficient()
+    options = search_options(config, prob.cache)
+    costs = (prob.space, prob.p, prob.i, prob.e)
     with sharding.use_mesh(config.mesh):  # parallel > 1: each e takes its own group
         if config.method == "exhaustive":
-            result = F.exhaustive(prob.space, prob.p, prob.i, prob.e, **common)
+            result = F.exhaustive(*costs, objective=objective, options=options)
         else:
-            kwargs = search_kwargs(config)
-            result = F.fptas(prob.space, prob.p, prob.i, prob.e, **common, **kwargs)
+            result = F.fptas(
+                *costs,
+                config.eps,
+                config.s,
+                objective=objective,
+                assumptions=assumptions(config),
+                options=options,
+            )
+    if not config.objective.e_ref:  # W(chosen) of order one; the choice is unchanged
+        result = with_e_ref(result, result.chosen_evaluation.e)
     return write_outputs(
         config,
         workdir,
@@ -564,8 +577,9 @@ def audit(
             prob.e,
             eps,
             config.objective.coefficient(),
-            cache=prob.cache,
-            **{k: v for k, v in search_kwargs(config).items() if k != "eps"},
+            s=config.s,
+            assumptions=assumptions(config),
+            options=F.SearchOptions(cache=prob.cache),
         )
     table = search_audit.markdown(rows)
     path = os.path.join(workdir, out)

@@ -105,6 +105,16 @@ class StepTime:
     extrapolated: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class TeacherOutputs:
+    """The teacher's shapes and what of its outputs the cache stores (hidden layers, top-k)."""
+
+    arch: A.Arch
+    spec: A.Spec
+    layers: tuple[int, ...]  # stored hidden-state layers (empty: hidden KD off)
+    top_k: int  # stored top-k logits per MLM slot (0: full logits or none)
+
+
 @dataclasses.dataclass
 class Plan:
     """What an extraction will cost (bytes, seconds); see the module docstring for formulas."""
@@ -400,9 +410,8 @@ def plan(
             import jax
 
             max_measure_flops = MEASURE_FLOPS.get(jax.default_backend(), MEASURE_FLOPS["gpu"])
-        _measure(
-            out, cands, t_arch, t_spec, pcfg, layers, top_k, config, repeats, max_measure_flops
-        )
+        shapes = TeacherOutputs(t_arch, t_spec, layers, top_k)
+        _measure(out, cands, shapes, config, repeats, max_measure_flops)
     return out
 
 
@@ -501,16 +510,14 @@ def time_step(
 def _measure(
     out: Plan,
     cands: list[A.Arch],
-    t_arch: A.Arch,
-    t_spec: A.Spec,
-    pcfg: proxy.ProxyConfig,
-    layers: tuple[int, ...],
-    top_k: int,
+    teacher: TeacherOutputs,
     config: ExtractConfig,
     repeats: int,
     max_measure_flops: float,
 ) -> None:
     """Fill `out.step_times`, `seconds_model`, `search_seconds` (see the module docstring)."""
+    t_arch, t_spec, layers, top_k = teacher.arch, teacher.spec, teacher.layers, teacher.top_k
+    pcfg = config.proxy
     L, P, B = out.seq_len, out.max_predictions, pcfg.batch_size
     full = lambda c: step_flops(c, t_spec, B, L, P)  # noqa: E731
     for arch in measure_shapes(cands, full):

@@ -132,6 +132,10 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     p_ref, i_ref = max(p.values()), max(i.values())
     w = dict(cfg.objective)
     assert rep["p_ref"] == p_ref and rep["i_ref"] == i_ref
+    # objective.e_ref = 0: W is reported with e_ref = the chosen candidate's e (readable W)
+    assert w["e_ref"] == 0 and rep["objective_spec"]["e_ref"] == e[summary["chosen"]]
+    e_ref = e[summary["chosen"]]
+    assert 1e-3 <= summary["objective"] <= 1e3
 
     table = _table(md, "Evaluated candidates")
     evals = {str(Arch(**ev["candidate"]["fields"])): ev for ev in rep["evaluations"]}
@@ -144,7 +148,7 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
         want_w = (
             (p_ref / p[name]) ** w["alpha"]
             * (i_ref / i[name]) ** w["beta"]
-            * (1.0 / e[name]) ** w["gamma"]
+            * (e_ref / e[name]) ** w["gamma"]
         )
         for col, json_value, own in (
             ("p", ev["p"], p[name]),

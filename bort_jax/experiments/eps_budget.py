@@ -167,8 +167,11 @@ def _search(
             prob.p,
             prob.i,
             lambda a: errors[str(a)],
+            eps,
+            config.s,
             objective=objective,
-            **extract.search_kwargs(config, eps),
+            assumptions=extract.assumptions(config),
+            options=extract.search_options(config),
         )
 
 
