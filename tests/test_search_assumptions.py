@@ -269,27 +269,18 @@ def test_invalid_cached_value_is_recomputed(bad):
     inst = S.chain_instance()
     objective = F.WCoefficient(1, 1, 4)
     cache = {}
-    first = F.fptas(
-        inst.candidates,
-        inst.p,
-        inst.i,
-        inst.e,
-        0.1,
-        objective=objective,
-        options=F.SearchOptions(cache=cache),
-    )
+
+    def search():
+        options = F.SearchOptions(cache=cache)
+        return F.fptas(
+            inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective, options=options
+        )
+
+    first = search()
     key = F.candidate_key(first.chosen)
     cache[key] = bad
     calls = inst.e.calls
-    second = F.fptas(
-        inst.candidates,
-        inst.p,
-        inst.i,
-        inst.e,
-        0.1,
-        objective=objective,
-        options=F.SearchOptions(cache=cache),
-    )
+    second = search()
     assert inst.e.calls == calls + 1 and inst.e.seen[-1] == first.chosen
     assert second.n_e_calls == 1 and second.n_cache_hits == first.n_evaluations - 1
     assert second.n_cache_rejected == (0 if bad is None else 1)  # None = absent, not invalid
