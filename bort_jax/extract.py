@@ -372,18 +372,7 @@ def extract(config: Any, workdir: str) -> dict[str, Any]:
             )
     if not config.objective.e_ref:  # W(chosen) of order one; the choice is unchanged
         result = with_e_ref(result, result.chosen_evaluation.e)
-    return write_outputs(
-        config,
-        workdir,
-        result,
-        prob.source,
-        prob.spec,
-        prob.cache,
-        prob.data,
-        prob.config_hash,
-        time.perf_counter() - t_start,
-        prob.latency_model,
-    )
+    return write_outputs(config, workdir, result, prob, time.perf_counter() - t_start)
 
 
 def abnc_check(arch: A.Arch, spec: A.Spec, seq_len: int) -> F.AbncCheck:
@@ -404,17 +393,12 @@ def _inference_note(config: ExtractConfig, workdir: str, model: latency.LatencyM
 
 
 def write_outputs(
-    config: ExtractConfig,
-    workdir: str,
-    result,
-    source: hf.Checkpoint,
-    spec: A.Spec,
-    cache: CandidateCache,
-    data,
-    chash: str,
-    seconds: float,
-    lat_model: latency.LatencyModel | None = None,
+    config: ExtractConfig, workdir: str, result: F.SearchResult, prob: Problem, seconds: float
 ) -> dict:
+    """Report, AB^nC check, the chosen shape's pretraining config and sliced weights, and
+    `summary.json` of one finished search of `prob`; returns the summary."""
+    source, spec, cache = prob.source, prob.spec, prob.cache
+    chash, lat_model = prob.config_hash, prob.latency_model
     out = Path(workdir)
     chosen: A.Arch = result.chosen
     abnc = abnc_check(chosen, spec, config.latency_seq_len)
@@ -461,7 +445,7 @@ def write_outputs(
         "abnc": {"holds": abnc.holds, "ratios": dict(abnc.ratios), "guarantee": abnc.guarantee},
         "wall_seconds": seconds,
         "config_hash": chash,
-        "teacher_cache_hit": data.cache_hit,
+        "teacher_cache_hit": prob.data.cache_hit,
         "inference": _inference_note(config, workdir, lat_model),
         "latency_model": None
         if lat_model is None
