@@ -202,3 +202,41 @@ def test_measured_plan_consistent(measured):
     assert p.projected_search_seconds == pytest.approx(sum(parts.values()))
     text = p.markdown()
     assert "extrapolated by FLOPs" in text and "projected search" in text
+
+
+def test_projection_by_hand_from_given_step_times(monkeypatch):
+    """The projection from hand-made step times (`time_step` replaced), recomputed here.
+
+    Smoke grid at D = 1: small = D1/A4/H128 runs as is (B 8 × L 16, P 3 slots), large =
+    D1/A8/H256 above the 1 GFLOP cap runs at B 4. Given s/step 0.010 (small) and 0.0075 at B 4
+    (large, so 0.015 at B 8: FLOPs ∝ B), compile 1 s and 3 s, the line t = c0 + c1·F passes
+    through both points; 3 proxy steps each, 10 held-out rows = 1 batch at t/3, 2 × 2 compiles.
+    """
+    given = {A.Arch(1, 4, 128, 384): (0.010, 1.0), A.Arch(1, 8, 256, 384): (0.0075, 3.0)}
+    monkeypatch.setattr(P, "time_step", lambda arch, *a: given[arch])
+    c = default.get_config("smoke")
+    c.grid.depth = [1]
+    p = P.plan(c, "/nonexistent/smoke", max_measure_flops=1e9, repeats=2)
+    small, large = p.step_times
+    assert large.measured_as == (4, 16) and small.measured_as == (8, 16)
+    spec = A.MINILM_SPEC
+    f_s, f_l = (P.step_flops(a, spec, 8, 16, 3) for a in given)
+    assert P.step_flops(large.arch, spec, 4, 16, 3) * 2 == f_l  # FLOPs ∝ batch, exactly
+    assert (small.seconds, large.seconds) == (0.010, pytest.approx(0.015, rel=1e-12))
+    c1 = (0.015 - 0.010) / (f_l - f_s)
+    c0 = 0.010 - c1 * f_s
+    assert p.seconds_model == pytest.approx((c0, c1), rel=1e-9)
+    rate = (f_s + f_l) / (0.010 + 0.015)
+    t_arch, t_spec = hf.config_to_arch_spec(
+        json.loads((Path(hf.minilm_path()) / "config.json").read_text())
+    )
+    teacher_flops = A.flops(t_arch, 16, 96, t_spec)  # 96 rows, hidden KD: no MLM head pass
+    want = {
+        "teacher pass": teacher_flops / rate,
+        "proxy steps": 3 * (0.010 + 0.015),
+        "held-out eval": (0.010 + 0.015) / 3,
+        "compile": 2 * 2 * (1.0 + 3.0) / 2,
+    }
+    assert p.search_seconds == pytest.approx(want, rel=1e-9)
+    assert p.projected_search_seconds == pytest.approx(sum(want.values()), rel=1e-9)
+    assert p.flop_rate == pytest.approx(rate, rel=1e-12) and p.n_evaluations == 2

@@ -35,6 +35,8 @@ from bort_jax import finetune as ft
 from bort_jax.arch import Arch, param_count
 from bort_jax.data import batching
 from bort_jax.experiments import drop_dir, jsonable, stage, write_report
+from bort_jax.extract_config import ExtractConfig
+from bort_jax.search.space import build_space
 from bort_jax.tasks import get_task
 from bort_jax.tasks.loading import load_examples
 
@@ -70,8 +72,9 @@ def validate(config: Any, workdir: str) -> list[str]:
 
 def pretrain_models(config: Any, workdir: Path, summary: dict[str, Any]) -> list[Model]:
     """KD-pretrain the chosen, smallest and largest candidates (each once)."""
-    space = extract.build_space(config.extract)
-    source_dir = config.extract.source_dir or hf.minilm_path()
+    ext = ExtractConfig.from_config(config.extract)
+    space = build_space(ext.grid)
+    source_dir = ext.source_dir or hf.minilm_path()
     source = hf.load(source_dir)
     cands = space.candidates()
     size = lambda a: param_count(a, source.spec)["total"]  # noqa: E731
@@ -90,7 +93,7 @@ def pretrain_models(config: Any, workdir: Path, summary: dict[str, Any]) -> list
             cfg = ml_collections.ConfigDict(config.pretrain.to_dict())
             cfg.arch = f"{arch.depth},{arch.heads},{arch.hidden},{arch.intermediate}"
             cfg.init_method, cfg.init = "slice", source_dir
-            cfg.teacher_dir = config.extract.teacher_dir or source_dir
+            cfg.teacher_dir = ext.teacher_dir or source_dir
             cfg.cache_dir = cfg.cache_dir or str(workdir / "teacher_cache")
             pretrain.pretrain(cfg, str(out))
         models.append(Model("=".join(names), arch, str(out / "export")))
