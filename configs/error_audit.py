@@ -45,7 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data_seed = d.data_seed
     c.proxy = d.proxy  # the extraction's proxy run, changed per variant below
     c.proxy.error, c.proxy.head_init, c.proxy.proj_init = "output_total", "fresh", "random"
-    c.proxy.head = dict(num_steps=100, batch_size=128, learning_rate=3e-3, weight_decay=0.01, seed=0)
+    c.proxy.head = dict(
+        num_steps=100, batch_size=128, learning_rate=3e-3, weight_decay=0.01, seed=0
+    )
     # every variant is one proxy run per candidate; all held-out terms are recorded
     c.variants = ml_collections.ConfigDict(
         dict(

@@ -8,7 +8,7 @@ exhaustive search (docs/search_methods.md).
 
 The real instance is the extraction configured by `extract` (configs/default.py; its smoke
 variant, 4 candidates, under :smoke; pass the overrides the extraction ran with, e.g.
---config.extract.proxy.steps=...) whose candidate cache in `extraction_workdir` is reused;
+--config.extract.proxy.num_steps=...) whose candidate cache in `extraction_workdir` is reused;
 candidates missing from it are proxy-trained there (the audit needs every candidate's e).
 """
 

@@ -240,7 +240,7 @@ def test_generated_pretrain_config_runs(reference, tmp_path):
     assert cfg.init_method == "slice" and Path(cfg.init) == (reference / "chosen_hf").resolve()
     assert Path(cfg.teacher_dir) == Path(hf.minilm_path())
     assert pretrain.validate(cfg).arch == Arch.parse(cfg.arch)
-    cfg.num_steps, cfg.batch_size, cfg.max_sequences, cfg.seq_len = 2, 4, 40, 16
+    cfg.num_steps, cfg.batch_size, cfg.max_sequences, cfg.max_seq_len = 2, 4, 40, 16
     cfg.checkpoint_every, cfg.eval_every, cfg.log_every = 1, 2, 1
     out = pretrain.pretrain(cfg, str(tmp_path / "pretrain"))
     assert out["arch"] == summary["chosen"] and out["steps"] == 2
