@@ -20,11 +20,12 @@ import jax
 import numpy as np
 import pytest
 
-from bort_jax import hf, sharding
+from bort_jax import config, hf, sharding
 from bort_jax.arch import Arch, Spec
 from bort_jax.models.bert import (
     VOCAB_MULTIPLE,
     Bert,
+    ModelOptions,
     fresh_params,
     init_params,
     merge_pretrained,
@@ -179,6 +180,28 @@ def test_minilm_parity_and_round_trip_with_a_padded_vocabulary(minilm, minilm_di
     new = load_file(str(saved / "model.safetensors"))
     for k, v in new.items():
         np.testing.assert_array_equal(v, orig[k])
+
+
+def test_model_options_build_the_model_and_convert_params():
+    opts = config.from_config(
+        ModelOptions, {"scan_layers": True, "remat": True, "vocab_multiple": 128}
+    )
+    model = Bert(ARCH, SPEC, mlm_head=True, **opts.kwargs())
+    assert model.scan_layers and model.remat and model.padded_vocab == 128
+    canonical = jax.device_get(init_params(Bert(ARCH, SPEC, mlm_head=True), jax.random.PRNGKey(0)))
+    params = opts.to_model(canonical, ARCH, SPEC)
+    assert "layers" in params and _table(params).shape == (128, 32)
+    ids, mask = _batch()
+    a = Bert(ARCH, SPEC, mlm_head=True).apply({"params": canonical}, ids, mask)
+    b = model.apply({"params": params}, ids, mask)
+    np.testing.assert_allclose(b["mlm_logits"], a["mlm_logits"], atol=1e-5)
+    back = opts.to_canonical(params, ARCH, SPEC)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, canonical)
+    assert ModelOptions().kwargs() == dict(scan_layers=False, remat=False, vocab_multiple=1)
+    with pytest.raises(config.ConfigError, match="remat=True needs model.scan_layers"):
+        config.from_config(ModelOptions, {"remat": True}, "config.model")
+    with pytest.raises(config.ConfigError, match="vocab_multiple must be >= 1"):
+        config.from_config(ModelOptions, {"vocab_multiple": 0}, "config.model")
 
 
 def test_constraints_are_a_no_op_without_a_partitioner():

@@ -19,6 +19,7 @@ does not grow with D) with parameters stacked under 'layers' (leading [D] axis, 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -628,6 +629,46 @@ def unpad_vocab(params: Mapping[str, Any], vocab_size: int) -> dict:
         return x if np.shape(x)[0] == vocab_size else x[:vocab_size]
 
     return _map_vocab_leaves(params, cut)
+
+
+# ----------------------------------------------------------------------- model options
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """How a `Bert` is laid out for training, as one config entry (`config.model`).
+
+    scan_layers: layers through `nn.scan` (compile time flat in depth; params under
+      'layers'); remat: recompute each layer in the backward pass (needs scan_layers);
+      vocab_multiple: vocabulary rows rounded up to this (`VOCAB_MULTIPLE` = 128 lets a
+      'model' mesh axis split the word-embedding table; 1 = the checkpoint's V rows).
+    `Bert(arch, spec, ..., **opts.kwargs())` builds the model; `to_model` converts a canonical
+    tree (HF layout, `slice_params`, `fresh_params` of a plain model) to it, `to_canonical`
+    back (for `hf.save`, which also drops vocabulary padding itself).
+    """
+
+    scan_layers: bool = False
+    remat: bool = False
+    vocab_multiple: int = 1
+
+    def __post_init__(self):
+        if self.remat and not self.scan_layers:
+            raise ValueError("model.remat=True needs model.scan_layers=True")
+        if isinstance(self.vocab_multiple, bool) or self.vocab_multiple < 1:
+            raise ValueError(f"model.vocab_multiple must be >= 1, got {self.vocab_multiple!r}")
+
+    def kwargs(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_model(self, params: Mapping[str, Any], arch: Arch, spec: Spec) -> dict:
+        """Canonical (unrolled, V rows) → this layout (vocabulary padded, layers stacked)."""
+        out = pad_vocab(params, padded_vocab(spec.vocab_size, self.vocab_multiple))
+        return stack_layers(out, arch.depth) if self.scan_layers else out
+
+    def to_canonical(self, params: Mapping[str, Any], arch: Arch, spec: Spec) -> dict:
+        """Inverse of `to_model`: unrolled layers, exactly V vocabulary rows."""
+        out = unstack_layers(params, arch.depth) if self.scan_layers else dict(params)
+        return unpad_vocab(out, spec.vocab_size)
 
 
 # ----------------------------------------------------------------------------- slicing
