@@ -15,6 +15,19 @@ canonical parameter layout: HF import/export, `slice_params`, checkpoints).
 `Bert(scan_layers=True)` runs them through `nn.scan` (one compiled layer body, so compile time
 does not grow with D) with parameters stacked under 'layers' (leading [D] axis, logical name
 'layers'); `stack_layers` / `unstack_layers` convert exactly between the two.
+
+Vocabulary padding: `Bert(vocab_multiple=128)` gives the word-embedding table and 'mlm_bias'
+V rounded up to a multiple of 128 rows (30,522 → 30,592, 50,265 → 50,304), so a mesh's
+'model' axis splits them (and their optimizer moments) instead of replicating them. The
+padding columns of the MLM logits are sliced off before they are returned: every consumer
+(losses, KD, teacher caches) sees exactly V logits, and padding rows get no gradient. A
+tree with V rows (HF checkpoints) is padded on the fly; `pad_vocab` / `unpad_vocab` convert
+ahead of time, `hf.save` drops the padding, `ModelOptions` bundles the layout flags.
+
+Activation sharding: under an active `sharding.Partitioner` the embedding output, q/k/v and
+the attention context, the FFN intermediate and the logits are constrained to the sharding
+their logical axes get (`constrain`), so the SPMD partitioner never has to guess (and fall
+back to replicating a tensor); without one nothing changes.
 """
 
 from __future__ import annotations
