@@ -120,10 +120,22 @@ def test_fitted_head_lowers_heldout_mlm_ce_and_is_cached(kd_data, tmp_path):
         mlm_head.with_head(source, {**head, "mlm_transform": {"kernel": np.zeros((2, 2))}})
 
 
-def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
+def smoke_config(task_data_dir):
     config = error_audit_config.get_config("smoke")
     config.data_dir = str(task_data_dir)
-    report = error_audit.run(config, str(tmp_path))
+    return config
+
+
+@pytest.fixture(scope="module")
+def smoke_audit(task_data_dir, tmp_path_factory):
+    """One uninterrupted smoke audit: (config, workdir, report)."""
+    workdir = tmp_path_factory.mktemp("error_audit")
+    config = smoke_config(task_data_dir)
+    return config, workdir, error_audit.run(config, str(workdir))
+
+
+def test_smoke_audit_end_to_end(smoke_audit):
+    config, tmp_path, report = smoke_audit
     rows = report["rows"]
     assert [r["arch"] for r in rows] == ["D1/A4/H128/I384", "D1/A4/H128/I1536", "D1/A8/H256/I384"]
     err = [r["downstream_error"] for r in rows]
@@ -159,6 +171,28 @@ def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
             assert s["elasticity"] == pytest.approx(lr.slope)
             assert s["gamma"] == pytest.approx(lr.slope * plan.gamma_task)
     assert "| k | R² | γ |" in error_audit.markdown(synth)
+    # every number of the report is the one its stage file holds: downstream scores from
+    # downstream/<tag>.json (the fine-tuning's dev metric at the last step), signals from
+    # signals/<tag>_<variant>.json
+    n_dev = config.finetune.max_eval_examples
+    for r, arch in zip(rows, plan.candidates):
+        stage = json.loads((tmp_path / "downstream" / f"{error_audit.tag(arch)}.json").read_text())
+        assert set(stage["scores"]) == set(r["scores"]) == {"sst2"}
+        for task, score in r["scores"].items():
+            assert score == stage["scores"][task]["final"]
+            assert stage["scores"][task]["metric"] == "accuracy"
+            assert score * n_dev == pytest.approx(round(score * n_dev), abs=1e-6)  # k of 32
+            assert stage["scores"][task]["best"] >= score
+        mean = np.mean([stage["scores"][t]["final"] for t in config.tasks.split(",")])
+        assert r["downstream_error"] == pytest.approx(1.0 - mean, abs=1e-12)
+        assert r["pretrain_heldout"] is stage["pretrain_final_heldout"] is None  # no pretraining
+        for name in plan.proxies:
+            metrics = sig[error_audit.tag(arch)][name]["metrics"]
+            for m in error_audit.METRICS:
+                if f"heldout_{m}" in metrics:
+                    assert r["signals"][f"{name}.{m}"] == metrics[f"heldout_{m}"]
+            assert r["signals"][f"{name}.output_total"] == metrics["heldout_output_total"]
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
     for r in rows:  # fitted head: the MLM term starts from a fitted head, not log V
         assert 0 < r["signals"]["fitted.hidden_nmse"] and 0 < r["signals"]["fitted.mlm"]
         assert 0.0 <= r["downstream_error"] <= 1.0
