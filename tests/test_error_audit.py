@@ -2,15 +2,17 @@
 the normalised output-layer hidden error and the MLM head fitted on the frozen source."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _kill import run_to_end, stall_and_kill
 from scipy import stats
 
 from bort_jax import distill, hf, losses, mlm_head, proxy
-from bort_jax.experiments import error_audit
+from bort_jax.experiments import error_audit, without_seconds
 from bort_jax.models.bert import Bert
 from configs import error_audit as error_audit_config
 
@@ -202,3 +204,47 @@ def test_smoke_audit_end_to_end(smoke_audit):
     # resumable: a rerun reads every stage back and reports the same
     rerun = error_audit.run(config, str(tmp_path))
     assert json.dumps(rerun, sort_keys=True) == json.dumps(report, sort_keys=True)  # nan-safe
+
+
+@pytest.mark.slow
+def test_script_killed_at_five_points_resumes_to_the_same_report(smoke_audit, tmp_path):
+    """`scripts/audit_error.py` (smoke config) SIGKILLed at five deterministic points, rerun
+    after each, ends with the uninterrupted run's report and stage files.
+
+    The points: (1) the first candidate's fine-tuning, inside its checkpoint save of step 4
+    (arrays written, not committed); (2) the second candidate's fine-tuning right after its
+    step-4 checkpoint was saved, before its downstream stage file; (3) the signals stage,
+    while the teacher outputs stream into the cache (after the second chunk); (4) the second
+    candidate's proxy run done, before its signal file; (5) before report.json."""
+    config, ref_dir, ref = smoke_audit
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        str(root / "scripts" / "audit_error.py"),
+        f"--config={root / 'configs' / 'error_audit.py'}:smoke",
+        f"--config.data_dir={config.data_dir}",
+        f"--workdir={workdir}",
+    ]
+    second = error_audit.tag(error_audit.validate(config).candidates[1])
+    for point in (
+        "ckpt_commit:4",
+        f"saved:{workdir}/work/{second}/finetune_sst2/checkpoints:4",
+        "teacher_chunk:2",
+        f"write:{workdir}/signals/{second}_fitted.json",
+        f"write:{workdir}/report.json",
+    ):
+        stall_and_kill(args, point, marker)
+        assert not (workdir / "report.json").exists(), point
+    run_to_end(args)
+    again = json.loads((workdir / "report.json").read_text())
+    assert json.dumps(again, sort_keys=True) == json.dumps(
+        json.loads((ref_dir / "report.json").read_text()), sort_keys=True
+    )  # nan-safe
+    for sub in ("downstream", "signals"):
+        names = sorted(p.name for p in (ref_dir / sub).glob("*.json"))
+        assert sorted(p.name for p in (workdir / sub).glob("*.json")) == names
+        for name in names:
+            a, b = (json.loads((d / sub / name).read_text()) for d in (workdir, ref_dir))
+            assert json.dumps(without_seconds(a), sort_keys=True) == json.dumps(
+                without_seconds(b), sort_keys=True
+            ), name
