@@ -27,6 +27,7 @@ def run(config, tmp_path_factory):
     return workdir, bort_pipeline.run(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_report_compares_chosen_extremes_and_source(run, config, minilm):
     workdir, report = run
     names = {r["model"] for r in report["models"]}
@@ -54,6 +55,7 @@ def test_report_compares_chosen_extremes_and_source(run, config, minilm):
     assert json.loads((workdir / "report.json").read_text())["models"] == report["models"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(run, config, monkeypatch):
     workdir, report = run
 

@@ -136,6 +136,7 @@ def smoke_audit(task_data_dir, tmp_path_factory):
     return config, workdir, error_audit.run(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_smoke_audit_end_to_end(smoke_audit):
     config, tmp_path, report = smoke_audit
     rows = report["rows"]

@@ -54,6 +54,7 @@ def sequential(tmp_path_factory, minilm_dir):
     return _run(tmp_path_factory.mktemp("seq"), minilm_dir, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", (4,))
 def test_bert_large_config_candidate_parallel_on_mesh_equals_sequential(
     tmp_path, minilm_dir, sequential, parallel
@@ -107,6 +108,7 @@ def _record_training(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_pretrain_on_mesh_equals_one_device(tmp_path, monkeypatch):
     """configs/pretrain_bort.py's `mesh` (data=2, model=4 here) trains the same student as
     one device does, to fp32 tolerance, and the run really trained on that mesh."""
