@@ -334,6 +334,18 @@ class DevEvaluator:
             self.best_step = int(info["step"])
             self.best_metrics, self.best_params = dict(info["dev"]), host_copy(params)
 
+    def restore_metrics(self, history: Sequence[Mapping[str, Any]]) -> None:
+        """Best step and metrics from the evaluation records of a resumed run's history (the
+        parameters are not stored then: `best_params` stays None)."""
+        for record in history:
+            if record.get("eval") and f"dev_{self.metric}" in record:
+                value = float(record[f"dev_{self.metric}"])
+                if is_better(value, self.best_value):
+                    self.best_value, self.best_step = value, int(record["step"])
+                    self.best_metrics = {
+                        k[4:]: v for k, v in record.items() if k.startswith("dev_")
+                    }
+
 
 # ------------------------------------------------------------------------ the driver
 
@@ -461,6 +473,8 @@ def fit(
         resumed = _latest_step(workdir)
         if resumed:
             dev.restore(Path(workdir) / BEST_DIR, resumed)
+            if dev.best_step < 0:  # no best model saved (save_best=False): its metrics
+                dev.restore_metrics(train._read_history(workdir, resumed))
     result = train_on_arrays(
         prep.model,
         prep.params,

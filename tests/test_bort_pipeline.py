@@ -2,8 +2,11 @@
 two-candidate grid and the fixture GLUE slices: extract → pretrain → fine-tune → report."""
 
 import json
+from pathlib import Path
 
+import _pipeline_config
 import pytest
+from _kill import run_to_end, stall_and_kill
 
 from bort_jax import arch as A
 from bort_jax import finetune as ft
@@ -13,15 +16,8 @@ from configs import bort
 
 @pytest.fixture(scope="module")
 def config(task_data_dir):
-    c = bort.get_config("smoke")
-    c.data_dir = str(task_data_dir)
-    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [128]
-    c.extract.grid.heads, c.extract.grid.intermediate = [4], [384]
-    # i(ξ) from FLOPs: the latency model is tested in test_extract; the pipeline's own
-    # side-by-side latency measurement (the report's speed-ups) still runs
-    c.extract.inference = "flops"
-    c.pretrain.num_steps, c.pretrain.checkpoint_every, c.pretrain.eval_every = 4, 2, 2
-    c.grid.num_steps = [4]
+    c = _pipeline_config.get_config()
+    assert c.data_dir == str(task_data_dir)
     return c
 
 
@@ -31,6 +27,7 @@ def run(config, tmp_path_factory):
     return workdir, bort_pipeline.run(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_report_compares_chosen_extremes_and_source(run, config, minilm):
     workdir, report = run
     names = {r["model"] for r in report["models"]}
@@ -58,6 +55,7 @@ def test_report_compares_chosen_extremes_and_source(run, config, minilm):
     assert json.loads((workdir / "report.json").read_text())["models"] == report["models"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(run, config, monkeypatch):
     workdir, report = run
 
@@ -77,3 +75,47 @@ def test_bad_task_named_before_work(config, tmp_path):
     with pytest.raises(ValueError, match="qqq"):
         bort_pipeline.run(bad, str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def _without_latency(report):
+    """The report minus what a clock measures (latency and the speed-ups from it)."""
+    rows = [
+        {k: v for k, v in row.items() if k not in ("latency_ms", "speedup_vs_source")}
+        for row in report["models"]
+    ]
+    return dict(report, models=rows)
+
+
+@pytest.mark.slow
+def test_script_killed_at_five_points_resumes_to_the_same_report(run, tmp_path):
+    """`scripts/bort.py` SIGKILLed at five deterministic points, rerun after each, ends with
+    the uninterrupted run's report (latencies aside: they are measured, not computed).
+
+    The points: (1) extraction, while the teacher outputs stream into the cache (after the
+    first chunk); (2) the first KD pretraining, inside its checkpoint save of step 2 (arrays
+    written, not committed); (3) that pretraining done, before its summary.json; (4) the
+    first fine-tuning grid point done, before its result.json; (5) everything done, before
+    report.json."""
+    ref_dir, ref = run
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bort.py"
+    args = [
+        str(script),
+        f"--config={Path(_pipeline_config.__file__).resolve()}",
+        f"--workdir={workdir}",
+    ]
+    for point in (
+        "teacher_chunk:1",
+        "ckpt_commit:2",
+        f"write:{workdir}/pretrain/*/summary.json",
+        f"write:{workdir}/finetune/*/result.json",
+        f"write:{workdir}/report.json",
+    ):
+        stall_and_kill(args, point, marker)
+        assert not (workdir / "report.json").exists(), point
+    run_to_end(args)
+    again = json.loads((workdir / "report.json").read_text())
+    assert _without_latency(again) == _without_latency(json.loads(json.dumps(ref)))
+    assert _without_latency(again) == _without_latency(
+        json.loads((ref_dir / "report.json").read_text())
+    )
