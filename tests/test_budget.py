@@ -159,6 +159,7 @@ def _stages(workdir, steps):
     return out
 
 
+@pytest.mark.slow
 def test_smoke_report_recomputed_from_stage_files(smoke):
     config, workdir, report = smoke
     assert report["schedule"] == {"0.2": [2, 4]}
@@ -209,6 +210,7 @@ def test_smoke_report_recomputed_from_stage_files(smoke):
     assert "| 0.2 | 2 | 4 |" in md
 
 
+@pytest.mark.slow
 def test_smoke_rerun_resumes_from_stage_files(smoke, monkeypatch):
     config, workdir, report = smoke
 

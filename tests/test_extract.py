@@ -112,6 +112,7 @@ def _num(text: str) -> float:
     return float(text.replace(",", ""))
 
 
+@pytest.mark.slow
 def test_report_numbers_match_json_and_candidates(reference, shared):
     """report.md = report.json = the evaluated candidates' own p, i, e and W."""
     md = (reference / "report.md").read_text()
@@ -200,6 +201,7 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     assert float(spread.group(1)) == pytest.approx(max(es) / min(es), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_measured_latency_model(reference, shared, tmp_path):
     """inference='measured': i(ξ) is the stored model's prediction, fitted to measured shapes;
     a stored model for other settings is refused, not silently reused."""
@@ -227,6 +229,7 @@ def test_measured_latency_model(reference, shared, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_generated_pretrain_config_runs(reference, tmp_path):
     """workdir/pretrain_config.py imports, validates and pretrains the chosen shape."""
     summary = json.loads((reference / "summary.json").read_text())
@@ -248,6 +251,7 @@ def test_generated_pretrain_config_runs(reference, tmp_path):
     assert str(hf.load(out["export"]).arch) == summary["chosen"]
 
 
+@pytest.mark.slow
 def test_extraction_is_deterministic(reference, shared, tmp_path):
     """A second run of the same config in a fresh workdir (same stored latency model) makes the
     same evaluations in the same order, chooses the same, and writes the same report."""
@@ -266,6 +270,7 @@ def test_extraction_is_deterministic(reference, shared, tmp_path):
     assert strip(a["candidate_metrics"]) == strip(b["candidate_metrics"])
 
 
+@pytest.mark.slow
 def test_sigkill_twice_then_resume_equals_uninterrupted_run(reference, shared, tmp_path):
     """Killed right after the first stored candidate, then in the middle of the last
     candidate's proxy training; one finished entry corrupted. The resumed run recomputes only
@@ -393,6 +398,7 @@ def _stand_in(path, arch, minilm_dir):
     return hf.save(path, jax.device_get(params), arch, spec, tokenizer_dir=minilm_dir)
 
 
+@pytest.mark.slow
 def test_bert_large_config_runs_first_candidates_on_stand_in(tmp_path, minilm_dir):
     """The bert_large config end to end on tiny stand-in source/teacher directories."""
     source = _stand_in(tmp_path / "bert_large_standin", Arch(2, 4, 64, 128), minilm_dir)
