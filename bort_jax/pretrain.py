@@ -5,7 +5,8 @@ outputs (cached on disk), initialises the student (`init_method`: random, or sli
 checkpoint `config.init`, else from the teacher), trains it with `train.train` (periodic
 atomic checkpoints, exact resume), evaluates the held-out KD objective every `eval_every`
 steps, and writes `metrics.jsonl`, `loss_curve.png`, `summary.json` and the student in Hugging
-Face format (`workdir/export`).
+Face format (`workdir/export`). The student computes in `config.dtype` ('auto': bfloat16 on
+TPU/GPU, float32 on CPU; `bort_jax.precision`); its parameters and optimizer state are float32.
 """
 
 from __future__ import annotations
