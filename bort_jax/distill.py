@@ -554,6 +554,7 @@ def build_student(
     source: hf.Checkpoint | None = None,
     scan_layers: bool = False,
     proj_init: str = "random",
+    dtype: Any = jnp.float32,
 ) -> Student:
     """The one student set-up shared by pretraining and proxy training.
 
@@ -563,6 +564,7 @@ def build_student(
     `scan_layers=True` runs the layers through `nn.scan` (compile time flat in depth) with the
     same initial parameters, stacked: `params['student']['layers']` (`models.bert.stack_layers`;
     `unstack_layers` gives back the canonical layout).
+    `dtype` is the computation dtype (`precision.compute_dtype`); parameters stay float32.
     """
     spec = student_spec(teacher_spec)
     model = Bert(
@@ -572,6 +574,7 @@ def build_student(
         dropout_rate=dropout,
         attention_dropout_rate=dropout,
         scan_layers=scan_layers,
+        dtype=dtype,
     )
     params = init_student(arch, spec, data.teacher_hidden, seed, source, proj_init)
     if scan_layers:

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import checkpoint as ckpt_lib
-from bort_jax import files, hf, sharding, train
+from bort_jax import files, hf, precision, sharding, train
 from bort_jax.arch import Arch, check_seq_len
 from bort_jax.config import from_config
 from bort_jax.data import batching
@@ -85,6 +85,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     dropout_rate: float = 0.1
+    dtype: str = "auto"  # computation: bfloat16 | float32 | auto (bf16 on TPU/GPU); params fp32
     seed: int = 0  # head init, dropout, data order
     data_seed: int = 0  # which max_train_examples rows are kept
     max_train_examples: int = 0  # 0 = all
@@ -123,6 +124,7 @@ class FinetuneConfig:
             raise ValueError(f"config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.learning_rate <= 0:
             raise ValueError(f"config.learning_rate must be > 0, got {self.learning_rate}")
+        precision.check_dtype(self.dtype, "config.dtype")
 
     @classmethod
     def from_config(cls, config: Any) -> FinetuneConfig:
@@ -143,11 +145,13 @@ def build_classifier(
     *,
     dropout_rate: float = 0.1,
     seed: int = 0,
+    dtype: Any = jnp.float32,
 ) -> tuple[Bert, dict]:
     """Bert with the task head; encoder (+ pooler) from `checkpoint`, sliced to `arch`.
 
     The head (classifier, and head_pooler when the checkpoint has no pooler) is freshly
-    initialised from `seed`; an MLM head in the checkpoint is dropped.
+    initialised from `seed`; an MLM head in the checkpoint is dropped. `dtype` is the
+    computation dtype (`precision.compute_dtype`); the parameters are float32 whatever it is.
     """
     task = get_task(task)
     target = checkpoint.arch if arch is None else arch
@@ -160,6 +164,7 @@ def build_classifier(
         num_labels=head_width(task),
         dropout_rate=dropout_rate,
         attention_dropout_rate=dropout_rate,
+        dtype=dtype,
     )
     return model, merge_pretrained(fresh_params(model, seed), body)
 
@@ -401,7 +406,14 @@ def prepare(config: Any) -> Prepared:
     train_arrays = encode_examples(tok, task, train_ex, cfg.max_seq_len)
     dev_arrays = encode_examples(tok, task, dev_ex, cfg.max_seq_len)
     groups = [ex.group for ex in dev_ex] if "em" in task.metric_names else None
-    model, params = build_classifier(ckpt, task, arch, dropout_rate=cfg.dropout_rate, seed=cfg.seed)
+    model, params = build_classifier(
+        ckpt,
+        task,
+        arch,
+        dropout_rate=cfg.dropout_rate,
+        seed=cfg.seed,
+        dtype=precision.compute_dtype(cfg.dtype, "config.dtype"),
+    )
     steps, every = resolve_steps(cfg, len(train_ex))
     return Prepared(
         cfg, task, model, params, train_arrays, dev_arrays, groups, str(tokenizer_dir), steps, every
@@ -565,6 +577,7 @@ def summarise(prep: Prepared, dev: DevEvaluator, result: train.TrainResult, seco
         "task": prep.task.name,
         "primary_metric": prep.task.primary_metric,
         "arch": str(prep.model.arch),
+        "compute_dtype": str(jnp.dtype(prep.model.dtype)),
         "num_steps": prep.num_steps,
         "eval_every": prep.eval_every,
         "train_examples": batching.num_rows(prep.train),

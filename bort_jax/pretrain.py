@@ -5,7 +5,8 @@ outputs (cached on disk), initialises the student (`init_method`: random, or sli
 checkpoint `config.init`, else from the teacher), trains it with `train.train` (periodic
 atomic checkpoints, exact resume), evaluates the held-out KD objective every `eval_every`
 steps, and writes `metrics.jsonl`, `loss_curve.png`, `summary.json` and the student in Hugging
-Face format (`workdir/export`).
+Face format (`workdir/export`). The student computes in `config.dtype` ('auto': bfloat16 on
+TPU/GPU, float32 on CPU; `bort_jax.precision`); its parameters and optimizer state are float32.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import jax
 
-from bort_jax import distill, files, hf, sharding, train
+from bort_jax import distill, files, hf, precision, sharding, train
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import from_config
 from bort_jax.data import mlm
@@ -42,6 +43,7 @@ class PretrainConfig:
     batch_size: int = 16
     num_steps: int = 400
     dropout_rate: float = 0.1
+    dtype: str = "auto"  # computation: bfloat16 | float32 | auto (bf16 on TPU/GPU); params fp32
     optim: train.OptimConfig = train.OptimConfig(learning_rate=5e-4, warmup_ratio=0.05)
     kd: distill.KDWeights = distill.KDWeights()
     checkpoint_every: int = 100
@@ -53,6 +55,7 @@ class PretrainConfig:
     def __post_init__(self):
         if self.init_method not in ("random", "slice"):
             raise ValueError(f"config.init_method={self.init_method!r}; use 'random' or 'slice'")
+        precision.check_dtype(self.dtype, "config.dtype")
         for name in ("num_steps", "batch_size", "max_seq_len", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
@@ -100,6 +103,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         seed=cfg.seed,
         dropout=cfg.dropout_rate,
         source=source,
+        dtype=precision.compute_dtype(cfg.dtype, "config.dtype"),
     )
     heldout = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)
     initial = heldout(student.params, 0)
@@ -129,6 +133,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     evals = result.evals
     summary = {
         "arch": str(cfg.arch),
+        "compute_dtype": str(student.model.dtype),
         "params": param_count(cfg.arch, student.spec, mlm_head=True),
         "teacher": teacher_dir,
         "steps": cfg.num_steps,
