@@ -5,9 +5,10 @@ A model-independent library: search spaces (`space`), the FPTAS-style search wit
 (`options`) and records (`result`), the order ⪯ and ε-trimming (`order`), the lower bounds
 (`bounds`), the assumption checks (`assumptions`), calling e with a cache (`evaluator`), the
 candidate-parallel look-ahead (`lookahead`), the proxy step budget T(ε, s) (`budget`), the
-AB^nC check (`abnc`), synthetic instances with known optima (`synthetic`) and Markdown/JSON/PNG
-reports (`report`).
-See docs/fptas.md.
+AB^nC check (`abnc`), the published interval algorithm (`interval`) and random search
+(`random_search`) as baselines, synthetic instances with known optima (`synthetic`) and
+Markdown/JSON/PNG reports (`report`).
+See docs/fptas.md and docs/search_methods.md.
 
 The search function is `bort_jax.search.fptas.fptas`, re-exported as `fptas_search` so that the
 package attribute `fptas` stays the module.
