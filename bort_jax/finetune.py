@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import checkpoint as ckpt_lib
-from bort_jax import files, hf, precision, sharding, train
+from bort_jax import files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, check_seq_len
 from bort_jax.config import from_config
 from bort_jax.data import batching
@@ -388,7 +388,7 @@ def prepare(config: Any) -> Prepared:
     cfg = FinetuneConfig.from_config(config)
     task = get_task(cfg.task)
     arch = Arch.parse(cfg.arch) if cfg.arch else None
-    init_dir = cfg.init or hf.minilm_path()
+    init_dir = hub.resolve(cfg.init) or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")
     train_ex = subsample(
@@ -401,7 +401,7 @@ def prepare(config: Any) -> Prepared:
         cfg.max_eval_examples,
         cfg.data_seed,
     )
-    tokenizer_dir = cfg.tokenizer or init_dir
+    tokenizer_dir = hub.resolve(cfg.tokenizer) or init_dir
     tok = hf.load_tokenizer(tokenizer_dir)
     train_arrays = encode_examples(tok, task, train_ex, cfg.max_seq_len)
     dev_arrays = encode_examples(tok, task, dev_ex, cfg.max_seq_len)

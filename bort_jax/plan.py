@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import distill, hf, precision, proxy
+from bort_jax import distill, hf, hub, precision, proxy
 from bort_jax.data import mlm
 from bort_jax.extract_config import ExtractConfig
 from bort_jax.search.space import build_space
@@ -214,7 +214,7 @@ def model_shape(
 
     Raises PlanError naming the missing checkpoint and the family field when neither is given.
     """
-    cfg = Path(directory) / "config.json" if directory else None
+    cfg = Path(hub.resolve(directory, files=hub.CONFIG_ONLY)) / "config.json" if directory else None
     if cfg is not None and cfg.is_file():
         arch, spec = hf.config_to_arch_spec(json.loads(cfg.read_text()), str(cfg))
         return arch, spec, directory
