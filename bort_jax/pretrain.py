@@ -16,8 +16,6 @@ import io
 import os
 from typing import Any
 
-import jax
-
 from bort_jax import distill, files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import from_config
@@ -74,7 +72,8 @@ def validate(config: Any) -> PretrainConfig:
 def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     """KD-pretrain `config.arch`; resumable from `workdir` (see the module docstring)."""
     cfg = validate(config)
-    os.makedirs(workdir, exist_ok=True)
+    if not files.is_remote(workdir):
+        os.makedirs(workdir, exist_ok=True)
     teacher_dir = hub.resolve(cfg.teacher_dir) or hf.minilm_path()
     teacher = distill.Teacher.load(teacher_dir)
     source = None
@@ -126,7 +125,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
             evaluators=[heldout],
             workdir=workdir,
         )
-    params = jax.device_get(result.state.params["student"])
+    params = sharding.host_get(result.state.params["student"])
     export = hf.save(
         os.path.join(workdir, "export"), params, cfg.arch, student.spec, tokenizer_dir=teacher_dir
     )
