@@ -64,7 +64,7 @@ import jax
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import compile_cache, distill, hf, latency, proxy, sharding
+from bort_jax import compile_cache, distill, hf, hub, latency, proxy, sharding
 from bort_jax import plan as cost_plan
 from bort_jax.config import to_plain
 from bort_jax.data import mlm
@@ -159,7 +159,7 @@ def validate(config: Any, workdir: str, checkpoints: bool = True) -> ExtractConf
         )
     for key in ("source_dir", "teacher_dir") if checkpoints else ():
         path = getattr(config, key)
-        if path and not (Path(path) / "config.json").is_file():
+        if path and not (Path(hub.resolve(path, files=hub.CONFIG_ONLY)) / "config.json").is_file():
             raise FileNotFoundError(f"config.{key}={path}: no checkpoint (config.json) there")
     pcfg = config.proxy
     group = sharding.split_devices(config.parallel)[0]  # named error if no split
@@ -181,11 +181,11 @@ def validate(config: Any, workdir: str, checkpoints: bool = True) -> ExtractConf
 
 
 def _source_dir(config: ExtractConfig) -> str:
-    return config.source_dir or hf.minilm_path()
+    return hub.resolve(config.source_dir) or hf.minilm_path()
 
 
 def _teacher_dir(config: ExtractConfig) -> str:
-    return config.teacher_dir or _source_dir(config)
+    return hub.resolve(config.teacher_dir) or _source_dir(config)
 
 
 @dataclasses.dataclass
@@ -427,7 +427,7 @@ def write_outputs(
         PRETRAIN_TEMPLATE.format(
             arch=f"{chosen.depth},{chosen.heads},{chosen.hidden},{chosen.intermediate}",
             init_dir=str((out / "chosen_hf").resolve()),
-            teacher_dir=_teacher_dir(config),
+            teacher_dir=config.teacher_dir or config.source_dir or _teacher_dir(config),
         ),
     )
     summary = {

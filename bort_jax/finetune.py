@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import checkpoint as ckpt_lib
-from bort_jax import files, hf, precision, sharding, train
+from bort_jax import files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, check_seq_len
 from bort_jax.config import from_config
 from bort_jax.data import batching
@@ -290,7 +290,7 @@ def is_better(value: float, best: float) -> bool:
 
 def host_copy(tree: Any) -> Any:
     """Numpy copies (safe against the train step donating its buffers)."""
-    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), sharding.host_get(tree))
 
 
 class DevEvaluator:
@@ -388,7 +388,7 @@ def prepare(config: Any) -> Prepared:
     cfg = FinetuneConfig.from_config(config)
     task = get_task(cfg.task)
     arch = Arch.parse(cfg.arch) if cfg.arch else None
-    init_dir = cfg.init or hf.minilm_path()
+    init_dir = hub.resolve(cfg.init) or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")
     train_ex = subsample(
@@ -401,7 +401,7 @@ def prepare(config: Any) -> Prepared:
         cfg.max_eval_examples,
         cfg.data_seed,
     )
-    tokenizer_dir = cfg.tokenizer or init_dir
+    tokenizer_dir = hub.resolve(cfg.tokenizer) or init_dir
     tok = hf.load_tokenizer(tokenizer_dir)
     train_arrays = encode_examples(tok, task, train_ex, cfg.max_seq_len)
     dev_arrays = encode_examples(tok, task, dev_ex, cfg.max_seq_len)
@@ -525,8 +525,9 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
     t0 = time.perf_counter()
     cfg = prep.config
     if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        if (Path(workdir) / "metrics.json").is_file():
+        if not files.is_remote(workdir):
+            os.makedirs(workdir, exist_ok=True)
+        if files.read_text(files.join(workdir, "metrics.json")) is not None:
             return _reload(workdir, prep)
     save = None
     if workdir is not None and cfg.save_best:
@@ -535,7 +536,7 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
         dev, result = fit(prep, workdir, on_best=save)
     summary = summarise(prep, dev, result, time.perf_counter() - t0)
     if workdir is not None:
-        files.atomic_write_json(Path(workdir) / "metrics.json", summary)
+        files.atomic_write_json(files.join(workdir, "metrics.json"), summary)
     return dict(summary, model=prep.model, params=dev.best_params)
 
 
@@ -556,8 +557,7 @@ def _save_best(path: Path, prep: Prepared, dev: DevEvaluator) -> None:
 
 def _reload(workdir, prep: Prepared) -> dict:
     """A finished run: its metrics.json and (if saved) the best model."""
-    with open(Path(workdir) / "metrics.json") as f:
-        summary = json.load(f)
+    summary = json.loads(files.read_text(files.join(workdir, "metrics.json")))
     params = None
     if (Path(workdir) / BEST_DIR).is_dir():
         params = host_copy(hf.load_classifier(Path(workdir) / BEST_DIR)[1])

@@ -65,10 +65,11 @@ import types
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import distill, hf, proxy
+from bort_jax import distill, hf, hub, precision, proxy
 from bort_jax.data import mlm
 from bort_jax.extract_config import ExtractConfig
 from bort_jax.search.space import build_space
@@ -213,7 +214,7 @@ def model_shape(
 
     Raises PlanError naming the missing checkpoint and the family field when neither is given.
     """
-    cfg = Path(directory) / "config.json" if directory else None
+    cfg = Path(hub.resolve(directory, files=hub.CONFIG_ONLY)) / "config.json" if directory else None
     if cfg is not None and cfg.is_file():
         arch, spec = hf.config_to_arch_spec(json.loads(cfg.read_text()), str(cfg))
         return arch, spec, directory
@@ -254,12 +255,23 @@ def student_params(arch: A.Arch, spec: A.Spec, teacher_hidden: int) -> int:
 
 
 def activation_bytes(
-    arch: A.Arch, vocab: int, batch: int, seq_len: int, slots: int, full_logits: bool
+    arch: A.Arch,
+    vocab: int,
+    batch: int,
+    seq_len: int,
+    slots: int,
+    full_logits: bool,
+    dtype: Any = "float32",
 ) -> int:
-    """4·B·L·[D·(10H + 2I + 2A·L) + 4H] + 4·B·P·V·(3 if full-logit KD else 2) (fp32)."""
+    """c·B·L·[D·(10H + 2I) + 4H] + 4·B·L·D·2A·L + 4·B·P·V·(3 if full-logit KD else 2).
+
+    c = the computation dtype's bytes (4 float32, 2 bfloat16) for the hidden and FFN
+    activations; the attention logits / probabilities, the MLM logits and the losses are
+    float32 whatever the dtype (`bort_jax.precision`)."""
+    c = jnp.dtype(dtype).itemsize
     d, a, h, i = arch.depth, arch.heads, arch.hidden, arch.intermediate
-    per_token = d * (10 * h + 2 * i + 2 * a * seq_len) + 4 * h
-    return 4 * batch * seq_len * per_token + 4 * batch * slots * vocab * (3 if full_logits else 2)
+    per_token = c * (d * (10 * h + 2 * i) + 4 * h) + 4 * d * 2 * a * seq_len
+    return batch * seq_len * per_token + 4 * batch * slots * vocab * (3 if full_logits else 2)
 
 
 def _row_bytes(specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, int]:
@@ -363,12 +375,16 @@ def plan(
     bsz = pcfg.batch_size
     batch_bytes = bsz * (sum(input_bytes.values()) // n + sum(row_out.values()))
     full_logits = want_logits and not top_k
+    cdt = precision.compute_dtype(pcfg.dtype, "proxy.dtype")
+    cast = cdt.itemsize if cdt != jnp.float32 else 0  # per-step low-precision weight copies
 
     def train_dev(c: A.Arch) -> int:
+        n = student_params(c, t_spec, t_arch.hidden)
         return (
-            16 * student_params(c, t_spec, t_arch.hidden)
+            16 * n  # float32 params, grads, Adam m and v, whatever the computation dtype
+            + cast * n
             + batch_bytes
-            + activation_bytes(c, t_spec.vocab_size, bsz, seq_len, slots, full_logits)
+            + activation_bytes(c, t_spec.vocab_size, bsz, seq_len, slots, full_logits, cdt)
         )
 
     largest = max(cands, key=lambda c: (train_dev(c), c))
@@ -488,6 +504,7 @@ def time_step(
         seed=pcfg.seed,
         dropout=pcfg.dropout_rate,
         scan_layers=pcfg.scan_layers,
+        dtype=precision.compute_dtype(pcfg.dtype, "proxy.dtype"),
     )
     tx = train.make_optimizer(pcfg.optim, pcfg.num_steps)
     state = train.init_state(jax.tree_util.tree_map(jax.numpy.array, student.params), tx, 0)

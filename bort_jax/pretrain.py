@@ -16,9 +16,7 @@ import io
 import os
 from typing import Any
 
-import jax
-
-from bort_jax import distill, files, hf, precision, sharding, train
+from bort_jax import distill, files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import from_config
 from bort_jax.data import mlm
@@ -66,7 +64,7 @@ def validate(config: Any) -> PretrainConfig:
     cfg = from_config(PretrainConfig, config)
     for key in ("teacher_dir", "init", "student_tokenizer_dir"):
         path = getattr(cfg, key)
-        if path and not os.path.isdir(path):
+        if path and not os.path.isdir(hub.resolve(path)):
             raise FileNotFoundError(f"config.{key}={path} does not exist")
     return cfg
 
@@ -74,15 +72,16 @@ def validate(config: Any) -> PretrainConfig:
 def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     """KD-pretrain `config.arch`; resumable from `workdir` (see the module docstring)."""
     cfg = validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    teacher_dir = cfg.teacher_dir or hf.minilm_path()
+    if not files.is_remote(workdir):
+        os.makedirs(workdir, exist_ok=True)
+    teacher_dir = hub.resolve(cfg.teacher_dir) or hf.minilm_path()
     teacher = distill.Teacher.load(teacher_dir)
     source = None
     if cfg.init_method == "slice":
         source = hf.load(cfg.init) if cfg.init else teacher.checkpoint
         slice_params_check(source.arch, cfg.arch)
     if cfg.student_tokenizer_dir:
-        mlm.check_vocab_compat(cfg.student_tokenizer_dir, teacher_dir)
+        mlm.check_vocab_compat(hub.resolve(cfg.student_tokenizer_dir), teacher_dir)
     data = distill.prepare(
         teacher,
         teacher_dir,
@@ -126,7 +125,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
             evaluators=[heldout],
             workdir=workdir,
         )
-    params = jax.device_get(result.state.params["student"])
+    params = sharding.host_get(result.state.params["student"])
     export = hf.save(
         os.path.join(workdir, "export"), params, cfg.arch, student.spec, tokenizer_dir=teacher_dir
     )

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from bort_jax import distill, hf, mlm_head, train
+from bort_jax import distill, hf, mlm_head, precision, train
 from bort_jax.arch import Arch, Spec
 
 ERRORS = {
@@ -55,6 +55,7 @@ class ProxyConfig:
     head_init: str = "fresh"  # fresh | fitted: the MLM head fitted once on the source encoder
     head: mlm_head.HeadConfig = mlm_head.HeadConfig()  # fitting that head (head_init=fitted)
     proj_init: str = "random"  # random | slice: hidden-KD projections start as [I | 0]
+    dtype: str = "auto"  # computation: bfloat16 | float32 | auto (bf16 on TPU/GPU); params fp32
 
     def __post_init__(self):
         if self.init_method not in ("random", "slice"):
@@ -75,6 +76,7 @@ class ProxyConfig:
             raise ValueError(f"proxy.num_steps must be positive, got {self.num_steps}")
         if self.batch_size <= 0:
             raise ValueError(f"proxy.batch_size must be positive, got {self.batch_size}")
+        precision.check_dtype(self.dtype, "proxy.dtype")
 
 
 @dataclasses.dataclass
@@ -116,6 +118,7 @@ def proxy_error(
         source=source if cfg.init_method == "slice" else None,
         scan_layers=cfg.scan_layers,
         proj_init=cfg.proj_init,
+        dtype=precision.compute_dtype(cfg.dtype, "proxy.dtype"),
     )
     loop = train.LoopConfig(
         num_steps=cfg.num_steps,

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from bort_jax import hub
 from bort_jax.files import atomic_write_json
 
 META = "meta.json"
@@ -106,8 +107,9 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def digest_checkpoint(path: str | os.PathLike) -> str:
     """Identity of a checkpoint directory: name, size and full SHA-256 of config.json and of
-    the weights (`model.safetensors`), so any byte that differs gives a different key."""
-    path = Path(path)
+    the weights (`model.safetensors`), so any byte that differs gives a different key. A hub
+    id (`hf:org/name`) is digested through its resolved local snapshot."""
+    path = Path(hub.resolve(path))
     h = hashlib.sha256()
     for name in CHECKPOINT_FILES:
         f = path / name

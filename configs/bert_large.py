@@ -57,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             error="output_total",
             head_init="fresh",
             proj_init="random",
+            dtype="auto",  # bfloat16 activations on TPU/GPU; float32 params and moments
         )
     )
     c.proxy_budget.steps_ref = 2000  # mode='eps': 2000 steps at ε = 0.1, s = 1

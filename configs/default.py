@@ -75,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             optim=dict(learning_rate=1e-3, warmup_steps=4, weight_decay=0.01, optimizer="adamw"),
             kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform", top_k=0),
             scan_layers=False,
+            dtype="auto",  # computation dtype: bfloat16 on TPU/GPU, float32 on CPU
             # e(ξ) = held-out MLM CE + output-layer MSE of a student that starts from the MLM
             # head fitted once on the frozen source (MiniLM has none) and from [I | 0]
             # projections, so e measures the encoder, not a fresh head (docs/error_signal.md)

@@ -74,6 +74,27 @@ def test_bert_large_top_k_bytes_by_hand():
     assert p.teacher_cache_total == 1_011_875_840  # ≈ 1.0 GB instead of 132 GB
 
 
+def test_bfloat16_activation_and_device_bytes_by_hand():
+    # D12/A16/H1024/I3072, B = 64, L = 128, P = 20, V = 50,265, full-logit KD: per token
+    # c·(12·(10·1024 + 2·3072) + 4·1024) + 4·12·2·16·128 (float32 attention scores) bytes
+    big = A.Arch(12, 16, 1024, 3072)
+    logits = 4 * 64 * 20 * 50265 * 3  # float32 MLM logits whatever the dtype
+    fp32 = 64 * 128 * (4 * 200_704 + 196_608) + logits
+    bf16 = 64 * 128 * (2 * 200_704 + 196_608) + logits
+    assert P.activation_bytes(big, 50265, 64, 128, 20, True) == fp32 == 8_959_351_808
+    assert P.activation_bytes(big, 50265, 64, 128, 20, True, "bfloat16") == bf16 == 5_671_017_472
+    # the plan: params, grads and both Adam moments stay float32 (16 B/param); bfloat16 adds
+    # the per-step 2 B/param weight copies and halves the hidden / FFN activations
+    c32, c16 = bert_large.get_config(), bert_large.get_config()
+    c32.proxy.dtype, c16.proxy.dtype = "float32", "bfloat16"
+    kw = dict(measure=False, teacher_family="roberta-large", source_family="bert-large")
+    p32, p16 = P.plan(c32, "/nonexistent/ose", **kw), P.plan(c16, "/nonexistent/ose", **kw)
+    assert p32.largest == p16.largest == big
+    key = f"proxy step {big}"
+    n = P.student_params(big, A.ROBERTA_SPEC, 1024)
+    assert p32.device_bytes[key] - p16.device_bytes[key] == (fp32 - bf16) - 2 * n
+
+
 def test_default_bytes_by_hand():
     p = P.plan(default.get_config(), "/nonexistent/default", measure=False)
     # MiniLM-L6 teacher (D6, H384), depths {1,2,4,6}: uniform maps {0,6} ∪ {0,3,6} ∪

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bort_jax import distill, finetune, hf, pretrain, proxy
+from bort_jax import distill, finetune, hf, hub, pretrain, proxy
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import ConfigError, from_config, to_plain
 from bort_jax.experiments import (
@@ -111,7 +111,7 @@ def validate(config: Any) -> Plan:
         )
         for name, over in variants.items()
     }
-    source_dir = config.source_dir or hf.minilm_path()
+    source_dir = hub.resolve(config.source_dir) or hf.minilm_path()
     if not (Path(source_dir) / "config.json").is_file():
         raise FileNotFoundError(f"config.source_dir={source_dir}: no checkpoint (config.json)")
     source_arch, _ = hf.config_to_arch_spec(

@@ -183,7 +183,9 @@ class VocabEmbed(nn.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """[..., H] → [..., V_pad] logits (padding columns included; `Bert` slices them)."""
-        logits = jnp.dot(x.astype(self.dtype), self.padded_table().T)
+        logits = jnp.dot(
+            x.astype(self.dtype), self.padded_table().T, preferred_element_type=jnp.float32
+        )
         return constrain(logits, ("batch",) + (None,) * (logits.ndim - 2) + ("vocab",))
 
 
