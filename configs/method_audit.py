@@ -2,7 +2,7 @@
 exhaustive search (docs/search_methods.md).
 
     python scripts/audit_methods.py --workdir=runs/method_audit            # synthetic
-    python scripts/audit_methods.py --config=configs/method_audit.py:smoke --workdir=runs/method_audit_smoke
+    python scripts/audit_methods.py --config=configs/method_audit.py:smoke --workdir=runs/ma_smoke
     python scripts/audit_methods.py --workdir=runs/method_audit_real \\
         --config.instances=real --config.extraction_workdir=runs/extract
 
