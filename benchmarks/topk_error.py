@@ -132,7 +132,7 @@ def run(args: types.SimpleNamespace) -> dict:
     )
     ck = teacher.checkpoint
     head = mlm_head.fit_mlm_head(
-        ck, data.train, mlm_head.HeadConfig(num_steps=args.head_steps, batch_size=256)
+        ck, data.train, mlm_head.HeadConfig(num_steps=args.head_steps)
     )
     ck = mlm_head.with_head(ck, head)
     spec = dataclasses.replace(ck.spec, pooler=False)
@@ -212,7 +212,7 @@ _FLAGS = (
     flags.DEFINE_integer("seq_len", 128, "tokens per sequence"),
     flags.DEFINE_integer("max_sequences", 96, "sequences of the embedded corpus (0 = all)"),
     flags.DEFINE_float("heldout_fraction", 0.25, "share of rows scored (rest: head fit)"),
-    flags.DEFINE_integer("head_steps", 300, "AdamW steps of the MLM head fit"),
+    flags.DEFINE_integer("head_steps", 100, "AdamW steps of the MLM head fit"),
     flags.DEFINE_float("temperature", 2.0, "KD temperature (bert_large's proxy: 2.0)"),
     flags.DEFINE_string("student_arch", "4,8,1024,768", "the random student's D,A,H,I"),
     flags.DEFINE_string("out", "", "JSON path; the Markdown goes next to it (.md)"),
