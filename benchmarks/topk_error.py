@@ -131,9 +131,7 @@ def run(args: types.SimpleNamespace) -> dict:
         kd=kd,
     )
     ck = teacher.checkpoint
-    head = mlm_head.fit_mlm_head(
-        ck, data.train, mlm_head.HeadConfig(num_steps=args.head_steps)
-    )
+    head = mlm_head.fit_mlm_head(ck, data.train, mlm_head.HeadConfig(num_steps=args.head_steps))
     ck = mlm_head.with_head(ck, head)
     spec = dataclasses.replace(ck.spec, pooler=False)
     held = data.heldout
