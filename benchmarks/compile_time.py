@@ -239,7 +239,7 @@ def search_share(mode: str) -> dict[str, Any]:
     from configs import default as default_config
 
     config = default_config.get_config("smoke")
-    config.compilation_cache = False
+    config.compilation_cache = ""
     config.proxy.scan_layers = MODES[mode]["scan_layers"]
     spans, candidates = CompileSpans(), []
     real = proxy.proxy_error

@@ -8,7 +8,7 @@
 #    downloaded on the device machine, so carry them): the KD train-step throughput, teacher
 #    outputs cached vs recomputed, against a randomly initialised MiniLM-shaped teacher
 #    (speed does not depend on the weights).
-# accelerator_checks.sh alone writes up to 7 files; steps 2-3 add 4 more.
+# accelerator_checks.sh alone writes up to 10 files; steps 2-3 add 4 more.
 set -uo pipefail
 out=${1:?out dir}; vocab=${2:-}
 mkdir -p "$out"

@@ -28,7 +28,14 @@ recorded, not timed), 1 warm-up step, then `--repeats` timings of `--steps` cons
 
 Peak per device: a table of dense bf16 figures for known chips (`PEAK_TFLOPS`, matched in
 `device_kind`), or `--peak_tflops`. On CPU the peak is *measured* in the same run: a jitted
-`--peak_n`² matmul of `--dtype` (`common.matmul_peak`), in the parent process.
+`--peak_n`² matmul of `--dtype` (`common.matmul_peak`), in the parent process; so is that of an
+accelerator the table does not know (best of a ≥ 8192² bfloat16 matmul; named as measured).
+
+Feeding (`--feeds`): 'resident' reuses one placed batch (the compute alone); 'host-fed' places
+the host batch (`Partitioner.put_batch`) before every step in the loop, as the loop did before
+`batching.Prefetcher` placed batches; 'prefetch' lets that thread place them, two ahead. The
+step is compiled once per shape and count; every feed times the same executable. With
+`--rows_out` each row is appended (JSON lines, flushed) as soon as it is measured.
 
 CPU: `XLA_FLAGS` must be set before jax starts, so each N runs in its own subprocess with
 `--xla_force_host_platform_device_count=N`. Those N "devices" are threads sharing the same
@@ -51,12 +58,14 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 
 from benchmarks import common
 from bort_jax import distill, proxy, sharding, train
 from bort_jax.arch import Arch, Spec
+from bort_jax.data import batching
 from bort_jax.models.bert import Bert
 
 _REPO = Path(__file__).resolve().parents[1]  # the workers run `python -m` from here
@@ -79,6 +88,7 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 TEACHER = common.MINILM
 DEVICE_COUNTS = (1, 2, 4, 8)
+FEEDS = ("resident", "host-fed", "prefetch")
 FAKE_NOTE = (
     "fake CPU devices (--xla_force_host_platform_device_count) share the same cores: these "
     "figures test the sharded program, not speed-up"
@@ -129,53 +139,87 @@ def bench_one(shape: str, n: int, args: types.SimpleNamespace) -> dict[str, Any]
         compile_s = time.perf_counter() - t0
         state, metrics = compiled(state, batch)  # warm-up
         loss0 = float(metrics["loss"])
-        times, meter = [], common.BusyMeter()
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                state, metrics = compiled(state, batch)
-            jax.block_until_ready((state, metrics))
-            times.append((time.perf_counter() - t0) / args.steps)
-        others = meter.stop()[1]
-    step_s = statistics.median(times)
-    step_flops = common.student_step_flops(
-        arch, spec, global_batch, args.seq_len, positions, TEACHER.hidden
-    )
-    return {
-        "shape": shape,
-        "arch": str(arch),
-        "devices": n,
-        "mesh": dict(part.mesh.shape),
-        "global_batch": global_batch,
-        "step_s": step_s,
-        "step_s_all": times,
-        "compile_s": compile_s,
-        "seq_per_s": global_batch / step_s,
-        "tokens_per_s": global_batch * args.seq_len / step_s,
-        "step_tflop": step_flops / 1e12,
-        "achieved_tflops": step_flops / step_s / 1e12,
-        "first_loss": loss0,
-        "last_loss_finite": bool(jnp.isfinite(metrics["loss"])),
-        "others_busy": others,
-        "param_sharding_sample": str(
-            jax.tree_util.tree_leaves(state_sharding.params)[0].spec  # replicated under data
-        ),
-    }
+        step_flops = common.student_step_flops(
+            arch, spec, global_batch, args.seq_len, positions, TEACHER.hidden
+        )
+        rows = []
+        for feed in args.feed_modes:
+            state, metrics, times, others = _time_feed(
+                feed, compiled, state, batch, host_batch, part, args
+            )
+            step_s = statistics.median(times)
+            rows.append(
+                {
+                    "shape": shape,
+                    "arch": str(arch),
+                    "feed": feed,
+                    "devices": n,
+                    "mesh": dict(part.mesh.shape),
+                    "global_batch": global_batch,
+                    "batch_mb": sum(np.asarray(v).nbytes for v in host_batch.values()) / 1e6,
+                    "step_s": step_s,
+                    "step_s_all": times,
+                    "compile_s": compile_s,
+                    "seq_per_s": global_batch / step_s,
+                    "tokens_per_s": global_batch * args.seq_len / step_s,
+                    "step_tflop": step_flops / 1e12,
+                    "achieved_tflops": step_flops / step_s / 1e12,
+                    "first_loss": loss0,
+                    "last_loss_finite": bool(jnp.isfinite(metrics["loss"])),
+                    "others_busy": others,
+                    "param_sharding_sample": str(
+                        jax.tree_util.tree_leaves(state_sharding.params)[0].spec
+                    ),
+                }
+            )
+    return rows
+
+
+def _time_feed(feed, compiled, state, batch, host_batch, part, args):
+    """(state, metrics, per-step seconds of each repeat, others' CPU share) of `feed`:
+    'resident' reuses the placed `batch`; 'host-fed' places `host_batch` in the loop before
+    every step; 'prefetch' has `batching.Prefetcher` place it in its thread, two ahead."""
+    times, meter = [], common.BusyMeter()
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        if feed == "resident":
+            feeder = ((s, batch) for s in range(args.steps))
+        elif feed == "host-fed":
+            feeder = ((s, part.put_batch(host_batch)) for s in range(args.steps))
+        else:
+            feeder = batching.Prefetcher(lambda s: host_batch, 0, args.steps, place=part.put_batch)
+        for _, b in feeder:
+            state, metrics = compiled(state, b)
+        jax.block_until_ready((state, metrics))
+        times.append((time.perf_counter() - t0) / args.steps)
+    return state, metrics, times, meter.stop()[1]
 
 
 def worker(args: types.SimpleNamespace, counts: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows of every (device count, shape, feed); each is appended to `--rows_out` (JSON
+    lines) as soon as it is measured, so a run cut short keeps what it finished."""
     rows = []
     for n in counts:
         for shape in args.shapes:
-            row = bench_one(shape, n, args)
-            print(
-                f"# N={n} {shape}: {row['step_s'] * 1e3:.1f} ms/step, "
-                f"compile {row['compile_s']:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            rows.append(row)
+            for row in bench_one(shape, n, args):
+                print(
+                    f"# N={n} {shape} {row['feed']}: {row['step_s'] * 1e3:.1f} ms/step, "
+                    f"compile {row['compile_s']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                _append_row(args.rows_out, row)
+                rows.append(row)
     return rows
+
+
+def _append_row(path: str, row: dict[str, Any]) -> None:
+    if not path:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -199,12 +243,13 @@ def run_fake_cpu(n: int, args: types.SimpleNamespace, argv: Sequence[str]) -> li
 
 def add_mfu(rows: list[dict[str, Any]], peak: float) -> None:
     """MFU and weak-scaling efficiency (throughput_N / (N · throughput_1)) per row."""
-    base = {r["shape"]: r for r in rows if r.get("devices") == 1 and "error" not in r}
+    key = lambda r: (r["shape"], r.get("feed", "resident"))  # noqa: E731
+    base = {key(r): r for r in rows if r.get("devices") == 1 and "error" not in r}
     for r in rows:
         if "error" in r:
             continue
         r["mfu"] = r["achieved_tflops"] * 1e12 / (r["devices"] * peak)
-        b = base.get(r["shape"])
+        b = base.get(key(r))
         r["weak_eff"] = r["seq_per_s"] / (r["devices"] * b["seq_per_s"]) if b else None
 
 
@@ -229,9 +274,9 @@ def markdown(res: dict[str, Any]) -> str:
         "(shared machine: other workers' jobs may run meanwhile; 'others' = their share of "
         "the CPU time while timing).",
         "",
-        "| shape | ⟨D,A,H,I⟩ | N | global B | step ms | seq/s | tok/s | GFLOP/step "
+        "| shape | ⟨D,A,H,I⟩ | feed | N | global B | step ms | seq/s | tok/s | GFLOP/step "
         "| TFLOP/s | MFU | weak-scaling eff. | compile s | others |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
         if "error" in r:
@@ -240,7 +285,8 @@ def markdown(res: dict[str, Any]) -> str:
         eff = f"{100 * r['weak_eff']:.0f}%" if r.get("weak_eff") is not None else "–"
         others = f"{100 * r['others_busy']:.0f}%" if r["others_busy"] is not None else "–"
         lines.append(
-            f"| {r['shape']} | {r['arch']} | {r['devices']} | {r['global_batch']} | "
+            f"| {r['shape']} | {r['arch']} | {r.get('feed', 'resident')} | {r['devices']} | "
+            f"{r['global_batch']} | "
             f"{1e3 * r['step_s']:.1f} | {r['seq_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
             f"{1e3 * r['step_tflop']:.2f} | {r['achieved_tflops']:.3g} | {100 * r['mfu']:.1f}% | "
             f"{eff} | {r['compile_s']:.1f} | {others} |"
@@ -258,6 +304,13 @@ _FLAGS = (
     flags.DEFINE_string("devices", "1,2,4,8", "device counts (<= devices present)"),
     flags.DEFINE_float("peak_tflops", 0.0, "override the peak table"),
     flags.DEFINE_integer("peak_n", 2048, "CPU peak matmul size"),
+    flags.DEFINE_string(
+        "feeds",
+        "resident",
+        "comma-separated: resident (batch placed once), host-fed (placed before each step in "
+        "the loop), prefetch (placed by batching.Prefetcher's thread)",
+    ),
+    flags.DEFINE_string("rows_out", "", "JSON-lines file each row is appended to when done"),
     flags.DEFINE_string("out", "", "JSON path; the Markdown goes next to it (.md)"),
     flags.DEFINE_integer("worker_devices", 0, "internal: time on this many devices, print JSON"),
 )
@@ -280,6 +333,10 @@ def check_args(args: types.SimpleNamespace) -> None:
         raise ValueError(f"--devices={args.devices!r}: want comma-separated integers") from e
     if not args.device_counts or min(args.device_counts) < 1:
         raise ValueError(f"--devices={args.devices!r}: want positive counts")
+    args.feed_modes = [f for f in args.feeds.split(",") if f]
+    bad = [f for f in args.feed_modes if f not in FEEDS]
+    if bad or not args.feed_modes:
+        raise ValueError(f"--feeds: unknown {bad}; choose from {list(FEEDS)}")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -306,9 +363,15 @@ def main(argv: Sequence[str]) -> None:
         )
     else:
         peak = peak_for(kind)
-        if peak is None:
-            raise ValueError(f"no peak known for device kind {kind!r}; pass --peak_tflops")
-        source = f"dense bf16 table entry for {kind!r}"
+        if peak is None:  # a chip the table does not know: its achieved matmul rate
+            measured = common.matmul_peak(jnp.bfloat16, n=max(args.peak_n, 8192))
+            peak = measured["gflops_best"] * 1e9
+            source = (
+                f"{kind!r} not in the table: measured in this run, best of a jitted "
+                f"{measured['n']}² bfloat16 matmul (an achieved, not a datasheet, peak)"
+            )
+        else:
+            source = f"dense bf16 table entry for {kind!r}"
         if args.dtype != "bfloat16":
             source += " (float32 run compared to the bf16 peak)"
     if fake:

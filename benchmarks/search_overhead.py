@@ -129,7 +129,13 @@ def bench_size(
 
     def new(leq: Callable) -> Callable[[Callable], Any]:
         return lambda e: F.fptas(
-            inst.candidates, inst.p, inst.i, e, args.eps, objective=objective, leq=leq
+            inst.candidates,
+            inst.p,
+            inst.i,
+            e,
+            args.eps,
+            objective=objective,
+            options=F.SearchOptions(leq=leq),
         )
 
     paths: dict[str, dict[str, Any]] = {}

@@ -31,8 +31,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from bort_jax import hf, losses, teacher_cache
+from bort_jax import hf, losses, sharding, teacher_cache
 from bort_jax.arch import Arch, Spec, check_seq_len
 from bort_jax.data import batching, mlm, text
 from bort_jax.models.bert import Bert, fresh_params, slice_params, stack_layers
@@ -162,6 +163,20 @@ def teacher_output_specs(
     return specs
 
 
+def teacher_partitioner() -> sharding.Partitioner | None:
+    """The mesh of the teacher pass: every device of the active partitioner's mesh (else all
+    local devices) as one data axis, or None on one device. Only local devices: on a
+    multi-process run process 0 alone computes the teacher outputs (`teacher_cache`)."""
+    part = sharding.current()
+    if part is not None and not sharding.multi_process():
+        devices = list(part.mesh.devices.flat)
+    else:
+        devices = jax.local_devices()
+    if len(devices) == 1:
+        return None
+    return sharding.Partitioner.from_config(sharding.MeshConfig(data=-1), devices)
+
+
 def teacher_outputs(
     teacher: Teacher,
     arrays: Mapping[str, np.ndarray],
@@ -178,7 +193,12 @@ def teacher_outputs(
     Returns the arrays of `teacher_output_specs` (hidden states of `layers` only; full logits,
     or the top-k triple when `top_k` > 0). With `out` (writable arrays of those shapes, e.g.
     `np.lib.format.open_memmap` files) each chunk is written into them as it is produced and
-    nothing beyond one chunk is held; without it they are allocated in RAM.
+    nothing beyond two chunks is held; without it they are allocated in RAM.
+
+    With several devices (`teacher_partitioner`) each chunk is split over them along the rows
+    (`batch_size` rounded up to a multiple of the device count) and the teacher replicated.
+    Chunk k + 1 is dispatched before chunk k is fetched, so the device computes while the
+    host copies and writes. Each row's outputs depend on that row alone.
     """
     model = teacher.model
     specs = teacher_output_specs(teacher, arrays, want_logits, layers=layers, top_k=top_k)
@@ -212,15 +232,42 @@ def teacher_outputs(
     if out is None:
         out = {k: np.empty(shape, dtype) for k, (shape, dtype) in specs.items()}
     n = arrays["input_ids"].shape[0]
-    for start in range(0, n, batch_size):
+    part = teacher_partitioner()
+    params, place = teacher.checkpoint.params, jax.device_put
+    if part is not None:  # rows split over the data shards, the teacher replicated
+        # a chunk of whole shards: batch_size rounded up to a multiple of the shard count
+        batch_size = -(-batch_size // part.batch_divisor) * part.batch_divisor
+        replicated = NamedSharding(part.mesh, PartitionSpec())
+        params = jax.device_put(params, replicated)
+        place = lambda b: {  # noqa: E731 - the local devices only (see teacher_partitioner)
+            k: jax.device_put(v, part.batch_sharding(v.ndim)) for k, v in b.items()
+        }
+    else:
+        params = jax.device_put(params)
+
+    def dispatch(start: int):
         idx = np.arange(start, min(start + batch_size, n))
         pad = batch_size - len(idx)
         idx = np.concatenate([idx, np.full(pad, idx[-1])])  # one shape → one compilation
-        res = jax.device_get(
-            run(teacher.checkpoint.params, {k: arrays[k][idx] for k in INPUT_KEYS})
-        )
-        for k, v in res.items():
-            out[k][start : start + batch_size - pad] = v[: batch_size - pad]
+        res = run(params, place({k: arrays[k][idx] for k in INPUT_KEYS}))
+        for v in res.values():
+            v.copy_to_host_async()
+        return start, batch_size - pad, res
+
+    def write(start: int, rows: int, res) -> None:
+        for k, v in jax.device_get(res).items():
+            out[k][start : start + rows] = v[:rows]
+
+    # chunk k + 1 is dispatched (inputs gathered and sent, program queued) before chunk k is
+    # fetched and written: the device never waits for the host's copy and write
+    pending = None
+    for start in range(0, n, batch_size):
+        ahead = dispatch(start)
+        if pending is not None:
+            write(*pending)
+        pending = ahead
+    if pending is not None:
+        write(*pending)
     return dict(out)
 
 
@@ -513,7 +560,14 @@ def train_batches(data: KDData, batch_size: int, seed: int) -> batching.BatchSou
 
 class HeldoutEvaluator:
     """`evaluator(params, step) -> {'heldout_total', 'heldout_mlm', ...}`: the KD objective's
-    terms on the held-out rows, dropout off, averaged over full batches (one compiled shape)."""
+    terms on the held-out rows, dropout off, averaged over full batches (one compiled shape).
+
+    Each batch is placed by a prefetch thread while the previous one is evaluated: split along
+    the batch axes of the active partitioner (`sharding.current()`, each process placing only
+    its own rows), else on the parameters' device. The per-batch metrics stay on device and
+    are fetched once, at the end; the mean is taken on the host as before (float32 values,
+    `np.mean`).
+    """
 
     def __init__(self, loss_fn: Callable, data: KDData, batch_size: int):
         self.batches = batching.fixed_batches(
@@ -527,8 +581,31 @@ class HeldoutEvaluator:
 
         self._metric = metric
 
+    def _place(self, params: Any) -> Callable[[batching.Batch], dict]:
+        part = sharding.current()
+        if part is None:
+            devices = jax.tree_util.tree_leaves(params)[0].devices()
+            if len(devices) != 1:  # parameters spread over devices without a partitioner
+                return lambda b: b  # host arrays, placed by the jitted call as before
+            device = next(iter(devices))
+            return lambda b: jax.device_put(dict(b), device)
+        rows = batching.num_rows(self.batches[0])
+        if rows % part.batch_divisor:  # fewer held-out rows than data shards: replicated
+            return lambda b: jax.device_put(dict(b), NamedSharding(part.mesh, PartitionSpec()))
+        if not sharding.multi_process():
+            return part.put_batch
+        positions = part.process_rows(rows)
+        return lambda b: part.put_batch({k: np.asarray(v)[positions] for k, v in b.items()}, rows)
+
     def __call__(self, params: Any, step: int | None = None) -> dict[str, float]:
-        ms = [jax.device_get(self._metric(params, b)) for b in self.batches]
+        if not all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(params)):
+            params = jax.device_put(params)
+        batches = self.batches
+        with batching.Prefetcher(
+            lambda i: batches[i], 0, len(batches), place=self._place(params)
+        ) as prefetch:
+            ms = [self._metric(params, b) for _, b in prefetch]
+        ms = sharding.host_get(ms)  # one transfer for every batch's metrics
         return {f"heldout_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
 
@@ -554,6 +631,7 @@ def build_student(
     source: hf.Checkpoint | None = None,
     scan_layers: bool = False,
     proj_init: str = "random",
+    dtype: Any = jnp.float32,
 ) -> Student:
     """The one student set-up shared by pretraining and proxy training.
 
@@ -563,6 +641,7 @@ def build_student(
     `scan_layers=True` runs the layers through `nn.scan` (compile time flat in depth) with the
     same initial parameters, stacked: `params['student']['layers']` (`models.bert.stack_layers`;
     `unstack_layers` gives back the canonical layout).
+    `dtype` is the computation dtype (`precision.compute_dtype`); parameters stay float32.
     """
     spec = student_spec(teacher_spec)
     model = Bert(
@@ -572,6 +651,7 @@ def build_student(
         dropout_rate=dropout,
         attention_dropout_rate=dropout,
         scan_layers=scan_layers,
+        dtype=dtype,
     )
     params = init_student(arch, spec, data.teacher_hidden, seed, source, proj_init)
     if scan_layers:

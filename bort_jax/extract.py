@@ -1,6 +1,6 @@
 """Optimal subarchitecture extraction end to end (arXiv 2010.08512 applied as in 2010.10499).
 
-`extract(config, workdir)`:
+`extract(config, workdir)`, `config` an `ExtractConfig` (or its ConfigDict, configs/default.py):
   1. validates everything (checkpoints exist, grid valid and sliceable, ε ∈ (0, 1), output
      directory writable) before any work;
   2. loads the source (whose sub-architectures are searched) and the teacher, prepares the
@@ -14,7 +14,7 @@
      ready pretraining config, and its weights sliced from the source in HF format.
 
 Reproducibility of i(ξ) (`inference="measured"`, the default). Measuring every candidate's
-latency made the search follow machine noise: on the shared 2-core development VM two
+latency made the search follow machine noise: on a shared, loaded 2-core CPU machine two
 measurements of the same shape differed by up to 36 % (and by far more under load), enough to
 reorder candidates by W and change which ones the FPTAS evaluates, so two runs of one config
 chose and reported differently. Now `latency_points` calibration shapes (spread evenly over the
@@ -33,9 +33,9 @@ noise of tens of percent it would have to discard what was measured), so runs th
 share the model file — the tests do exactly that.
 
 What it costs in fidelity, measured on the default grid (24 candidates, 1 × 128 tokens) on the
-2-core VM under load average 5–7: three sessions each measured every candidate (median of 5).
-Against the median of the two other sessions, a raw measurement was off by 28–50 % on average
-(max 112–250 %, rank correlation 0.90–0.94); the model fitted to one session's 8 calibration
+same 2-core machine under load average 5–7: three runs each measured every candidate (median of
+5). Against the median of the two other runs, a raw measurement was off by 28–50 % on average
+(max 112–250 %, rank correlation 0.90–0.94); the model fitted to one run's 8 calibration
 shapes was off by 23–27 % on average (max 61–74 %, rank correlation 0.96–0.97). W depends on i
 only through ratios i_ref/i, so a common factor (the machine's load level) cancels; after removing
 it the model's error is 23–28 % on average (raw: 29–45 %). The default extraction's own model,
@@ -64,19 +64,22 @@ import jax
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import compile_cache, distill, hf, latency, proxy, sharding
+from bort_jax import compile_cache, distill, hf, hub, latency, proxy, sharding
 from bort_jax import plan as cost_plan
-from bort_jax.config import from_config, to_plain
+from bort_jax.config import to_plain
 from bort_jax.data import mlm
+from bort_jax.extract_config import ExtractConfig
 from bort_jax.files import atomic_write_json, atomic_write_text
 from bort_jax.models.bert import slice_params, slice_params_check
 from bort_jax.search import audit as search_audit
 from bort_jax.search import budget as proxy_budget
 from bort_jax.search import candidate_key, report, space
 from bort_jax.search import fptas as F
+from bort_jax.search.result import with_e_ref
+from bort_jax.search.space import build_space
 
 
-def config_hash(config, keys: tuple[str, ...]) -> str:
+def config_hash(config: ExtractConfig, keys: tuple[str, ...]) -> str:
     """Hash of the parts of the config that change e(ξ) (data, teacher, proxy settings)."""
     plain = to_plain(config)
     parts = {k: plain.get(k) for k in keys}
@@ -86,13 +89,14 @@ def config_hash(config, keys: tuple[str, ...]) -> str:
 
 
 # Bumped whenever the definition of e(ξ) changes, so cached errors of an old definition are
-# never reused (2: output-layer hidden term; 3: proxy.error / head_init / proj_init).
-ERROR_VERSION = 3
+# never reused (2: output-layer hidden term; 3: proxy.error / head_init / proj_init; 4: the
+# typed config, every proxy field hashed under its canonical name).
+ERROR_VERSION = 4
 ERROR_KEYS = (
     "source_dir",
     "teacher_dir",
     "corpus",
-    "seq_len",
+    "max_seq_len",
     "max_sequences",
     "heldout_fraction",
     "proxy",
@@ -142,94 +146,46 @@ class CandidateCache:
         return len(list(self.root.glob("*.json")))
 
 
-def build_space(config) -> space.SearchSpace:
-    """The search space Ξ from `config.grid` (ValueError naming a bad field)."""
-    g = config.grid
-    axes = {}
-    for name in ("depth", "heads", "hidden", "intermediate"):
-        values = tuple(int(v) for v in g[name])
-        if not values or min(values) <= 0:
-            raise ValueError(
-                f"config.grid.{name} must be a non-empty list of positive ints, got {list(g[name])}"
-            )
-        axes[name] = values
-    head_dim = g.get("head_dim") or 0
-
-    def valid(f):
-        if f["hidden"] % f["heads"]:
-            return False
-        return not head_dim or f["hidden"] == f["heads"] * head_dim
-
-    # Axes that take part in the partial order ⪯ of assumption M ("bigger is not worse");
-    # an axis the audit shows M fails on can be taken out (then only equal values compare).
-    monotone = {
-        "heads": bool(g.get("monotone_heads", False) or head_dim),
-        "depth": bool(g.get("monotone_depth", True)),
-        "hidden": bool(g.get("monotone_hidden", True)),
-        "intermediate": bool(g.get("monotone_intermediate", True)),
-    }
-    sp = space.grid(valid=valid, factory=A.Arch, monotone=monotone, type_name="Arch", **axes)
-    sp.candidates()  # raises if nothing is valid
-    bad = [(h, a) for h in axes["hidden"] for a in axes["heads"] if h % a]
-    if bad and g.get("strict", False):
-        raise ValueError(f"config.grid: hidden not divisible by heads for {bad}")
-    return sp
-
-
-def validate(config, workdir: str, checkpoints: bool = True) -> None:
+def validate(config: Any, workdir: str, checkpoints: bool = True) -> ExtractConfig:
     """Every check that can fail before work starts (``checkpoints=False``: all but the
-    checkpoint directories, for a cost plan made before they are downloaded)."""
-    if not 0 < config.eps < 1:
-        raise ValueError(f"config.eps={config.eps} must lie in (0, 1)")
-    if config.s < 1:
-        raise ValueError(f"config.s={config.s} must be >= 1")
-    if config.method not in ("fptas", "exhaustive"):
-        raise ValueError(f"config.method={config.method!r}; use 'fptas' or 'exhaustive'")
-    if config.inference not in ("measured", "flops"):
-        raise ValueError(f"config.inference={config.inference!r}; use 'measured' or 'flops'")
-    if checkpoints and config.get("require_source") and not config.source_dir:
+    checkpoint directories, for a cost plan made before they are downloaded); the typed config.
+
+    The field values themselves are checked when the `ExtractConfig` is built."""
+    config = ExtractConfig.from_config(config)
+    if checkpoints and config.require_source and not config.source_dir:
         raise ValueError(
             "config.source_dir is required by this config (the source model's HF "
             "directory, e.g. bert-large-uncased)"
         )
     for key in ("source_dir", "teacher_dir") if checkpoints else ():
-        path = config.get(key)
-        if path and not (Path(path) / "config.json").is_file():
+        path = getattr(config, key)
+        if path and not (Path(hub.resolve(path, files=hub.CONFIG_ONLY)) / "config.json").is_file():
             raise FileNotFoundError(f"config.{key}={path}: no checkpoint (config.json) there")
-    pcfg = from_config(proxy.ProxyConfig, config.proxy, "proxy")
-    group = sharding.split_devices(config.get("parallel", 1))[0]  # named error if no split
-    data, fsdp, _ = mesh_config(config).shape(len(group))
+    pcfg = config.proxy
+    group = sharding.split_devices(config.parallel)[0]  # named error if no split
+    data, fsdp, _ = config.mesh.shape(len(group))
     if len(group) > 1 and pcfg.batch_size % (data * fsdp):
         raise ValueError(
             f"config.proxy.batch_size={pcfg.batch_size} must be divisible by the "
             f"data-parallel size {data * fsdp} (mesh data x fsdp over the {len(group)} "
             "devices of each candidate)"
         )
-    if config.inference == "measured" and config.get("latency_points", 8) < 2:
-        raise ValueError(
-            f"config.latency_points={config.latency_points} must be >= 2 (the "
-            "latency model is fitted to that many measured shapes)"
-        )
-    build_space(config)
+    build_space(config.grid)
     try:
         os.makedirs(workdir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=workdir):
             pass
     except OSError as e:
         raise PermissionError(f"output directory {workdir} is not writable: {e}") from e
+    return config
 
 
-def mesh_config(config) -> sharding.MeshConfig:
-    """The per-candidate mesh (`config.mesh`; all devices data-parallel when absent)."""
-    return from_config(sharding.MeshConfig, config.get("mesh") or {}, "mesh")
+def _source_dir(config: ExtractConfig) -> str:
+    return hub.resolve(config.source_dir) or hf.minilm_path()
 
 
-def _source_dir(config) -> str:
-    return config.source_dir or hf.minilm_path()
-
-
-def _teacher_dir(config) -> str:
-    return config.teacher_dir or _source_dir(config)
+def _teacher_dir(config: ExtractConfig) -> str:
+    return hub.resolve(config.teacher_dir) or _source_dir(config)
 
 
 @dataclasses.dataclass
@@ -248,18 +204,18 @@ class Problem:
     latency_model: latency.LatencyModel | None = None
 
 
-def latency_model_path(config, workdir: str) -> Path:
+def latency_model_path(config: ExtractConfig, workdir: str) -> Path:
     """Where the latency model of `config` is stored: `config.latency_model`, or the workdir."""
-    if config.get("latency_model"):
+    if config.latency_model:
         return Path(config.latency_model)
     return Path(workdir) / (
         f"latency_model_{config.latency_batch}x{config.latency_seq_len}"
-        f"_r{config.latency_repeats}_k{config.get('latency_points', 8)}.json"
+        f"_r{config.latency_repeats}_k{config.latency_points}.json"
     )
 
 
 def latency_model(
-    config, spec: A.Spec, workdir: str, candidates: list[A.Arch]
+    config: ExtractConfig, spec: A.Spec, workdir: str, candidates: list[A.Arch]
 ) -> latency.LatencyModel:
     """The stored latency model, or a new one calibrated on `candidates` and stored (atomic).
 
@@ -290,7 +246,7 @@ def latency_model(
             )
         return model
     shapes = latency.calibration_shapes(
-        candidates, spec, config.latency_seq_len, config.get("latency_points", 8)
+        candidates, spec, config.latency_seq_len, config.latency_points
     )
     model = latency.calibrate(
         shapes, spec, config.latency_batch, config.latency_seq_len, config.latency_repeats
@@ -299,7 +255,7 @@ def latency_model(
     return model
 
 
-def _latency_fn(config, spec: A.Spec, workdir: str, candidates: list[A.Arch]):
+def _latency_fn(config: ExtractConfig, spec: A.Spec, workdir: str, candidates: list[A.Arch]):
     """(i(ξ), the latency model or None): analytic FLOPs, or the calibrated model's prediction
     (so a resumed search, a rerun or an audit compare candidates under the same i)."""
     if config.inference == "flops":
@@ -308,16 +264,14 @@ def _latency_fn(config, spec: A.Spec, workdir: str, candidates: list[A.Arch]):
     return (lambda a: model.predict(a, spec)), model
 
 
-def build_problem(config, workdir: str) -> Problem:
+def build_problem(config: Any, workdir: str) -> Problem:
     """Validate, load checkpoints, prepare data + teacher outputs; p, i, e for the search."""
-    config = proxy_budget.resolve_config(config)  # proxy.steps = T(ε, s) (keys the cache)
+    config = proxy_budget.resolve_config(ExtractConfig.from_config(config))  # T(ε, s) keys cache
     validate(config, workdir)
     cost_plan.check(config, workdir)  # PlanError before any load if disk/memory cannot hold it
-    if config.get("compilation_cache", True):
-        explicit = config.get("compilation_cache_dir")
-        if explicit:
-            jax.config.update("jax_compilation_cache_dir", os.path.abspath(explicit))
-        compile_cache.enable(os.path.join(workdir, "jax_cache"), min_compile_secs=0.5)
+    cache_dir = config.compilation_cache_dir(workdir)
+    if cache_dir:  # $JAX_COMPILATION_CACHE_DIR, when set, wins (compile_cache.enable)
+        compile_cache.enable(cache_dir, min_compile_secs=0.5)
     source_dir, teacher_dir = _source_dir(config), _teacher_dir(config)
     source = hf.load(source_dir)
     teacher = (
@@ -325,9 +279,9 @@ def build_problem(config, workdir: str) -> Problem:
         if teacher_dir != source_dir
         else distill.Teacher(source, hf.load_tokenizer(source_dir))
     )
-    pcfg = from_config(proxy.ProxyConfig, config.proxy, "proxy")
-    sp = build_space(config)
-    if pcfg.init == "slice":
+    pcfg = config.proxy
+    sp = build_space(config.grid)
+    if pcfg.init_method == "slice":
         if teacher_dir != source_dir:
             mlm.check_vocab_compat(source_dir, teacher_dir)  # sliced embeddings need one vocab
         for c in sp.candidates():
@@ -338,7 +292,7 @@ def build_problem(config, workdir: str) -> Problem:
         teacher,
         teacher_dir,
         config.corpus,
-        config.seq_len,
+        config.max_seq_len,
         max_sequences=config.max_sequences,
         heldout_fraction=config.heldout_fraction,
         seed=config.data_seed,
@@ -352,8 +306,8 @@ def build_problem(config, workdir: str) -> Problem:
     def p(a: A.Arch) -> float:
         return A.param_count(a, spec)["total"]
 
-    parallel = config.get("parallel", 1)
-    groups = sharding.DeviceGroups(parallel, mesh_config(config)) if parallel > 1 else None
+    parallel = config.parallel
+    groups = sharding.DeviceGroups(parallel, config.mesh) if parallel > 1 else None
     head_dir = os.path.join(workdir, "teacher_cache")
     if pcfg.head_init == "fitted":  # fit the source's MLM head once, before any candidate
         proxy.source_with_head(source, data, pcfg.head, head_dir)
@@ -372,52 +326,53 @@ def build_problem(config, workdir: str) -> Problem:
     return Problem(sp, p, i, e, cache, source, spec, data, chash, lat_model)
 
 
-def search_kwargs(config, eps: float | None = None) -> dict:
-    """The FPTAS options of `config` (objective, ε, s, assumptions)."""
-    kwargs = dict(
-        eps=config.eps if eps is None else eps,
-        s=config.s,
-        monotonicity_slack=config.monotonicity_slack,
+def log_encoder_params(arch: A.Arch) -> float:
+    """x(ξ) of assumption C: log of the encoder's parameters (scaling laws' coordinate)."""
+    return math.log(A.encoder_params(arch))
+
+
+def assumptions(config: ExtractConfig) -> F.Assumptions:
+    """What the search of `config` assumes about e: M with its slack, and C when `convex`."""
+    convex_in = log_encoder_params if config.convex else None
+    return F.Assumptions(config.monotonicity_slack, convex_in=convex_in)
+
+
+def search_options(config: ExtractConfig, cache: Any = None) -> F.SearchOptions:
+    """How the search of `config` runs: its budget, cache, progress and parallelism."""
+    return F.SearchOptions(
+        max_evaluations=config.max_evaluations or None,
+        cache=cache,
+        progress=config.progress,
+        parallel=config.parallel,
     )
-    if config.convex:
-        kwargs["convex_in"] = lambda a: math.log(A.encoder_params(a))
-    if config.get("max_evaluations"):
-        kwargs["max_evaluations"] = config.max_evaluations
-    return kwargs
 
 
-def extract(config, workdir: str) -> dict[str, Any]:
+def extract(config: Any, workdir: str) -> dict[str, Any]:
     """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
-    config = proxy_budget.resolve_config(config)  # proxy.steps = T(ε, s): search/budget.py
-    if config.get("plan"):  # print the measured cost plan and stop (bort_jax/plan.py)
+    config = proxy_budget.resolve_config(ExtractConfig.from_config(config))  # search/budget.py
+    if config.plan:  # print the measured cost plan and stop (bort_jax/plan.py)
         validate(config, workdir, checkpoints=False)  # shapes may come from *_family
         return {"plan": cost_plan.describe(cost_plan.plan(config, workdir), workdir)}
     t_start = time.perf_counter()
     prob = build_problem(config, workdir)
-    common = dict(
-        objective=F.WCoefficient(**dict(config.objective)),
-        cache=prob.cache,
-        progress=config.progress,
-        parallel=config.get("parallel", 1),
-    )
-    with sharding.use_mesh(mesh_config(config)):  # parallel > 1: each e takes its own group
+    objective = config.objective.coefficient()
+    options = search_options(config, prob.cache)
+    costs = (prob.space, prob.p, prob.i, prob.e)
+    with sharding.use_mesh(config.mesh):  # parallel > 1: each e takes its own group
         if config.method == "exhaustive":
-            result = F.exhaustive(prob.space, prob.p, prob.i, prob.e, **common)
+            result = F.exhaustive(*costs, objective=objective, options=options)
         else:
-            kwargs = search_kwargs(config)
-            result = F.fptas(prob.space, prob.p, prob.i, prob.e, **common, **kwargs)
-    return write_outputs(
-        config,
-        workdir,
-        result,
-        prob.source,
-        prob.spec,
-        prob.cache,
-        prob.data,
-        prob.config_hash,
-        time.perf_counter() - t_start,
-        prob.latency_model,
-    )
+            result = F.fptas(
+                *costs,
+                config.eps,
+                config.s,
+                objective=objective,
+                assumptions=assumptions(config),
+                options=options,
+            )
+    if not config.objective.e_ref:  # W(chosen) of order one; the choice is unchanged
+        result = with_e_ref(result, result.chosen_evaluation.e)
+    return write_outputs(config, workdir, result, prob, time.perf_counter() - t_start)
 
 
 def abnc_check(arch: A.Arch, spec: A.Spec, seq_len: int) -> F.AbncCheck:
@@ -425,7 +380,7 @@ def abnc_check(arch: A.Arch, spec: A.Spec, seq_len: int) -> F.AbncCheck:
     return F.check_abnc(b["A"], b["B"], b["C"], arch.depth)
 
 
-def _inference_note(config, workdir: str, model: latency.LatencyModel | None) -> str:
+def _inference_note(config: ExtractConfig, workdir: str, model: latency.LatencyModel | None) -> str:
     if model is None:
         return f"analytic matmul FLOPs of one sequence of {config.latency_seq_len} tokens"
     errs = model.relative_errors()
@@ -438,17 +393,12 @@ def _inference_note(config, workdir: str, model: latency.LatencyModel | None) ->
 
 
 def write_outputs(
-    config,
-    workdir: str,
-    result,
-    source: hf.Checkpoint,
-    spec: A.Spec,
-    cache: CandidateCache,
-    data,
-    chash: str,
-    seconds: float,
-    lat_model: latency.LatencyModel | None = None,
+    config: ExtractConfig, workdir: str, result: F.SearchResult, prob: Problem, seconds: float
 ) -> dict:
+    """Report, AB^nC check, the chosen shape's pretraining config and sliced weights, and
+    `summary.json` of one finished search of `prob`; returns the summary."""
+    source, spec, cache = prob.source, prob.spec, prob.cache
+    chash, lat_model = prob.config_hash, prob.latency_model
     out = Path(workdir)
     chosen: A.Arch = result.chosen
     abnc = abnc_check(chosen, spec, config.latency_seq_len)
@@ -477,7 +427,7 @@ def write_outputs(
         PRETRAIN_TEMPLATE.format(
             arch=f"{chosen.depth},{chosen.heads},{chosen.hidden},{chosen.intermediate}",
             init_dir=str((out / "chosen_hf").resolve()),
-            teacher_dir=_teacher_dir(config),
+            teacher_dir=config.teacher_dir or config.source_dir or _teacher_dir(config),
         ),
     )
     summary = {
@@ -486,7 +436,7 @@ def write_outputs(
         "method": result.method,
         "eps": config.eps,
         "s": config.s,
-        "proxy_steps": config.proxy.steps,
+        "proxy_steps": config.proxy.num_steps,
         "n_candidates": result.n_candidates,
         "n_evaluations": result.n_evaluations,
         "n_e_calls": result.n_e_calls,
@@ -495,7 +445,7 @@ def write_outputs(
         "abnc": {"holds": abnc.holds, "ratios": dict(abnc.ratios), "guarantee": abnc.guarantee},
         "wall_seconds": seconds,
         "config_hash": chash,
-        "teacher_cache_hit": data.cache_hit,
+        "teacher_cache_hit": prob.data.cache_hit,
         "inference": _inference_note(config, workdir, lat_model),
         "latency_model": None
         if lat_model is None
@@ -532,7 +482,7 @@ COMPONENTS = (
 )
 
 
-def components_markdown(config, result, metrics: dict[str, dict]) -> str:
+def components_markdown(config: ExtractConfig, result, metrics: dict[str, dict]) -> str:
     """What e(ξ) is made of, per evaluated candidate, and its spread against the size terms.
 
     W = S(ξ)·(e_ref/e)^γ: e can move the choice only as far as (max e / min e)^γ reaches
@@ -548,9 +498,8 @@ def components_markdown(config, result, metrics: dict[str, dict]) -> str:
         "",
         "## e's components (held-out, per evaluated candidate)",
         "",
-        f"e(ξ) = `{pcfg.get('error', 'output_total')}` after {pcfg.steps} proxy steps "
-        f"(head_init `{pcfg.get('head_init', 'fresh')}`, proj_init "
-        f"`{pcfg.get('proj_init', 'random')}`).",
+        f"e(ξ) = `{pcfg.error}` after {pcfg.num_steps} proxy steps "
+        f"(head_init `{pcfg.head_init}`, proj_init `{pcfg.proj_init}`).",
         "",
         "| candidate | e | " + " | ".join(name for _, name in cols) + " |",
         "|---|---:|" + "---:|" * len(cols),
@@ -579,15 +528,15 @@ from configs import pretrain_bort
 def get_config(arg=None):
     c = pretrain_bort.get_config(arg)
     c.arch = "{arch}"
-    c.init = "slice"
-    c.init_dir = "{init_dir}"
+    c.init_method = "slice"
+    c.init = "{init_dir}"
     c.teacher_dir = "{teacher_dir}"
     return c
 '''
 
 
 def audit(
-    config,
+    config: Any,
     workdir: str,
     eps: list[float],
     *,
@@ -598,6 +547,7 @@ def audit(
     """FPTAS vs exhaustive search on the synthetic instances and (`real`) this extraction's
     instance, reusing `workdir`'s candidate cache; the Markdown table, also written to
     `workdir/out`."""
+    config = proxy_budget.resolve_config(ExtractConfig.from_config(config))
     rows = search_audit.synthetic_rows(eps) if synthetic else []
     if real:
         prob = build_problem(config, workdir)
@@ -610,9 +560,10 @@ def audit(
             prob.i,
             prob.e,
             eps,
-            F.WCoefficient(**dict(config.objective)),
-            cache=prob.cache,
-            **{k: v for k, v in search_kwargs(config).items() if k != "eps"},
+            config.objective.coefficient(),
+            s=config.s,
+            assumptions=assumptions(config),
+            options=F.SearchOptions(cache=prob.cache),
         )
     table = search_audit.markdown(rows)
     path = os.path.join(workdir, out)

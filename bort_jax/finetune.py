@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import checkpoint as ckpt_lib
-from bort_jax import files, hf, sharding, train
+from bort_jax import files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, check_seq_len
 from bort_jax.config import from_config
 from bort_jax.data import batching
@@ -85,6 +85,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     dropout_rate: float = 0.1
+    dtype: str = "auto"  # computation: bfloat16 | float32 | auto (bf16 on TPU/GPU); params fp32
     seed: int = 0  # head init, dropout, data order
     data_seed: int = 0  # which max_train_examples rows are kept
     max_train_examples: int = 0  # 0 = all
@@ -123,6 +124,7 @@ class FinetuneConfig:
             raise ValueError(f"config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.learning_rate <= 0:
             raise ValueError(f"config.learning_rate must be > 0, got {self.learning_rate}")
+        precision.check_dtype(self.dtype, "config.dtype")
 
     @classmethod
     def from_config(cls, config: Any) -> FinetuneConfig:
@@ -143,11 +145,13 @@ def build_classifier(
     *,
     dropout_rate: float = 0.1,
     seed: int = 0,
+    dtype: Any = jnp.float32,
 ) -> tuple[Bert, dict]:
     """Bert with the task head; encoder (+ pooler) from `checkpoint`, sliced to `arch`.
 
     The head (classifier, and head_pooler when the checkpoint has no pooler) is freshly
-    initialised from `seed`; an MLM head in the checkpoint is dropped.
+    initialised from `seed`; an MLM head in the checkpoint is dropped. `dtype` is the
+    computation dtype (`precision.compute_dtype`); the parameters are float32 whatever it is.
     """
     task = get_task(task)
     target = checkpoint.arch if arch is None else arch
@@ -160,6 +164,7 @@ def build_classifier(
         num_labels=head_width(task),
         dropout_rate=dropout_rate,
         attention_dropout_rate=dropout_rate,
+        dtype=dtype,
     )
     return model, merge_pretrained(fresh_params(model, seed), body)
 
@@ -285,7 +290,7 @@ def is_better(value: float, best: float) -> bool:
 
 def host_copy(tree: Any) -> Any:
     """Numpy copies (safe against the train step donating its buffers)."""
-    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), sharding.host_get(tree))
 
 
 class DevEvaluator:
@@ -334,6 +339,18 @@ class DevEvaluator:
             self.best_step = int(info["step"])
             self.best_metrics, self.best_params = dict(info["dev"]), host_copy(params)
 
+    def restore_metrics(self, history: Sequence[Mapping[str, Any]]) -> None:
+        """Best step and metrics from the evaluation records of a resumed run's history (the
+        parameters are not stored then: `best_params` stays None)."""
+        for record in history:
+            if record.get("eval") and f"dev_{self.metric}" in record:
+                value = float(record[f"dev_{self.metric}"])
+                if is_better(value, self.best_value):
+                    self.best_value, self.best_step = value, int(record["step"])
+                    self.best_metrics = {
+                        k[4:]: v for k, v in record.items() if k.startswith("dev_")
+                    }
+
 
 # ------------------------------------------------------------------------ the driver
 
@@ -371,7 +388,7 @@ def prepare(config: Any) -> Prepared:
     cfg = FinetuneConfig.from_config(config)
     task = get_task(cfg.task)
     arch = Arch.parse(cfg.arch) if cfg.arch else None
-    init_dir = cfg.init or hf.minilm_path()
+    init_dir = hub.resolve(cfg.init) or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")
     train_ex = subsample(
@@ -384,12 +401,19 @@ def prepare(config: Any) -> Prepared:
         cfg.max_eval_examples,
         cfg.data_seed,
     )
-    tokenizer_dir = cfg.tokenizer or init_dir
+    tokenizer_dir = hub.resolve(cfg.tokenizer) or init_dir
     tok = hf.load_tokenizer(tokenizer_dir)
     train_arrays = encode_examples(tok, task, train_ex, cfg.max_seq_len)
     dev_arrays = encode_examples(tok, task, dev_ex, cfg.max_seq_len)
     groups = [ex.group for ex in dev_ex] if "em" in task.metric_names else None
-    model, params = build_classifier(ckpt, task, arch, dropout_rate=cfg.dropout_rate, seed=cfg.seed)
+    model, params = build_classifier(
+        ckpt,
+        task,
+        arch,
+        dropout_rate=cfg.dropout_rate,
+        seed=cfg.seed,
+        dtype=precision.compute_dtype(cfg.dtype, "config.dtype"),
+    )
     steps, every = resolve_steps(cfg, len(train_ex))
     return Prepared(
         cfg, task, model, params, train_arrays, dev_arrays, groups, str(tokenizer_dir), steps, every
@@ -461,6 +485,8 @@ def fit(
         resumed = _latest_step(workdir)
         if resumed:
             dev.restore(Path(workdir) / BEST_DIR, resumed)
+            if dev.best_step < 0:  # no best model saved (save_best=False): its metrics
+                dev.restore_metrics(train._read_history(workdir, resumed))
     result = train_on_arrays(
         prep.model,
         prep.params,
@@ -499,8 +525,9 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
     t0 = time.perf_counter()
     cfg = prep.config
     if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        if (Path(workdir) / "metrics.json").is_file():
+        if not files.is_remote(workdir):
+            os.makedirs(workdir, exist_ok=True)
+        if files.read_text(files.join(workdir, "metrics.json")) is not None:
             return _reload(workdir, prep)
     save = None
     if workdir is not None and cfg.save_best:
@@ -509,7 +536,7 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
         dev, result = fit(prep, workdir, on_best=save)
     summary = summarise(prep, dev, result, time.perf_counter() - t0)
     if workdir is not None:
-        files.atomic_write_json(Path(workdir) / "metrics.json", summary)
+        files.atomic_write_json(files.join(workdir, "metrics.json"), summary)
     return dict(summary, model=prep.model, params=dev.best_params)
 
 
@@ -530,8 +557,7 @@ def _save_best(path: Path, prep: Prepared, dev: DevEvaluator) -> None:
 
 def _reload(workdir, prep: Prepared) -> dict:
     """A finished run: its metrics.json and (if saved) the best model."""
-    with open(Path(workdir) / "metrics.json") as f:
-        summary = json.load(f)
+    summary = json.loads(files.read_text(files.join(workdir, "metrics.json")))
     params = None
     if (Path(workdir) / BEST_DIR).is_dir():
         params = host_copy(hf.load_classifier(Path(workdir) / BEST_DIR)[1])
@@ -551,6 +577,7 @@ def summarise(prep: Prepared, dev: DevEvaluator, result: train.TrainResult, seco
         "task": prep.task.name,
         "primary_metric": prep.task.primary_metric,
         "arch": str(prep.model.arch),
+        "compute_dtype": str(jnp.dtype(prep.model.dtype)),
         "num_steps": prep.num_steps,
         "eval_every": prep.eval_every,
         "train_examples": batching.num_rows(prep.train),

@@ -363,6 +363,9 @@ def _write_hf_dir(
 
     from safetensors.numpy import save_file
 
+    from bort_jax.models.bert import unpad_vocab
+
+    params = unpad_vocab(params, spec.vocab_size)  # a padded model's extra rows are not HF's
     config = arch_spec_to_config(arch, spec)
     if "mlm_transform" in params:
         config["architectures"] = ["BertForMaskedLM"]

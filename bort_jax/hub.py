@@ -1,7 +1,7 @@
 """Checkpoints by Hugging Face hub id: ``hf:ORG/NAME[@REVISION]`` → a local directory.
 
 Wherever a config takes a checkpoint directory (extraction ``source_dir`` / ``teacher_dir``,
-pretraining ``teacher_dir`` / ``init_dir``, fine-tuning and Agora ``init``), you may write a
+pretraining ``teacher_dir`` / ``init``, fine-tuning and Agora ``init``), you may write a
 hub id instead: ``hf:bert-large-uncased``, ``hf:roberta-large``, ``hf:ORG/NAME@v1.0`` (a branch,
 tag or commit). The local Hugging Face cache is used first (``HF_HOME`` / ``HF_HUB_CACHE``);
 otherwise only the files the loader reads are downloaded (config.json, model.safetensors,

@@ -65,12 +65,14 @@ import types
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import distill, hf, proxy
-from bort_jax.config import from_config
+from bort_jax import distill, hf, hub, precision, proxy
 from bort_jax.data import mlm
+from bort_jax.extract_config import ExtractConfig
+from bort_jax.search.space import build_space
 
 TEACHER_CHUNK = 32  # rows per teacher-pass chunk (`distill.teacher_outputs`' batch_size)
 HEADER_BYTES = 4096  # allowance per cache file (.npy header, meta.json)
@@ -102,6 +104,16 @@ class StepTime:
     flops: int  # training FLOPs of one step at the config's shape
     measured_as: tuple[int, int]  # (batch, seq_len) actually run
     extrapolated: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherOutputs:
+    """The teacher's shapes and what of its outputs the cache stores (hidden layers, top-k)."""
+
+    arch: A.Arch
+    spec: A.Spec
+    layers: tuple[int, ...]  # stored hidden-state layers (empty: hidden KD off)
+    top_k: int  # stored top-k logits per MLM slot (0: full logits or none)
 
 
 @dataclasses.dataclass
@@ -202,7 +214,7 @@ def model_shape(
 
     Raises PlanError naming the missing checkpoint and the family field when neither is given.
     """
-    cfg = Path(directory) / "config.json" if directory else None
+    cfg = Path(hub.resolve(directory, files=hub.CONFIG_ONLY)) / "config.json" if directory else None
     if cfg is not None and cfg.is_file():
         arch, spec = hf.config_to_arch_spec(json.loads(cfg.read_text()), str(cfg))
         return arch, spec, directory
@@ -243,12 +255,23 @@ def student_params(arch: A.Arch, spec: A.Spec, teacher_hidden: int) -> int:
 
 
 def activation_bytes(
-    arch: A.Arch, vocab: int, batch: int, seq_len: int, slots: int, full_logits: bool
+    arch: A.Arch,
+    vocab: int,
+    batch: int,
+    seq_len: int,
+    slots: int,
+    full_logits: bool,
+    dtype: Any = "float32",
 ) -> int:
-    """4·B·L·[D·(10H + 2I + 2A·L) + 4H] + 4·B·P·V·(3 if full-logit KD else 2) (fp32)."""
+    """c·B·L·[D·(10H + 2I) + 4H] + 4·B·L·D·2A·L + 4·B·P·V·(3 if full-logit KD else 2).
+
+    c = the computation dtype's bytes (4 float32, 2 bfloat16) for the hidden and FFN
+    activations; the attention logits / probabilities, the MLM logits and the losses are
+    float32 whatever the dtype (`bort_jax.precision`)."""
+    c = jnp.dtype(dtype).itemsize
     d, a, h, i = arch.depth, arch.heads, arch.hidden, arch.intermediate
-    per_token = d * (10 * h + 2 * i + 2 * a * seq_len) + 4 * h
-    return 4 * batch * seq_len * per_token + 4 * batch * slots * vocab * (3 if full_logits else 2)
+    per_token = c * (d * (10 * h + 2 * i) + 4 * h) + 4 * d * 2 * a * seq_len
+    return batch * seq_len * per_token + 4 * batch * slots * vocab * (3 if full_logits else 2)
 
 
 def _row_bytes(specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, int]:
@@ -269,7 +292,7 @@ def _cache_present(cache_dir: Path, specs: dict[str, tuple[tuple[int, ...], np.d
 
 
 def plan(
-    config,
+    config: Any,
     workdir: str,
     *,
     measure: bool = True,
@@ -284,24 +307,18 @@ def plan(
     largest training step run as is (None: `MEASURE_FLOPS` of this backend); bigger shapes are
     scaled down and extrapolated.
     """
-    from bort_jax import extract  # local: extract imports this module
-
-    sp = extract.build_space(config)
-    cands = sp.candidates()
-    pcfg = from_config(proxy.ProxyConfig, config.proxy, "proxy")
+    config = ExtractConfig.from_config(config)
+    cands = build_space(config.grid).candidates()
+    pcfg = config.proxy
     kd = pcfg.kd
-    source_dir = config.source_dir or ("" if config.get("require_source") else hf.minilm_path())
+    source_dir = config.source_dir or ("" if config.require_source else hf.minilm_path())
     teacher_dir = config.teacher_dir or source_dir
+    source_family = source_family or config.source_family
     t_arch, t_spec, t_desc = model_shape(
-        teacher_dir, teacher_family or config.get("teacher_family"), "teacher"
+        teacher_dir, teacher_family or config.teacher_family, "teacher"
     )
-    s_arch, s_spec, _ = model_shape(
-        source_dir,
-        source_family or config.get("source_family"),
-        "source",
-        fallback=(t_arch, t_spec),
-    )
-    seq_len = int(config.seq_len)
+    s_arch, s_spec, _ = model_shape(source_dir, source_family, "source", fallback=(t_arch, t_spec))
+    seq_len = int(config.max_seq_len)
     A.check_seq_len(seq_len, t_spec)
     if not config.max_sequences:
         raise PlanError(
@@ -358,19 +375,22 @@ def plan(
     bsz = pcfg.batch_size
     batch_bytes = bsz * (sum(input_bytes.values()) // n + sum(row_out.values()))
     full_logits = want_logits and not top_k
+    cdt = precision.compute_dtype(pcfg.dtype, "proxy.dtype")
+    cast = cdt.itemsize if cdt != jnp.float32 else 0  # per-step low-precision weight copies
 
     def train_dev(c: A.Arch) -> int:
+        n = student_params(c, t_spec, t_arch.hidden)
         return (
-            16 * student_params(c, t_spec, t_arch.hidden)
+            16 * n  # float32 params, grads, Adam m and v, whatever the computation dtype
+            + cast * n
             + batch_bytes
-            + activation_bytes(c, t_spec.vocab_size, bsz, seq_len, slots, full_logits)
+            + activation_bytes(c, t_spec.vocab_size, bsz, seq_len, slots, full_logits, cdt)
         )
 
     largest = max(cands, key=lambda c: (train_dev(c), c))
     device_bytes = {"teacher pass": teacher_dev, f"proxy step {largest}": train_dev(largest)}
     separate_source = bool(
-        (config.teacher_dir and config.teacher_dir != source_dir)
-        or (source_family or config.get("source_family"))
+        (config.teacher_dir and config.teacher_dir != source_dir) or source_family
     )
     host_bytes = {
         "inputs": sum(input_bytes.values()),
@@ -406,9 +426,8 @@ def plan(
             import jax
 
             max_measure_flops = MEASURE_FLOPS.get(jax.default_backend(), MEASURE_FLOPS["gpu"])
-        _measure(
-            out, cands, t_arch, t_spec, pcfg, layers, top_k, config, repeats, max_measure_flops
-        )
+        shapes = TeacherOutputs(t_arch, t_spec, layers, top_k)
+        _measure(out, cands, shapes, config, repeats, max_measure_flops)
     return out
 
 
@@ -483,10 +502,11 @@ def time_step(
         spec,
         pcfg.kd,
         seed=pcfg.seed,
-        dropout=pcfg.dropout,
+        dropout=pcfg.dropout_rate,
         scan_layers=pcfg.scan_layers,
+        dtype=precision.compute_dtype(pcfg.dtype, "proxy.dtype"),
     )
-    tx = train.make_optimizer(pcfg.optim, pcfg.steps)
+    tx = train.make_optimizer(pcfg.optim, pcfg.num_steps)
     state = train.init_state(jax.tree_util.tree_map(jax.numpy.array, student.params), tx, 0)
     step = train.make_train_step(student.loss_fn, tx)
     batch = jax.device_put(distill.kd_rows(data.train, data.teacher_train))
@@ -507,16 +527,14 @@ def time_step(
 def _measure(
     out: Plan,
     cands: list[A.Arch],
-    t_arch: A.Arch,
-    t_spec: A.Spec,
-    pcfg: proxy.ProxyConfig,
-    layers: tuple[int, ...],
-    top_k: int,
-    config,
+    teacher: TeacherOutputs,
+    config: ExtractConfig,
     repeats: int,
     max_measure_flops: float,
 ) -> None:
     """Fill `out.step_times`, `seconds_model`, `search_seconds` (see the module docstring)."""
+    t_arch, t_spec, layers, top_k = teacher.arch, teacher.spec, teacher.layers, teacher.top_k
+    pcfg = config.proxy
     L, P, B = out.seq_len, out.max_predictions, pcfg.batch_size
     full = lambda c: step_flops(c, t_spec, B, L, P)  # noqa: E731
     for arch in measure_shapes(cands, full):
@@ -560,7 +578,7 @@ def _measure(
     out.seconds_model = (c0, c1)
     t = {c: c0 + c1 * full(c) for c in cands}
     n_eval = len(cands)
-    if config.get("max_evaluations"):
+    if config.max_evaluations:
         n_eval = min(n_eval, int(config.max_evaluations))
     worst = sorted(cands, key=lambda c: -t[c])[:n_eval]  # the costliest n_eval candidates
     _, n_held = n_split(out.n_sequences, float(config.heldout_fraction))
@@ -572,7 +590,7 @@ def _measure(
     out.n_evaluations, out.flop_rate, out.teacher_flops = n_eval, rate, t_flops
     out.search_seconds = {
         "teacher pass": t_flops / rate,
-        "proxy steps": sum(pcfg.steps * t[c] for c in worst),
+        "proxy steps": sum(pcfg.num_steps * t[c] for c in worst),
         "held-out eval": sum(held_batches * t[c] / 3 for c in worst),
         "compile": n_eval * 2 * statistics.mean(x.compile_seconds for x in out.step_times),
     }
@@ -651,13 +669,14 @@ def check_fits(p: Plan, *, disk_free: int, host_mem: int, device_mem: int | None
         )
 
 
-def check(config, workdir: str) -> Plan | None:
+def check(config: Any, workdir: str) -> Plan | None:
     """The unmeasured plan of `config`, checked against this machine (PlanError if too big).
 
     None (nothing checked) when `config.max_sequences` = 0: the row count is then unknown
     until the corpus is packed.
     """
-    if not config.get("max_sequences"):
+    config = ExtractConfig.from_config(config)
+    if not config.max_sequences:
         return None
     p = plan(config, workdir, measure=False)
     check_fits(p, **machine_limits(workdir))

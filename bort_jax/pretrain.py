@@ -5,7 +5,8 @@ outputs (cached on disk), initialises the student (`init_method`: random, or sli
 checkpoint `config.init`, else from the teacher), trains it with `train.train` (periodic
 atomic checkpoints, exact resume), evaluates the held-out KD objective every `eval_every`
 steps, and writes `metrics.jsonl`, `loss_curve.png`, `summary.json` and the student in Hugging
-Face format (`workdir/export`).
+Face format (`workdir/export`). The student computes in `config.dtype` ('auto': bfloat16 on
+TPU/GPU, float32 on CPU; `bort_jax.precision`); its parameters and optimizer state are float32.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import io
 import os
 from typing import Any
 
-import jax
-
-from bort_jax import distill, files, hf, sharding, train
+from bort_jax import distill, files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import from_config
 from bort_jax.data import mlm
@@ -42,6 +41,7 @@ class PretrainConfig:
     batch_size: int = 16
     num_steps: int = 400
     dropout_rate: float = 0.1
+    dtype: str = "auto"  # computation: bfloat16 | float32 | auto (bf16 on TPU/GPU); params fp32
     optim: train.OptimConfig = train.OptimConfig(learning_rate=5e-4, warmup_ratio=0.05)
     kd: distill.KDWeights = distill.KDWeights()
     checkpoint_every: int = 100
@@ -53,6 +53,7 @@ class PretrainConfig:
     def __post_init__(self):
         if self.init_method not in ("random", "slice"):
             raise ValueError(f"config.init_method={self.init_method!r}; use 'random' or 'slice'")
+        precision.check_dtype(self.dtype, "config.dtype")
         for name in ("num_steps", "batch_size", "max_seq_len", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
@@ -63,7 +64,7 @@ def validate(config: Any) -> PretrainConfig:
     cfg = from_config(PretrainConfig, config)
     for key in ("teacher_dir", "init", "student_tokenizer_dir"):
         path = getattr(cfg, key)
-        if path and not os.path.isdir(path):
+        if path and not os.path.isdir(hub.resolve(path)):
             raise FileNotFoundError(f"config.{key}={path} does not exist")
     return cfg
 
@@ -71,15 +72,16 @@ def validate(config: Any) -> PretrainConfig:
 def pretrain(config: Any, workdir: str) -> dict[str, Any]:
     """KD-pretrain `config.arch`; resumable from `workdir` (see the module docstring)."""
     cfg = validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    teacher_dir = cfg.teacher_dir or hf.minilm_path()
+    if not files.is_remote(workdir):
+        os.makedirs(workdir, exist_ok=True)
+    teacher_dir = hub.resolve(cfg.teacher_dir) or hf.minilm_path()
     teacher = distill.Teacher.load(teacher_dir)
     source = None
     if cfg.init_method == "slice":
         source = hf.load(cfg.init) if cfg.init else teacher.checkpoint
         slice_params_check(source.arch, cfg.arch)
     if cfg.student_tokenizer_dir:
-        mlm.check_vocab_compat(cfg.student_tokenizer_dir, teacher_dir)
+        mlm.check_vocab_compat(hub.resolve(cfg.student_tokenizer_dir), teacher_dir)
     data = distill.prepare(
         teacher,
         teacher_dir,
@@ -100,6 +102,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         seed=cfg.seed,
         dropout=cfg.dropout_rate,
         source=source,
+        dtype=precision.compute_dtype(cfg.dtype, "config.dtype"),
     )
     heldout = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)
     initial = heldout(student.params, 0)
@@ -122,13 +125,14 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
             evaluators=[heldout],
             workdir=workdir,
         )
-    params = jax.device_get(result.state.params["student"])
+    params = sharding.host_get(result.state.params["student"])
     export = hf.save(
         os.path.join(workdir, "export"), params, cfg.arch, student.spec, tokenizer_dir=teacher_dir
     )
     evals = result.evals
     summary = {
         "arch": str(cfg.arch),
+        "compute_dtype": str(student.model.dtype),
         "params": param_count(cfg.arch, student.spec, mlm_head=True),
         "teacher": teacher_dir,
         "steps": cfg.num_steps,

@@ -17,7 +17,7 @@ search) through the one loop `train.train`, and e(ξ) is one held-out quantity (
 
 `head_init` = 'fitted' starts every student from the MLM head fitted once on the frozen source
 encoder (`mlm_head.fit_mlm_head`), sliced like the rest of the weights, so that CE measures the
-encoder rather than how far a random head got in `steps` steps (docs/error_signal.md).
+encoder rather than how far a random head got in `num_steps` steps (docs/error_signal.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from bort_jax import distill, hf, mlm_head, train
+from bort_jax import distill, hf, mlm_head, precision, train
 from bort_jax.arch import Arch, Spec
 
 ERRORS = {
@@ -43,11 +43,11 @@ HEAD_INITS = ("fresh", "fitted")
 class ProxyConfig:
     """One bounded proxy-training run (hyperparameters shared by every candidate)."""
 
-    steps: int = 100
+    num_steps: int = 100
     batch_size: int = 16
-    init: str = "random"  # random | slice (from the source checkpoint)
+    init_method: str = "random"  # random | slice (from the source checkpoint)
     seed: int = 0
-    dropout: float = 0.0  # off: a short run should measure capacity, not regularisation
+    dropout_rate: float = 0.0  # off: a short run should measure capacity, not regularisation
     optim: train.OptimConfig = train.OptimConfig(learning_rate=1e-3, warmup_steps=10)
     kd: distill.KDWeights = distill.KDWeights()
     scan_layers: bool = False  # student layers through nn.scan: one compiled layer body
@@ -55,32 +55,34 @@ class ProxyConfig:
     head_init: str = "fresh"  # fresh | fitted: the MLM head fitted once on the source encoder
     head: mlm_head.HeadConfig = mlm_head.HeadConfig()  # fitting that head (head_init=fitted)
     proj_init: str = "random"  # random | slice: hidden-KD projections start as [I | 0]
+    dtype: str = "auto"  # computation: bfloat16 | float32 | auto (bf16 on TPU/GPU); params fp32
 
     def __post_init__(self):
-        if self.init not in ("random", "slice"):
-            raise ValueError(f"proxy.init={self.init!r}; use 'random' or 'slice'")
+        if self.init_method not in ("random", "slice"):
+            raise ValueError(f"proxy.init_method={self.init_method!r}; use 'random' or 'slice'")
         if self.error not in ERRORS:
             raise ValueError(f"proxy.error={self.error!r}; use one of {sorted(ERRORS)}")
         if self.head_init not in HEAD_INITS:
             raise ValueError(f"proxy.head_init={self.head_init!r}; use one of {HEAD_INITS}")
-        if self.head_init == "fitted" and self.init != "slice":
-            raise ValueError("proxy.head_init='fitted' needs proxy.init='slice'")
+        if self.head_init == "fitted" and self.init_method != "slice":
+            raise ValueError("proxy.head_init='fitted' needs proxy.init_method='slice'")
         if self.proj_init not in ("random", "slice"):
             raise ValueError(f"proxy.proj_init={self.proj_init!r}; use 'random' or 'slice'")
         if self.error == "mlm" and not self.kd.mlm and not self.kd.logit:
             raise ValueError("proxy.error='mlm' with kd.mlm=0 and kd.logit=0 trains no MLM head")
         if self.error in ("hidden_nmse", "output_ntotal") and not self.kd.hidden:
             raise ValueError(f"proxy.error={self.error!r} needs kd.hidden > 0")
-        if self.steps <= 0:
-            raise ValueError(f"proxy.steps must be positive, got {self.steps}")
+        if self.num_steps <= 0:
+            raise ValueError(f"proxy.num_steps must be positive, got {self.num_steps}")
         if self.batch_size <= 0:
             raise ValueError(f"proxy.batch_size must be positive, got {self.batch_size}")
+        precision.check_dtype(self.dtype, "proxy.dtype")
 
 
 @dataclasses.dataclass
 class ProxyResult:
     arch: Arch
-    error: float  # held-out metric `ProxyConfig.error` after `steps`
+    error: float  # held-out metric `ProxyConfig.error` after `num_steps`
     metrics: dict[str, float]  # held-out terms (mlm, hidden, hidden_nmse, mlm_acc, total, ...)
     train_seconds: float
     steps: int
@@ -95,15 +97,15 @@ def proxy_error(
     progress: bool = False,
     cache_dir: str | None = None,
 ) -> ProxyResult:
-    """Train candidate `arch` for `cfg.steps` steps and return its held-out error.
+    """Train candidate `arch` for `cfg.num_steps` steps and return its held-out error.
 
     `spec` is the teacher's; the student shares its vocabulary and positions. Deterministic for
     a given `cfg.seed` (data order, init, dropout all derive from it). With `head_init` =
     'fitted' the source's MLM head is fitted once per process (and stored in `cache_dir` when
     given) on the training rows of `data`.
     """
-    if cfg.init == "slice" and source is None:
-        raise ValueError("proxy.init='slice' needs the source checkpoint")
+    if cfg.init_method == "slice" and source is None:
+        raise ValueError("proxy.init_method='slice' needs the source checkpoint")
     if cfg.head_init == "fitted":
         source = source_with_head(source, data, cfg.head, cache_dir)
     student = distill.build_student(
@@ -112,15 +114,16 @@ def proxy_error(
         spec,
         cfg.kd,
         seed=cfg.seed,
-        dropout=cfg.dropout,
-        source=source if cfg.init == "slice" else None,
+        dropout=cfg.dropout_rate,
+        source=source if cfg.init_method == "slice" else None,
         scan_layers=cfg.scan_layers,
         proj_init=cfg.proj_init,
+        dtype=precision.compute_dtype(cfg.dtype, "proxy.dtype"),
     )
     loop = train.LoopConfig(
-        num_steps=cfg.steps,
+        num_steps=cfg.num_steps,
         seed=cfg.seed,
-        log_every=max(cfg.steps // 4, 1),
+        log_every=max(cfg.num_steps // 4, 1),
         progress=progress,
         desc=f"proxy {arch}",
     )
@@ -134,7 +137,7 @@ def proxy_error(
     )
     seconds = time.perf_counter() - t0
     metrics = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)(
-        result.state.params, cfg.steps
+        result.state.params, cfg.num_steps
     )
     var = distill.teacher_output_variance(data)
     if var is not None:
@@ -145,7 +148,7 @@ def proxy_error(
     error = metrics[ERRORS[cfg.error]]
     if not np.isfinite(error):
         error = float("inf")
-    return ProxyResult(arch, float(error), metrics, seconds, cfg.steps)
+    return ProxyResult(arch, float(error), metrics, seconds, cfg.num_steps)
 
 
 def source_with_head(

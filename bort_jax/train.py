@@ -17,7 +17,8 @@ and leaves the last good checkpoint untouched.
 
 Sharding: under an active `sharding.Partitioner` (a mesh + logical-axis rules) the same call
 runs SPMD: the state is sharded, batches are split along the data axes, checkpoints are saved
-and restored sharded. Without one everything lives on the default device.
+and restored sharded. Without one everything lives on the default device. Either way the
+batches are read and placed on device two steps ahead, in a thread (`batching.Prefetcher`).
 
 Multi-process (`sharding.initialize_distributed`): every process runs this same loop; each
 reads only its own rows of the global batch of a step (`Partitioner.process_rows`,
@@ -376,7 +377,10 @@ def train(
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
     state = init_state(params, tx, loop.seed)
     state_sharding = metrics_sharding = None
-    place = lambda batch: batch  # noqa: E731
+    # Batches reach the step already on device: the prefetch thread reads and places them
+    # (`batching.Prefetcher`), on the state's device or split along the batch axes.
+    device = next(iter(jax.tree_util.tree_leaves(state)[0].devices()))
+    place = lambda batch: jax.device_put(dict(batch), device)  # noqa: E731
     if partitioner is not None:
         state_sharding = partitioner.tree_shardings(state)
         metrics_sharding = NamedSharding(partitioner.mesh, PartitionSpec())
@@ -433,23 +437,24 @@ def train(
             bar.set_postfix(loss=f"{mean['loss']:.4f}")
         pending = []
 
-    for s, batch in batching.Prefetcher(batches, start, stop):
-        state, metrics = step_fn(state, place(batch))
-        pending.append(metrics)
-        done = s + 1
-        if bar is not None:
-            bar.update(1)
-        if done % loop.log_every == 0 or done == stop:
-            flush(done)
-        if evaluators and loop.is_eval_step(done):
-            record = {}
-            for evaluator in evaluators:
-                record.update(evaluator(state.params, done))
-            _append(history, dict(record, step=done, eval=True), workdir)
-        if mngr is not None and loop.is_checkpoint_step(done):
-            check_finite(done)
-            ckpt_lib.save(mngr, done, state)
-            last_saved = done
+    with batching.Prefetcher(batches, start, stop, place=place) as prefetch:
+        for s, batch in prefetch:
+            state, metrics = step_fn(state, batch)
+            pending.append(metrics)
+            done = s + 1
+            if bar is not None:
+                bar.update(1)
+            if done % loop.log_every == 0 or done == stop:
+                flush(done)
+            if evaluators and loop.is_eval_step(done):
+                record = {}
+                for evaluator in evaluators:
+                    record.update(evaluator(state.params, done))
+                _append(history, dict(record, step=done, eval=True), workdir)
+            if mngr is not None and loop.is_checkpoint_step(done):
+                check_finite(done)
+                ckpt_lib.save(mngr, done, state)
+                last_saved = done
     if bar is not None:
         bar.close()
     return TrainResult(state, history, resumed, time.perf_counter() - t0)

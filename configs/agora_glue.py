@@ -63,6 +63,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distill_pool_size = 4000  # unlabeled train-split text
     c.control_budget = False  # also: one plain fit with Agora's total step budget
     c.compilation_cache = "jax_cache"  # JAX persistent cache, relative to the workdir; "" off
+    # computation dtype of every fit (student, labeler): bfloat16 | float32 | auto (bfloat16
+    # on TPU/GPU, float32 on CPU); parameters, optimizer state and losses stay float32
+    c.dtype = "auto"
 
     # student / labeler: every fine-tuning optimisation field of a fit (FinetuneConfig names)
     c.student = _fit(num_steps=150, learning_rate=1e-3)

@@ -12,10 +12,11 @@ H ∈ {512, 768, 1024}, I ∈ {256, 512, 768, 1024, 3072}, H divisible by A (300
 
 import ml_collections
 
-from configs import default
+from configs import common, default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, smoke=False)
     c = default.get_config()
     c.source_dir = ""  # required: BERT-large HF directory
     c.require_source = True
@@ -33,31 +34,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             monotone_depth=True,
             monotone_hidden=True,
             monotone_intermediate=True,
+            strict=False,
         )
     )
-    c.objective = ml_collections.ConfigDict(dict(alpha=0.5, beta=0.5, gamma=4.0))
+    c.objective = ml_collections.ConfigDict(dict(alpha=0.5, beta=0.5, gamma=4.0, e_ref=0.0))
     c.corpus = "tfds:wikipedia/20230601.en:train[:1%]"
-    c.seq_len = 128
+    c.max_seq_len = 128
     c.max_sequences = 65536
     c.heldout_fraction = 0.02
     c.latency_batch, c.latency_seq_len = 1, 128
-    c.latency_points = 12  # calibration shapes of the latency model (of 300 candidates)
-    c.proxy = ml_collections.ConfigDict(
+    c.latency_points = 12  # calibration shapes of the latency model
+    # Bort's proxy: random init (the teacher's BPE vocabulary), logit + MLM KD
+    c.proxy.update(
         dict(
-            steps=2000,
+            num_steps=2000,
             batch_size=64,
-            init="random",
+            init_method="random",
             seed=0,
-            dropout=0.1,
+            dropout_rate=0.1,
             optim=dict(learning_rate=1e-4, warmup_steps=200, weight_decay=0.01, optimizer="adamw"),
             kd=dict(mlm=0.1, hidden=0.0, logit=0.5, temperature=2.0, layer_map="uniform", top_k=0),
+            error="output_total",
+            head_init="fresh",
+            proj_init="random",
+            dtype="auto",  # bfloat16 activations on TPU/GPU; float32 params and moments
         )
     )
-    c.max_evaluations = 0
     c.proxy_budget.steps_ref = 2000  # mode='eps': 2000 steps at ε = 0.1, s = 1
-    if arg == "smoke":
-        c.max_sequences, c.seq_len = 64, 16
-        c.proxy.steps, c.proxy.batch_size = 2, 4
+    if arg.smoke:
+        c.max_sequences, c.max_seq_len = 64, 16
+        c.proxy.num_steps, c.proxy.batch_size = 2, 4
         c.latency_seq_len, c.latency_repeats, c.latency_points = 16, 2, 4
         c.progress = False
     return c

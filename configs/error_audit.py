@@ -39,13 +39,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.source_dir = d.source_dir  # '' = installed all-MiniLM-L6-v2 (also the teacher)
     c.corpus = d.corpus
-    c.seq_len = d.seq_len
+    c.max_seq_len = d.max_seq_len
     c.max_sequences = d.max_sequences
     c.heldout_fraction = d.heldout_fraction
     c.data_seed = d.data_seed
     c.proxy = d.proxy  # the extraction's proxy run, changed per variant below
     c.proxy.error, c.proxy.head_init, c.proxy.proj_init = "output_total", "fresh", "random"
-    c.proxy.head = dict(steps=100, batch_size=128, learning_rate=3e-3, weight_decay=0.01, seed=0)
+    c.proxy.head = dict(
+        num_steps=100, batch_size=128, learning_rate=3e-3, weight_decay=0.01, seed=0
+    )
     # every variant is one proxy run per candidate; all held-out terms are recorded
     c.variants = ml_collections.ConfigDict(
         dict(
@@ -72,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.tasks = "sst2"
     c.data_dir = ""
     c.pretrain = pretrain_bort.get_config(variant)
-    c.pretrain.seq_len, c.pretrain.max_sequences = 32, 640
+    c.pretrain.max_seq_len, c.pretrain.max_sequences = 32, 640
     c.pretrain.num_steps, c.pretrain.batch_size = 60, 16
     c.pretrain.checkpoint_every = c.pretrain.eval_every = 60
     c.pretrain.progress = False
@@ -86,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.variants = ml_collections.ConfigDict(
             dict(fitted=dict(head_init="fitted", proj_init="slice"))
         )
-        c.proxy.head = dict(steps=4, batch_size=32)
+        c.proxy.head = dict(num_steps=4, batch_size=32)
         c.pretrain.num_steps = 0  # the fine-tuning probe: no pretraining compilations
         c.finetune.num_steps, c.finetune.eval_every = 4, 4
     return c

@@ -34,6 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.weight_decay = 0.0
     c.clip_norm = 1.0
     c.dropout_rate = 0.1
+    # computation dtype: bfloat16 | float32 | auto (bfloat16 on TPU/GPU, float32 on CPU);
+    # parameters, optimizer state and losses stay float32 (bort_jax/precision.py)
+    c.dtype = "auto"
     c.seed = 0  # head init, dropout, data order
     c.data_seed = 0  # which max_train_examples rows are kept
     c.max_train_examples = 0  # 0 = all

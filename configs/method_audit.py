@@ -2,13 +2,13 @@
 exhaustive search (docs/search_methods.md).
 
     python scripts/audit_methods.py --workdir=runs/method_audit            # synthetic
-    python scripts/audit_methods.py --config=configs/method_audit.py:smoke --workdir=/tmp/ma
+    python scripts/audit_methods.py --config=configs/method_audit.py:smoke --workdir=runs/ma_smoke
     python scripts/audit_methods.py --workdir=runs/method_audit_real \\
         --config.instances=real --config.extraction_workdir=runs/extract
 
 The real instance is the extraction configured by `extract` (configs/default.py; its smoke
 variant, 4 candidates, under :smoke; pass the overrides the extraction ran with, e.g.
---config.extract.proxy.steps=...) whose candidate cache in `extraction_workdir` is reused;
+--config.extract.proxy.num_steps=...) whose candidate cache in `extraction_workdir` is reused;
 candidates missing from it are proxy-trained there (the audit needs every candidate's e).
 """
 

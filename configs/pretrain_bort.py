@@ -33,6 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 16
     c.num_steps = 400
     c.dropout_rate = 0.1
+    # computation dtype: bfloat16 | float32 | auto (bfloat16 on TPU/GPU, float32 on CPU);
+    # parameters, optimizer state and losses stay float32 (bort_jax/precision.py)
+    c.dtype = "auto"
     c.optim = ml_collections.ConfigDict(
         dict(
             learning_rate=5e-4,

@@ -3,7 +3,7 @@ bort_jax.experiments.method_audit): fptas, the published interval algorithm and 
 W/OPT under the project's and the published W, proxy evaluations, wall time.
 
     python scripts/audit_methods.py --workdir=runs/method_audit
-    python scripts/audit_methods.py --config=configs/method_audit.py:smoke --workdir=/tmp/ma
+    python scripts/audit_methods.py --config=configs/method_audit.py:smoke --workdir=runs/ma_smoke
     python scripts/audit_methods.py --config.instances=real \\
         --config.extraction_workdir=runs/extract --workdir=runs/method_audit_real
 """

@@ -1,7 +1,7 @@
 """ε that buys precision (thin main of `bort_jax.experiments.eps_budget`; docs/eps_budget.md).
 
     nice -n 10 python scripts/eps_budget.py --workdir=runs/eps_budget \
-        --config.extraction.compilation_cache_dir=runs/jaxcache_eps
+        --config.extraction.compilation_cache=$PWD/runs/jaxcache_eps
 
 The workdir receives e/T<steps>/<candidate>.json per proxy training and eps_budget.json /
 eps_budget.md (rewritten after every step level); rerunning the same command resumes.

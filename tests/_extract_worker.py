@@ -4,7 +4,7 @@
 
 SHARED_DIR holds what the runs of one test share on purpose: the latency model
 (`config.latency_model`; the first run calibrates it, the others reuse it) and the JAX
-compilation cache (`config.compilation_cache_dir`). Every proxy evaluation is appended to
+compilation cache (`config.compilation_cache`). Every proxy evaluation is appended to
 WORKDIR/calls.log as "<pid> <candidate>" before it starts. With $KILL_AFTER=n set, the process
 SIGKILLs itself right after the n-th candidate entry was stored; the tests also kill it from
 outside at other points (both are real signals, nothing in the library knows about them).
@@ -41,6 +41,6 @@ def put_then_maybe_die(self, key, value, metrics=None):
 extract.CandidateCache.put = put_then_maybe_die
 cfg = default.get_config("smoke")
 cfg.latency_model = os.path.join(shared, "latency_model.json")
-cfg.compilation_cache_dir = os.path.join(shared, "jax_cache")
+cfg.compilation_cache = os.path.join(shared, "jax_cache")
 summary = extract.extract(cfg, workdir)
 print("CHOSEN", summary["chosen"], summary["n_cache_hits"])

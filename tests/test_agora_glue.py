@@ -154,6 +154,7 @@ def uninterrupted(config, tmp_path_factory) -> tuple[dict, Path, list]:
     return report, workdir, seen_by_agora
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
     report, workdir, seen_by_agora = uninterrupted
     task = report["tasks"]["sst2"]
@@ -278,6 +279,7 @@ def test_tiny_end_to_end(uninterrupted, tiny_dir, data_dir):
     assert not (workdir / "sst2" / "labeler" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_rerun_loads_finished_stages(uninterrupted, config, monkeypatch):
     """A finished workdir is loaded, not recomputed; another config there is refused."""
     report, workdir, _ = uninterrupted
@@ -394,6 +396,7 @@ def _run_worker(config_path: Path, workdir: Path, kill_when=None) -> int:
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_uninterrupted(uninterrupted, config, tmp_path):
     """SIGKILL mid-labeler, mid-student-fit (after a checkpoint) and after the first seed's
     result; the rerun ends with the uninterrupted run's report (wall-clock fields aside)."""

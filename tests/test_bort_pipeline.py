@@ -6,9 +6,11 @@ is checked against the stage files it comes from."""
 import json
 from pathlib import Path
 
+import _pipeline_config
 import jax
 import numpy as np
 import pytest
+from _kill import run_to_end, stall_and_kill
 
 from bort_jax import arch as A
 from bort_jax import extract, hf
@@ -16,6 +18,7 @@ from bort_jax import finetune as ft
 from bort_jax.experiments import bort_pipeline
 from bort_jax.experiments.bort_pipeline import costs, tuning
 from bort_jax.experiments.bort_pipeline import models as M
+from bort_jax.extract_config import ExtractConfig
 from bort_jax.search import fptas as F
 from bort_jax.search.random_search import RandomOptions, random_search
 from configs import bort
@@ -27,18 +30,8 @@ pytestmark = pytest.mark.timeout(2400)
 
 @pytest.fixture(scope="module")
 def config(task_data_dir):
-    c = bort.get_config("smoke")
-    c.data_dir = str(task_data_dir)
-    # the source's width, so that a layer-dropped source (same width) can match the chosen
-    # shape's cost: keep-every-k of 6 layers gives 1 or 2 layers
-    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [384]
-    c.extract.grid.heads, c.extract.grid.intermediate = [12], [1536]
-    # i(ξ) from FLOPs: the latency model is tested in test_extract; the pipeline's own
-    # side-by-side latency measurement (the report's speed-ups) still runs
-    c.extract.inference = "flops"
-    c.pretrain.num_steps, c.pretrain.checkpoint_every, c.pretrain.eval_every = 2, 2, 2
-    c.grid.num_steps = [2, 4]
-    c.seeds = [0, 1, 2]
+    c = _pipeline_config.get_config()
+    assert c.data_dir == str(task_data_dir)
     return c
 
 
@@ -58,6 +51,7 @@ def _stage(workdir: Path, key: str, task: str, lr: float, seed: int) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_rows_come_from_stage_files(run, config, minilm):
     workdir, report = run
     lat = json.loads((workdir / "latency.json").read_text())
@@ -93,6 +87,7 @@ def test_rows_come_from_stage_files(run, config, minilm):
     assert json.loads((workdir / "report.json").read_text())["models"] == report["models"]
 
 
+@pytest.mark.slow
 def test_every_role_sliced_and_pretrained(run):
     _, report = run
     variants = {}
@@ -106,6 +101,7 @@ def test_every_role_sliced_and_pretrained(run):
     assert variants["source"] == {"source"}
 
 
+@pytest.mark.slow
 def test_seeds_aggregate_by_hand(run, config):
     workdir, report = run
     row = _model(report, "source")
@@ -123,6 +119,7 @@ def test_seeds_aggregate_by_hand(run, config):
     assert (detail["min"], detail["max"]) == (min(values), max(values))
 
 
+@pytest.mark.slow
 def test_baselines_are_the_searches_picks_on_the_cached_table(run, config):
     workdir, report = run
     roles = json.loads((workdir / "roles.json").read_text())
@@ -131,7 +128,7 @@ def test_baselines_are_the_searches_picks_on_the_cached_table(run, config):
     p = lambda a: table[str(a)]["p"]  # noqa: E731
     i = lambda a: table[str(a)]["i"]  # noqa: E731
     e = lambda a: table[str(a)]["e"]  # noqa: E731
-    objective = F.WCoefficient(**dict(config.extract.objective))
+    objective = ExtractConfig.from_config(config.extract).objective.coefficient()
     summary = json.loads((workdir / "extract" / "summary.json").read_text())
     n = summary["n_evaluations"]
     rnd = random_search(cands, p, i, e, RandomOptions(n=n, seed=config.seed, objective=objective))
@@ -152,6 +149,7 @@ def test_baselines_are_the_searches_picks_on_the_cached_table(run, config):
     assert report["picks"]["random"] == roles["random"]
 
 
+@pytest.mark.slow
 def test_layer_drop_is_no_slower_than_chosen_and_keeps_source_layers(run, config, minilm):
     workdir, _ = run
     roles = json.loads((workdir / "roles.json").read_text())
@@ -176,6 +174,7 @@ def test_layer_drop_is_no_slower_than_chosen_and_keeps_source_layers(run, config
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_same_shape_and_init_share_runs(run):
     workdir, report = run
     roles = json.loads((workdir / "roles.json").read_text())
@@ -224,6 +223,7 @@ def test_schedule_and_aggregate():
     assert agg["seeds"] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(run, config, monkeypatch):
     workdir, report = run
 
@@ -246,6 +246,7 @@ def test_bad_task_named_before_work(config, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_costs_count_runs_and_read_progress(run, config):
     workdir, report = run
     default = bort.get_config()
@@ -258,3 +259,47 @@ def test_costs_count_runs_and_read_progress(run, config):
     on_disk = list(workdir.glob("finetune/*/*/*/result.json"))
     assert done["finetune_runs_done"] == n_runs == len(on_disk)
     assert done["finished"] and done["projected_remaining_s"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _without_latency(report):
+    """The report minus what a clock measures (latency and the speed-ups from it)."""
+    rows = [
+        {k: v for k, v in row.items() if k not in ("latency_ms", "speedup_vs_source")}
+        for row in report["models"]
+    ]
+    return dict(report, models=rows)
+
+
+@pytest.mark.slow
+def test_script_killed_at_five_points_resumes_to_the_same_report(run, tmp_path):
+    """`scripts/bort.py` SIGKILLed at five deterministic points, rerun after each, ends with
+    the uninterrupted run's report (latencies aside: they are measured, not computed).
+
+    The points: (1) extraction, while the teacher outputs stream into the cache (after the
+    first chunk); (2) the first KD pretraining, inside its checkpoint save of step 2 (arrays
+    written, not committed); (3) that pretraining done, before its summary.json; (4) the
+    first fine-tuning grid point done, before its result.json; (5) everything done, before
+    report.json."""
+    ref_dir, ref = run
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bort.py"
+    args = [
+        str(script),
+        f"--config={Path(_pipeline_config.__file__).resolve()}",
+        f"--workdir={workdir}",
+    ]
+    for point in (
+        "teacher_chunk:1",
+        "ckpt_commit:2",
+        f"write:{workdir}/pretrain/*/summary.json",
+        f"write:{workdir}/finetune/*/*/*/result.json",
+        f"write:{workdir}/report.json",
+    ):
+        stall_and_kill(args, point, marker)
+        assert not (workdir / "report.json").exists(), point
+    run_to_end(args)
+    again = json.loads((workdir / "report.json").read_text())
+    assert _without_latency(again) == _without_latency(json.loads(json.dumps(ref)))
+    assert _without_latency(again) == _without_latency(
+        json.loads((ref_dir / "report.json").read_text())
+    )

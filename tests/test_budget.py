@@ -18,7 +18,14 @@ from bort_jax import experiments as ex
 from bort_jax import extract, proxy
 from bort_jax.config import ConfigError
 from bort_jax.experiments import eps_budget
-from bort_jax.search.budget import ProxyBudget, resolve_config, resolve_steps
+from bort_jax.extract_config import ExtractConfig
+from bort_jax.search.budget import (
+    ProxyBudget,
+    kappa_for,
+    resolve_config,
+    resolve_steps,
+    step_budget,
+)
 from configs import default
 from configs import eps_budget as eps_budget_config
 
@@ -49,7 +56,7 @@ def test_s_enters_as_s_to_the_three_halves():
 def test_clipping_and_fixed_mode():
     b = ProxyBudget(mode="eps", steps_ref=40, eps_ref=0.1, min_steps=15, max_steps=60)
     assert [resolve_steps(b, e, 1) for e in (0.4, 0.2, 0.1, 0.05)] == [15, 20, 40, 60]
-    assert resolve_steps(ProxyBudget(), 0.05, 1, steps=40) == 40  # fixed: proxy.steps
+    assert resolve_steps(ProxyBudget(), 0.05, 1, steps=40) == 40  # fixed: proxy.num_steps
     assert resolve_steps(ProxyBudget(mode="fixed", steps_ref=10), 0.4, 1, steps=7) == 7
 
 
@@ -87,15 +94,15 @@ def test_resolved_steps_key_the_candidate_cache():
     def resolved(eps, budget):
         c = default.get_config()
         c.eps, c.proxy_budget = eps, budget
-        return resolve_config(c)
+        return resolve_config(ExtractConfig.from_config(c))
 
     eps40 = dict(mode="eps", steps_ref=40, eps_ref=0.1)
     a, b = resolved(0.1, eps40), resolved(0.05, eps40)
-    assert (a.proxy.steps, b.proxy.steps) == (40, 80)
-    assert resolve_config(b).proxy.steps == 80  # resolving twice changes nothing
+    assert (a.proxy.num_steps, b.proxy.num_steps) == (40, 80)
+    assert resolve_config(b).proxy.num_steps == 80  # resolving twice changes nothing
     keys = extract.ERROR_KEYS
     assert extract.config_hash(a, keys) != extract.config_hash(b, keys)
-    fixed = resolved(0.05, dict(mode="fixed"))  # proxy.steps = 40 at any eps
+    fixed = resolved(0.05, dict(mode="fixed"))  # proxy.num_steps = 40 at any eps
     assert extract.config_hash(fixed, keys) == extract.config_hash(a, keys)
 
 
@@ -152,6 +159,7 @@ def _stages(workdir, steps):
     return out
 
 
+@pytest.mark.slow
 def test_smoke_report_recomputed_from_stage_files(smoke):
     config, workdir, report = smoke
     assert report["schedule"] == {"0.2": [2, 4]}
@@ -202,6 +210,7 @@ def test_smoke_report_recomputed_from_stage_files(smoke):
     assert "| 0.2 | 2 | 4 |" in md
 
 
+@pytest.mark.slow
 def test_smoke_rerun_resumes_from_stage_files(smoke, monkeypatch):
     config, workdir, report = smoke
 
@@ -217,3 +226,11 @@ def test_smoke_rerun_resumes_from_stage_files(smoke, monkeypatch):
     assert canonical(again) == canonical(report)
     assert canonical(eps_budget.summarise(config, str(workdir))) == canonical(report)
     assert math.isfinite(again["rows"][0]["stability"]["error"]["spearman"])
+
+
+def test_step_budget():
+    assert step_budget(0.1, 1, 100.0) == 1000
+    assert step_budget(0.1, 4, 100.0) == 125  # 100 / (0.1 · 8)
+    assert step_budget(0.5, 1, 100.0) < step_budget(0.1, 1, 100.0)
+    assert step_budget(0.1, 1, 100.0, max_steps=500) == 500
+    assert step_budget(0.1, 1, kappa_for(2000, 0.1, 1)) == 2000

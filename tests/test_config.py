@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_nested_dataclasses_and_arch_strings():
     cfg = from_config(
-        proxy.ProxyConfig, {"steps": 3, "optim": {"learning_rate": 0.5}, "kd": {"hidden": 0.0}}
+        proxy.ProxyConfig, {"num_steps": 3, "optim": {"learning_rate": 0.5}, "kd": {"hidden": 0.0}}
     )
-    assert cfg.steps == 3 and cfg.optim.learning_rate == 0.5 and cfg.kd.hidden == 0.0
+    assert cfg.num_steps == 3 and cfg.optim.learning_rate == 0.5 and cfg.kd.hidden == 0.0
     assert cfg.optim.weight_decay == train.OptimConfig().weight_decay  # default kept
     assert from_config(pretrain.PretrainConfig, {"arch": "4,8,1024,768"}).arch == Arch(
         4, 8, 1024, 768

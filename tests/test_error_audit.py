@@ -2,15 +2,17 @@
 the normalised output-layer hidden error and the MLM head fitted on the frozen source."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _kill import run_to_end, stall_and_kill
 from scipy import stats
 
 from bort_jax import distill, hf, losses, mlm_head, proxy
-from bort_jax.experiments import error_audit
+from bort_jax.experiments import error_audit, without_seconds
 from bort_jax.models.bert import Bert
 from configs import error_audit as error_audit_config
 
@@ -120,10 +122,23 @@ def test_fitted_head_lowers_heldout_mlm_ce_and_is_cached(kd_data, tmp_path):
         mlm_head.with_head(source, {**head, "mlm_transform": {"kernel": np.zeros((2, 2))}})
 
 
-def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
+def smoke_config(task_data_dir):
     config = error_audit_config.get_config("smoke")
     config.data_dir = str(task_data_dir)
-    report = error_audit.run(config, str(tmp_path))
+    return config
+
+
+@pytest.fixture(scope="module")
+def smoke_audit(task_data_dir, tmp_path_factory):
+    """One uninterrupted smoke audit: (config, workdir, report)."""
+    workdir = tmp_path_factory.mktemp("error_audit")
+    config = smoke_config(task_data_dir)
+    return config, workdir, error_audit.run(config, str(workdir))
+
+
+@pytest.mark.slow
+def test_smoke_audit_end_to_end(smoke_audit):
+    config, tmp_path, report = smoke_audit
     rows = report["rows"]
     assert [r["arch"] for r in rows] == ["D1/A4/H128/I384", "D1/A4/H128/I1536", "D1/A8/H256/I384"]
     err = [r["downstream_error"] for r in rows]
@@ -159,6 +174,28 @@ def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
             assert s["elasticity"] == pytest.approx(lr.slope)
             assert s["gamma"] == pytest.approx(lr.slope * plan.gamma_task)
     assert "| k | R² | γ |" in error_audit.markdown(synth)
+    # every number of the report is the one its stage file holds: downstream scores from
+    # downstream/<tag>.json (the fine-tuning's dev metric at the last step), signals from
+    # signals/<tag>_<variant>.json
+    n_dev = config.finetune.max_eval_examples
+    for r, arch in zip(rows, plan.candidates):
+        stage = json.loads((tmp_path / "downstream" / f"{error_audit.tag(arch)}.json").read_text())
+        assert set(stage["scores"]) == set(r["scores"]) == {"sst2"}
+        for task, score in r["scores"].items():
+            assert score == stage["scores"][task]["final"]
+            assert stage["scores"][task]["metric"] == "accuracy"
+            assert score * n_dev == pytest.approx(round(score * n_dev), abs=1e-6)  # k of 32
+            assert stage["scores"][task]["best"] >= score
+        mean = np.mean([stage["scores"][t]["final"] for t in config.tasks.split(",")])
+        assert r["downstream_error"] == pytest.approx(1.0 - mean, abs=1e-12)
+        assert r["pretrain_heldout"] is stage["pretrain_final_heldout"] is None  # no pretraining
+        for name in plan.proxies:
+            metrics = sig[error_audit.tag(arch)][name]["metrics"]
+            for m in error_audit.METRICS:
+                if f"heldout_{m}" in metrics:
+                    assert r["signals"][f"{name}.{m}"] == metrics[f"heldout_{m}"]
+            assert r["signals"][f"{name}.output_total"] == metrics["heldout_output_total"]
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
     for r in rows:  # fitted head: the MLM term starts from a fitted head, not log V
         assert 0 < r["signals"]["fitted.hidden_nmse"] and 0 < r["signals"]["fitted.mlm"]
         assert 0.0 <= r["downstream_error"] <= 1.0
@@ -168,3 +205,47 @@ def test_smoke_audit_end_to_end(task_data_dir, tmp_path):
     # resumable: a rerun reads every stage back and reports the same
     rerun = error_audit.run(config, str(tmp_path))
     assert json.dumps(rerun, sort_keys=True) == json.dumps(report, sort_keys=True)  # nan-safe
+
+
+@pytest.mark.slow
+def test_script_killed_at_five_points_resumes_to_the_same_report(smoke_audit, tmp_path):
+    """`scripts/audit_error.py` (smoke config) SIGKILLed at five deterministic points, rerun
+    after each, ends with the uninterrupted run's report and stage files.
+
+    The points: (1) the first candidate's fine-tuning, inside its checkpoint save of step 4
+    (arrays written, not committed); (2) the second candidate's fine-tuning right after its
+    step-4 checkpoint was saved, before its downstream stage file; (3) the signals stage,
+    while the teacher outputs stream into the cache (after the second chunk); (4) the second
+    candidate's proxy run done, before its signal file; (5) before report.json."""
+    config, ref_dir, ref = smoke_audit
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        str(root / "scripts" / "audit_error.py"),
+        f"--config={root / 'configs' / 'error_audit.py'}:smoke",
+        f"--config.data_dir={config.data_dir}",
+        f"--workdir={workdir}",
+    ]
+    second = error_audit.tag(error_audit.validate(config).candidates[1])
+    for point in (
+        "ckpt_commit:4",
+        f"saved:{workdir}/work/{second}/finetune_sst2/checkpoints:4",
+        "teacher_chunk:2",
+        f"write:{workdir}/signals/{second}_fitted.json",
+        f"write:{workdir}/report.json",
+    ):
+        stall_and_kill(args, point, marker)
+        assert not (workdir / "report.json").exists(), point
+    run_to_end(args)
+    again = json.loads((workdir / "report.json").read_text())
+    assert json.dumps(again, sort_keys=True) == json.dumps(
+        json.loads((ref_dir / "report.json").read_text()), sort_keys=True
+    )  # nan-safe
+    for sub in ("downstream", "signals"):
+        names = sorted(p.name for p in (ref_dir / sub).glob("*.json"))
+        assert sorted(p.name for p in (workdir / sub).glob("*.json")) == names
+        for name in names:
+            a, b = (json.loads((d / sub / name).read_text()) for d in (workdir, ref_dir))
+            assert json.dumps(without_seconds(a), sort_keys=True) == json.dumps(
+                without_seconds(b), sort_keys=True
+            ), name

@@ -23,7 +23,9 @@ import pytest
 from bort_jax import arch as A
 from bort_jax import extract, hf, latency, pretrain
 from bort_jax.arch import Arch, Spec
+from bort_jax.extract_config import ExtractConfig
 from bort_jax.models.bert import Bert, init_params
+from bort_jax.search.space import SearchSpace, build_space
 from configs import bert_base, bert_large, default
 
 WORKER = Path(__file__).with_name("_extract_worker.py")
@@ -101,10 +103,16 @@ def _table(markdown: str, section: str) -> list[dict[str, str]]:
     return [dict(zip(header, (c.strip() for c in r.strip("|").split("|")))) for r in rows[2:]]
 
 
+def _space(config) -> SearchSpace:
+    """The grid of an extraction config (a ConfigDict of configs/default.py)."""
+    return build_space(ExtractConfig.from_config(config).grid)
+
+
 def _num(text: str) -> float:
     return float(text.replace(",", ""))
 
 
+@pytest.mark.slow
 def test_report_numbers_match_json_and_candidates(reference, shared):
     """report.md = report.json = the evaluated candidates' own p, i, e and W."""
     md = (reference / "report.md").read_text()
@@ -113,7 +121,7 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     cfg = default.get_config("smoke")
     spec = hf.load(hf.minilm_path()).spec
     model = latency.LatencyModel.from_json(json.loads((shared / "latency_model.json").read_text()))
-    cands = extract.build_space(cfg).candidates()
+    cands = _space(cfg).candidates()
     p = {str(a): float(A.param_count(a, spec)["total"]) for a in cands}
     i = {str(a): model.predict(a, spec) for a in cands}
     e = {}
@@ -125,6 +133,10 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     p_ref, i_ref = max(p.values()), max(i.values())
     w = dict(cfg.objective)
     assert rep["p_ref"] == p_ref and rep["i_ref"] == i_ref
+    # objective.e_ref = 0: W is reported with e_ref = the chosen candidate's e (readable W)
+    assert w["e_ref"] == 0 and rep["objective_spec"]["e_ref"] == e[summary["chosen"]]
+    e_ref = e[summary["chosen"]]
+    assert 1e-3 <= summary["objective"] <= 1e3
 
     table = _table(md, "Evaluated candidates")
     evals = {str(Arch(**ev["candidate"]["fields"])): ev for ev in rep["evaluations"]}
@@ -137,7 +149,7 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
         want_w = (
             (p_ref / p[name]) ** w["alpha"]
             * (i_ref / i[name]) ** w["beta"]
-            * (1.0 / e[name]) ** w["gamma"]
+            * (e_ref / e[name]) ** w["gamma"]
         )
         for col, json_value, own in (
             ("p", ev["p"], p[name]),
@@ -189,6 +201,7 @@ def test_report_numbers_match_json_and_candidates(reference, shared):
     assert float(spread.group(1)) == pytest.approx(max(es) / min(es), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_measured_latency_model(reference, shared, tmp_path):
     """inference='measured': i(ξ) is the stored model's prediction, fitted to measured shapes;
     a stored model for other settings is refused, not silently reused."""
@@ -198,9 +211,7 @@ def test_measured_latency_model(reference, shared, tmp_path):
     assert cfg.inference == "measured"
     assert model.settings["seq_len"] == cfg.latency_seq_len == 16
     assert model.settings["device"] == latency.device_name()
-    assert len(model.calibration) == min(
-        cfg.latency_points, len(extract.build_space(cfg).candidates())
-    )
+    assert len(model.calibration) == min(cfg.latency_points, len(_space(cfg).candidates()))
     assert all(c >= 0 for c in model.coefficients.values())
     assert all(t > 0 and f > 0 for _, t, f in model.calibration)
     spec = hf.load(hf.minilm_path()).spec
@@ -213,9 +224,12 @@ def test_measured_latency_model(reference, shared, tmp_path):
     # a stored model fitted for another sequence length is an error
     cfg.latency_model, cfg.latency_seq_len = str(path), 32
     with pytest.raises(ValueError, match="other settings"):
-        extract.latency_model(cfg, spec, str(tmp_path), extract.build_space(cfg).candidates())
+        extract.latency_model(
+            ExtractConfig.from_config(cfg), spec, str(tmp_path), _space(cfg).candidates()
+        )
 
 
+@pytest.mark.slow
 def test_generated_pretrain_config_runs(reference, tmp_path):
     """workdir/pretrain_config.py imports, validates and pretrains the chosen shape."""
     summary = json.loads((reference / "summary.json").read_text())
@@ -226,10 +240,10 @@ def test_generated_pretrain_config_runs(reference, tmp_path):
     spec.loader.exec_module(module)
     cfg = module.get_config("smoke")
     assert str(Arch.parse(cfg.arch)) == summary["chosen"]
-    assert cfg.init == "slice" and Path(cfg.init_dir) == (reference / "chosen_hf").resolve()
+    assert cfg.init_method == "slice" and Path(cfg.init) == (reference / "chosen_hf").resolve()
     assert Path(cfg.teacher_dir) == Path(hf.minilm_path())
     assert pretrain.validate(cfg).arch == Arch.parse(cfg.arch)
-    cfg.num_steps, cfg.batch_size, cfg.max_sequences, cfg.seq_len = 2, 4, 40, 16
+    cfg.num_steps, cfg.batch_size, cfg.max_sequences, cfg.max_seq_len = 2, 4, 40, 16
     cfg.checkpoint_every, cfg.eval_every, cfg.log_every = 1, 2, 1
     out = pretrain.pretrain(cfg, str(tmp_path / "pretrain"))
     assert out["arch"] == summary["chosen"] and out["steps"] == 2
@@ -237,6 +251,7 @@ def test_generated_pretrain_config_runs(reference, tmp_path):
     assert str(hf.load(out["export"]).arch) == summary["chosen"]
 
 
+@pytest.mark.slow
 def test_extraction_is_deterministic(reference, shared, tmp_path):
     """A second run of the same config in a fresh workdir (same stored latency model) makes the
     same evaluations in the same order, chooses the same, and writes the same report."""
@@ -255,6 +270,7 @@ def test_extraction_is_deterministic(reference, shared, tmp_path):
     assert strip(a["candidate_metrics"]) == strip(b["candidate_metrics"])
 
 
+@pytest.mark.slow
 def test_sigkill_twice_then_resume_equals_uninterrupted_run(reference, shared, tmp_path):
     """Killed right after the first stored candidate, then in the middle of the last
     candidate's proxy training; one finished entry corrupted. The resumed run recomputes only
@@ -304,8 +320,9 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(reference, shared, t
     assert str(hf.load(work / "chosen_hf").arch) == summary["chosen"]
     # a changed config must not reuse stale entries: different hash directory
     cfg = default.get_config("smoke")
-    cfg.proxy.steps = 4
-    assert extract.config_hash(cfg, extract.ERROR_KEYS) != summary["config_hash"]
+    cfg.proxy.num_steps = 4
+    typed = ExtractConfig.from_config(cfg)
+    assert extract.config_hash(typed, extract.ERROR_KEYS) != summary["config_hash"]
 
 
 @pytest.mark.parametrize(
@@ -351,7 +368,7 @@ def test_unwritable_output_dir(tmp_path):
 def test_bert_configs_validate_with_paper_grid(tmp_path, minilm_dir):
     for mod, n in ((bert_large, 300), (bert_base, 210)):  # 210 = 6 D × 5 I × (3 + 4) (A, H)
         cfg = mod.get_config()
-        assert len(extract.build_space(cfg).candidates()) == n
+        assert len(_space(cfg).candidates()) == n
         with pytest.raises(ValueError, match="source_dir is required"):
             extract.validate(cfg, str(tmp_path))
         cfg.source_dir = minilm_dir
@@ -381,6 +398,7 @@ def _stand_in(path, arch, minilm_dir):
     return hf.save(path, jax.device_get(params), arch, spec, tokenizer_dir=minilm_dir)
 
 
+@pytest.mark.slow
 def test_bert_large_config_runs_first_candidates_on_stand_in(tmp_path, minilm_dir):
     """The bert_large config end to end on tiny stand-in source/teacher directories."""
     source = _stand_in(tmp_path / "bert_large_standin", Arch(2, 4, 64, 128), minilm_dir)
@@ -406,7 +424,7 @@ def test_latency_model_fit_predict_round_trip():
     predicts bit-identically after a JSON round trip, and picks calibration shapes that span
     the FLOP range deterministically."""
     spec = Spec(vocab_size=30522, max_positions=512, pooler=False)
-    cands = extract.build_space(default.get_config()).candidates()
+    cands = _space(default.get_config()).candidates()
     settings = {"batch": 1, "seq_len": 128}
     truth = {
         "call": 2e-4,

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from bort_jax import extract, hf, pretrain, sharding
+from bort_jax import extract, hf, pretrain, sharding, train
 from bort_jax.arch import Arch, Spec
 from bort_jax.models.bert import Bert, init_params
 from configs import bert_large, pretrain_bort
@@ -54,6 +54,7 @@ def sequential(tmp_path_factory, minilm_dir):
     return _run(tmp_path_factory.mktemp("seq"), minilm_dir, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", (4,))
 def test_bert_large_config_candidate_parallel_on_mesh_equals_sequential(
     tmp_path, minilm_dir, sequential, parallel
@@ -86,16 +87,66 @@ def test_named_errors_for_mesh_and_parallel(tmp_path, minilm_dir):
         sharding.DeviceGroups(0)
 
 
-def test_pretrain_on_mesh_equals_one_device(tmp_path):
+def _record_training(monkeypatch):
+    """What `train.train` got and gave inside `pretrain.pretrain`: the active partitioner,
+    every batch it placed and the final train state."""
+    seen = {"batches": [], "runs": []}
+    real_train, real_put = train.train, sharding.Partitioner.put_batch
+
+    def recording_train(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        seen["runs"].append((sharding.current(), result.state))
+        return result
+
+    def recording_put(self, batch):
+        out = real_put(self, batch)
+        seen["batches"].append(out)
+        return out
+
+    monkeypatch.setattr(train, "train", recording_train)
+    monkeypatch.setattr(sharding.Partitioner, "put_batch", recording_put)
+    return seen
+
+
+@pytest.mark.slow
+def test_pretrain_on_mesh_equals_one_device(tmp_path, monkeypatch):
     """configs/pretrain_bort.py's `mesh` (data=2, model=4 here) trains the same student as
-    one device does, to fp32 tolerance."""
+    one device does, to fp32 tolerance, and the run really trained on that mesh."""
     cfg = pretrain_bort.get_config("smoke")
     cfg.num_steps, cfg.checkpoint_every, cfg.eval_every = 3, 3, 3
     cfg.mesh.data, cfg.mesh.model = 2, 4
+    seen = _record_training(monkeypatch)
     sharded = pretrain.pretrain(cfg, str(tmp_path / "mesh"))
+    (part, state), batches = seen["runs"][0], list(seen["batches"])
+    # the mesh of config.mesh, every train step's batch split over its 2 data shards
+    assert part is not None and part.mesh.shape == {"data": 2, "fsdp": 1, "model": 4}
+    assert len(batches) == cfg.num_steps
+    for batch in batches:
+        for value in batch.values():
+            assert value.sharding.mesh.shape == part.mesh.shape
+            rows = {s.data.shape[0] for s in value.addressable_shards}
+            assert rows == {value.shape[0] // 2}, rows
+    # the student's weights and AdamW moments: split 4 ways over `model`, on all 8 devices
+    kernel = state.params["student"]["layer_1"]["ffn_in"]["kernel"]
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")  # fsdp=1: dropped
+    assert {s.data.shape for s in kernel.addressable_shards} == {
+        (kernel.shape[0], kernel.shape[1] // 4)
+    }
+    assert {s.device for s in kernel.addressable_shards} == set(jax.devices())
+    moments = [
+        leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+        if sharding._path_str(path).endswith("student/layer_1/ffn_in/kernel")
+    ]
+    assert len(moments) == 2 and all(m.sharding == kernel.sharding for m in moments)
+
     one = sharding.Partitioner.from_config(sharding.MeshConfig(), jax.devices()[:1])
     with one.activate():  # an active partitioner wins over config.mesh
         single = pretrain.pretrain(cfg, str(tmp_path / "one"))
+    one_part, one_state = seen["runs"][1]
+    assert one_part is one
+    one_kernel = one_state.params["student"]["layer_1"]["ffn_in"]["kernel"]
+    assert [s.device for s in one_kernel.addressable_shards] == [jax.devices()[0]]
     for key in ("heldout_total", "heldout_hidden"):
         np.testing.assert_allclose(
             sharded["final_heldout"][key], single["final_heldout"][key], rtol=2e-5
@@ -103,3 +154,4 @@ def test_pretrain_on_mesh_equals_one_device(tmp_path):
     a = hf.load(tmp_path / "mesh" / "export").params["layer_1"]["ffn_in"]["kernel"]
     b = hf.load(tmp_path / "one" / "export").params["layer_1"]["ffn_in"]["kernel"]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(kernel), a, rtol=0, atol=0)  # what was exported

@@ -310,6 +310,7 @@ def test_config_file_spells_out_every_field():
 # ------------------------------------------------------------------------ kill and resume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_first_checkpoint", "before_metrics_json"])
 def test_sigkill_anywhere_resumes_to_the_same_result(tiny_dir, sst2_dir, tmp_path, point):
     """A real SIGKILL mid-run (after the step-8 checkpoint) or between the last checkpoint and

@@ -1,22 +1,21 @@
-"""The OSE search library: spaces, the (1-ε) guarantee, savings, Pareto front, reports, caching."""
+"""The FPTAS (bort_jax/search/fptas.py): the (1-ε) guarantee, savings, Pareto front, reports,
+caching."""
 
-import dataclasses
 import json
 import math
 
 import pytest
 
-from bort_jax.arch import Arch
 from bort_jax.search import fptas as F
 from bort_jax.search import report as R
-from bort_jax.search import space as SP
 from bort_jax.search import synthetic as S
 
 EPSILONS = (0.05, 0.1, 0.25, 0.5)
 SCALARISATIONS = (F.WCoefficient(1, 1, 1), F.WCoefficient(1, 1, 4), F.WCoefficient(0.5, 0.5, 4))
 
 
-def run(inst, eps, objective, convex=False, s=1, **kw):
+def run(inst, eps, objective, convex=False, s=1, **options):
+    """The FPTAS on a synthetic instance; `options`: fields of `SearchOptions`."""
     return F.fptas(
         inst.candidates,
         inst.p,
@@ -25,62 +24,13 @@ def run(inst, eps, objective, convex=False, s=1, **kw):
         eps,
         s,
         objective=objective,
-        leq=inst.leq,
-        monotonicity_slack=inst.noise,
-        convex_in=inst.log_capacity if convex else None,
-        **kw,
+        assumptions=F.Assumptions(inst.noise, convex_in=inst.log_capacity if convex else None),
+        options=F.SearchOptions(leq=inst.leq, **options),
     )
 
 
 def exact(inst, objective):
     return F.exhaustive(inst.candidates, inst.p, inst.i, inst.e.fn, objective=objective)
-
-
-# ----------------------------------------------------------------------------- spaces
-
-
-def test_bert_grid_has_300_candidates():
-    space = SP.bert_grid()
-    cands = space.candidates()
-    assert len(cands) == 300 == len(space)
-    assert len(set(cands)) == 300
-    assert all(c.hidden % c.heads == 0 for c in cands)
-    assert cands == SP.bert_grid().candidates()  # deterministic order
-    assert cands[0] == Arch(2, 4, 512, 256) and type(cands[0]) is Arch
-    assert sorted(cands) == sorted(set(cands))  # hashable and ordered
-
-
-def test_bert_grid_order_and_factory():
-    @dataclasses.dataclass(frozen=True)
-    class Arch:
-        depth: int
-        heads: int
-        hidden: int
-        intermediate: int
-
-    space = SP.bert_grid(factory=Arch)
-    cands = space.candidates()
-    assert isinstance(cands[0], Arch) and len(cands) == 300
-    small, big = Arch(2, 8, 512, 256), Arch(4, 8, 768, 768)
-    assert space.leq(small, big) and not space.leq(big, small)
-    assert not space.leq(Arch(2, 4, 512, 256), Arch(4, 8, 768, 768))  # heads: not ordered
-    assert SP.bert_grid(monotone_heads=True).leq(Arch(2, 4, 512, 256), Arch(4, 8, 768, 768))
-
-
-@pytest.mark.parametrize(
-    "make,field",
-    [
-        (lambda: SP.Axis("depth", ()), "depth"),
-        (lambda: SP.Axis("width", (4, 4)), "width"),
-        (lambda: SP.Axis("heads", (4, 2.5)), "heads"),
-        (lambda: SP.grid(depth=(1, 2), monotone={"widht": True}), "widht"),
-        (lambda: SP.SearchSpace((SP.Axis("d", (1,)), SP.Axis("d", (2,)))), "'d'"),
-        (lambda: SP.grid(valid=lambda f: False, hidden=(8,)).candidates(), "valid"),
-    ],
-)
-def test_bad_grid_names_the_field(make, field):
-    with pytest.raises(ValueError, match=field):
-        make()
 
 
 # ----------------------------------------------------------------------------- toy counts
@@ -198,19 +148,6 @@ def test_other_bad_arguments():
 # ----------------------------------------------------------------------------- Pareto front
 
 
-def test_pareto_front_hand_made():
-    ev = [
-        F.Evaluation("a", 10, 10, 0.5, 0),
-        F.Evaluation("b", 5, 20, 0.5, 0),
-        F.Evaluation("c", 10, 10, 0.6, 0),  # dominated by a
-        F.Evaluation("d", 20, 20, 0.1, 0),
-        F.Evaluation("e", 20, 20, 0.2, 0),  # e by d
-        F.Evaluation("f", 10, 10, 0.5, 0),  # equal to a: neither dominates
-        F.Evaluation("g", 4, 30, 0.9, 0),
-    ]
-    assert [x.candidate for x in F.pareto_front(ev)] == ["a", "b", "d", "f", "g"]
-
-
 def test_result_front_is_nondominated_subset():
     inst = S.toy_mlp_instance(power=1.0)
     res = run(inst, 0.1, F.WCoefficient(1, 1, 4))
@@ -256,7 +193,12 @@ def test_cache_hits_prevent_reevaluation():
     assert second.n_e_calls == 0 and second.n_cache_hits == second.n_evaluations
     assert second.chosen == first.chosen
     full = F.exhaustive(
-        inst.candidates, inst.p, inst.i, inst.e, objective=objective, cache=reloaded
+        inst.candidates,
+        inst.p,
+        inst.i,
+        inst.e,
+        objective=objective,
+        options=F.SearchOptions(cache=reloaded),
     )
     assert full.n_cache_hits == first.n_evaluations
     assert inst.e.calls == len(inst.candidates)
@@ -276,7 +218,15 @@ def test_failures_skip_or_raise():
 
     with pytest.raises(RuntimeError, match="out of memory"):
         F.fptas(inst.candidates, inst.p, inst.i, flaky, 0.1, objective=objective)
-    res = F.fptas(inst.candidates, inst.p, inst.i, flaky, 0.1, objective=objective, on_error="skip")
+    res = F.fptas(
+        inst.candidates,
+        inst.p,
+        inst.i,
+        flaky,
+        0.1,
+        objective=objective,
+        options=F.SearchOptions(on_error="skip"),
+    )
     assert res.failed and res.failed[0][0].depth == 12 and "out of memory" in res.failed[0][1]
     rest = [c for c in inst.candidates if c.depth != 12]
     best = F.exhaustive(rest, inst.p, inst.i, inst.e.fn, objective=objective)
@@ -291,32 +241,6 @@ def test_budget_and_progress():
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def test_step_budget():
-    assert F.step_budget(0.1, 1, 100.0) == 1000
-    assert F.step_budget(0.1, 4, 100.0) == 125  # 100 / (0.1 · 8)
-    assert F.step_budget(0.5, 1, 100.0) < F.step_budget(0.1, 1, 100.0)
-    assert F.step_budget(0.1, 1, 100.0, max_steps=500) == 500
-    assert F.step_budget(0.1, 1, F.kappa_for(2000, 0.1, 1)) == 2000
-
-
-def test_check_abnc():
-    # BERT-like with a 30k vocabulary: embeddings (A) hold more parameters than one layer (B).
-    bert = F.check_abnc(
-        {"params": 23_440_896, "flops": 10 * 128 * 768},
-        {"params": 7_087_872, "flops": 2 * 128 * 7_077_888},
-        (0, 0),
-        n_middle=12,
-    )
-    assert not bert.holds and not bert.cheaper["A<B params"] and bert.cheaper["A<B flops"]
-    assert "FAILS" in bert.guarantee and "A<B params" in bert.guarantee
-    assert bert.ratios["A<B params"] == pytest.approx(23_440_896 / 7_087_872)
-    assert bert.cheaper["A<n·B params"]
-    ok = F.check_abnc(F.BlockCost(10, 10), F.BlockCost(100, 100), F.BlockCost(1, 1))
-    assert ok.holds and "holds" in ok.guarantee
-    with pytest.raises(ValueError, match="costs_first"):
-        F.check_abnc({"params": 1}, (1, 1), (1, 1))
 
 
 def test_assumption_audits():

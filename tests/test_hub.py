@@ -219,3 +219,31 @@ def test_cached_config_only_downloads_the_rest_once(tmp_path, monkeypatch, minil
     assert os.path.realpath(got) == os.path.realpath(snap) and online == []
     hub.resolve("hf:org/model", cache_dir=tmp_path)
     assert online == [list(hub.loader_files())]
+
+
+def test_every_config_family_validates_with_ids(cache, monkeypatch, tmp_path):
+    """Extraction, pretraining and fine-tuning take `hf:` ids at their checkpoint fields."""
+    from bort_jax import extract, pretrain
+    from bort_jax import finetune as ft
+    from configs import default, pretrain_bort
+    from tests.test_finetune import _write_sst2
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    hid = f"hf:{REPO}"
+    cfg = default.get_config("smoke")
+    cfg.source_dir = cfg.teacher_dir = hid
+    extract.validate(cfg, str(tmp_path / "extract"))
+    assert os.path.realpath(extract._teacher_dir(cfg)) == _snapshot(cache, MAIN)
+    cfg.teacher_dir = "hf:nobody/missing"
+    with pytest.raises(hub.HubError):
+        extract.validate(cfg, str(tmp_path / "extract"))
+
+    pcfg = pretrain_bort.get_config("smoke")
+    pcfg.teacher_dir = pcfg.init = hid
+    assert pretrain.validate(pcfg).teacher_dir == hid
+
+    data = _write_sst2(tmp_path / "data", n_train=16, n_dev=8)
+    prep = ft.prepare(
+        dict(task="sst2", init=hid, data_dir=str(data), max_seq_len=16, batch_size=4, num_steps=1)
+    )
+    assert os.path.realpath(prep.tokenizer_dir) == _snapshot(cache, MAIN)

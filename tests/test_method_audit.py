@@ -17,9 +17,12 @@ from bort_jax import arch as A
 from bort_jax import extract
 from bort_jax.config import ConfigError
 from bort_jax.experiments import method_audit as M
+from bort_jax.extract_config import ExtractConfig
+from bort_jax.search import fptas as F
 from bort_jax.search import random_search as R
 from bort_jax.search.evaluator import candidate_key
 from bort_jax.search.fptas import WCoefficient
+from bort_jax.search.space import build_space
 from configs import method_audit as config_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +48,8 @@ def test_rows_on_the_hand_table():
         i,
         lambda c: TABLE[c.name][2],
         WCoefficient(1, 1, 1),
-        dict(leq=lambda a, b: p(a) <= p(b) and i(a) <= i(b)),
+        F.Assumptions(),
+        F.SearchOptions(leq=lambda a, b: p(a) <= p(b) and i(a) <= i(b)),
     )
     out = M.audit_instance(inst, _plan(interval_eps=(2, 7)))  # 7 > |Ξ|: skipped
     rows = {(r["method"], r["setting"], r.get("objective")): r for r in out["rows"]}
@@ -119,8 +123,8 @@ def test_smoke_script_and_resume(tmp_path, monkeypatch):
 
 def test_real_instance_wiring(tmp_path, monkeypatch):
     cfg = config_module.get_config("smoke")
-    ext = cfg.extract
-    sp = extract.build_space(ext)
+    ext = ExtractConfig.from_config(cfg.extract)
+    sp = build_space(ext.grid)
     cache = extract.CandidateCache(tmp_path / "cache")
     spec = A.Spec()
 
@@ -142,7 +146,7 @@ def test_real_instance_wiring(tmp_path, monkeypatch):
     monkeypatch.setattr(extract, "build_problem", lambda config, workdir: prob)
     inst = M.real_instance(ext, str(tmp_path))
     assert inst.name.startswith("real (all-MiniLM-L6-v2, ")
-    assert inst.fptas_kwargs["monotonicity_slack"] == ext.monotonicity_slack
+    assert inst.assumptions.monotonicity_slack == ext.monotonicity_slack
     out = M.audit_instance(inst, _plan(fptas_eps=(0.1,), interval_eps=(2, 4)))
     for r in out["rows"]:
         if r["method"] in ("fptas", "interval"):
@@ -165,7 +169,8 @@ def test_constant_inference_cost_leaves_no_published_optimum():
         lambda c: 1.0,
         lambda c: TABLE[c.name][2],
         WCoefficient(1, 0, 1),
-        dict(leq=lambda a, b: p(a) <= p(b)),
+        F.Assumptions(),
+        F.SearchOptions(leq=lambda a, b: p(a) <= p(b)),
     )
     out = M.audit_instance(inst, _plan(interval_eps=(2,)))
     assert out["optimum_pub"] is None

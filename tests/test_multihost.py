@@ -171,7 +171,7 @@ def test_multihost_one_process_holds_every_row():
 
 
 def test_multihost_remote_paths_are_kept():
-    assert files.is_remote("gs://bucket/run") and not files.is_remote("/tmp/run")
+    assert files.is_remote("gs://bucket/run") and not files.is_remote("/data/run")
     assert files.join("gs://bucket/run/", "checkpoints") == "gs://bucket/run/checkpoints"
     assert files.resolve("gs://bucket/run") == "gs://bucket/run"
     assert checkpoint.directory("gs://bucket/run") == "gs://bucket/run/checkpoints"

@@ -175,6 +175,7 @@ def extraction(tmp_path_factory, task_data_dir):
         return execute("extraction.ipynb", root), workdir, root
 
 
+@pytest.mark.slow
 def test_extraction_notebook_shows_report_and_plots(extraction):
     nb, workdir, _ = extraction
     summary = json.loads((workdir / "summary.json").read_text(encoding="utf-8"))
@@ -201,6 +202,7 @@ def test_extraction_notebook_shows_report_and_plots(extraction):
         assert base64.b64decode(data) == png.read_bytes()
 
 
+@pytest.mark.slow
 def test_pretrain_finetune_notebook_scores(extraction, task_data_dir, monkeypatch):
     _, extract_dir, root = extraction
     chosen = json.loads((extract_dir / "summary.json").read_text(encoding="utf-8"))["chosen"]

@@ -74,6 +74,27 @@ def test_bert_large_top_k_bytes_by_hand():
     assert p.teacher_cache_total == 1_011_875_840  # ≈ 1.0 GB instead of 132 GB
 
 
+def test_bfloat16_activation_and_device_bytes_by_hand():
+    # D12/A16/H1024/I3072, B = 64, L = 128, P = 20, V = 50,265, full-logit KD: per token
+    # c·(12·(10·1024 + 2·3072) + 4·1024) + 4·12·2·16·128 (float32 attention scores) bytes
+    big = A.Arch(12, 16, 1024, 3072)
+    logits = 4 * 64 * 20 * 50265 * 3  # float32 MLM logits whatever the dtype
+    fp32 = 64 * 128 * (4 * 200_704 + 196_608) + logits
+    bf16 = 64 * 128 * (2 * 200_704 + 196_608) + logits
+    assert P.activation_bytes(big, 50265, 64, 128, 20, True) == fp32 == 8_959_351_808
+    assert P.activation_bytes(big, 50265, 64, 128, 20, True, "bfloat16") == bf16 == 5_671_017_472
+    # the plan: params, grads and both Adam moments stay float32 (16 B/param); bfloat16 adds
+    # the per-step 2 B/param weight copies and halves the hidden / FFN activations
+    c32, c16 = bert_large.get_config(), bert_large.get_config()
+    c32.proxy.dtype, c16.proxy.dtype = "float32", "bfloat16"
+    kw = dict(measure=False, teacher_family="roberta-large", source_family="bert-large")
+    p32, p16 = P.plan(c32, "/nonexistent/ose", **kw), P.plan(c16, "/nonexistent/ose", **kw)
+    assert p32.largest == p16.largest == big
+    key = f"proxy step {big}"
+    n = P.student_params(big, A.ROBERTA_SPEC, 1024)
+    assert p32.device_bytes[key] - p16.device_bytes[key] == (fp32 - bf16) - 2 * n
+
+
 def test_default_bytes_by_hand():
     p = P.plan(default.get_config(), "/nonexistent/default", measure=False)
     # MiniLM-L6 teacher (D6, H384), depths {1,2,4,6}: uniform maps {0,6} ∪ {0,3,6} ∪
@@ -202,3 +223,41 @@ def test_measured_plan_consistent(measured):
     assert p.projected_search_seconds == pytest.approx(sum(parts.values()))
     text = p.markdown()
     assert "extrapolated by FLOPs" in text and "projected search" in text
+
+
+def test_projection_by_hand_from_given_step_times(monkeypatch):
+    """The projection from hand-made step times (`time_step` replaced), recomputed here.
+
+    Smoke grid at D = 1: small = D1/A4/H128 runs as is (B 8 × L 16, P 3 slots), large =
+    D1/A8/H256 above the 1 GFLOP cap runs at B 4. Given s/step 0.010 (small) and 0.0075 at B 4
+    (large, so 0.015 at B 8: FLOPs ∝ B), compile 1 s and 3 s, the line t = c0 + c1·F passes
+    through both points; 3 proxy steps each, 10 held-out rows = 1 batch at t/3, 2 × 2 compiles.
+    """
+    given = {A.Arch(1, 4, 128, 384): (0.010, 1.0), A.Arch(1, 8, 256, 384): (0.0075, 3.0)}
+    monkeypatch.setattr(P, "time_step", lambda arch, *a: given[arch])
+    c = default.get_config("smoke")
+    c.grid.depth = [1]
+    p = P.plan(c, "/nonexistent/smoke", max_measure_flops=1e9, repeats=2)
+    small, large = p.step_times
+    assert large.measured_as == (4, 16) and small.measured_as == (8, 16)
+    spec = A.MINILM_SPEC
+    f_s, f_l = (P.step_flops(a, spec, 8, 16, 3) for a in given)
+    assert P.step_flops(large.arch, spec, 4, 16, 3) * 2 == f_l  # FLOPs ∝ batch, exactly
+    assert (small.seconds, large.seconds) == (0.010, pytest.approx(0.015, rel=1e-12))
+    c1 = (0.015 - 0.010) / (f_l - f_s)
+    c0 = 0.010 - c1 * f_s
+    assert p.seconds_model == pytest.approx((c0, c1), rel=1e-9)
+    rate = (f_s + f_l) / (0.010 + 0.015)
+    t_arch, t_spec = hf.config_to_arch_spec(
+        json.loads((Path(hf.minilm_path()) / "config.json").read_text())
+    )
+    teacher_flops = A.flops(t_arch, 16, 96, t_spec)  # 96 rows, hidden KD: no MLM head pass
+    want = {
+        "teacher pass": teacher_flops / rate,
+        "proxy steps": 3 * (0.010 + 0.015),
+        "held-out eval": (0.010 + 0.015) / 3,
+        "compile": 2 * 2 * (1.0 + 3.0) / 2,
+    }
+    assert p.search_seconds == pytest.approx(want, rel=1e-9)
+    assert p.projected_search_seconds == pytest.approx(sum(want.values()), rel=1e-9)
+    assert p.flop_rate == pytest.approx(rate, rel=1e-12) and p.n_evaluations == 2

@@ -11,6 +11,7 @@ from bort_jax import hf, pretrain
 from configs import pretrain_bort
 
 
+@pytest.mark.slow
 def test_smoke_pretrain_loss_falls_exports_and_resumes(tmp_path):
     cfg = pretrain_bort.get_config("smoke")
     summary = pretrain.pretrain(cfg, str(tmp_path))
@@ -43,6 +44,7 @@ def test_bad_config_named_before_work(tmp_path):
         pretrain.pretrain(cfg, str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_first_checkpoint", "before_summary"])
 def test_sigkill_anywhere_resumes_to_the_same_result(tmp_path, point):
     cfg = pretrain_bort.get_config("smoke")

@@ -33,7 +33,7 @@ def data(teacher, minilm_dir, tmp_path_factory):
 
 def test_big_student_beats_tiny_student(data, teacher):
     cfg = proxy.ProxyConfig(
-        steps=24, batch_size=8, optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4)
+        num_steps=24, batch_size=8, optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4)
     )
     big = proxy.proxy_error(Arch(6, 12, 384, 1536), data, teacher.checkpoint.spec, cfg)
     tiny = proxy.proxy_error(Arch(1, 1, 32, 32), data, teacher.checkpoint.spec, cfg)
@@ -42,7 +42,7 @@ def test_big_student_beats_tiny_student(data, teacher):
 
 
 def test_proxy_is_deterministic(data, teacher):
-    cfg = proxy.ProxyConfig(steps=6, batch_size=8, seed=3)
+    cfg = proxy.ProxyConfig(num_steps=6, batch_size=8, seed=3)
     a = proxy.proxy_error(Arch(1, 2, 32, 64), data, teacher.checkpoint.spec, cfg)
     b = proxy.proxy_error(Arch(1, 2, 32, 64), data, teacher.checkpoint.spec, cfg)
     assert a.error == b.error and a.metrics == b.metrics
@@ -52,7 +52,7 @@ def test_sliced_full_student_reproduces_teacher_states(data, teacher):
     """Sliced to the teacher's own shape, the student's hidden-state KD loss is ~0."""
     arch = teacher.checkpoint.arch
     cfg = proxy.ProxyConfig(
-        steps=1, batch_size=8, init="slice", optim=train.OptimConfig(learning_rate=1e-9)
+        num_steps=1, batch_size=8, init_method="slice", optim=train.OptimConfig(learning_rate=1e-9)
     )
     r = proxy.proxy_error(arch, data, teacher.checkpoint.spec, cfg, source=teacher.checkpoint)
     assert r.metrics["heldout_hidden"] < 1e-3  # float16 cache rounding only
@@ -63,9 +63,9 @@ def test_hidden_nmse_is_normalised_output_error(data, teacher):
     (float16 cache rounding only), well inside (0, 1] for a small sliced student."""
     spec, src = teacher.checkpoint.spec, teacher.checkpoint
     cfg = proxy.ProxyConfig(
-        steps=1,
+        num_steps=1,
         batch_size=8,
-        init="slice",
+        init_method="slice",
         error="hidden_nmse",
         optim=train.OptimConfig(learning_rate=1e-9),
     )
@@ -89,8 +89,14 @@ def test_hidden_nmse_is_normalised_output_error(data, teacher):
     )
     t[..., :128] -= h
     m = rows["attention_mask"] > 0
-    ref = np.mean(np.square(t[m])) / var
-    assert small.error == pytest.approx(ref, rel=2e-2)
+    # held-out metric = mean over the full batches of 8 rows of each batch's masked MSE
+    # (`distill.HeldoutEvaluator`, `losses.hidden_kd`); lr 1e-9 leaves the slice as it was
+    n, size = len(m), min(8, len(m))
+    per_batch = [
+        np.mean(np.square(t[s : s + size][m[s : s + size]])) for s in range(0, n - size + 1, size)
+    ]
+    ref = np.mean(per_batch) / var
+    assert small.error == pytest.approx(ref, rel=1e-4)
     assert small.error > 0.5  # one sliced layer is far from the teacher's sixth (measured 2.24)
 
 
@@ -99,7 +105,7 @@ def test_fitted_head_init_measures_the_encoder(data, teacher, tmp_path):
     held-out MLM CE is far below a fresh head's after the same (tiny) run; the head is fitted
     once and stored under cache_dir."""
     spec, src = teacher.checkpoint.spec, teacher.checkpoint
-    kw = dict(steps=2, batch_size=8, init="slice", error="mlm")
+    kw = dict(num_steps=2, batch_size=8, init_method="slice", error="mlm")
     head = mlm_head.HeadConfig(num_steps=20, batch_size=64, learning_rate=3e-3)
     fitted = proxy.ProxyConfig(head_init="fitted", head=head, **kw)
     fresh = proxy.ProxyConfig(head_init="fresh", **kw)
@@ -176,9 +182,9 @@ def test_named_errors(teacher, minilm_dir):
             cache_dir=None,
             docs=["", "  "],
         )
-    with pytest.raises(ValueError, match="init"):
-        proxy.ProxyConfig(init="magic")
+    with pytest.raises(ValueError, match="init_method"):
+        proxy.ProxyConfig(init_method="magic")
     with pytest.raises(ValueError, match="proxy.error"):
         proxy.ProxyConfig(error="accuracy")
     with pytest.raises(ValueError, match="head_init"):
-        proxy.ProxyConfig(head_init="fitted", init="random")
+        proxy.ProxyConfig(head_init="fitted", init_method="random")

@@ -53,7 +53,9 @@ def test_trimming_keeps_the_slack():
     cands, p, i, e = chain([1.0, 1.04], [E_SMALL, E_BIG])
     best = optimum(cands, p, i, e, W_P_E4)
     assert best.chosen == Size(1)
-    res = F.fptas(cands, p, i, e, 0.1, objective=W_P_E4, monotonicity_slack=DELTA)
+    res = F.fptas(
+        cands, p, i, e, 0.1, objective=W_P_E4, assumptions=F.Assumptions(monotonicity_slack=DELTA)
+    )
     assert res.trimmed == ()
     assert e.seen == [Size(2), Size(1)]
     assert res.chosen == Size(1) and res.objective >= 0.9 * best.objective
@@ -70,7 +72,9 @@ def test_lower_bound_keeps_the_slack():
     cands, p, i, e = chain([1.0, 1.055], [E_SMALL, E_BIG])
     best = optimum(cands, p, i, e, W_P_E4)
     assert best.chosen == Size(1)
-    res = F.fptas(cands, p, i, e, 0.1, objective=W_P_E4, monotonicity_slack=DELTA)
+    res = F.fptas(
+        cands, p, i, e, 0.1, objective=W_P_E4, assumptions=F.Assumptions(monotonicity_slack=DELTA)
+    )
     assert res.trimmed == ()
     assert e.seen == [Size(2), Size(1)] and res.stopped_by == "exhausted"
     assert res.chosen == Size(1) and res.objective >= 0.9 * best.objective
@@ -96,8 +100,7 @@ def test_convex_secant_keeps_the_slack():
         e,
         0.1,
         objective=W_P_E4,
-        monotonicity_slack=DELTA,
-        convex_in=lambda c: float(c.size - 1),
+        assumptions=F.Assumptions(monotonicity_slack=DELTA, convex_in=lambda c: float(c.size - 1)),
     )
     assert e.seen == [Size(3), Size(2), Size(1)]
     assert res.chosen == Size(1) and res.objective >= 0.9 * best.objective
@@ -124,7 +127,15 @@ def test_m_violation_is_flagged_and_not_certified(tmp_path):
     space, cost, e = width_breaks_m()
     objective = F.WCoefficient(0.5, 0.5, 2)
     with pytest.warns(AssumptionWarning) as record:
-        res = F.fptas(space, cost, cost, e, 0.1, objective=objective, monotonicity_slack=DELTA)
+        res = F.fptas(
+            space,
+            cost,
+            cost,
+            e,
+            0.1,
+            objective=objective,
+            assumptions=F.Assumptions(monotonicity_slack=DELTA),
+        )
     full = F.exhaustive(space, cost, cost, e, objective=objective)
     assert res.objective / full.objective < 0.75  # the (1 − ε) bound really fails here
     g = res.guarantee
@@ -183,7 +194,7 @@ def run_floor(inst, floor):
         inst.e,
         0.1,
         objective=F.WCoefficient(1, 1, 4),
-        e_floor=floor,
+        assumptions=F.Assumptions(e_floor=floor),
     )
 
 
@@ -205,7 +216,7 @@ def test_c_violation_concave_error():
             e,
             0.1,
             objective=F.WCoefficient(0.5, 0.5, 1),
-            convex_in=x,
+            assumptions=F.Assumptions(convex_in=x),
         )
     assert res.assumption_violations and not res.guarantee.certified
     assert {v.assumption for v in res.assumption_violations} == {"C"}  # M holds
@@ -243,9 +254,8 @@ def test_no_violation_no_warning_on_noisy_instances_within_slack():
                 inst.e,
                 0.1,
                 objective=F.WCoefficient(0.5, 0.5, 4),
-                leq=inst.leq,
-                monotonicity_slack=0.02,
-                convex_in=inst.log_capacity,
+                assumptions=F.Assumptions(monotonicity_slack=0.02, convex_in=inst.log_capacity),
+                options=F.SearchOptions(leq=inst.leq),
             )
             assert res.guarantee.certified and not res.assumption_violations
             assert res.guarantee.certified_ratio >= 0.9
@@ -259,11 +269,18 @@ def test_invalid_cached_value_is_recomputed(bad):
     inst = S.chain_instance()
     objective = F.WCoefficient(1, 1, 4)
     cache = {}
-    first = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective, cache=cache)
+
+    def search():
+        options = F.SearchOptions(cache=cache)
+        return F.fptas(
+            inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective, options=options
+        )
+
+    first = search()
     key = F.candidate_key(first.chosen)
     cache[key] = bad
     calls = inst.e.calls
-    second = F.fptas(inst.candidates, inst.p, inst.i, inst.e, 0.1, objective=objective, cache=cache)
+    second = search()
     assert inst.e.calls == calls + 1 and inst.e.seen[-1] == first.chosen
     assert second.n_e_calls == 1 and second.n_cache_hits == first.n_evaluations - 1
     assert second.n_cache_rejected == (0 if bad is None else 1)  # None = absent, not invalid
@@ -272,6 +289,11 @@ def test_invalid_cached_value_is_recomputed(bad):
         (ev.candidate, ev.e) for ev in first.evaluations
     ]
     full = F.exhaustive(
-        inst.candidates, inst.p, inst.i, inst.e, objective=objective, cache={key: bad}
+        inst.candidates,
+        inst.p,
+        inst.i,
+        inst.e,
+        objective=objective,
+        options=F.SearchOptions(cache={key: bad}),
     )
     assert full.n_e_calls == len(inst.candidates) and full.chosen == first.chosen

@@ -123,15 +123,15 @@ def test_vectorised_and_generic_searches_are_identical(seed):
         F.WCoefficient(0.5, 0.5, 2),
     )[seed % 4]
     inst = S.random_monotone_instance(200 + seed, noise=0.1 * (seed % 2))
-    options = [
-        dict(s=1),
-        dict(s=3),
-        dict(lipschitz=2.0),
-        dict(convex_in=inst.log_capacity),
-        dict(e_floor=0.05, s=2),
+    options = [  # (s, assumptions besides M)
+        (1, {}),
+        (3, {}),
+        (1, dict(lipschitz=2.0)),
+        (1, dict(convex_in=inst.log_capacity)),
+        (2, dict(e_floor=0.05)),
     ]
     for eps in (0.05, 0.25):
-        for extra in options:
+        for s, extra in options:
             runs = []
             for leq in (inst.leq, generic(inst.leq)):
                 inst.e.seen.clear()
@@ -143,10 +143,10 @@ def test_vectorised_and_generic_searches_are_identical(seed):
                         inst.i,
                         inst.e,
                         eps,
+                        s,
                         objective=objective,
-                        leq=leq,
-                        monotonicity_slack=inst.noise,
-                        **extra,
+                        assumptions=F.Assumptions(inst.noise, **extra),
+                        options=F.SearchOptions(leq=leq),
                     )
                 runs.append((summary(res), list(inst.e.seen)))
             assert runs[0] == runs[1], (seed, eps, extra)
@@ -162,9 +162,9 @@ def test_vectorised_path_on_arch_candidates():
         inst.i,
         inst.e,
         0.1,
-        leq=inst.leq,
-        monotonicity_slack=0.02,
         objective=F.WCoefficient(0.5, 0.5, 4),
+        assumptions=F.Assumptions(monotonicity_slack=0.02),
+        options=F.SearchOptions(leq=inst.leq),
     )
     b = F.fptas(
         inst.candidates,
@@ -172,8 +172,8 @@ def test_vectorised_path_on_arch_candidates():
         inst.i,
         inst.e,
         0.1,
-        leq=generic(inst.leq),
-        monotonicity_slack=0.02,
         objective=F.WCoefficient(0.5, 0.5, 4),
+        assumptions=F.Assumptions(monotonicity_slack=0.02),
+        options=F.SearchOptions(leq=generic(inst.leq)),
     )
     assert summary(a) == summary(b) and a.guarantee.certified

@@ -11,7 +11,8 @@ from bort_jax.search import synthetic as S
 OBJECTIVES = (F.WCoefficient(1, 1, 1), F.WCoefficient(0.5, 0.5, 4))
 
 
-def search(inst, eps, objective, parallel, s=1, e=None, **kw):
+def search(inst, eps, objective, parallel, s=1, e=None, **options):
+    """The FPTAS with `parallel` concurrent e-calls; `options`: fields of `SearchOptions`."""
     return F.fptas(
         inst.candidates,
         inst.p,
@@ -20,10 +21,8 @@ def search(inst, eps, objective, parallel, s=1, e=None, **kw):
         eps,
         s,
         objective=objective,
-        leq=inst.leq,
-        monotonicity_slack=inst.noise,
-        parallel=parallel,
-        **kw,
+        assumptions=F.Assumptions(inst.noise),
+        options=F.SearchOptions(leq=inst.leq, parallel=parallel, **options),
     )
 
 
@@ -141,7 +140,9 @@ def test_speculative_values_are_cached_and_reused():
 def test_exhaustive_parallel_and_bad_parallel():
     inst = S.random_monotone_instance(3)
     seq = F.exhaustive(inst.candidates, inst.p, inst.i, inst.e.fn)
-    par = F.exhaustive(inst.candidates, inst.p, inst.i, inst.e.fn, parallel=5)
+    par = F.exhaustive(
+        inst.candidates, inst.p, inst.i, inst.e.fn, options=F.SearchOptions(parallel=5)
+    )
     assert trace(par) == trace(seq)
     assert par.n_rounds == -(-len(inst.candidates) // 5)
     for bad in (0, -1, 1.5, True):

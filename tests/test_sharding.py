@@ -120,22 +120,97 @@ def _assert_close(a, b, atol=2e-5):
     )
 
 
+def _record_batches(monkeypatch):
+    """Every batch `Partitioner.put_batch` placed (what the sharded loop fed its step)."""
+    placed = []
+    real = sharding.Partitioner.put_batch
+
+    def put_batch(self, batch):
+        out = real(self, batch)
+        placed.append(out)
+        return out
+
+    monkeypatch.setattr(sharding.Partitioner, "put_batch", put_batch)
+    return placed
+
+
 @needs_8
 @pytest.mark.parametrize("mesh", [dict(data=8), dict(data=2, fsdp=2, model=2)])
-def test_sharded_step_equals_unsharded_on_mesh(mesh):
+def test_sharded_step_equals_unsharded_on_mesh(mesh, monkeypatch):
     with jax.default_matmul_precision("highest"):
         ref = _run()
         part = sharding.Partitioner.from_config(sharding.MeshConfig(**mesh))
+        placed = _record_batches(monkeypatch)
         with part.activate():  # callers of train.train change nothing
             out = _run()
     _assert_close(out.state.params, ref.state.params)
-    assert [r["loss"] for r in out.history] == pytest.approx(
-        [r["loss"] for r in ref.history], rel=1e-5
-    )
+    for key in ("loss", "grad_norm"):  # grad_norm: a constant factor AdamW would hide
+        assert [r[key] for r in out.history] == pytest.approx(
+            [r[key] for r in ref.history], rel=1e-5
+        ), key
+    # every batch went through the mesh, its rows split over the data-parallel shards
+    shape = {"data": 1, "fsdp": 1, "model": 1, **mesh}
+    rows_per_shard = 8 // (shape["data"] * shape["fsdp"])
+    assert len(placed) == 4
+    for batch in placed:
+        ids = batch["ids"]
+        assert ids.sharding.mesh.shape == shape and len(ids.addressable_shards) == 8
+        assert ids.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"), None)
+        assert {s.data.shape for s in ids.addressable_shards} == {(rows_per_shard, 16)}
+        starts = {s.index[0].start or 0 for s in ids.addressable_shards}
+        assert starts == set(range(0, 8, rows_per_shard))  # together the shards hold every row
+    # the whole train state (params, AdamW moments, step, rng) lives on that mesh
+    for leaf in jax.tree_util.tree_leaves(out.state):
+        assert leaf.sharding.mesh.shape == shape
+        assert {s.device for s in leaf.addressable_shards} == set(jax.devices())
     kernel = out.state.params["layer_0"]["ffn_in"]["kernel"]
+    (mu,) = [
+        leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(out.state.opt_state)[0]
+        if sharding._path_str(path).endswith("mu/layer_0/ffn_in/kernel")
+    ]
     if mesh.get("model", 1) > 1:  # [embed, mlp] split over (fsdp, model)
         assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model")
         assert kernel.addressable_shards[0].data.shape == (16, 32)
+        assert mu.sharding == kernel.sharding
+    else:  # pure data parallelism: every device holds the whole state
+        for leaf in jax.tree_util.tree_leaves(out.state):
+            assert leaf.sharding.is_fully_replicated
+
+
+@needs_8
+@pytest.mark.parametrize("mesh", [dict(data=8), dict(data=2, fsdp=2, model=2)])
+def test_sharded_step_gradients_equal_one_device_gradients_on_mesh(mesh):
+    """The loop's jitted step on the mesh with plain SGD (lr 1): the update is exactly minus
+    the gradient, so a wrong gradient (a missing or extra 1/8 from the split batch, a shard
+    summed twice) shows here even where AdamW's normalisation would hide it."""
+    params, batches, loss_fn = _problem()
+    batch = batches(0)
+    tx = optax.sgd(1.0)
+    with jax.default_matmul_precision("highest"):
+        want = jax.jit(jax.grad(lambda p: loss_fn(p, batch, None)[0]))(params)
+        part = sharding.Partitioner.from_config(sharding.MeshConfig(**mesh))
+        with part.activate():
+            state = train.init_state(jax.tree_util.tree_map(jnp.array, params), tx, 0)
+            state_sharding = part.tree_shardings(state)
+            state = jax.device_put(state, state_sharding)
+            before = jax.device_get(state.params)
+            step = train.make_train_step(
+                loss_fn,
+                tx,
+                state_sharding,
+                jax.sharding.NamedSharding(part.mesh, jax.sharding.PartitionSpec()),
+            )
+            placed = part.put_batch(batch)
+            new, metrics = step(state, placed)
+    got = jax.tree_util.tree_map(lambda a, b: a - np.asarray(b), before, new.params)
+    _assert_close(got, want, atol=1e-6)
+    norm = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree_util.tree_leaves(want)))
+    assert float(metrics["grad_norm"]) == pytest.approx(float(norm), rel=1e-5)
+    assert (
+        new.params["layer_0"]["ffn_in"]["kernel"].sharding
+        == (state_sharding.params["layer_0"]["ffn_in"]["kernel"])
+    )
 
 
 @needs_8

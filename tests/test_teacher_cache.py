@@ -236,3 +236,96 @@ def test_streamed_entry_corruption_is_detected_and_rebuilt(tmp_path):
             tmp_path, "bad", specs, lambda out: (_ for _ in ()).throw(RuntimeError("x"))
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]
+
+
+def _manifest_entry(tmp_path, monkeypatch, n=4096):
+    """An entry of one float32 array [n] in 1-KiB chunks (n = 4096: 17 chunks with the
+    header), and a counter of the chunks each load hashes."""
+    monkeypatch.setattr(teacher_cache, "CHUNK_BYTES", 1024)
+    arrays, _ = teacher_cache.get_or_build(
+        tmp_path, "m", lambda: {"a": np.arange(n, dtype=np.float32)}, dtype=np.float32
+    )
+    entry = tmp_path / "m"
+    hashed = []
+    real = teacher_cache._chunks_intact
+
+    def counting(path, info, mode):
+        hashed.append(mode)
+        return real(path, info, mode)
+
+    monkeypatch.setattr(teacher_cache, "_chunks_intact", counting)
+    return entry, hashed
+
+
+def _flip(f, offset):
+    raw = bytearray(f.read_bytes())
+    raw[offset] ^= 0xFF
+    f.write_bytes(bytes(raw))
+
+
+def test_manifest_sample_verify_reads_a_few_chunks(tmp_path, monkeypatch):
+    """The manifest holds sizes and per-chunk digests; "sample" hashes first, last and
+    SAMPLE_CHUNKS random chunks, "sizes" none, "full" all; all catch what they read."""
+    entry, _ = _manifest_entry(tmp_path, monkeypatch)
+    f = entry / "a.npy"
+    info = json.loads((entry / teacher_cache.META).read_text())["arrays"]["a"]
+    size = f.stat().st_size
+    assert info["size"] == size and info["chunk_bytes"] == 1024
+    assert len(info["chunks"]) == -(-size // 1024) == 17
+    assert info["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    reads = []
+    real_sha = teacher_cache.hashlib.sha256
+
+    class Counting:
+        def __init__(self, data=b""):
+            reads.append(len(data))
+            self._h = real_sha(data)
+
+        def hexdigest(self):
+            return self._h.hexdigest()
+
+    monkeypatch.setattr(teacher_cache.hashlib, "sha256", Counting)
+    assert teacher_cache.load(entry) is not None  # default: sample
+    assert len(reads) == 2 + teacher_cache.SAMPLE_CHUNKS and sum(reads) <= 4 * 1024
+    reads.clear()
+    assert teacher_cache.load(entry, "sizes") is not None and not reads
+    assert teacher_cache.load(entry, "full") is not None and len(reads) == 17
+    monkeypatch.setattr(teacher_cache.hashlib, "sha256", real_sha)
+    # a flipped byte in a middle chunk: only "full" is sure to see it
+    _flip(f, 8 * 1024 + 5)
+    assert teacher_cache.load(entry, "sizes") is not None
+    assert teacher_cache.load(entry, "full") is None
+    monkeypatch.setenv(teacher_cache.VERIFY_ENV, "full")
+    assert teacher_cache.load(entry) is None  # the run's default
+    monkeypatch.delenv(teacher_cache.VERIFY_ENV)
+    seen = sum(teacher_cache.load(entry) is None for _ in range(60))  # 2 of 15 per load
+    assert 0 < seen < 60
+    _flip(f, 8 * 1024 + 5)
+    # the last chunk (a torn write) and the header are always read
+    _flip(f, size - 1)
+    assert teacher_cache.load(entry) is None
+    _flip(f, size - 1)
+    _flip(f, 20)
+    assert teacher_cache.load(entry) is None
+    _flip(f, 20)
+    assert teacher_cache.load(entry) is not None
+    # a truncated or extended file fails on its size alone
+    raw = f.read_bytes()
+    f.write_bytes(raw + b"\0")
+    assert teacher_cache.load(entry, "sizes") is None
+    f.write_bytes(raw)
+    with pytest.raises(ValueError, match="verify"):
+        teacher_cache.load(entry, "some")
+
+
+def test_entry_without_manifest_is_verified_in_full(tmp_path, monkeypatch):
+    entry, _ = _manifest_entry(tmp_path, monkeypatch)
+    meta_path = entry / teacher_cache.META
+    meta = json.loads(meta_path.read_text())
+    for info in meta["arrays"].values():  # the layout written before the manifest
+        for k in ("size", "chunk_bytes", "chunks"):
+            info.pop(k)
+    meta_path.write_text(json.dumps(meta))
+    assert teacher_cache.load(entry, "sizes") is not None
+    _flip(entry / "a.npy", 8 * 1024 + 5)
+    assert teacher_cache.load(entry, "sizes") is None

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _kill import run_to_end, stall_and_kill
 
 from bort_jax import train
 
@@ -184,16 +185,53 @@ def _run(workdir, out, kill_at=None):
     )
 
 
-def test_sigkill_and_resume_gives_identical_parameters(tmp_path):
-    ref = _run(tmp_path / "ref", tmp_path / "ref.npz")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The worker's 30-step run without a kill: its final parameters."""
+    tmp = tmp_path_factory.mktemp("ref")
+    ref = _run(tmp / "ref", tmp / "ref.npz")
     assert ref.returncode == 0, ref.stderr
+    out = np.load(tmp / "ref.npz")
+    assert int(out["resumed"]) == -1
+    return out
+
+
+def _assert_same_params(a, b):
+    assert a.files == b.files
+    for k in a.files:
+        if k != "resumed":
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_sigkill_and_resume_gives_identical_parameters(tmp_path, uninterrupted):
     killed = _run(tmp_path / "run", tmp_path / "run.npz", kill_at=23)
     assert killed.returncode == -9, killed.stderr
     assert not (tmp_path / "run.npz").exists()
     resumed = _run(tmp_path / "run", tmp_path / "run.npz")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "run.npz")
-    assert int(b["resumed"]) == 20 and int(a["resumed"]) == -1
-    for k in a.files:
-        if k != "resumed":
-            np.testing.assert_array_equal(a[k], b[k])
+    b = np.load(tmp_path / "run.npz")
+    assert int(b["resumed"]) == 20
+    _assert_same_params(uninterrupted, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["ckpt_tmp:20", "ckpt_commit:20"])
+def test_sigkill_during_checkpoint_save_resumes_from_the_previous_one(
+    tmp_path, uninterrupted, point
+):
+    """SIGKILL inside `checkpoint.save` of step 20 (bort_jax/checkpoint.py): once Orbax's
+    temporary directory exists but before any array is in it (ckpt_tmp), and once every
+    array is written but before the commit marker and the rename (ckpt_commit). The half
+    save is invisible: the rerun resumes from step 10 and ends with the same parameters."""
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    args = [str(WORKER), str(workdir), str(tmp_path / "run.npz")]
+    stall_and_kill(args, point, marker)
+    ckpts = workdir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir() if p.name.isdigit()) == ["10"]
+    assert [p for p in ckpts.iterdir() if p.name.startswith("20.orbax-checkpoint-tmp")]
+    assert not (tmp_path / "run.npz").exists()
+    run_to_end(args)
+    b = np.load(tmp_path / "run.npz")
+    assert int(b["resumed"]) == 10
+    _assert_same_params(uninterrupted, b)
+    assert sorted(p.name for p in ckpts.iterdir() if p.name.isdigit()) == ["20", "30"]

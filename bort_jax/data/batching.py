@@ -193,28 +193,89 @@ def fixed_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> list[Arr
 
 
 class Prefetcher:
-    """Iterates `(step, source(step))` for steps in [start, stop), computed ahead in a thread.
+    """Iterates `(step, place(source(step)))` for steps in [start, stop), computed ahead in a
+    thread.
 
-    An exception in `source` is re-raised in the consuming thread at that step.
+    `place` (e.g. `jax.device_put`, `sharding.Partitioner.put_batch`) runs in the thread too,
+    so reading the rows (a gather from a memory-mapped cache) and the host-to-device copy of
+    step s + 1 … s + `depth` overlap the device's work on step s: the loop receives batches
+    already on device, sharded as `place` puts them. At most `depth` placed batches wait in
+    the queue (plus the one the thread is placing). `place` None: host batches.
+
+    An exception in `source` or `place` is re-raised in the consuming thread at that step.
+    `close()` (or leaving the `with` block, or abandoning the iteration) stops the thread and
+    drops the batches it holds.
     """
 
-    def __init__(self, source: BatchSource, start: int, stop: int, depth: int = 2):
+    def __init__(
+        self,
+        source: BatchSource,
+        start: int,
+        stop: int,
+        depth: int = 2,
+        place: Callable[[Batch], Batch] | None = None,
+    ):
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
         self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, args=(source, start, stop), daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(source, start, stop, place), daemon=True
+        )
         self._thread.start()
 
-    def _run(self, source: BatchSource, start: int, stop: int) -> None:
-        for s in range(start, stop):
+    def _put(self, item) -> bool:
+        """Queue `item` unless closed meanwhile; False when closed."""
+        while not self._stop.is_set():
             try:
-                self._q.put((s, source(s), None))
-            except Exception as e:  # noqa: BLE001 - surfaced in the main thread
-                self._q.put((s, None, e))
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: BatchSource, start: int, stop: int, place) -> None:
+        for s in range(start, stop):
+            if self._stop.is_set():
                 return
-        self._q.put(None)  # end of stream
+            try:
+                batch = source(s)
+                if place is not None:
+                    batch = place(batch)
+            except Exception as e:  # noqa: BLE001 - surfaced in the main thread
+                self._put((s, None, e))
+                return
+            if not self._put((s, batch, None)):
+                return
+        self._put(None)  # end of stream
 
     def __iter__(self) -> Iterator[tuple[int, Batch]]:
-        while (item := self._q.get()) is not None:
-            s, batch, err = item
-            if err is not None:
-                raise err
-            yield s, batch
+        try:
+            while (item := self._q.get()) is not None:
+                s, batch, err = item
+                if err is not None:
+                    raise err
+                yield s, batch
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the thread and drop what it queued (idempotent)."""
+        self._stop.set()
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=10)
+        while True:  # what the thread put between the drain and its exit
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import numpy as np
 from absl import logging
 
-from bort_jax import agora, files
+from bort_jax import agora, files, sharding
 from bort_jax.config import ConfigError, from_config, to_plain
 from bort_jax.tasks.metrics import spearman  # noqa: F401  (the experiments' rank correlation)
 
@@ -167,8 +167,9 @@ def stage(path: Path | None, compute: Callable[[], Mapping[str, Any]]) -> dict:
 
 
 def drop_dir(path: Path | None) -> None:
-    """Delete a finished stage's working files (checkpoints); a missing one is fine."""
-    if path is not None and path.exists():
+    """Delete a finished stage's working files (checkpoints); a missing one is fine. Process 0
+    only (the directory is shared by every host of a multi-host run)."""
+    if path is not None and sharding.is_primary() and path.exists():
         shutil.rmtree(path)
 
 

@@ -36,13 +36,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from bort_jax import arch as A
 from bort_jax import experiments as ex
 from bort_jax import extract, proxy
 from bort_jax.config import ConfigError, from_config
+from bort_jax.extract_config import ExtractConfig
 from bort_jax.search import fptas as F
 from bort_jax.search.budget import ProxyBudget, resolve_steps
 
@@ -59,7 +59,7 @@ class EpsBudgetConfig:
     eps: str  # comma-separated ε values, each in (0, 1)
     proxy_budget: ProxyBudget  # mode must be 'eps'
     top_k: int  # W-ranking agreement: top-k at T vs top-k at 2T
-    extraction: dict  # an extraction config (configs/default.py); proxy.steps = fixed baseline
+    extraction: ExtractConfig  # configs/default.py; its proxy.num_steps = the fixed baseline
 
     def __post_init__(self) -> None:
         parse_eps(self.eps)
@@ -89,7 +89,7 @@ def parse_eps(text: str) -> list[float]:
 
 def schedule(cfg: EpsBudgetConfig) -> dict[float, tuple[int, int]]:
     """ε -> (T(ε), 2T(ε)) under the budget at the extraction's s."""
-    s = cfg.extraction["s"]
+    s = cfg.extraction.s
     steps = {eps: resolve_steps(cfg.proxy_budget, eps, s) for eps in parse_eps(cfg.eps)}
     return {eps: (t, 2 * t) for eps, t in steps.items()}
 
@@ -137,7 +137,7 @@ def train_one(prob: extract.Problem, pcfg: proxy.ProxyConfig, arch: A.Arch, step
     """Proxy-train `arch` for `steps` steps: the stage record (error, all metrics, seconds)."""
     t0 = time.perf_counter()
     r = proxy.proxy_error(
-        arch, prob.data, prob.spec, dataclasses.replace(pcfg, steps=steps), source=prob.source
+        arch, prob.data, prob.spec, dataclasses.replace(pcfg, num_steps=steps), source=prob.source
     )
     return {
         "candidate": str(arch),
@@ -156,8 +156,10 @@ def table(records: Mapping[str, Mapping[str, Any]], field: str, names: Sequence[
 # ------------------------------------------------------------------------------ analysis
 
 
-def _search(prob, config, eps: float, errors: Mapping[str, float]) -> F.SearchResult:
-    objective = F.WCoefficient(**dict(config.objective))
+def _search(
+    prob: extract.Problem, config: ExtractConfig, eps: float, errors: Mapping[str, float]
+) -> F.SearchResult:
+    objective = config.objective.coefficient()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", F.AssumptionWarning)
         return F.fptas(
@@ -165,8 +167,11 @@ def _search(prob, config, eps: float, errors: Mapping[str, float]) -> F.SearchRe
             prob.p,
             prob.i,
             lambda a: errors[str(a)],
+            eps,
+            config.s,
             objective=objective,
-            **extract.search_kwargs(config, eps),
+            assumptions=extract.assumptions(config),
+            options=extract.search_options(config),
         )
 
 
@@ -176,13 +181,13 @@ def analyse(
     records: Mapping[int, Mapping[str, Mapping[str, Any]]],
 ) -> dict:
     """The report from the stage records {T: {candidate: record}} that exist so far."""
-    config = ml_collections.ConfigDict(cfg.extraction)
+    config = cfg.extraction
     cands = list(prob.space.candidates())
     names = [str(a) for a in cands]
     p = [prob.p(a) for a in cands]
     i = [prob.i(a) for a in cands]
-    objective = F.WCoefficient(**dict(config.objective))
-    fixed = int(config.proxy.steps)
+    objective = config.objective.coefficient()
+    fixed = int(config.proxy.num_steps)
     complete = {t for t, r in records.items() if all(n in r for n in names)}
     rows = []
     for eps, (t, t2) in schedule(cfg).items():
@@ -340,18 +345,18 @@ def run(config: Any, workdir: str | None = None, train: bool = True) -> dict:
     """
     cfg = EpsBudgetConfig.from_config(config)
     steps = sorted({t for ts in schedule(cfg).values() for t in ts})
-    extraction = ml_collections.ConfigDict(cfg.extraction)
-    if extraction.get("inference") != "flops":
+    extraction = cfg.extraction
+    if extraction.inference != "flops":
         raise ConfigError(
             "config.extraction.inference must be 'flops' (W-rankings free of latency noise), "
-            f"got {extraction.get('inference')!r}"
+            f"got {extraction.inference!r}"
         )
     if not train and not (workdir and (Path(workdir) / ex.CONFIG_FILE).is_file()):
         raise FileNotFoundError(f"{workdir}: no {NAME} run to summarise ({ex.CONFIG_FILE})")
     path = ex.open_workdir(workdir, config)
     with tempfile.TemporaryDirectory() as tmp:
         prob = extract.build_problem(extraction, str(tmp if path is None else path / "extract"))
-        pcfg = from_config(proxy.ProxyConfig, extraction.proxy, "config.extraction.proxy")
+        pcfg = extraction.proxy
         cands = list(prob.space.candidates())
         records: dict[int, dict[str, dict]] = {}
         report: dict = {}

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bort_jax import distill, finetune, hf, pretrain, proxy
+from bort_jax import distill, finetune, hf, hub, pretrain, proxy
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import ConfigError, from_config, to_plain
 from bort_jax.experiments import (
@@ -111,7 +111,7 @@ def validate(config: Any) -> Plan:
         )
         for name, over in variants.items()
     }
-    source_dir = config.source_dir or hf.minilm_path()
+    source_dir = hub.resolve(config.source_dir) or hf.minilm_path()
     if not (Path(source_dir) / "config.json").is_file():
         raise FileNotFoundError(f"config.source_dir={source_dir}: no checkpoint (config.json)")
     source_arch, _ = hf.config_to_arch_spec(
@@ -138,8 +138,8 @@ def downstream(config: Any, plan: Plan, arch: Arch, root: Path) -> dict[str, Any
         cfg = dict(
             config.pretrain.to_dict(),
             arch=_arch_str(arch),
-            init="slice",
-            init_dir=plan.source_dir,
+            init_method="slice",
+            init=plan.source_dir,
             teacher_dir=plan.source_dir,
             cache_dir=config.pretrain.cache_dir or str(root / "teacher_cache"),
             progress=False,
@@ -213,7 +213,7 @@ def run_signals(config: Any, plan: Plan, root: Path) -> tuple[dict[str, dict[str
         teacher,
         plan.source_dir,
         config.corpus,
-        config.seq_len,
+        config.max_seq_len,
         max_sequences=config.max_sequences,
         heldout_fraction=config.heldout_fraction,
         seed=config.data_seed,

@@ -38,6 +38,7 @@ import numpy as np
 
 from bort_jax.config import ConfigError
 from bort_jax.experiments import log, open_workdir, parse_list, parse_seeds, stage, write_report
+from bort_jax.extract_config import ExtractConfig
 from bort_jax.search import fptas as F
 from bort_jax.search import random_search as R
 from bort_jax.search import synthetic
@@ -57,7 +58,8 @@ class Instance:
     i: Callable
     e: Callable  # the (expensive) error; called once per candidate by the table's exhaustive
     objective: F.WCoefficient
-    fptas_kwargs: Mapping[str, Any]
+    assumptions: F.Assumptions  # what the FPTAS may assume on this instance
+    options: F.SearchOptions = F.SearchOptions()  # order, cache; shared by every method
     cache: Any = None
     seconds: Callable[[Any], float | None] | None = None  # proxy seconds of one candidate
 
@@ -115,7 +117,8 @@ def synthetic_instance(name: str) -> Instance:
         inst.i,
         inst.e.fn,
         F.WCoefficient(*w),
-        dict(leq=inst.leq, convex_in=inst.log_capacity, monotonicity_slack=inst.noise),
+        F.Assumptions(inst.noise, convex_in=inst.log_capacity),
+        F.SearchOptions(leq=inst.leq),
     )
 
 
@@ -123,15 +126,12 @@ def real_instance(extract_config: Any, workdir: str) -> Instance:
     """The extraction's instance: its grid, p, i and cached proxy error (bort_jax.extract)."""
     from bort_jax import extract, sharding
 
-    prob = extract.build_problem(extract_config, workdir)
-    mesh = extract.mesh_config(extract_config)
+    config = ExtractConfig.from_config(extract_config)
+    prob = extract.build_problem(config, workdir)
 
     def e(c: Any) -> float:  # missing candidates train as in the extraction
-        with sharding.use_mesh(mesh):
+        with sharding.use_mesh(config.mesh):
             return prob.e(c)
-
-    kwargs = {k: v for k, v in extract.search_kwargs(extract_config).items() if k != "eps"}
-    kwargs.pop("max_evaluations", None)
 
     def seconds(c: Any) -> float | None:
         value = prob.cache.metrics.get(candidate_key(c), {}).get("train_seconds")
@@ -143,8 +143,8 @@ def real_instance(extract_config: Any, workdir: str) -> Instance:
         prob.p,
         prob.i,
         e,
-        F.WCoefficient(**dict(extract_config.objective)),
-        kwargs,
+        config.objective.coefficient(),
+        extract.assumptions(config),
         cache=prob.cache,
         seconds=seconds,
     )
@@ -152,8 +152,9 @@ def real_instance(extract_config: Any, workdir: str) -> Instance:
 
 def _table(inst: Instance) -> dict[str, Any]:
     """Every candidate's p, i, e and both W values (exhaustive over the instance)."""
+    options = dataclasses.replace(inst.options, cache=inst.cache)
     full = F.exhaustive(
-        inst.candidates, inst.p, inst.i, inst.e, objective=inst.objective, cache=inst.cache
+        inst.candidates, inst.p, inst.i, inst.e, objective=inst.objective, options=options
     )
     if full.failed:
         raise RuntimeError(f"{inst.name}: e failed for {len(full.failed)} candidates")
@@ -258,7 +259,14 @@ def audit_instance(inst: Instance, plan: Plan) -> dict[str, Any]:
         lk = _Lookup(lookup_table)
         start = time.perf_counter()
         res = F.fptas(
-            inst.candidates, inst.p, inst.i, lk, eps, objective=inst.objective, **inst.fptas_kwargs
+            inst.candidates,
+            inst.p,
+            inst.i,
+            lk,
+            eps,
+            objective=inst.objective,
+            assumptions=inst.assumptions,
+            options=inst.options,
         )
         rows.append(_row("fptas", f"ε={eps:g}", res, t, lk, inst, time.perf_counter() - start))
         budgets.add(res.n_evaluations)

@@ -15,10 +15,24 @@ canonical parameter layout: HF import/export, `slice_params`, checkpoints).
 `Bert(scan_layers=True)` runs them through `nn.scan` (one compiled layer body, so compile time
 does not grow with D) with parameters stacked under 'layers' (leading [D] axis, logical name
 'layers'); `stack_layers` / `unstack_layers` convert exactly between the two.
+
+Vocabulary padding: `Bert(vocab_multiple=128)` gives the word-embedding table and 'mlm_bias'
+V rounded up to a multiple of 128 rows (30,522 → 30,592, 50,265 → 50,304), so a mesh's
+'model' axis splits them (and their optimizer moments) instead of replicating them. The
+padding columns of the MLM logits are sliced off before they are returned: every consumer
+(losses, KD, teacher caches) sees exactly V logits, and padding rows get no gradient. A
+tree with V rows (HF checkpoints) is padded on the fly; `pad_vocab` / `unpad_vocab` convert
+ahead of time, `hf.save` drops the padding, `ModelOptions` bundles the layout flags.
+
+Activation sharding: under an active `sharding.Partitioner` the embedding output, q/k/v and
+the attention context, the FFN intermediate and the logits are constrained to the sharding
+their logical axes get (`constrain`), so the SPMD partitioner never has to guess (and fall
+back to replicating a tensor); without one nothing changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -26,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bort_jax import sharding
 from bort_jax.arch import Arch, Spec
 
 HEAD_KEYS = ("classifier", "head_pooler")  # the fine-tuning head's subtrees
@@ -75,6 +90,32 @@ def _dense(
     )
 
 
+def padded_vocab(vocab_size: int, multiple: int) -> int:
+    """`vocab_size` rounded up to a multiple of `multiple` (1 = no padding)."""
+    if multiple < 1:
+        raise ValueError(f"vocab_multiple must be >= 1, got {multiple}")
+    return -(-vocab_size // multiple) * multiple
+
+
+def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
+    """`x` constrained to the sharding its logical axes get under the active partitioner.
+
+    The names go through the partitioner's rules as parameters do (`sharding.mesh_spec`: a
+    mesh axis is used once per array, and a dimension it does not divide stays replicated).
+    Without an active partitioner (one device) `x` is returned untouched.
+    """
+    part = sharding.current()
+    if part is None:
+        return x
+    spec = sharding.mesh_spec(tuple(logical), x.shape, part.mesh, part.rules)
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(part.mesh, spec))
+
+
+def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
+    short = rows - x.shape[0]
+    return x if short == 0 else jnp.pad(x, ((0, short),) + ((0, 0),) * (x.ndim - 1))
+
+
 def position_ids(input_ids: jax.Array, spec: Spec) -> jax.Array:
     """BERT: 0..L-1. RoBERTa (`position_offset > 0`): pad_id+1, pad_id+2, … skipping padding."""
     batch, length = input_ids.shape
@@ -82,6 +123,70 @@ def position_ids(input_ids: jax.Array, spec: Spec) -> jax.Array:
         return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     not_pad = (input_ids != spec.pad_token_id).astype(jnp.int32)
     return jnp.cumsum(not_pad, axis=1) * not_pad + spec.pad_token_id
+
+
+class VocabEmbed(nn.Module):
+    """The word-embedding table [V_pad, H] (V_pad = `padded_vocab(V, vocab_multiple)`), used
+    for the input lookup and, tied, for the MLM logits.
+
+    Rows V … V_pad-1 are padding: ids never index them, and `attend` drops their logits, so
+    every output has the true vocabulary V. The padding exists so that a mesh's 'model' axis
+    divides the table (and its optimizer moments) along 'vocab'. A fresh table has the same
+    first V rows as an unpadded one (same rng draw) and zero padding rows.
+
+    `apply` also accepts a table of exactly V rows (the layout of HF checkpoints,
+    `hf.load`): it is zero-padded on the fly, so one parameter tree serves models with any
+    `vocab_multiple`; `pad_vocab` / `unpad_vocab` convert trees ahead of time.
+    """
+
+    vocab_size: int
+    features: int
+    vocab_multiple: int = 1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        rows = padded_vocab(self.vocab_size, self.vocab_multiple)
+        if self.has_variable("params", "embedding"):  # no init-shape check: V or V_pad rows
+            table = nn.meta.unbox(self.get_variable("params", "embedding"))
+            if tuple(table.shape) not in ((self.vocab_size, self.features), (rows, self.features)):
+                raise ValueError(
+                    f"word embedding table has shape {tuple(table.shape)}; expected "
+                    f"({self.vocab_size}, {self.features}) or padded ({rows}, {self.features})"
+                )
+        else:
+            v = self.vocab_size
+
+            def init(key, shape, dtype):
+                first = nn.initializers.normal(INIT_STD)(key, (v,) + tuple(shape[1:]), dtype)
+                return _pad_rows(first, shape[0])
+
+            table = self.param(
+                "embedding",
+                nn.with_logical_partitioning(init, ("vocab", "embed")),
+                (rows, self.features),
+                self.param_dtype,
+            )
+        self.rows = rows
+        self.table = table
+
+    def padded_table(self) -> jax.Array:
+        """[V_pad, H] in `dtype`, split along 'vocab' only (gathered over 'embed', as FSDP
+        gathers every weight before use)."""
+        table = _pad_rows(jnp.asarray(self.table), self.rows).astype(self.dtype)
+        return constrain(table, ("vocab", None))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """[B, L] ids → [B, L, H]."""
+        x = jnp.take(self.padded_table(), ids, axis=0)
+        return constrain(x, ("batch", "seq", "embed"))
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """[..., H] → [..., V_pad] logits (padding columns included; `Bert` slices them)."""
+        logits = jnp.dot(
+            x.astype(self.dtype), self.padded_table().T, preferred_element_type=jnp.float32
+        )
+        return constrain(logits, ("batch",) + (None,) * (logits.ndim - 2) + ("vocab",))
 
 
 class Embeddings(nn.Module):
@@ -92,18 +197,19 @@ class Embeddings(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     dropout_rate: float = 0.1
+    vocab_multiple: int = 1
 
     def setup(self):
         h = self.arch.hidden
         emb_init = lambda axes: nn.with_logical_partitioning(  # noqa: E731
             nn.initializers.normal(INIT_STD), axes
         )
-        self.word_embeddings = nn.Embed(
+        self.word_embeddings = VocabEmbed(
             self.spec.vocab_size,
             h,
+            self.vocab_multiple,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            embedding_init=emb_init(("vocab", "embed")),
         )
         self.position_embeddings = nn.Embed(
             self.spec.max_positions,
@@ -127,14 +233,21 @@ class Embeddings(nn.Module):
         self, input_ids, token_type_ids, *, deterministic: bool, inputs_embeds=None
     ) -> jax.Array:
         words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
-        x = words + self.position_embeddings(position_ids(input_ids, self.spec))
+        x = words + self._lookup(self.position_embeddings, position_ids(input_ids, self.spec))
         if self.spec.type_vocab_size:
-            x = x + self.token_type_embeddings(token_type_ids)
+            x = x + self._lookup(self.token_type_embeddings, token_type_ids)
+        x = constrain(x, ("batch", "seq", "embed"))
         x = self.LayerNorm(x)
         return self.dropout(x, deterministic=deterministic)
 
+    def _lookup(self, embed: nn.Embed, ids: jax.Array) -> jax.Array:
+        """`embed(ids)` with its (small) table gathered whole first: a table split along
+        'embed' (fsdp) cannot feed a gather whose rows are split along the batch (fsdp too)."""
+        table = constrain(jnp.asarray(embed.embedding, self.dtype), (None, None))
+        return jnp.take(table, ids, axis=0)
+
     def attend(self, x: jax.Array) -> jax.Array:
-        """[..., H] → [..., V] logits against the (tied) word-embedding table."""
+        """[..., H] → [..., V_pad] logits against the (tied) word-embedding table."""
         return self.word_embeddings.attend(x)
 
 
@@ -161,9 +274,14 @@ class SelfAttention(nn.Module):
             self.param_dtype,
             name,
         )
+
         # Heads-major [B, A, L, d] before both products: on XLA:CPU the 'bqhd' forms make the
         # second product emit a [B, A, d, L] result plus transposes (~5-8% slower end to end).
-        split = lambda t: t.reshape(t.shape[:2] + (a, d)).transpose(0, 2, 1, 3)  # noqa: E731
+        def split(t):  # [B, L, H] → [B, A, L, d], heads split over 'model'
+            t = constrain(t, ("batch", "seq", "heads"))
+            t = t.reshape(t.shape[:2] + (a, d)).transpose(0, 2, 1, 3)
+            return constrain(t, ("batch", "heads", "seq", None))
+
         q, k, v = (split(proj(n)(x)) for n in ("query", "key", "value"))
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) / np.sqrt(
             d
@@ -172,8 +290,9 @@ class SelfAttention(nn.Module):
         logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+        ctx = constrain(jnp.einsum("bhqk,bhkd->bhqd", probs, v), ("batch", "heads", "seq", None))
         ctx = ctx.transpose(0, 2, 1, 3).reshape(x.shape[:2] + (h,))
+        ctx = constrain(ctx, ("batch", "seq", "heads"))
         out = _dense(h, ("heads", "embed"), self.dtype, self.param_dtype, "output")(ctx)
         return out, logits
 
@@ -206,12 +325,12 @@ class EncoderLayer(nn.Module):
         y = _dense(
             self.arch.intermediate, ("embed", "mlp"), self.dtype, self.param_dtype, "ffn_in"
         )(x)
-        y = activation_fn(self.spec.activation)(y)
+        y = activation_fn(self.spec.activation)(constrain(y, ("batch", "seq", "mlp")))
         y = _dense(self.arch.hidden, ("mlp", "embed"), self.dtype, self.param_dtype, "ffn_out")(y)
         x = _layer_norm(self.spec, self.dtype, self.param_dtype, "ffn_norm")(
             x + drop(y, deterministic=deterministic)
         )
-        x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+        x = constrain(x, ("batch", "seq", "embed"))
         return x, logits
 
 
@@ -294,12 +413,25 @@ class Bert(nn.Module):
     num_labels: int = 0
     scan_layers: bool = False
     remat: bool = False
+    vocab_multiple: int = 1
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of the word-embedding table (and of 'mlm_bias'): V rounded up to
+        `vocab_multiple` (`VOCAB_MULTIPLE` on a mesh with a 'model' axis)."""
+        return padded_vocab(self.spec.vocab_size, self.vocab_multiple)
 
     def setup(self):
         if self.remat and not self.scan_layers:
             raise ValueError("Bert(remat=True) needs scan_layers=True")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.embeddings = Embeddings(self.arch, self.spec, dropout_rate=self.dropout_rate, **kw)
+        self.embeddings = Embeddings(
+            self.arch,
+            self.spec,
+            dropout_rate=self.dropout_rate,
+            vocab_multiple=self.vocab_multiple,
+            **kw,
+        )
         if self.scan_layers:
             self.layers = scanned_layers(self)
         else:
@@ -322,9 +454,18 @@ class Bert(nn.Module):
                 h, ("embed", "embed"), self.dtype, self.param_dtype, "mlm_transform"
             )
             self.mlm_norm = _layer_norm(self.spec, self.dtype, self.param_dtype, "mlm_norm")
-            self.mlm_bias = self.param(
-                "mlm_bias", _bias_init(("vocab",)), (self.spec.vocab_size,), self.param_dtype
-            )
+            v, rows = self.spec.vocab_size, self.padded_vocab
+            if self.has_variable("params", "mlm_bias"):  # V or V_pad entries, as the table
+                self.mlm_bias = nn.meta.unbox(self.get_variable("params", "mlm_bias"))
+                if tuple(self.mlm_bias.shape) not in ((v,), (rows,)):
+                    raise ValueError(
+                        f"mlm_bias has shape {tuple(self.mlm_bias.shape)}; expected ({v},) "
+                        f"or padded ({rows},)"
+                    )
+            else:
+                self.mlm_bias = self.param(
+                    "mlm_bias", _bias_init(("vocab",)), (rows,), self.param_dtype
+                )
         if self.num_labels:
             if not self.spec.pooler:  # a fresh tanh pooler, as the Bort fine-tuning head
                 self.head_pooler = _dense(
@@ -387,9 +528,12 @@ class Bert(nn.Module):
                 else jnp.take_along_axis(x, mlm_positions[..., None].astype(jnp.int32), axis=1)
             )
             y = self.mlm_norm(activation_fn(self.spec.activation)(self.mlm_transform(y)))
-            out["mlm_logits"] = self.embeddings.attend(y).astype(
-                jnp.float32
-            ) + self.mlm_bias.astype(jnp.float32)
+            bias = _pad_rows(jnp.asarray(self.mlm_bias), self.padded_vocab)
+            z = self.embeddings.attend(y).astype(jnp.float32) + bias.astype(jnp.float32)
+            z = constrain(z, ("batch", None, "vocab"))
+            # The padding columns are sliced off here, so no softmax / loss / teacher cache
+            # ever sees them: every consumer gets exactly V logits.
+            out["mlm_logits"] = z[..., : self.spec.vocab_size]
         if self.num_labels:
             pooled = out["pooled"] if self.spec.pooler else jnp.tanh(self.head_pooler(x[:, 0]))
             pooled = self.dropout(pooled, deterministic=deterministic)
@@ -449,6 +593,99 @@ def unstack_layers(params: Mapping[str, Any], depth: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------- vocabulary padding
+
+VOCAB_MULTIPLE = 128  # `Bert.vocab_multiple` for sharded runs: 30,522 → 30,592, 50,265 → 50,304
+VOCAB_LEAVES = (("embeddings", "word_embeddings", "embedding"), ("mlm_bias",))
+
+
+def _map_vocab_leaves(params: Mapping[str, Any], fn: Callable) -> dict:
+    """A shallow copy of `params` with `fn(name, leaf)` applied to the leaves of VOCAB_LEAVES
+    that it has (the dicts on their paths are copied; nothing else is)."""
+
+    def walk(tree, path, done):
+        if len(path) == 1:
+            return {**tree, path[0]: fn("/".join(done + path), tree[path[0]])}
+        return {**tree, path[0]: walk(tree[path[0]], path[1:], done + path[:1])}
+
+    out = dict(params)
+    for path in VOCAB_LEAVES:
+        node = out
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            out = walk(out, path, ())
+    return out
+
+
+def pad_vocab(params: Mapping[str, Any], rows: int) -> dict:
+    """`params` with the word-embedding table and 'mlm_bias' zero-padded to `rows` entries
+    (`Bert.padded_vocab`); leaves that have `rows` already are kept. Exact: `unpad_vocab`
+    with the true vocabulary size gives the input back."""
+
+    def pad(name, x):
+        if np.shape(x)[0] > rows:
+            raise ValueError(f"pad_vocab: {name} has {np.shape(x)[0]} rows, more than {rows}")
+        if np.shape(x)[0] == rows:
+            return x
+        xp = jnp if isinstance(x, jax.Array) else np
+        return xp.pad(x, ((0, rows - np.shape(x)[0]),) + ((0, 0),) * (np.ndim(x) - 1))
+
+    return _map_vocab_leaves(params, pad)
+
+
+def unpad_vocab(params: Mapping[str, Any], vocab_size: int) -> dict:
+    """`params` with the vocabulary leaves cut to their first `vocab_size` rows (the padding
+    of `pad_vocab` / a padded `Bert` dropped): the layout of HF checkpoints."""
+
+    def cut(name, x):
+        if np.shape(x)[0] < vocab_size:
+            raise ValueError(f"unpad_vocab: {name} has {np.shape(x)[0]} rows < {vocab_size}")
+        return x if np.shape(x)[0] == vocab_size else x[:vocab_size]
+
+    return _map_vocab_leaves(params, cut)
+
+
+# ----------------------------------------------------------------------- model options
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """How a `Bert` is laid out for training, as one config entry (`config.model`).
+
+    scan_layers: layers through `nn.scan` (compile time flat in depth; params under
+      'layers'); remat: recompute each layer in the backward pass (needs scan_layers);
+      vocab_multiple: vocabulary rows rounded up to this (`VOCAB_MULTIPLE` = 128 lets a
+      'model' mesh axis split the word-embedding table; 1 = the checkpoint's V rows).
+    `Bert(arch, spec, ..., **opts.kwargs())` builds the model; `to_model` converts a canonical
+    tree (HF layout, `slice_params`, `fresh_params` of a plain model) to it, `to_canonical`
+    back (for `hf.save`, which also drops vocabulary padding itself).
+    """
+
+    scan_layers: bool = False
+    remat: bool = False
+    vocab_multiple: int = 1
+
+    def __post_init__(self):
+        if self.remat and not self.scan_layers:
+            raise ValueError("model.remat=True needs model.scan_layers=True")
+        if isinstance(self.vocab_multiple, bool) or self.vocab_multiple < 1:
+            raise ValueError(f"model.vocab_multiple must be >= 1, got {self.vocab_multiple!r}")
+
+    def kwargs(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_model(self, params: Mapping[str, Any], arch: Arch, spec: Spec) -> dict:
+        """Canonical (unrolled, V rows) → this layout (vocabulary padded, layers stacked)."""
+        out = pad_vocab(params, padded_vocab(spec.vocab_size, self.vocab_multiple))
+        return stack_layers(out, arch.depth) if self.scan_layers else out
+
+    def to_canonical(self, params: Mapping[str, Any], arch: Arch, spec: Spec) -> dict:
+        """Inverse of `to_model`: unrolled layers, exactly V vocabulary rows."""
+        out = unstack_layers(params, arch.depth) if self.scan_layers else dict(params)
+        return unpad_vocab(out, spec.vocab_size)
+
+
 # ----------------------------------------------------------------------------- slicing
 
 
@@ -479,7 +716,11 @@ def slice_params_check(
 
 
 def slice_params(
-    params: dict, source: Arch, target: Arch, layer_map: Sequence[int] | None = None
+    params: dict,
+    source: Arch,
+    target: Arch,
+    layer_map: Sequence[int] | None = None,
+    vocab_rows: int | None = None,
 ) -> dict:
     """Initialise `target` from `source` weights by slicing (Bort's fast alternative to random
     init).
@@ -492,7 +733,8 @@ def slice_params(
     (each target head then starts from several source heads). Slicing to `source` itself is
     the identity.
     Head-specific entries (classifier, mlm bias over the vocabulary) are copied where the
-    shapes allow and otherwise dropped.
+    shapes allow and otherwise dropped. The vocabulary rows are kept as they come, or
+    zero-padded to `vocab_rows` (`Bert.padded_vocab` of the target model; `pad_vocab`).
     """
     layer_map = slice_params_check(source, target, layer_map)
     h, a, d, i = target.hidden, target.heads, target.head_dim, target.intermediate
@@ -555,6 +797,8 @@ def slice_params(
     if "classifier" in params:
         k = np.asarray(params["classifier"]["kernel"])
         out["classifier"] = {"kernel": k[:h], "bias": np.asarray(params["classifier"]["bias"])}
+    if vocab_rows is not None:
+        out = pad_vocab(out, vocab_rows)
     return jax.tree_util.tree_map(jnp.asarray, out)
 
 
@@ -564,10 +808,27 @@ def fresh_params(model: Bert, seed: int = 0) -> dict:
 
 
 def merge_pretrained(
-    fresh: dict, pretrained: Mapping[str, Any], head_keys: Sequence[str] = HEAD_KEYS
+    fresh: dict,
+    pretrained: Mapping[str, Any],
+    head_keys: Sequence[str] = HEAD_KEYS,
+    vocab_size: int | None = None,
 ) -> dict:
     """`fresh` with every subtree but the task head (`head_keys`) replaced by the pretrained
-    one (shapes checked; a ValueError names the subtree and both shapes)."""
+    one (shapes checked; a ValueError names the subtree and both shapes).
+
+    `fresh` from a padded model (`Bert.vocab_multiple`) has more vocabulary rows than a
+    checkpoint: with `vocab_size` (the true V) given, pretrained vocabulary leaves of V rows
+    are zero-padded to `fresh`'s rows first (`pad_vocab`); any other mismatch still raises.
+    """
+    emb = fresh.get("embeddings", {}).get("word_embeddings", {}).get("embedding")
+    if vocab_size is not None and emb is not None and np.shape(emb)[0] >= vocab_size:
+        rows = np.shape(emb)[0]
+        pretrained = _map_vocab_leaves(
+            pretrained,
+            lambda name, x: (
+                pad_vocab({"mlm_bias": x}, rows)["mlm_bias"] if np.shape(x)[0] == vocab_size else x
+            ),
+        )
     out = {}
     for name, sub in fresh.items():
         if name in head_keys or name not in pretrained:

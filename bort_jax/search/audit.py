@@ -47,17 +47,31 @@ def audit_problem(
     e: Callable,
     eps_values: Sequence[float],
     objective: F.WCoefficient,
-    cache: Any = None,
-    **fptas_kwargs,
+    *,
+    s: int = 1,
+    assumptions: F.Assumptions = F.M_ONLY,
+    options: F.SearchOptions = F.DEFAULTS,
 ) -> list[AuditRow]:
-    """Exhaustive once, then the FPTAS at each ε; rows compare them."""
-    full = F.exhaustive(candidates, p, i, e, objective=objective, cache=cache)
-    leq = fptas_kwargs.get("leq") or getattr(candidates, "leq", F.componentwise_leq)
+    """Exhaustive once, then the FPTAS at each ε (interval size `s`); rows compare them.
+
+    `options.cache` is shared by both, so every method sees the same e-values."""
+    full = F.exhaustive(candidates, p, i, e, objective=objective, options=options)
+    leq = options.leq or getattr(candidates, "leq", F.componentwise_leq)
     needed = F.required_slack(full.evaluations, leq)
     rows = []
     for eps in eps_values:
         # a fresh counting view of the cache per run: evaluations are counted per method
-        res = F.fptas(candidates, p, i, e, eps, objective=objective, cache=cache, **fptas_kwargs)
+        res = F.fptas(
+            candidates,
+            p,
+            i,
+            e,
+            eps,
+            s,
+            objective=objective,
+            assumptions=assumptions,
+            options=options,
+        )
         rows.append(
             AuditRow(
                 name,
@@ -69,7 +83,7 @@ def audit_problem(
                 str(res.chosen),
                 str(full.chosen),
                 needed,
-                fptas_kwargs.get("monotonicity_slack", 0.0),
+                assumptions.monotonicity_slack,
                 res.guarantee.certified,
             )
         )
@@ -103,10 +117,8 @@ def synthetic_rows(eps_values: Sequence[float]) -> list[AuditRow]:
             inst.e.fn,
             eps_values,
             obj,
-            cache={},
-            leq=inst.leq,
-            convex_in=inst.log_capacity,
-            monotonicity_slack=slack,
+            assumptions=F.Assumptions(slack, convex_in=inst.log_capacity),
+            options=F.SearchOptions(leq=inst.leq, cache={}),
         )
         best, _ = inst.optimum(obj)  # closed form: exhaustive search must agree with it
         if str(best) != rows[-1].optimum:

@@ -3,37 +3,60 @@
 The FPTAS's runtime (arXiv 2010.08512, Eq. R in `fptas`) is
     O(|Ξ| + |W*_T| (1 + |Θ||B||Ξ| / (ε s^{3/2}))),
 so the work spent per proxy training grows as 1 / (ε s^{3/2}): precision is bought with longer
-training, not with more candidates. `fptas.step_budget` is that share, T = ⌈κ / (ε s^{3/2})⌉;
+training, not with more candidates. `step_budget` is that share, T = ⌈κ / (ε s^{3/2})⌉;
 this module says where κ comes from and resolves the number of steps a config trains with.
 
 A config states the budget either directly (κ) or, more readably, as a reference point
 "steps_ref steps at (eps_ref, s_ref)", i.e. κ = steps_ref · eps_ref · s_ref^{3/2}
-(`fptas.kappa_for`). With 40 steps at ε = 0.1, s = 1: ε = 0.05 gives 80, ε = 0.2 gives 20,
-ε = 0.4 gives 10. `mode="fixed"` keeps the config's `proxy.steps` for every ε (the behaviour
+(`kappa_for`). With 40 steps at ε = 0.1, s = 1: ε = 0.05 gives 80, ε = 0.2 gives 20,
+ε = 0.4 gives 10. `mode="fixed"` keeps the config's `proxy.num_steps` for every ε (the behaviour
 before this module).
 
 Binary rounding. 3 · 0.1 = 0.30000000000000004, so ⌈κ/ε⌉ at the reference itself would be 4,
 not 3; and 4.0 / 0.05 is not exactly 80 either. κ is therefore shrunk by a relative 1e-9 before
-the ceiling (`_ROUNDING`): a ratio that is an integer in exact arithmetic stays that integer,
-any other ratio is at least ~1e-9 away from one and rounds up as Eq. R says.
+the ceiling (`_ROUNDING`, applied in `step_budget` only): a ratio that is an integer in exact
+arithmetic stays that integer, any other ratio is at least ~1e-9 away from one and rounds up as
+Eq. R says.
 
 The resolved T changes e(ξ), so it must be part of the key of cached errors: `resolve_config`
-returns a copy of an extraction config whose `proxy.steps` is the resolved T (and whose budget
-is `fixed`, so resolving twice is harmless); hashing that copy keys the candidate cache.
+returns a copy of an extraction config whose `proxy.num_steps` is the resolved T (and whose
+budget is `fixed`, so resolving twice is harmless); hashing that copy keys the candidate cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, TypeVar
 
-import ml_collections
-
-from bort_jax.config import ConfigError, from_config
-from bort_jax.search.fptas import kappa_for, step_budget
+from bort_jax.config import ConfigError
+from bort_jax.search.options import validate_eps
 
 MODES = ("fixed", "eps")
 _ROUNDING = 1e-9  # relative shrink of κ against binary rounding (module docstring)
+C = TypeVar("C")
+
+
+def step_budget(
+    eps: float, s: float, kappa: float, *, min_steps: int = 1, max_steps: int | None = None
+) -> int:
+    """Proxy-training steps per candidate, T(ε, s) = ⌈κ / (ε s^{3/2})⌉, clipped [reconstructed].
+
+    It is the per-training share of Eq. R's second term (total work / (|Θ||Ξ| trainings ·
+    |B||W*_T| per step)). κ is problem-specific; calibrate it with `kappa_for`.
+    """
+    eps = validate_eps(eps)
+    if not s > 0:
+        raise ValueError(f"s must be > 0, got {s!r}")
+    if not kappa > 0:
+        raise ValueError(f"kappa must be > 0, got {kappa!r}")
+    steps = max(min_steps, math.ceil(kappa * (1 - _ROUNDING) / (eps * s**1.5)))
+    return steps if max_steps is None else min(steps, max_steps)
+
+
+def kappa_for(steps: int, eps: float, s: float) -> float:
+    """Inverse of `step_budget`: the κ that gives ``steps`` at (ε, s), κ = T·ε·s^{3/2}."""
+    return float(steps) * validate_eps(eps) * s**1.5
 
 
 def _is_int(x: Any) -> bool:
@@ -48,7 +71,7 @@ def _is_number(x: Any) -> bool:
 class ProxyBudget:
     """How many proxy-training steps a candidate gets at (ε, s) (config section `proxy_budget`).
 
-    mode: 'fixed' (the config's proxy.steps for every ε) | 'eps' (T = ⌈κ / (ε s^{3/2})⌉).
+    mode: 'fixed' (the config's proxy.num_steps for every ε) | 'eps' (T = ⌈κ / (ε s^{3/2})⌉).
     kappa: κ of T; 0 = from the reference point below. Give one of kappa and steps_ref.
     steps_ref, eps_ref, s_ref: the reference point "steps_ref steps at (eps_ref, s_ref)".
     min_steps, max_steps: T is clipped to [min_steps, max_steps]; max_steps 0 = no cap.
@@ -101,13 +124,13 @@ def resolve_steps(budget: ProxyBudget, eps: float, s: float, steps: int | None =
       budget: the budget; mode 'fixed' returns `steps`.
       eps: the search's ε in (0, 1).
       s: the search's interval size s > 0.
-      steps: the config's proxy.steps (needed, and returned, in mode 'fixed').
+      steps: the config's proxy.num_steps (needed, and returned, in mode 'fixed').
 
     Returns:
-      'eps': clip(⌈κ / (ε s^{3/2})⌉, min_steps, max_steps) (`fptas.step_budget`).
+      'eps': clip(⌈κ / (ε s^{3/2})⌉, min_steps, max_steps) (`step_budget`).
 
     Raises:
-      ValueError naming the field (eps, s, proxy.steps) for a bad value.
+      ValueError naming the field (eps, s, proxy.num_steps) for a bad value.
     """
     if isinstance(eps, bool) or not _is_number(eps) or not 0 < eps < 1:
         raise ValueError(f"eps must lie in the open interval (0, 1), got {eps!r}")
@@ -115,31 +138,31 @@ def resolve_steps(budget: ProxyBudget, eps: float, s: float, steps: int | None =
         raise ValueError(f"s must be > 0, got {s!r}")
     if budget.mode == "fixed":
         if not _is_int(steps) or steps < 1:
-            raise ValueError(f"proxy.steps must be a positive int in mode 'fixed', got {steps!r}")
+            raise ValueError(
+                f"proxy.num_steps must be a positive int in mode 'fixed', got {steps!r}"
+            )
         return steps
-    kappa = budget.resolved_kappa() * (1.0 - _ROUNDING)
     return step_budget(
-        eps, s, kappa, min_steps=budget.min_steps, max_steps=budget.max_steps or None
+        eps,
+        s,
+        budget.resolved_kappa(),
+        min_steps=budget.min_steps,
+        max_steps=budget.max_steps or None,
     )
 
 
-def from_extraction_config(config: Any) -> ProxyBudget:
-    """The `proxy_budget` section of an extraction config (absent = mode 'fixed')."""
-    section = config.get("proxy_budget") if hasattr(config, "get") else None
-    return from_config(ProxyBudget, section or {}, "proxy_budget")
-
-
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Copy of an extraction config with proxy.steps = T(config.eps, config.s).
+def resolve_config(config: C) -> C:
+    """Copy of an `ExtractConfig` with proxy.num_steps = T(config.eps, config.s).
 
     The copy's `proxy_budget.mode` is 'fixed' (resolving it again changes nothing). Hash the
     copy (`extract.config_hash`, whose keys include `proxy`) so that e-values trained for
     different T never share a cache entry, while a 'fixed' config and an 'eps' config that
     resolve to the same T do.
     """
-    budget = from_extraction_config(config)
-    steps = resolve_steps(budget, config.eps, config.s, config.proxy.steps)
-    out = ml_collections.ConfigDict(config.to_dict())
-    out.proxy.steps = steps
-    out.proxy_budget = ml_collections.ConfigDict(dict(dataclasses.asdict(budget), mode="fixed"))
-    return out
+    budget = config.proxy_budget
+    steps = resolve_steps(budget, config.eps, config.s, config.proxy.num_steps)
+    return dataclasses.replace(
+        config,
+        proxy=dataclasses.replace(config.proxy, num_steps=steps),
+        proxy_budget=dataclasses.replace(budget, mode="fixed"),
+    )

@@ -1,6 +1,6 @@
 """The published OSE algorithm: sort by parameter size, one candidate every ε, argmax of W.
 
-Sources (no full paper text was available; see docs/search_methods.md and PAPERS.md §6):
+Sources (no full paper text was available; see docs/search_methods.md §1):
 
 * [N] A. de Wynter, "Bort: Algorithms and Applications" (20 Nov 2020; GitHub
   ``adewynter/adewynter.github.io``, ``notes/bort_algorithms_and_applications.html``): the

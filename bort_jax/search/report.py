@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bort_jax.files import atomic_write_bytes, atomic_write_text
+from bort_jax.search.abnc import AbncCheck
 from bort_jax.search.assumptions import AssumptionViolation, worst_per_assumption
-from bort_jax.search.fptas import AbncCheck, Evaluation, Guarantee, SearchResult, WCoefficient
+from bort_jax.search.objective import WCoefficient
+from bort_jax.search.result import Evaluation, Guarantee, SearchResult
 
 Factory = Callable[..., Any]
 

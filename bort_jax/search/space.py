@@ -202,3 +202,68 @@ def bert_grid(factory: Factory | None = None, monotone_heads: bool = False) -> S
     return SearchSpace(
         axes=axes, valid=heads_divide_hidden, factory=factory or Arch, type_name="Arch"
     )
+
+
+def _positive_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(int(v) for v in values)
+    if not out or min(out) <= 0:
+        raise ValueError(
+            f"config.grid.{name} must be a non-empty list of positive ints, got {list(values)}"
+        )
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """The grid Ξ of an extraction (config section `grid`): ⟨D, A, H, I⟩ axes and the order ⪯.
+
+    head_dim: > 0 keeps only shapes with H = A·head_dim (sliceable from a source of that head
+      width) and makes heads monotone; 0 = any A dividing H.
+    monotone_*: whether an axis takes part in ⪯ of assumption M ("bigger is not worse"); an
+      axis the audit shows M fails on is taken out (then only equal values compare).
+    strict: every (H, A) pair of the axes must divide (else ValueError), not just skip.
+    """
+
+    depth: tuple[int, ...] = (1, 2, 4, 6)
+    heads: tuple[int, ...] = (4, 8, 12)
+    hidden: tuple[int, ...] = (128, 256, 384)
+    intermediate: tuple[int, ...] = (384, 1536)
+    head_dim: int = 0
+    monotone_heads: bool = False
+    monotone_depth: bool = True
+    monotone_hidden: bool = True
+    monotone_intermediate: bool = True
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "heads", "hidden", "intermediate"):
+            object.__setattr__(self, name, _positive_ints(name, getattr(self, name)))
+
+
+def build_space(grid: GridConfig) -> SearchSpace:
+    """The search space Ξ of ⟨D, A, H, I⟩ `Arch`s from `grid` (ValueError naming a bad field)."""
+    head_dim = grid.head_dim
+
+    def valid(f: Mapping[str, int]) -> bool:
+        if f["hidden"] % f["heads"]:
+            return False
+        return not head_dim or f["hidden"] == f["heads"] * head_dim
+
+    monotone = {
+        "heads": bool(grid.monotone_heads or head_dim),
+        "depth": grid.monotone_depth,
+        "hidden": grid.monotone_hidden,
+        "intermediate": grid.monotone_intermediate,
+    }
+    axes = {n: getattr(grid, n) for n in ("depth", "heads", "hidden", "intermediate")}
+    sp = SearchSpace(
+        axes=tuple(Axis(n, v, monotone[n]) for n, v in axes.items()),
+        valid=valid,
+        factory=Arch,
+        type_name="Arch",
+    )
+    sp.candidates()  # raises if nothing is valid
+    bad = [(h, a) for h in grid.hidden for a in grid.heads if h % a]
+    if bad and grid.strict:
+        raise ValueError(f"config.grid: hidden not divisible by heads for {bad}")
+    return sp

@@ -35,7 +35,7 @@ from typing import Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
 
-from bort_jax.search.fptas import WCoefficient
+from bort_jax.search.objective import WCoefficient
 from bort_jax.search.space import SearchSpace, bert_grid, componentwise_leq, grid
 
 Candidate = Hashable

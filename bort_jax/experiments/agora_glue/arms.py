@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bort_jax import agora, hf
+from bort_jax import agora, hf, precision
 from bort_jax import experiments as ex
 from bort_jax import finetune as ft
 from bort_jax.arch import Arch
@@ -54,7 +54,12 @@ class SeedStudent:
         """`cfg.student_arch` sliced from `ckpt` with a task head, initialised by `seed`."""
         scfg = stage_config(cfg.student, cfg, seed)
         model, params = ft.build_classifier(
-            ckpt, data.task, Arch.parse(cfg.student_arch), dropout_rate=scfg.dropout_rate, seed=seed
+            ckpt,
+            data.task,
+            Arch.parse(cfg.student_arch),
+            dropout_rate=scfg.dropout_rate,
+            seed=seed,
+            dtype=precision.compute_dtype(scfg.dtype, "config.dtype"),
         )
         return cls(data, cfg, model, ft.host_copy(params), scfg, workdir)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from bort_jax import experiments as ex
 from bort_jax import finetune as ft
+from bort_jax import precision
 from bort_jax.agora import text
 from bort_jax.arch import Arch
 from bort_jax.config import ConfigError, from_config, to_plain
@@ -148,9 +149,11 @@ class GlueConfig:
     selection: str = "agora_half"  # reported round: best on the agora half, or fixed_round
     fixed_round: int = -1  # selection 'fixed': this round (-1 = the last fitted round)
     control_budget: bool = False  # also: one plain fit with Agora's total step budget
+    dtype: str = "auto"  # computation dtype of every fit (precision.DTYPES); params float32
 
     def __post_init__(self) -> None:
         ex.parse_seeds(self.seeds)
+        precision.check_dtype(self.dtype, "config.dtype")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"config.selection={self.selection!r} not in {SELECTIONS}")
         if self.fixed_round < -1:
@@ -190,7 +193,8 @@ class GlueConfig:
 
 
 def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.FinetuneConfig:
-    """The FinetuneConfig of a `student` / `labeler` stage plus the shared fields."""
+    """The FinetuneConfig of a `student` / `labeler` stage plus the shared fields (max_seq_len,
+    length_bucket, eval_batch_size, dtype)."""
     values = {k: v for k, v in to_plain(section).items() if k != "train_examples"}
     return ft.FinetuneConfig(
         **values,
@@ -198,6 +202,7 @@ def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.Finetun
         max_seq_len=cfg.max_seq_len,
         length_bucket=cfg.length_bucket,
         eval_batch_size=cfg.eval_batch_size,
+        dtype=cfg.dtype,
     )
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bort_jax import compile_cache, hf
+from bort_jax import compile_cache, hf, hub
 from bort_jax import experiments as ex
 from bort_jax.arch import check_seq_len
 from bort_jax.config import to_plain
@@ -126,7 +126,7 @@ def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
     work = ex.open_workdir(workdir, cfg)
     if work is not None and cfg.compilation_cache:
         compile_cache.enable(work / cfg.compilation_cache, min_compile_secs=0.2)
-    init_dir = cfg.init or hf.minilm_path()
+    init_dir = hub.resolve(cfg.init) or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")
     tokenizer = hf.load_tokenizer(init_dir)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bort_jax import agora, hf
+from bort_jax import agora, hf, precision
 from bort_jax import finetune as ft
 from bort_jax.data import batching
 from bort_jax.experiments.agora_glue.config import GlueConfig, stage_config
@@ -96,7 +96,12 @@ def train_labeler(
     labeler is reloaded from `workdir/best_model` instead of retrained)."""
     t0 = time.perf_counter()
     lcfg = stage_config(cfg.labeler, cfg, seed=0)
-    model, params = ft.build_classifier(ckpt, data.task, dropout_rate=lcfg.dropout_rate)
+    model, params = ft.build_classifier(
+        ckpt,
+        data.task,
+        dropout_rate=lcfg.dropout_rate,
+        dtype=precision.compute_dtype(lcfg.dtype, "config.dtype"),
+    )
     steps, _ = ft.resolve_steps(lcfg, batching.num_rows(data.labeler_rows))
     prep = ft.Prepared(
         config=lcfg,

@@ -30,12 +30,14 @@ from typing import Any
 import jax
 import ml_collections
 
-from bort_jax import extract, hf, pretrain
+from bort_jax import extract, hf, hub, pretrain
 from bort_jax.arch import Arch, param_count
 from bort_jax.experiments import stage
+from bort_jax.extract_config import ExtractConfig
 from bort_jax.models import compress
 from bort_jax.search import candidate_key
 from bort_jax.search import fptas as F
+from bort_jax.search.options import SearchOptions
 from bort_jax.search.random_search import RandomOptions, random_search
 
 SEARCH_ROLES = ("chosen", "smallest", "largest", "random", "exhaustive")
@@ -52,17 +54,18 @@ def arch_arg(arch: Arch) -> str:
 
 # --- the only lines that read the extraction config (section `extract`) -------------------
 def source_dir(config: Any) -> str:
-    return config.extract.source_dir or hf.minilm_path()
+    """The source checkpoint's local directory (hub ids resolved; '' = all-MiniLM-L6-v2)."""
+    return hub.resolve(config.extract.source_dir) or hf.minilm_path()
 
 
 def teacher_dir(config: Any) -> str:
-    return config.extract.teacher_dir or source_dir(config)
+    return hub.resolve(config.extract.teacher_dir) or source_dir(config)
 
 
 def search_problem(config: Any, extract_dir: Path) -> tuple[Any, F.WCoefficient]:
     """(extract.Problem on the extraction's own workdir and cache, its W coefficient)."""
     problem = extract.build_problem(config.extract, str(extract_dir))
-    return problem, F.WCoefficient(**dict(config.extract.objective))
+    return problem, ExtractConfig.from_config(config.extract).objective.coefficient()
 
 
 # -------------------------------------------------------------------------------------------
@@ -95,7 +98,14 @@ def compute_roles(config: Any, root: Path, summary: dict[str, Any]) -> dict[str,
         prob.e,
         RandomOptions(n=n, seed=int(config.seed), objective=objective, cache=prob.cache),
     )
-    exh = F.exhaustive(prob.space, prob.p, prob.i, prob.e, objective=objective, cache=prob.cache)
+    exh = F.exhaustive(
+        prob.space,
+        prob.p,
+        prob.i,
+        prob.e,
+        objective=objective,
+        options=SearchOptions(cache=prob.cache),
+    )
     e_of = {str(ev.candidate): ev.e for ev in exh.evaluations}
     w_of = {str(ev.candidate): ev.objective for ev in exh.evaluations}
     for row in table:

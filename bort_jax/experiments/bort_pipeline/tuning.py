@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bort_jax import finetune as ft
-from bort_jax import hf
+from bort_jax import hf, hub
 from bort_jax.arch import Arch
 from bort_jax.data import batching
 from bort_jax.experiments import drop_dir, mean_std, stage
@@ -107,7 +107,7 @@ def _prepare(cfg: ft.FinetuneConfig) -> ft.Prepared:
     """`ft.prepare` reading and tokenising each task once (every model speaks the source's
     vocabulary) and loading each checkpoint once: the runs differ in model, learning rate and
     seed (the head's init) only."""
-    init = cfg.init or hf.minilm_path()
+    init = hub.resolve(cfg.init) or hf.minilm_path()
     data_key = dataclasses.astuple(
         cfg.replace(init="", arch="", learning_rate=1.0, seed=0, tokenizer=_vocab_digest(init))
     )

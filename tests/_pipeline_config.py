@@ -1,0 +1,23 @@
+"""configs/bort.py:smoke cut to a two-candidate grid at the source's width on the fixture GLUE
+slices: the config of the pipeline tests, in-process and as
+`scripts/bort.py --config=tests/_pipeline_config.py`."""
+
+from pathlib import Path
+
+from configs import bort
+
+
+def get_config(arg=None):
+    c = bort.get_config("smoke")
+    c.data_dir = str(Path(__file__).resolve().parent / "fixtures" / "data")
+    # the source's width, so that a layer-dropped source (same width) can match the chosen
+    # shape's cost: keep-every-k of 6 layers gives 1 or 2 layers
+    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [384]
+    c.extract.grid.heads, c.extract.grid.intermediate = [12], [1536]
+    # i(ξ) from FLOPs: the latency model is tested in test_extract; the pipeline's own
+    # side-by-side latency measurement (the report's speed-ups) still runs
+    c.extract.inference = "flops"
+    c.pretrain.num_steps, c.pretrain.checkpoint_every, c.pretrain.eval_every = 2, 2, 2
+    c.grid.num_steps = [2, 4]
+    c.seeds = [0, 1, 2]
+    return c
