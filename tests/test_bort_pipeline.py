@@ -18,6 +18,7 @@ from bort_jax import finetune as ft
 from bort_jax.experiments import bort_pipeline
 from bort_jax.experiments.bort_pipeline import costs, tuning
 from bort_jax.experiments.bort_pipeline import models as M
+from bort_jax.experiments.bort_pipeline import report as report_mod
 from bort_jax.extract_config import ExtractConfig
 from bort_jax.search import fptas as F
 from bort_jax.search.random_search import RandomOptions, random_search
@@ -82,6 +83,9 @@ def test_rows_come_from_stage_files(run, config, minilm):
                     65, config.finetune.max_eval_examples or 65
                 )
         assert row["mean_over_tasks"] == pytest.approx(np.mean(means))
+        held = [m for t, m in zip(report["tasks"], means) if t != config.calibration_task]
+        assert report["held_out_tasks"] == ["stsb"]
+        assert row["mean_held_out"] == pytest.approx(np.mean(held))
     md = (workdir / "report.md").read_text()
     assert f"{100 * source['scores']['sst2']:.1f} ± " in md
     assert json.loads((workdir / "report.json").read_text())["models"] == report["models"]
@@ -206,6 +210,30 @@ def test_students_dedupe_by_shape_and_init():
         (A.Arch.parse("D1/A12/H384/I1536"), "source"): ("smallest", "exhaustive"),
         (A.Arch.parse(d2), "layerdrop"): ("layerdrop",),
     }
+
+
+def test_search_comparison_by_hand():
+    # four candidates, W 4, 3, 2, 1; the FPTAS picked W = 3 after n = 2 evaluations
+    table = [{"arch": a, "w": w} for a, w in (("a", 1.0), ("b", 4.0), ("c", 2.0), ("d", 3.0))]
+    roles = {"table": table, "chosen": "d", "random_search": {"n": 2}}
+    c = report_mod.search_comparison(roles)
+    assert c["fptas_w_over_opt"] == pytest.approx(0.75)
+    # best of 2 of {1,2,3,4}: pairs' maxima 2,3,4,3,4,4 → mean 20/6; / OPT 4
+    assert c["random_expected_w_over_opt"] == pytest.approx(20 / 24)
+    # P(best ≥ 3) = 1 − P(both from {1, 2}) = 1 − 1/6
+    assert c["random_p_reach_fptas"] == pytest.approx(5 / 6)
+    # E[best of 1] = 2.5 < 3 ≤ E[best of 2] = 10/3
+    assert c["random_budget_to_match_fptas"] == 2
+    assert len(c["random_w_over_opt"]) == 5
+    assert set(c["random_w_over_opt"]) <= {0.5, 0.75, 1.0}
+
+
+def test_calibration_task_must_be_a_task(config, tmp_path):
+    bad = _pipeline_config.get_config()
+    bad.calibration_task = "cola"
+    with pytest.raises(ValueError, match="calibration_task"):
+        bort_pipeline.run(bad, str(tmp_path))
+    assert not any(tmp_path.iterdir())
 
 
 def test_schedule_and_aggregate():

@@ -47,6 +47,11 @@ def validate(config: Any, workdir: str) -> list[str]:
     tasks = [t for t in config.tasks.split(",") if t]
     if not tasks:
         raise ValueError("config.tasks is empty; e.g. 'sst2,mrpc,rte,cola,stsb'")
+    if config.calibration_task and config.calibration_task not in tasks:
+        raise ValueError(
+            f"config.calibration_task={config.calibration_task!r} is not one of config.tasks "
+            f"{tasks} ('' = none)"
+        )
     for name in ("learning_rate", "num_steps"):
         if not list(config.grid[name]):
             raise ValueError(f"config.grid.{name} is empty")
@@ -84,7 +89,12 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     tasks = validate(config, workdir)
     root = Path(workdir)
     compile_cache.enable(root / "jax_cache")
-    summary = extract.extract(config.extract, str(root / "extract"))
+    # a finished extraction is not searched again (delete extract/summary.json to re-search,
+    # e.g. after changing config.extract.objective; its proxy evaluations stay cached)
+    summary = stage(
+        root / "extract" / "summary.json",
+        lambda: extract.extract(config.extract, str(root / "extract")),
+    )
     roles = M.roles_stage(config, root, summary)
     models = M.build_models(config, root, roles)
     results = {m.key: {t: tuning.tune(config, root, m, t) for t in tasks} for m in models}
@@ -92,6 +102,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     seconds = measure_latencies(
         config, [models[-1].arch] + [m.arch for m in models], spec, root / "latency.json"
     )
-    report = jsonable(build_report(models, tasks, results, seconds, roles, summary, spec))
+    report = jsonable(
+        build_report(models, tasks, results, seconds, roles, summary, spec, config.calibration_task)
+    )
     write_report(root, "report", report, markdown(report))
     return report
