@@ -20,6 +20,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.extract = default.get_config(variant)
     c.pretrain = pretrain_bort.get_config(variant)
+    # KD pretraining on the unlabelled training text of `tasks` (labels dropped; in-domain),
+    # instead of pretrain_bort's embedded Python documentation; any corpus spec works here
+    c.pretrain.corpus = "tasks"
     c.finetune = finetune.get_config(variant)
     c.tasks = "sst2,mrpc,rte,cola,stsb"
     c.data_dir = ""

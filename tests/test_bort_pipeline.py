@@ -236,6 +236,25 @@ def test_calibration_task_must_be_a_task(config, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_task_corpus_is_the_unlabelled_training_text(config, tmp_path):
+    from bort_jax.data import text
+    from bort_jax.tasks import get_task
+    from bort_jax.tasks.loading import load_examples
+
+    path = tmp_path / "tasks.txt"
+    assert M.task_corpus(config, path) == str(path)
+    docs = list(text.read_text_files(path))
+    want = []
+    for name in config.tasks.split(","):
+        for ex in load_examples(get_task(name), "train", config.data_dir):
+            want.append(" ".join(f"{ex.text_a} {ex.text_b or ''}".split()))
+    assert sorted(docs) == sorted(want)  # every example once, labels dropped
+    assert docs != want  # shuffled
+    again = tmp_path / "again.txt"
+    M.task_corpus(config, again)
+    assert again.read_text() == path.read_text()  # same seed, same order
+
+
 def test_schedule_and_aggregate():
     class C:
         class grid:

@@ -10,7 +10,8 @@ hyperparameter grid. `run(config, workdir)` does the same on any source and puts
      cached proxy evaluator) and the layer-drop baseline (the source keeping every k-th layer,
      its i ≤ the chosen shape's), with the table of every candidate's p, i, e, W;
   3. every distinct (shape, init) as "sliced only" and KD-pretrained (`pretrain.pretrain`,
-     section `pretrain`; one teacher-output cache), and the source;
+     section `pretrain`; one teacher-output cache; corpus "tasks" = the tasks' unlabelled
+     training text, `models.task_corpus`), and the source;
   4. fine-tuning (`tuning`): per model and task a run per learning rate (seed 0, evaluated
      along it), the pick on the selection half of dev, then `seeds` at the pick; scores on
      the report half;

@@ -29,8 +29,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from bort_jax import extract, hf, hub, pretrain
+from bort_jax import extract, files, hf, hub, pretrain
 from bort_jax.arch import Arch, param_count
 from bort_jax.experiments import stage
 from bort_jax.extract_config import ExtractConfig
@@ -39,6 +40,8 @@ from bort_jax.search import candidate_key
 from bort_jax.search import fptas as F
 from bort_jax.search.options import SearchOptions
 from bort_jax.search.random_search import RandomOptions, random_search
+from bort_jax.tasks import get_task
+from bort_jax.tasks.loading import load_examples
 
 SEARCH_ROLES = ("chosen", "smallest", "largest", "random", "exhaustive")
 ROLES = SEARCH_ROLES + ("layerdrop",)
@@ -189,11 +192,33 @@ def layer_drop_init(config: Any, roles: dict[str, Any], out: Path) -> str:
     return str(out)
 
 
+TASKS_CORPUS = "tasks"  # config.pretrain.corpus: the unlabelled training text of config.tasks
+
+
+def task_corpus(config: Any, path: Path) -> str:
+    """The training text of every task in `config.tasks`, labels dropped, as one corpus file
+    (written once, atomically): each example (text_a, then text_b) one document, in an order
+    shuffled by `config.seed`. KD pretraining on it adapts the student to the tasks' domain
+    without their labels (the pipeline's default `pretrain.corpus = "tasks"`)."""
+    if not path.is_file():
+        docs = []
+        for name in [t for t in config.tasks.split(",") if t]:
+            task = get_task(name)
+            for ex in load_examples(task, "train", config.data_dir, config.finetune.tfds_data_dir):
+                docs.append(ex.text_a if ex.text_b is None else f"{ex.text_a} {ex.text_b}")
+        order = np.random.default_rng(int(config.seed)).permutation(len(docs))
+        text = "\n\n".join(" ".join(docs[i].split()) for i in order) + "\n"
+        files.atomic_write_text(path, text)
+    return str(path)
+
+
 def kd_pretrain(config: Any, student: Student, init_dir: str, root: Path) -> str:
     """KD-pretrain `student` from `init_dir` (resumable); returns its export directory."""
     out = root / "pretrain" / student.tag
     if not (out / "summary.json").is_file():
         cfg = ml_collections.ConfigDict(config.pretrain.to_dict())
+        if cfg.corpus == TASKS_CORPUS:
+            cfg.corpus = task_corpus(config, root / "corpus" / "tasks.txt")
         cfg.arch = arch_arg(student.arch)
         cfg.init_method, cfg.init = "slice", init_dir
         cfg.teacher_dir = teacher_dir(config)
