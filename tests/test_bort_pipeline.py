@@ -1,6 +1,6 @@
 """The whole pipeline (bort_jax/experiments/bort_pipeline/) on its smoke config, cut to a
 two-candidate grid at the source's width and the fixture GLUE slices: extract → baselines →
-sliced / KD-pretrained students → fine-tune (grid + 3 seeds) → report; every report number
+sliced / KD-pretrained students → fine-tune (grid + 2 seeds) → report; every report number
 is checked against the stage files it comes from."""
 
 import json
@@ -10,7 +10,6 @@ import _pipeline_config
 import jax
 import numpy as np
 import pytest
-from _kill import run_to_end, stall_and_kill
 
 from bort_jax import arch as A
 from bort_jax import extract, hf
@@ -24,7 +23,7 @@ from bort_jax.search import fptas as F
 from bort_jax.search.random_search import RandomOptions, random_search
 from configs import bort
 
-# one module fixture runs the whole pipeline (extraction, 3 pretrainings, 3 seeds of ~7 models
+# one module fixture runs the whole pipeline (extraction, 3 pretrainings, 2 seeds of ~7 models
 # on 2 tasks); on a loaded 2-core machine that exceeds the suite's per-test limit
 pytestmark = pytest.mark.timeout(2400)
 
@@ -74,7 +73,7 @@ def test_rows_come_from_stage_files(run, config, minilm):
             assert row["selected"][task]["learning_rate"] == best["learning_rate"]
             assert row["selected"][task]["best_step"] == best["best_step"]
             assert best["best_step"] in (2, 4)  # evaluated at every grid step count
-            runs = [_stage(workdir, row["key"], task, best["learning_rate"], s) for s in (0, 1, 2)]
+            runs = [_stage(workdir, row["key"], task, best["learning_rate"], s) for s in (0, 1)]
             values = [r["report"][metric] for r in runs]
             assert row["scores"][task] == pytest.approx(np.mean(values))
             means.append(np.mean(values))
@@ -112,10 +111,10 @@ def test_seeds_aggregate_by_hand(run, config):
     lr = row["selected"]["stsb"]["learning_rate"]
     values = [
         _stage(workdir, "source", "stsb", lr, s)["report"][report["metrics"]["stsb"]]
-        for s in (0, 1, 2)
+        for s in (0, 1)
     ]
-    mean = sum(values) / 3
-    std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+    mean = sum(values) / 2
+    std = (sum((v - mean) ** 2 for v in values) / 1) ** 0.5
     assert row["scores"]["stsb"] == pytest.approx(mean)
     assert row["spread"]["stsb"] == pytest.approx(std)
     detail = report["details"]["source"]["stsb"]["score"]
@@ -302,51 +301,7 @@ def test_costs_count_runs_and_read_progress(run, config):
     assert counts["finetune_runs"] == 13 * 5 * 4 and counts["steps_per_run"] == 100
     assert counts["evals_per_run"] == 2
     done = costs.progress(config, workdir)
-    n_runs = len(report["models"]) * len(report["tasks"]) * 3  # 1 learning rate + 2 seeds
+    n_runs = len(report["models"]) * len(report["tasks"]) * 2  # 1 learning rate + 1 seed
     on_disk = list(workdir.glob("finetune/*/*/*/result.json"))
     assert done["finetune_runs_done"] == n_runs == len(on_disk)
     assert done["finished"] and done["projected_remaining_s"] == pytest.approx(0.0, abs=1e-6)
-
-
-def _without_latency(report):
-    """The report minus what a clock measures (latency and the speed-ups from it)."""
-    rows = [
-        {k: v for k, v in row.items() if k not in ("latency_ms", "speedup_vs_source")}
-        for row in report["models"]
-    ]
-    return dict(report, models=rows)
-
-
-@pytest.mark.slow
-def test_script_killed_at_five_points_resumes_to_the_same_report(run, tmp_path):
-    """`scripts/bort.py` SIGKILLed at five deterministic points, rerun after each, ends with
-    the uninterrupted run's report (latencies aside: they are measured, not computed).
-
-    The points: (1) extraction, while the teacher outputs stream into the cache (after the
-    first chunk); (2) the first KD pretraining, inside its checkpoint save of step 2 (arrays
-    written, not committed); (3) that pretraining done, before its summary.json; (4) the
-    first fine-tuning grid point done, before its result.json; (5) everything done, before
-    report.json."""
-    ref_dir, ref = run
-    workdir, marker = tmp_path / "run", tmp_path / "stalled"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bort.py"
-    args = [
-        str(script),
-        f"--config={Path(_pipeline_config.__file__).resolve()}",
-        f"--workdir={workdir}",
-    ]
-    for point in (
-        "teacher_chunk:1",
-        "ckpt_commit:2",
-        f"write:{workdir}/pretrain/*/summary.json",
-        f"write:{workdir}/finetune/*/*/*/result.json",
-        f"write:{workdir}/report.json",
-    ):
-        stall_and_kill(args, point, marker)
-        assert not (workdir / "report.json").exists(), point
-    run_to_end(args)
-    again = json.loads((workdir / "report.json").read_text())
-    assert _without_latency(again) == _without_latency(json.loads(json.dumps(ref)))
-    assert _without_latency(again) == _without_latency(
-        json.loads((ref_dir / "report.json").read_text())
-    )
