@@ -350,7 +350,7 @@ def search_options(config: ExtractConfig, cache: Any = None) -> F.SearchOptions:
 def extract(config: Any, workdir: str) -> dict[str, Any]:
     """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
     config = proxy_budget.resolve_config(ExtractConfig.from_config(config))  # search/budget.py
-    if config.plan:  # print the measured cost plan and stop (bort_jax/plan.py)
+    if config.plan:  # print the measured cost plan and stop (bort_jax/plan/)
         validate(config, workdir, checkpoints=False)  # shapes may come from *_family
         return {"plan": cost_plan.describe(cost_plan.plan(config, workdir), workdir)}
     t_start = time.perf_counter()
