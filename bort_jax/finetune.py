@@ -51,6 +51,7 @@ from bort_jax.models.bert import Bert, fresh_params, merge_pretrained, slice_par
 from bort_jax.tasks import Task, compute_metrics, get_task
 from bort_jax.tasks.encoding import INPUT_KEYS, Arrays, encode_examples, head_width, trim
 from bort_jax.tasks.loading import load_examples, subsample
+from bort_jax.tasks.metrics import is_better
 
 BEST_DIR = "best_model"
 
@@ -283,11 +284,6 @@ def evaluate_task(
 # ------------------------------------------------------------------- best-dev keeping
 
 
-def is_better(value: float, best: float) -> bool:
-    """Strictly larger and finite (ties keep the earlier step)."""
-    return bool(np.isfinite(value)) and value > best
-
-
 def host_copy(tree: Any) -> Any:
     """Numpy copies (safe against the train step donating its buffers)."""
     return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), sharding.host_get(tree))
@@ -296,8 +292,9 @@ def host_copy(tree: Any) -> Any:
 class DevEvaluator:
     """`evaluator(params, step) -> {'dev_<metric>': value}`; keeps the best dev parameters.
 
-    After an improvement of `task.primary_metric` (strict, finite), `on_best(self)` is called
-    (e.g. to write `best_model`). `best_*` hold the best step, metrics and host parameters.
+    After an improvement of `task.primary_metric` (strict; NaN ranks last: `is_better`),
+    `on_best(self)` is called (e.g. to write `best_model`). `best_*` hold the best step,
+    metrics and host parameters.
     """
 
     def __init__(
@@ -321,12 +318,16 @@ class DevEvaluator:
         metrics = evaluate_task(
             self.model, params, self.task, self.dev, self.batch_size, self.groups, self.bucket
         )
-        if is_better(float(metrics[self.metric]), self.best_value):
+        if is_better(float(metrics[self.metric]), self._best_so_far):
             self.best_value, self.best_step = float(metrics[self.metric]), step
             self.best_metrics, self.best_params = dict(metrics), host_copy(params)
             if self.on_best is not None:
                 self.on_best(self)
         return {f"dev_{k}": v for k, v in metrics.items()}
+
+    @property
+    def _best_so_far(self) -> float | None:
+        return None if self.best_step < 0 else self.best_value
 
     def restore(self, saved: Path, upto: int) -> None:
         """Take the best from a `save_classifier` directory written at a step <= `upto` (later
@@ -345,7 +346,7 @@ class DevEvaluator:
         for record in history:
             if record.get("eval") and f"dev_{self.metric}" in record:
                 value = float(record[f"dev_{self.metric}"])
-                if is_better(value, self.best_value):
+                if is_better(value, self._best_so_far):
                     self.best_value, self.best_step = value, int(record["step"])
                     self.best_metrics = {
                         k[4:]: v for k, v in record.items() if k.startswith("dev_")

@@ -269,6 +269,28 @@ def test_dev_evaluator_keeps_first_maximum(tiny_dir, sst2_dir, monkeypatch):
     assert saved == [10, 20]
 
 
+def test_dev_evaluator_ranks_nan_last(tiny_dir, sst2_dir, monkeypatch):
+    """An undefined dev metric (NaN: e.g. Pearson of constant predictions) is the worst value:
+    the first NaN is kept only until a number comes, and a run of NaNs still has a best."""
+    prep = ft.prepare(_config(tiny_dir, sst2_dir))
+    values = iter((float("nan"), float("nan"), 0.3, float("nan"), 0.2))
+    monkeypatch.setattr(ft, "evaluate_task", lambda *a, **k: {"accuracy": next(values)})
+    saved = []
+    dev = ft.DevEvaluator(
+        prep.model, prep.task, prep.dev, on_best=lambda d: saved.append(d.best_step)
+    )
+    for step in (10, 20, 30, 40, 50):
+        dev({"w": np.full(2, step)}, step)
+    assert dev.best_step == 30 and dev.best_value == 0.3 and dev.best_params["w"][0] == 30
+    assert saved == [10, 30]
+
+    only_nan = ft.DevEvaluator(prep.model, prep.task, prep.dev)
+    only_nan.restore_metrics(
+        [{"eval": True, "step": s, "dev_accuracy": float("nan")} for s in (10, 20)]
+    )
+    assert only_nan.best_step == 10 and np.isnan(only_nan.best_value)
+
+
 # ------------------------------------------------------------------------- named errors
 
 
