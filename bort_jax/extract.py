@@ -80,9 +80,18 @@ from bort_jax.search.space import build_space
 
 
 def config_hash(config: ExtractConfig, keys: tuple[str, ...]) -> str:
-    """Hash of the parts of the config that change e(ξ) (data, teacher, proxy settings)."""
+    """Hash of the parts of the config that change e(ξ) (data, teacher, proxy settings).
+
+    `proxy.model` (scan_layers, remat, vocab_multiple) is left out on purpose: a scanned,
+    rematerialised or vocabulary-padded student starts from the same values and computes the
+    same function and gradients as the plain one (padding rows get none), so e(ξ) is the same
+    up to float rounding, and a cache filled under one layout serves the others (e.g. a search
+    resumed on a mesh that needs the padded vocabulary).
+    """
     plain = to_plain(config)
     parts = {k: plain.get(k) for k in keys}
+    if isinstance(parts.get("proxy"), dict):
+        parts["proxy"] = {k: v for k, v in parts["proxy"].items() if k not in HASH_EXCLUDED}
     parts["error_version"] = ERROR_VERSION
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -92,6 +101,7 @@ def config_hash(config: ExtractConfig, keys: tuple[str, ...]) -> str:
 # never reused (2: output-layer hidden term; 3: proxy.error / head_init / proj_init; 4: the
 # typed config, every proxy field hashed under its canonical name).
 ERROR_VERSION = 4
+HASH_EXCLUDED = ("model",)  # proxy fields that do not change e(ξ) (`config_hash`)
 ERROR_KEYS = (
     "source_dir",
     "teacher_dir",

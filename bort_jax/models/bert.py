@@ -686,6 +686,9 @@ class ModelOptions:
         return unpad_vocab(out, spec.vocab_size)
 
 
+PLAIN = ModelOptions()  # the canonical layout: unrolled layers, exactly V vocabulary rows
+
+
 # ----------------------------------------------------------------------------- slicing
 
 
