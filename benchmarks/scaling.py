@@ -126,12 +126,11 @@ def bench_one(shape: str, n: int, args: types.SimpleNamespace) -> dict[str, Any]
     tx = train.make_optimizer(proxy.ProxyConfig().optim, 1000)
     part = sharding.Partitioner.from_config(sharding.MeshConfig(data=n), jax.devices()[:n])
     params = distill.init_student(arch, spec, TEACHER.hidden, seed=0)
-    state = train.init_state(params, tx, 0)
     with part.activate():
         # As `train.train` does under a partitioner:
-        state_sharding = part.tree_shardings(state)
+        state_sharding = train.state_shardings(part, params, tx, 0)
         metrics_sharding = NamedSharding(part.mesh, PartitionSpec())
-        state = jax.device_put(state, state_sharding)
+        state = train.sharded_state(params, tx, 0, state_sharding)
         step = train.make_train_step(loss_fn, tx, state_sharding, metrics_sharding)
         batch = part.put_batch(host_batch)
         t0 = time.perf_counter()

@@ -46,6 +46,7 @@ from bort_jax.arch import Arch, Spec
 
 # Parameter-tree helpers live with their concept; re-exported here, where they used to be.
 from bort_jax.models.layout import (  # noqa: F401
+    PLAIN,
     VOCAB_LEAVES,
     VOCAB_MULTIPLE,
     ModelOptions,

@@ -160,3 +160,6 @@ class ModelOptions:
         """Inverse of `to_model`: unrolled layers, exactly V vocabulary rows."""
         out = unstack_layers(params, arch.depth) if self.scan_layers else dict(params)
         return unpad_vocab(out, spec.vocab_size)
+
+
+PLAIN = ModelOptions()  # the canonical layout: unrolled layers, exactly V vocabulary rows

@@ -98,7 +98,7 @@ def time_step(
         pcfg.kd,
         seed=pcfg.seed,
         dropout=pcfg.dropout_rate,
-        scan_layers=pcfg.scan_layers,
+        options=pcfg.model,
         dtype=precision.compute_dtype(pcfg.dtype, "proxy.dtype"),
     )
     tx = train.make_optimizer(pcfg.optim, pcfg.num_steps)
