@@ -10,6 +10,8 @@ entry point `run(config, workdir=None) -> report`; `scripts/*.py` are thin absl 
     method_audit  the FPTAS, the published interval algorithm and random search vs exhaustive
     error_audit   does the proxy error e predict downstream task error (docs/error_signal.md)
     eps_budget    rank stability and proxy evaluations per ε (docs/eps_budget.md)
+    choice_stability  the extraction's pick over seeds and over T and 2T proxy steps, and
+                  what ε promises then (docs/eps_budget.md section 5)
     bort_pipeline extract -> baselines (random, exhaustive, layer drop) -> sliced / KD-pretrained
                   students -> fine-tune (grid, 3 seeds) -> compare (a package)
 

@@ -156,9 +156,10 @@ def table(records: Mapping[str, Mapping[str, Any]], field: str, names: Sequence[
 # ------------------------------------------------------------------------------ analysis
 
 
-def _search(
+def search_table(
     prob: extract.Problem, config: ExtractConfig, eps: float, errors: Mapping[str, float]
 ) -> F.SearchResult:
+    """The FPTAS of `config` at `eps` with e(ξ) looked up in `errors` {candidate name: e}."""
     objective = config.objective.coefficient()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", F.AssumptionWarning)
@@ -205,7 +206,7 @@ def analyse(
         }
         w, w2 = (w_values(objective, p, i, table(r, ERROR, names)) for r in (rt, rt2))
         k = min(cfg.top_k, len(names))
-        result = _search(prob, config, eps, dict(zip(names, table(rt, ERROR, names))))
+        result = search_table(prob, config, eps, dict(zip(names, table(rt, ERROR, names))))
         chosen = names.index(str(result.chosen))
         evaluated = [str(ev.candidate) for ev in result.evaluations]
         row = {
@@ -235,7 +236,9 @@ def analyse(
             },
         }
         if fixed in complete:
-            base = _search(prob, config, eps, dict(zip(names, table(records[fixed], ERROR, names))))
+            base = search_table(
+                prob, config, eps, dict(zip(names, table(records[fixed], ERROR, names)))
+            )
             row["fptas_fixed"] = {
                 "steps": fixed,
                 "evaluations": base.n_evaluations,
@@ -247,7 +250,7 @@ def analyse(
     for t in sorted(complete):
         errors = dict(zip(names, table(records[t], ERROR, names)))
         matrix[str(t)] = {
-            str(eps): _search(prob, config, eps, errors).n_evaluations for eps in schedule(cfg)
+            str(eps): search_table(prob, config, eps, errors).n_evaluations for eps in schedule(cfg)
         }
     return {
         "candidates": names,

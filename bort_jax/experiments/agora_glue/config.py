@@ -15,6 +15,7 @@ from bort_jax import precision
 from bort_jax.agora import text
 from bort_jax.arch import Arch
 from bort_jax.config import ConfigError, from_config, to_plain
+from bort_jax.models.bert import ModelOptions
 from bort_jax.tasks import Task, get_task
 
 
@@ -150,6 +151,7 @@ class GlueConfig:
     fixed_round: int = -1  # selection 'fixed': this round (-1 = the last fitted round)
     control_budget: bool = False  # also: one plain fit with Agora's total step budget
     dtype: str = "auto"  # computation dtype of every fit (precision.DTYPES); params float32
+    model: ModelOptions = ModelOptions()  # layout of every fit: scan_layers, remat, vocab_multiple
 
     def __post_init__(self) -> None:
         ex.parse_seeds(self.seeds)
@@ -194,7 +196,7 @@ class GlueConfig:
 
 def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.FinetuneConfig:
     """The FinetuneConfig of a `student` / `labeler` stage plus the shared fields (max_seq_len,
-    length_bucket, eval_batch_size, dtype)."""
+    length_bucket, eval_batch_size, dtype, model)."""
     values = {k: v for k, v in to_plain(section).items() if k != "train_examples"}
     return ft.FinetuneConfig(
         **values,
@@ -203,6 +205,7 @@ def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.Finetun
         length_bucket=cfg.length_bucket,
         eval_batch_size=cfg.eval_batch_size,
         dtype=cfg.dtype,
+        model=cfg.model,
     )
 
 
