@@ -18,7 +18,12 @@ mean nothing).
 no student is trained. `controls`: Agora at equal compute with controls (SST-2, RTE, MRPC;
 5 seeds; Agora with the neighbour and the nearest-token sampler; distill and step-budget
 controls; fixed round); `controls,smoke` runs it at the smoke size. The larger-data point is
-`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). One table
+`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). `pipeline`: the
+Bort pipeline's Agora option (`agora_glue.agora_for_model` sets init, student_init and
+student_arch=''): SST-2 and MRPC, 500 examples, seeds 0-2, the neighbour arm alone, no
+controls, the last of 2 rounds, 120 steps per student fit; estimated at about 12 minutes per
+task on two idle CPU cores with a 2-layer, 384-wide student and the MiniLM labeler (per step,
+CPU seconds: student 0.7, labeler 1.6; 9 student fits of 120 steps per task). One table
 over several finished runs: `python scripts/agora_rows.py <workdir>/agora_glue.json ...`.
 """
 
