@@ -1,5 +1,5 @@
 """Shared helpers for the benchmarks: wall-clock timing, matmul peak, machine description,
-FLOPs of the KD student step, flag values.
+flag values. FLOPs of the KD student step are `bort_jax.plan.step_flops`.
 
 Every benchmark is a module run from the repository root, `python -m benchmarks.<name>
 --flag=value` (absl flags); it prints its Markdown table and, with `--out`, writes the JSON.
@@ -26,7 +26,7 @@ import numpy as np
 from absl import flags
 
 from bort_jax import distill, latency, plan
-from bort_jax.arch import Arch, Spec, flops
+from bort_jax.arch import Arch, Spec
 
 MINILM = Arch(6, 12, 384, 1536)  # the teacher's shape: all-MiniLM-L6-v2, 30,522-token vocabulary
 
@@ -68,19 +68,6 @@ def synthetic_kd(
         seed=seed,
     )
     return data, distill.train_batches(data, rows, seed)(0)
-
-
-def student_step_flops(
-    arch: Arch, spec: Spec, batch: int, seq_len: int, positions: int, teacher_hidden: int
-) -> int:
-    """fwd + bwd ≈ 3 × forward matmul FLOPs of everything the KD student step multiplies:
-    encoder, MLM head at the `positions` masked positions, and the D+1 hidden-KD projections
-    H_s → H_t (absent when H_s = H_t)."""
-    fwd = flops(arch, seq_len, batch, spec)
-    fwd += 2 * batch * positions * (arch.hidden * arch.hidden + arch.hidden * spec.vocab_size)
-    if arch.hidden != teacher_hidden:
-        fwd += (arch.depth + 1) * 2 * batch * seq_len * arch.hidden * teacher_hidden
-    return 3 * fwd
 
 
 def time_fn(

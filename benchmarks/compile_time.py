@@ -20,7 +20,7 @@ bought with a slower step.
 
 Part 2 (search share, `--search=unrolled,scanned`). Runs the embedded default extraction's
 smoke config (`configs/default.py`, `get_config("smoke")`, `extract.extract`, fresh temporary
-workdir, compilation cache off; `proxy.scan_layers` set per mode) with `jax.monitoring`
+workdir, compilation cache off; `proxy.model.scan_layers` set per mode) with `jax.monitoring`
 listeners on JAX's three compile events (jaxpr trace, lowering to MLIR, XLA backend compile).
 Their time spans are merged (nested traces counted once); "compile" below = time inside any
 of them. Each `proxy.proxy_error` call (one candidate) is timed, and its compile seconds are
@@ -240,7 +240,7 @@ def search_share(mode: str) -> dict[str, Any]:
 
     config = default_config.get_config("smoke")
     config.compilation_cache = ""
-    config.proxy.scan_layers = MODES[mode]["scan_layers"]
+    config.proxy.model.scan_layers = MODES[mode]["scan_layers"]
     spans, candidates = CompileSpans(), []
     real = proxy.proxy_error
 
@@ -288,7 +288,7 @@ def search_share(mode: str) -> dict[str, Any]:
         "others_busy": others,
         "chosen": summary.get("chosen"),
         "config": "configs/default.py:smoke (compilation_cache=False, "
-        f"proxy.scan_layers={MODES[mode]['scan_layers']})",
+        f"proxy.model.scan_layers={MODES[mode]['scan_layers']})",
     }
 
 

@@ -103,8 +103,8 @@ def run(args: types.SimpleNamespace) -> dict:
         others = meter.stop()[1]
     med = {m: float(np.median(t)) for m, t in times.items()}
     peak = common.matmul_peak(n=args.peak_n) if args.peak_n else None
-    sflops = common.student_step_flops(
-        arch, spec, args.batch, args.seq_len, args.positions, arch.hidden
+    sflops = plan.step_flops(
+        arch, spec, args.batch, args.seq_len, args.positions, teacher_hidden=arch.hidden
     )
     return {
         "arch": str(arch),

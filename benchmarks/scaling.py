@@ -24,7 +24,7 @@ recorded, not timed), 1 warm-up step, then `--repeats` timings of `--steps` cons
   MFU = model FLOPs per step / step time / (N × peak FLOP/s per device),
   model FLOPs per step = 3 × forward matmul FLOPs (`arch.flops` of the encoder at the global
   batch, + MLM head at the masked positions + the D+1 KD projections;
-  `common.student_step_flops`).
+  `bort_jax.plan.step_flops`).
 
 Peak per device: a table of dense bf16 figures for known chips (`PEAK_TFLOPS`, matched in
 `device_kind`), or `--peak_tflops`. On CPU the peak is *measured* in the same run: a jitted
@@ -63,7 +63,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 
 from benchmarks import common
-from bort_jax import distill, proxy, sharding, train
+from bort_jax import distill, plan, proxy, sharding, train
 from bort_jax.arch import Arch, Spec
 from bort_jax.data import batching
 from bort_jax.models.bert import Bert
@@ -126,12 +126,11 @@ def bench_one(shape: str, n: int, args: types.SimpleNamespace) -> dict[str, Any]
     tx = train.make_optimizer(proxy.ProxyConfig().optim, 1000)
     part = sharding.Partitioner.from_config(sharding.MeshConfig(data=n), jax.devices()[:n])
     params = distill.init_student(arch, spec, TEACHER.hidden, seed=0)
-    state = train.init_state(params, tx, 0)
     with part.activate():
         # As `train.train` does under a partitioner:
-        state_sharding = part.tree_shardings(state)
+        state_sharding = train.state_shardings(part, params, tx, 0)
         metrics_sharding = NamedSharding(part.mesh, PartitionSpec())
-        state = jax.device_put(state, state_sharding)
+        state = train.sharded_state(params, tx, 0, state_sharding)
         step = train.make_train_step(loss_fn, tx, state_sharding, metrics_sharding)
         batch = part.put_batch(host_batch)
         t0 = time.perf_counter()
@@ -139,8 +138,8 @@ def bench_one(shape: str, n: int, args: types.SimpleNamespace) -> dict[str, Any]
         compile_s = time.perf_counter() - t0
         state, metrics = compiled(state, batch)  # warm-up
         loss0 = float(metrics["loss"])
-        step_flops = common.student_step_flops(
-            arch, spec, global_batch, args.seq_len, positions, TEACHER.hidden
+        step_flops = plan.step_flops(
+            arch, spec, global_batch, args.seq_len, positions, teacher_hidden=TEACHER.hidden
         )
         rows = []
         for feed in args.feed_modes:

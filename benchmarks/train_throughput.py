@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import common
-from benchmarks.common import machine_info, matmul_peak, student_step_flops, time_fn, write_result
-from bort_jax import distill, hf, train
+from benchmarks.common import machine_info, matmul_peak, time_fn, write_result
+from bort_jax import distill, hf, plan, train
 from bort_jax.arch import Arch, flops
 
 
@@ -84,8 +84,8 @@ def run(args: types.SimpleNamespace) -> dict:
             for name, fn in (("cached", cached_step), ("recomputed", recomputed_step))
         }
     positions = batch["mlm_positions"].shape[1]
-    sflops = student_step_flops(
-        arch, spec, args.batch, args.seq_len, positions, data.teacher_hidden
+    sflops = plan.step_flops(
+        arch, spec, args.batch, args.seq_len, positions, teacher_hidden=data.teacher_hidden
     )
     tflops = flops(teacher.checkpoint.arch, args.seq_len, args.batch, spec)
     rows = []

@@ -36,7 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from bort_jax import hf, losses, sharding, teacher_cache
 from bort_jax.arch import Arch, Spec, check_seq_len
 from bort_jax.data import batching, mlm, text
-from bort_jax.models.bert import Bert, fresh_params, slice_params, stack_layers
+from bort_jax.models.bert import PLAIN, Bert, ModelOptions, fresh_params, slice_params
 
 INPUT_KEYS = (
     "input_ids",
@@ -629,7 +629,7 @@ def build_student(
     seed: int,
     dropout: float = 0.0,
     source: hf.Checkpoint | None = None,
-    scan_layers: bool = False,
+    options: ModelOptions = PLAIN,
     proj_init: str = "random",
     dtype: Any = jnp.float32,
 ) -> Student:
@@ -638,9 +638,13 @@ def build_student(
     The student has the teacher's vocabulary/positions, an MLM head and no pooler; its
     parameters are random (seed) or sliced from `source` (projections: `init_student`'s
     `proj_init`); its loss is `make_loss_fn`.
-    `scan_layers=True` runs the layers through `nn.scan` (compile time flat in depth) with the
-    same initial parameters, stacked: `params['student']['layers']` (`models.bert.stack_layers`;
-    `unstack_layers` gives back the canonical layout).
+    `options` lays the student out for training (`models.bert.ModelOptions`): with
+    `scan_layers` the layers run through `nn.scan` (compile time flat in depth) from the same
+    initial parameters, stacked under `params['student']['layers']`; `remat` recomputes each
+    layer in the backward pass; `vocab_multiple` zero-pads the vocabulary rows. The initial
+    parameters are those of the plain student in that layout, and
+    `options.to_canonical(params['student'], arch, spec)` gives back the canonical tree
+    (`hf.save`).
     `dtype` is the computation dtype (`precision.compute_dtype`); parameters stay float32.
     """
     spec = student_spec(teacher_spec)
@@ -650,10 +654,9 @@ def build_student(
         mlm_head=True,
         dropout_rate=dropout,
         attention_dropout_rate=dropout,
-        scan_layers=scan_layers,
         dtype=dtype,
+        **options.kwargs(),
     )
     params = init_student(arch, spec, data.teacher_hidden, seed, source, proj_init)
-    if scan_layers:
-        params = {**params, "student": stack_layers(params["student"], arch.depth)}
+    params = {**params, "student": options.to_model(params["student"], arch, spec)}
     return Student(arch, spec, model, params, make_loss_fn(model, data, weights))

@@ -30,7 +30,8 @@ bit-identical i(ξ), hence (e being deterministic for a fixed seed) the same eva
 choice and report. Two fresh workdirs without a shared model calibrate separately and their
 models differ by the calibration's measurement noise; rounding cannot fix that (to absorb a
 noise of tens of percent it would have to discard what was measured), so runs that must compare
-share the model file — the tests do exactly that.
+share the model file — the tests do exactly that. In a multi-process run process 0 alone
+calibrates and stores the model, and every process loads that one file after a barrier.
 
 What it costs in fidelity, measured on the default grid (24 candidates, 1 × 128 tokens) on the
 same 2-core machine under load average 5–7: three runs each measured every candidate (median of
@@ -80,9 +81,18 @@ from bort_jax.search.space import build_space
 
 
 def config_hash(config: ExtractConfig, keys: tuple[str, ...]) -> str:
-    """Hash of the parts of the config that change e(ξ) (data, teacher, proxy settings)."""
+    """Hash of the parts of the config that change e(ξ) (data, teacher, proxy settings).
+
+    `proxy.model` (scan_layers, remat, vocab_multiple) is left out on purpose: a scanned,
+    rematerialised or vocabulary-padded student starts from the same values and computes the
+    same function and gradients as the plain one (padding rows get none), so e(ξ) is the same
+    up to float rounding, and a cache filled under one layout serves the others (e.g. a search
+    resumed on a mesh that needs the padded vocabulary).
+    """
     plain = to_plain(config)
     parts = {k: plain.get(k) for k in keys}
+    if isinstance(parts.get("proxy"), dict):
+        parts["proxy"] = {k: v for k, v in parts["proxy"].items() if k not in HASH_EXCLUDED}
     parts["error_version"] = ERROR_VERSION
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -92,6 +102,7 @@ def config_hash(config: ExtractConfig, keys: tuple[str, ...]) -> str:
 # never reused (2: output-layer hidden term; 3: proxy.error / head_init / proj_init; 4: the
 # typed config, every proxy field hashed under its canonical name).
 ERROR_VERSION = 4
+HASH_EXCLUDED = ("model",)  # proxy fields that do not change e(ξ) (`config_hash`)
 ERROR_KEYS = (
     "source_dir",
     "teacher_dir",
@@ -109,12 +120,18 @@ class CandidateCache:
 
     An entry holds the error, the held-out metrics and a checksum of both; a missing,
     unparsable or mismatching entry is treated as absent and recomputed.
+
+    Multi-process: process 0 alone writes the files (`files`), every process keeps the values
+    it `put` in memory and answers `get` from there first, so no process can see a file
+    process 0 wrote a moment ago in this run while another does not (every process takes the
+    same hits and misses, as the search's collectives need).
     """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, dict] = {}
+        self.values: dict[str, float] = {}  # put in this run
 
     def _path(self, key: str) -> Path:
         safe = "".join(c if c.isalnum() else "_" for c in key)
@@ -127,6 +144,8 @@ class CandidateCache:
         ).hexdigest()
 
     def get(self, key: str) -> float | None:
+        if key in self.values:
+            return self.values[key]
         try:
             entry = json.loads(self._path(key).read_text())
             if entry["key"] != key or entry["checksum"] != self._checksum(entry):
@@ -140,6 +159,7 @@ class CandidateCache:
         metrics = metrics if metrics is not None else self.metrics.get(key, {})
         entry = {"key": key, "error": float(value), "metrics": metrics}
         entry["checksum"] = self._checksum(entry)
+        self.values[key] = float(value)
         atomic_write_json(self._path(key), entry, indent=None)
 
     def __len__(self) -> int:
@@ -173,8 +193,9 @@ def validate(config: Any, workdir: str, checkpoints: bool = True) -> ExtractConf
     build_space(config.grid)
     try:
         os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir):
-            pass
+        if sharding.is_primary():  # the process that writes the outputs
+            with tempfile.NamedTemporaryFile(dir=workdir):
+                pass
     except OSError as e:
         raise PermissionError(f"output directory {workdir} is not writable: {e}") from e
     return config
@@ -219,10 +240,35 @@ def latency_model(
 ) -> latency.LatencyModel:
     """The stored latency model, or a new one calibrated on `candidates` and stored (atomic).
 
+    One model per run, whatever the number of processes: process 0 calibrates and stores it
+    (when there is none yet), all processes wait at a barrier, then every one loads the
+    stored file, so i(ξ) is the same function on each (the search's choices must agree).
+
     Raises ValueError when a stored model is unreadable or was fitted for other settings
-    (batch, sequence length, dtype, device): it is never silently replaced.
+    (batch, sequence length, dtype, device): it is never silently replaced;
+    FileNotFoundError when a process does not see the model process 0 stored (a path on a
+    disk of process 0's host only).
     """
     path = latency_model_path(config, workdir)
+    if sharding.is_primary() and not path.is_file():
+        shapes = latency.calibration_shapes(
+            candidates, spec, config.latency_seq_len, config.latency_points
+        )
+        model = latency.calibrate(
+            shapes, spec, config.latency_batch, config.latency_seq_len, config.latency_repeats
+        )
+        atomic_write_json(path, model.to_json(), indent=1)
+    sharding.barrier("extract/latency_model")  # stored by process 0 before anyone reads it
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"latency model {path} (stored by process 0) is not visible to this process: "
+            "put the workdir or config.latency_model on a file system every process sees"
+        )
+    return load_latency_model(path, config)
+
+
+def load_latency_model(path: Path, config: ExtractConfig) -> latency.LatencyModel:
+    """The latency model stored at `path`, checked against the settings `config` asks for."""
     # what a stored model must share with the request, else its i(ξ) means another thing
     want = {
         "batch": int(config.latency_batch),
@@ -230,28 +276,19 @@ def latency_model(
         "dtype": "float32",
         "device": latency.device_name(),
     }
-    if path.is_file():
-        try:
-            model = latency.LatencyModel.from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"latency model {path} is unreadable ({err}); delete it to recalibrate"
-            ) from err
-        bad = {k: (model.settings.get(k), v) for k, v in want.items() if model.settings.get(k) != v}
-        if bad:
-            raise ValueError(
-                f"latency model {path} was fitted for other settings "
-                f"(stored, requested): {bad}; delete it or set "
-                "config.latency_model to another path"
-            )
-        return model
-    shapes = latency.calibration_shapes(
-        candidates, spec, config.latency_seq_len, config.latency_points
-    )
-    model = latency.calibrate(
-        shapes, spec, config.latency_batch, config.latency_seq_len, config.latency_repeats
-    )
-    atomic_write_json(path, model.to_json(), indent=1)
+    try:
+        model = latency.LatencyModel.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"latency model {path} is unreadable ({err}); delete it to recalibrate"
+        ) from err
+    bad = {k: (model.settings.get(k), v) for k, v in want.items() if model.settings.get(k) != v}
+    if bad:
+        raise ValueError(
+            f"latency model {path} was fitted for other settings "
+            f"(stored, requested): {bad}; delete it or set "
+            "config.latency_model to another path"
+        )
     return model
 
 
@@ -350,7 +387,7 @@ def search_options(config: ExtractConfig, cache: Any = None) -> F.SearchOptions:
 def extract(config: Any, workdir: str) -> dict[str, Any]:
     """Run the search; returns a summary dict (also written to `workdir/summary.json`)."""
     config = proxy_budget.resolve_config(ExtractConfig.from_config(config))  # search/budget.py
-    if config.plan:  # print the measured cost plan and stop (bort_jax/plan.py)
+    if config.plan:  # print the measured cost plan and stop (bort_jax/plan/)
         validate(config, workdir, checkpoints=False)  # shapes may come from *_family
         return {"plan": cost_plan.describe(cost_plan.plan(config, workdir), workdir)}
     t_start = time.perf_counter()
@@ -455,20 +492,21 @@ def write_outputs(
         "sliced": sliced_note,
     }
     atomic_write_json(out / "summary.json", summary, default=str)
-    markdown = Path(paths["markdown"]).read_text(encoding="utf-8")
-    atomic_write_text(
-        paths["markdown"],
-        markdown
-        + (
-            f"\n\n## Run\n\n- wall time: {seconds:.1f} s\n- proxy evaluations: "
-            f"{result.n_evaluations} of {result.n_candidates} candidates "
-            f"({result.n_cache_hits} from the on-disk cache)\n- config hash: {chash}\n"
-            f"- inference cost i: {summary['inference']}\n"
-            f"- chosen architecture ready to pretrain: `python scripts/pretrain.py "
-            f"--config={out / 'pretrain_config.py'}`\n- {sliced_note}\n"
+    if sharding.is_primary():  # process 0's report, the run appended (the others wrote none)
+        markdown = Path(paths["markdown"]).read_text(encoding="utf-8")
+        atomic_write_text(
+            paths["markdown"],
+            markdown
+            + (
+                f"\n\n## Run\n\n- wall time: {seconds:.1f} s\n- proxy evaluations: "
+                f"{result.n_evaluations} of {result.n_candidates} candidates "
+                f"({result.n_cache_hits} from the on-disk cache)\n- config hash: {chash}\n"
+                f"- inference cost i: {summary['inference']}\n"
+                f"- chosen architecture ready to pretrain: `python scripts/pretrain.py "
+                f"--config={out / 'pretrain_config.py'}`\n- {sliced_note}\n"
+            )
+            + components_markdown(config, result, cache.metrics),
         )
-        + components_markdown(config, result, cache.metrics),
-    )
     return summary
 
 

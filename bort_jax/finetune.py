@@ -47,10 +47,18 @@ from bort_jax import files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, check_seq_len
 from bort_jax.config import from_config
 from bort_jax.data import batching
-from bort_jax.models.bert import Bert, fresh_params, merge_pretrained, slice_params
+from bort_jax.models.bert import (
+    PLAIN,
+    Bert,
+    ModelOptions,
+    fresh_params,
+    merge_pretrained,
+    slice_params,
+)
 from bort_jax.tasks import Task, compute_metrics, get_task
 from bort_jax.tasks.encoding import INPUT_KEYS, Arrays, encode_examples, head_width, trim
 from bort_jax.tasks.loading import load_examples, subsample
+from bort_jax.tasks.metrics import is_better
 
 BEST_DIR = "best_model"
 
@@ -96,6 +104,7 @@ class FinetuneConfig:
     save_best: bool = True
     progress: bool = False
     mesh: sharding.MeshConfig = sharding.MeshConfig()  # used when there are > 1 devices
+    model: ModelOptions = ModelOptions()  # layout: scan_layers, remat, vocab_multiple
 
     def __post_init__(self) -> None:
         positive = ("max_seq_len", "batch_size", "eval_batch_size", "log_every")
@@ -146,12 +155,15 @@ def build_classifier(
     dropout_rate: float = 0.1,
     seed: int = 0,
     dtype: Any = jnp.float32,
+    options: ModelOptions = PLAIN,
 ) -> tuple[Bert, dict]:
     """Bert with the task head; encoder (+ pooler) from `checkpoint`, sliced to `arch`.
 
     The head (classifier, and head_pooler when the checkpoint has no pooler) is freshly
     initialised from `seed`; an MLM head in the checkpoint is dropped. `dtype` is the
     computation dtype (`precision.compute_dtype`); the parameters are float32 whatever it is.
+    `options` is the model's layout (`ModelOptions`); the parameters are in that layout, the
+    same values as without it (`options.to_canonical` gives the plain model's tree back).
     """
     task = get_task(task)
     target = checkpoint.arch if arch is None else arch
@@ -165,7 +177,9 @@ def build_classifier(
         dropout_rate=dropout_rate,
         attention_dropout_rate=dropout_rate,
         dtype=dtype,
+        **options.kwargs(),
     )
+    body = options.to_model(body, target, checkpoint.spec)
     return model, merge_pretrained(fresh_params(model, seed), body)
 
 
@@ -283,11 +297,6 @@ def evaluate_task(
 # ------------------------------------------------------------------- best-dev keeping
 
 
-def is_better(value: float, best: float) -> bool:
-    """Strictly larger and finite (ties keep the earlier step)."""
-    return bool(np.isfinite(value)) and value > best
-
-
 def host_copy(tree: Any) -> Any:
     """Numpy copies (safe against the train step donating its buffers)."""
     return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), sharding.host_get(tree))
@@ -296,8 +305,9 @@ def host_copy(tree: Any) -> Any:
 class DevEvaluator:
     """`evaluator(params, step) -> {'dev_<metric>': value}`; keeps the best dev parameters.
 
-    After an improvement of `task.primary_metric` (strict, finite), `on_best(self)` is called
-    (e.g. to write `best_model`). `best_*` hold the best step, metrics and host parameters.
+    After an improvement of `task.primary_metric` (strict; NaN ranks last: `is_better`),
+    `on_best(self)` is called (e.g. to write `best_model`). `best_*` hold the best step,
+    metrics and host parameters.
     """
 
     def __init__(
@@ -309,8 +319,10 @@ class DevEvaluator:
         batch_size: int = 64,
         bucket: int = 16,
         on_best: Callable[[DevEvaluator], None] | None = None,
+        options: ModelOptions = PLAIN,
     ):
         self.model, self.task, self.dev, self.groups = model, task, dev, groups
+        self.options = options  # the layout of `model`'s params (a saved best is canonical)
         self.batch_size, self.bucket, self.on_best = batch_size, bucket, on_best
         self.metric = task.primary_metric
         self.best_value, self.best_step = -math.inf, -1
@@ -321,12 +333,16 @@ class DevEvaluator:
         metrics = evaluate_task(
             self.model, params, self.task, self.dev, self.batch_size, self.groups, self.bucket
         )
-        if is_better(float(metrics[self.metric]), self.best_value):
+        if is_better(float(metrics[self.metric]), self._best_so_far):
             self.best_value, self.best_step = float(metrics[self.metric]), step
             self.best_metrics, self.best_params = dict(metrics), host_copy(params)
             if self.on_best is not None:
                 self.on_best(self)
         return {f"dev_{k}": v for k, v in metrics.items()}
+
+    @property
+    def _best_so_far(self) -> float | None:
+        return None if self.best_step < 0 else self.best_value
 
     def restore(self, saved: Path, upto: int) -> None:
         """Take the best from a `save_classifier` directory written at a step <= `upto` (later
@@ -334,6 +350,7 @@ class DevEvaluator:
         if not (saved / "config.json").is_file():
             return
         _, params, _, info = hf.load_classifier(saved)
+        params = self.options.to_model(params, self.model.arch, self.model.spec)
         if info.get("step", math.inf) <= upto:
             self.best_value = float(info["dev"][self.metric])
             self.best_step = int(info["step"])
@@ -345,7 +362,7 @@ class DevEvaluator:
         for record in history:
             if record.get("eval") and f"dev_{self.metric}" in record:
                 value = float(record[f"dev_{self.metric}"])
-                if is_better(value, self.best_value):
+                if is_better(value, self._best_so_far):
                     self.best_value, self.best_step = value, int(record["step"])
                     self.best_metrics = {
                         k[4:]: v for k, v in record.items() if k.startswith("dev_")
@@ -413,6 +430,7 @@ def prepare(config: Any) -> Prepared:
         dropout_rate=cfg.dropout_rate,
         seed=cfg.seed,
         dtype=precision.compute_dtype(cfg.dtype, "config.dtype"),
+        options=cfg.model,
     )
     steps, every = resolve_steps(cfg, len(train_ex))
     return Prepared(
@@ -480,6 +498,7 @@ def fit(
         cfg.eval_batch_size,
         cfg.length_bucket,
         on_best,
+        cfg.model,
     )
     if workdir is not None:
         resumed = _latest_step(workdir)
@@ -541,10 +560,11 @@ def run_prepared(prep: Prepared, workdir: str | os.PathLike | None = None) -> di
 
 
 def _save_best(path: Path, prep: Prepared, dev: DevEvaluator) -> None:
+    model = prep.model
     hf.save_classifier(
         path,
-        prep.model,
-        dev.best_params,
+        model,
+        prep.config.model.to_canonical(dev.best_params, model.arch, model.spec),
         prep.task,
         prep.tokenizer_dir,
         info={
@@ -560,7 +580,8 @@ def _reload(workdir, prep: Prepared) -> dict:
     summary = json.loads(files.read_text(files.join(workdir, "metrics.json")))
     params = None
     if (Path(workdir) / BEST_DIR).is_dir():
-        params = host_copy(hf.load_classifier(Path(workdir) / BEST_DIR)[1])
+        params = hf.load_classifier(Path(workdir) / BEST_DIR)[1]
+        params = host_copy(prep.config.model.to_model(params, prep.model.arch, prep.model.spec))
     return dict(summary, model=prep.model, params=params)
 
 

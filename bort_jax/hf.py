@@ -365,6 +365,8 @@ def _write_hf_dir(
 
     from bort_jax.models.bert import unpad_vocab
 
+    if "layers" in params:  # HF has one entry per layer: ModelOptions.to_canonical first
+        raise ValueError("hf.save: params have stacked 'layers' (scan_layers); unstack them first")
     params = unpad_vocab(params, spec.vocab_size)  # a padded model's extra rows are not HF's
     config = arch_spec_to_config(arch, spec)
     if "mlm_transform" in params:

@@ -7,6 +7,8 @@ atomic checkpoints, exact resume), evaluates the held-out KD objective every `ev
 steps, and writes `metrics.jsonl`, `loss_curve.png`, `summary.json` and the student in Hugging
 Face format (`workdir/export`). The student computes in `config.dtype` ('auto': bfloat16 on
 TPU/GPU, float32 on CPU; `bort_jax.precision`); its parameters and optimizer state are float32.
+`config.model` (`models.bert.ModelOptions`) is the layout it trains in (scanned layers,
+remat, padded vocabulary); the export is canonical whatever it is.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bort_jax import distill, files, hf, hub, precision, sharding, train
 from bort_jax.arch import Arch, param_count
 from bort_jax.config import from_config
 from bort_jax.data import mlm
-from bort_jax.models.bert import slice_params_check
+from bort_jax.models.bert import ModelOptions, slice_params_check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,7 @@ class PretrainConfig:
     log_every: int = 20
     progress: bool = True
     mesh: sharding.MeshConfig = sharding.MeshConfig()  # used when there are > 1 devices
+    model: ModelOptions = ModelOptions()  # student layout: scan_layers, remat, vocab_multiple
 
     def __post_init__(self):
         if self.init_method not in ("random", "slice"):
@@ -102,6 +105,7 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
         seed=cfg.seed,
         dropout=cfg.dropout_rate,
         source=source,
+        options=cfg.model,
         dtype=precision.compute_dtype(cfg.dtype, "config.dtype"),
     )
     heldout = distill.HeldoutEvaluator(student.loss_fn, data, cfg.batch_size)
@@ -125,7 +129,10 @@ def pretrain(config: Any, workdir: str) -> dict[str, Any]:
             evaluators=[heldout],
             workdir=workdir,
         )
-    params = sharding.host_get(result.state.params["student"])
+    # the export is canonical whatever the training layout: unrolled layers, V vocabulary rows
+    params = cfg.model.to_canonical(
+        sharding.host_get(result.state.params["student"]), cfg.arch, student.spec
+    )
     export = hf.save(
         os.path.join(workdir, "export"), params, cfg.arch, student.spec, tokenizer_dir=teacher_dir
     )

@@ -29,6 +29,7 @@ import numpy as np
 
 from bort_jax import distill, hf, mlm_head, precision, train
 from bort_jax.arch import Arch, Spec
+from bort_jax.models.bert import ModelOptions
 
 ERRORS = {
     "output_total": "heldout_output_total",
@@ -50,7 +51,7 @@ class ProxyConfig:
     dropout_rate: float = 0.0  # off: a short run should measure capacity, not regularisation
     optim: train.OptimConfig = train.OptimConfig(learning_rate=1e-3, warmup_steps=10)
     kd: distill.KDWeights = distill.KDWeights()
-    scan_layers: bool = False  # student layers through nn.scan: one compiled layer body
+    model: ModelOptions = ModelOptions()  # student layout: scan_layers, remat, vocab_multiple
     error: str = "output_total"  # output_total | mlm | hidden_nmse | output_ntotal (docstring)
     head_init: str = "fresh"  # fresh | fitted: the MLM head fitted once on the source encoder
     head: mlm_head.HeadConfig = mlm_head.HeadConfig()  # fitting that head (head_init=fitted)
@@ -116,7 +117,7 @@ def proxy_error(
         seed=cfg.seed,
         dropout=cfg.dropout_rate,
         source=source if cfg.init_method == "slice" else None,
-        scan_layers=cfg.scan_layers,
+        options=cfg.model,
         proj_init=cfg.proj_init,
         dtype=precision.compute_dtype(cfg.dtype, "proxy.dtype"),
     )

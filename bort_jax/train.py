@@ -16,9 +16,11 @@ parameters to an uninterrupted one. A non-finite loss stops the run cleanly, nam
 and leaves the last good checkpoint untouched.
 
 Sharding: under an active `sharding.Partitioner` (a mesh + logical-axis rules) the same call
-runs SPMD: the state is sharded, batches are split along the data axes, checkpoints are saved
-and restored sharded. Without one everything lives on the default device. Either way the
-batches are read and placed on device two steps ahead, in a thread (`batching.Prefetcher`).
+runs SPMD: the state is created in its shardings (`sharded_state`: parameters placed leaf by
+leaf, optimizer moments born sharded under `jax.jit(out_shardings=...)`), batches are split
+along the data axes, checkpoints are saved and restored sharded. Without one everything lives
+on the default device. Either way the batches are read and placed on device two steps ahead,
+in a thread (`batching.Prefetcher`).
 
 Multi-process (`sharding.initialize_distributed`): every process runs this same loop; each
 reads only its own rows of the global batch of a step (`Partitioner.process_rows`,
@@ -267,12 +269,50 @@ class TrainState:
 
 
 def init_state(params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """The initial state on `params`' device(s): step 0, `tx.init(params)`, PRNGKey(seed)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
         rng=jax.random.PRNGKey(seed),
     )
+
+
+def state_shardings(
+    partitioner: sharding.Partitioner, params: Any, tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """The NamedSharding of every leaf of `init_state(params, tx, seed)`, found from its
+    abstract shape (`jax.eval_shape`: no array is created)."""
+    abstract = jax.eval_shape(lambda p: init_state(p, tx, seed), params)
+    return partitioner.tree_shardings(abstract)
+
+
+def sharded_state(
+    params: Any, tx: optax.GradientTransformation, seed: int, shardings: TrainState
+) -> TrainState:
+    """`init_state(params, tx, seed)` created directly in `shardings` (`state_shardings`).
+
+    Each parameter leaf is placed with its own sharding (a copy, since the train step donates
+    it; in a multi-process run from the host value, which every process holds), and the
+    optimizer state, step and rng are created in place by one jitted init with
+    `out_shardings`: the AdamW moments are born sharded, and the whole state never sits on
+    one device. The values are those of `init_state`.
+    """
+    multi = sharding.multi_process()
+
+    def put(x, s):
+        if multi and not (isinstance(x, jax.Array) and not x.is_fully_addressable):
+            x = np.asarray(jax.device_get(x))
+        return jax.device_put(x, s, may_alias=False)
+
+    placed = jax.tree_util.tree_map(put, params, shardings.params)
+
+    def rest(p):
+        return jnp.zeros((), jnp.int32), tx.init(p), jax.random.PRNGKey(seed)
+
+    out = (shardings.step, shardings.opt_state, shardings.rng)
+    step, opt_state, rng = jax.jit(rest, out_shardings=out)(placed)
+    return TrainState(step=step, params=placed, opt_state=opt_state, rng=rng)
 
 
 def make_train_step(
@@ -374,19 +414,18 @@ def train(
             )
     t0 = time.perf_counter()
     tx = make_optimizer(optim, loop.num_steps)
-    params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
-    state = init_state(params, tx, loop.seed)
     state_sharding = metrics_sharding = None
     # Batches reach the step already on device: the prefetch thread reads and places them
     # (`batching.Prefetcher`), on the state's device or split along the batch axes.
-    device = next(iter(jax.tree_util.tree_leaves(state)[0].devices()))
-    place = lambda batch: jax.device_put(dict(batch), device)  # noqa: E731
-    if partitioner is not None:
-        state_sharding = partitioner.tree_shardings(state)
+    if partitioner is None:
+        params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
+        state = init_state(params, tx, loop.seed)
+        device = next(iter(jax.tree_util.tree_leaves(state)[0].devices()))
+        place = lambda batch: jax.device_put(dict(batch), device)  # noqa: E731
+    else:  # created in its shardings (`sharded_state`), never whole on one device
+        state_sharding = state_shardings(partitioner, params, tx, loop.seed)
+        state = sharded_state(params, tx, loop.seed, state_sharding)
         metrics_sharding = NamedSharding(partitioner.mesh, PartitionSpec())
-        if sharding.multi_process():  # host values (the same on every process) -> global
-            state = jax.device_get(state)
-        state = jax.device_put(state, state_sharding)
         place = partitioner.put_batch
         if sharding.multi_process():  # each process reads and places only its own rows
             rows = batching.global_batch_size(batches)

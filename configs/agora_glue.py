@@ -74,6 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # computation dtype of every fit (student, labeler): bfloat16 | float32 | auto (bfloat16
     # on TPU/GPU, float32 on CPU); parameters, optimizer state and losses stay float32
     c.dtype = "auto"
+    # layout of every fit (bort_jax.models.bert.ModelOptions): layers through nn.scan, remat
+    # (needs scan), vocabulary rows rounded up to a multiple (128 with a 'model' mesh axis)
+    c.model = ml_collections.ConfigDict(dict(scan_layers=False, remat=False, vocab_multiple=1))
 
     # student / labeler: every fine-tuning optimisation field of a fit (FinetuneConfig names)
     c.student = _fit(num_steps=150, learning_rate=1e-3)

@@ -58,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             head_init="fresh",
             proj_init="random",
             dtype="auto",  # bfloat16 activations on TPU/GPU; float32 params and moments
+            # up to 12 layers per candidate: one compiled layer body, one layer's activations
+            # kept; 50,265 BPE rows -> 50,304 so a 'model' mesh axis splits the table
+            model=dict(scan_layers=True, remat=True, vocab_multiple=128),
         )
     )
     c.proxy_budget.steps_ref = 2000  # mode='eps': 2000 steps at ε = 0.1, s = 1

@@ -74,7 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dropout_rate=0.0,
             optim=dict(learning_rate=1e-3, warmup_steps=4, weight_decay=0.01, optimizer="adamw"),
             kd=dict(mlm=1.0, hidden=1.0, logit=0.0, temperature=2.0, layer_map="uniform", top_k=0),
-            scan_layers=False,
+            # student layout (bort_jax.models.bert.ModelOptions): layers through nn.scan, remat
+            # (needs scan), vocabulary rows rounded up to a multiple (128 when mesh.model > 1);
+            # e(ξ) does not depend on it, so it is not part of the candidate-cache key
+            model=dict(scan_layers=False, remat=False, vocab_multiple=1),
             dtype="auto",  # computation dtype: bfloat16 on TPU/GPU, float32 on CPU
             # e(ξ) = held-out MLM CE + output-layer MSE of a student that starts from the MLM
             # head fitted once on the frozen source (MiniLM has none) and from [I | 0]

@@ -48,6 +48,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.progress = True
     # SPMD mesh (bort_jax/sharding.py), used when there is more than one device; -1 = the rest
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+    # layout (bort_jax.models.bert.ModelOptions): layers through nn.scan, remat (recompute each
+    # layer in the backward pass; needs scan), vocabulary rows rounded up to a multiple (128
+    # when mesh.model > 1, so the 'model' axis splits the word-embedding table); exports stay
+    # canonical (unrolled, unpadded)
+    c.model = ml_collections.ConfigDict(dict(scan_layers=False, remat=False, vocab_multiple=1))
     if arg.smoke:
         c.num_steps, c.eval_every, c.log_every = 8, 4, 4
         c.max_train_examples, c.max_eval_examples = 64, 32

@@ -61,6 +61,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.progress = True
     # SPMD mesh (bort_jax/sharding.py), used when there is more than one device; -1 = the rest
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+    # layout (bort_jax.models.bert.ModelOptions): layers through nn.scan, remat (recompute each
+    # layer in the backward pass; needs scan), vocabulary rows rounded up to a multiple (128
+    # when mesh.model > 1, so the 'model' axis splits the word-embedding table); exports stay
+    # canonical (unrolled, unpadded)
+    c.model = ml_collections.ConfigDict(dict(scan_layers=False, remat=False, vocab_multiple=1))
     if arg.smoke:
         c.max_sequences, c.max_seq_len, c.batch_size = 96, 32, 8
         c.num_steps, c.checkpoint_every, c.eval_every, c.log_every = 12, 6, 6, 3

@@ -155,3 +155,20 @@ def test_patience_stops_early():
         cfg,
     )
     assert [r["round"] for r in res.history] == [0, 1, 2] and res.best_round == 0
+
+
+def test_undefined_metric_ranks_last():
+    """A NaN agora-dev metric (e.g. a correlation of constant predictions) is the worst value:
+    round 0 is still the best when every round is NaN, and any number beats it."""
+    rng = np.random.default_rng(1)
+    data = (_ring(8, rng), _ring(40, rng))
+    generator = agora.Generator(_sign_labeler, lambda x: x["x"], agora.identity_decode("x"))
+    for values, best in (([np.nan] * 4, 0), ([np.nan, np.nan, 0.1, np.nan], 2)):
+        metrics = iter(values)
+        learner = agora.Learner(
+            fit_fn=lambda d, r, k: r,  # the state is the round
+            predict_fn=lambda state, x: np.zeros(len(x["x"]), np.int32),
+            metric_fn=lambda p, y, m=metrics: next(m),
+        )
+        res = agora.run_agora(*data, learner, generator, _cfg(rounds=3, patience=0))
+        assert res.best_round == best and res.best_state == best, values

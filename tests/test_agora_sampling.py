@@ -47,7 +47,11 @@ def test_uniform_ball_within_radius_and_uniform():
     centers = jax.random.normal(jax.random.PRNGKey(2), (n, d))
     cfg = _cfg(samples_per_error=k, distribution="uniform_ball")
     samples, _, _ = agora.sample_and_relabel(
-        jax.random.PRNGKey(0), centers, _sign_labeler, agora.identity_decode("x"), cfg, radius=r
+        jax.random.PRNGKey(0),
+        centers,
+        _sign_labeler,
+        agora.identity_decode("x"),
+        cfg.with_radius(r),
     )
     norms = np.linalg.norm(np.asarray(samples - centers[:, None]), axis=-1)
     assert norms.max() <= r * (1 + 1e-5)
@@ -61,7 +65,11 @@ def test_gaussian_has_configured_std():
     centers = jnp.zeros((n, d))
     cfg = _cfg(samples_per_error=k, distribution="gaussian")
     samples, _, _ = agora.sample_and_relabel(
-        jax.random.PRNGKey(3), centers, _sign_labeler, agora.identity_decode("x"), cfg, radius=r
+        jax.random.PRNGKey(3),
+        centers,
+        _sign_labeler,
+        agora.identity_decode("x"),
+        cfg.with_radius(r),
     )
     delta = np.asarray(samples).reshape(-1, d)
     assert np.allclose(delta.std(axis=0), r / math.sqrt(d), rtol=0.04)
@@ -75,7 +83,7 @@ def test_vmapped_step_equals_python_loop_and_chunking():
     rng, r = jax.random.PRNGKey(11), 0.7
     decode = agora.identity_decode("x")
     samples, _, labels = agora.sample_and_relabel(
-        rng, centers, _sign_labeler, decode, cfg, radius=r
+        rng, centers, _sign_labeler, decode, cfg.with_radius(r)
     )
     for i in range(centers.shape[0]):  # reference: one point at a time
         delta = agora.perturbation(agora.point_key(rng, i), (3, 2), 1, "uniform_ball", r)
@@ -83,7 +91,7 @@ def test_vmapped_step_equals_python_loop_and_chunking():
         np.testing.assert_allclose(samples[i], ref, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(labels[i], _sign_labeler({"x": ref}))
     tail, _, _ = agora.sample_and_relabel(
-        rng, centers[4:], _sign_labeler, decode, cfg, radius=r, index_offset=4
+        rng, centers[4:], _sign_labeler, decode, cfg.with_radius(r), index_offset=4
     )
     np.testing.assert_allclose(tail, samples[4:], rtol=1e-6, atol=1e-6)
 
@@ -97,8 +105,7 @@ def test_perturb_mask_freezes_atoms():
         centers,
         lambda x: jnp.zeros(x["x"].shape[0], jnp.int32),
         agora.identity_decode("x"),
-        cfg,
-        radius=1.0,
+        cfg.with_radius(1.0),
         perturb_mask=mask,
     )
     moved = np.any(np.asarray(samples) != np.asarray(centers)[:, None], axis=-1)  # [n, k, L]

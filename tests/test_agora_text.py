@@ -75,8 +75,7 @@ def test_text_decode_keeps_special_tokens_padding_and_masks():
             represent(inputs),
             labeler,
             decode,
-            cfg,
-            radius=radius,
+            cfg.with_radius(radius),
             center_inputs=inputs,
             perturb_mask=perturb(inputs),
         )

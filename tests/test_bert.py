@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from flax.errors import InvalidRngError
 
-from bort_jax import distill, proxy
+from bort_jax import distill, hf, proxy, train
 from bort_jax.arch import Arch, Spec
+from bort_jax.config import ConfigError, from_config
 from bort_jax.models.bert import (
     Bert,
+    ModelOptions,
     init_params,
     logical_axes,
     position_ids,
@@ -356,7 +358,9 @@ def test_kd_student_with_scanned_layers_has_the_same_loss_and_gradients():
     data, batch = _kd_data()
     arch, weights = Arch(3, 4, 32, 48), distill.KDWeights(hidden=1.0, mlm=1.0)
     ref = distill.build_student(arch, data, SPEC, weights, seed=0)
-    got = distill.build_student(arch, data, SPEC, weights, seed=0, scan_layers=True)
+    got = distill.build_student(
+        arch, data, SPEC, weights, seed=0, options=ModelOptions(scan_layers=True)
+    )
     assert got.model.scan_layers and "layers" in got.params["student"]
     jax.tree_util.tree_map(
         np.testing.assert_array_equal,
@@ -375,7 +379,7 @@ def test_kd_student_with_scanned_layers_has_the_same_loss_and_gradients():
     _close({**g_got, "student": unstack_layers(g_got["student"], 3)}, g_ref)
 
 
-def test_proxy_config_passes_scan_layers_to_the_student(monkeypatch):
+def test_proxy_config_passes_model_options_to_the_student(monkeypatch):
     seen = {}
 
     class Stop(Exception):
@@ -387,6 +391,38 @@ def test_proxy_config_passes_scan_layers_to_the_student(monkeypatch):
 
     monkeypatch.setattr(distill, "build_student", fake_build_student)
     for flag in (False, True):
+        cfg = from_config(proxy.ProxyConfig, {"model": {"scan_layers": flag, "remat": flag}})
         with pytest.raises(Stop):
-            proxy.proxy_error(Arch(1, 2, 32, 64), None, SPEC, proxy.ProxyConfig(scan_layers=flag))
-        assert seen["scan_layers"] is flag
+            proxy.proxy_error(Arch(1, 2, 32, 64), None, SPEC, cfg)
+        assert seen["options"] == ModelOptions(scan_layers=flag, remat=flag)
+    with pytest.raises(ConfigError, match="proxy.model.scan"):
+        from_config(proxy.ProxyConfig, {"model": {"scan": True}}, "proxy")
+
+
+@jax.default_matmul_precision("highest")
+def test_kd_training_with_model_options_equals_the_plain_student(tmp_path):
+    """A few KD train steps with every layout option on (scanned, remat, padded vocabulary)
+    give the plain student's losses, and its canonical tree exports the same HF weights."""
+    data, _ = _kd_data(n=8)
+    arch, weights = Arch(3, 4, 32, 48), distill.KDWeights(hidden=1.0, mlm=1.0)
+    on = ModelOptions(scan_layers=True, remat=True, vocab_multiple=48)  # 64 -> 96 rows
+    loop = train.LoopConfig(num_steps=3, seed=0, log_every=1)
+    optim = train.OptimConfig(learning_rate=1e-2, warmup_steps=1)
+    runs = {}
+    for name, options in (("off", ModelOptions()), ("on", on)):
+        student = distill.build_student(arch, data, SPEC, weights, seed=0, options=options)
+        result = train.train(
+            student.loss_fn, student.params, distill.train_batches(data, 4, 0), loop, optim
+        )
+        params = options.to_canonical(
+            jax.device_get(result.state.params["student"]), arch, student.spec
+        )
+        path = hf.save(tmp_path / name, params, arch, student.spec)
+        runs[name] = ([r["loss"] for r in result.history], hf.load(path).params, student)
+    assert runs["on"][2].model.padded_vocab == 96 and "layers" in runs["on"][2].params["student"]
+    (loss_off, exported_off, _), (loss_on, exported_on, _) = runs["off"], runs["on"]
+    assert len(loss_off) == 3 and loss_off[-1] < loss_off[0]  # it trained
+    np.testing.assert_allclose(loss_on, loss_off, rtol=1e-5)
+    _close(exported_on, exported_off)
+    with pytest.raises(ValueError, match="stacked 'layers'"):
+        hf.save(tmp_path / "bad", runs["on"][2].params["student"], arch, runs["on"][2].spec)

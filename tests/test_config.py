@@ -10,7 +10,9 @@ import pytest
 from bort_jax import pretrain, proxy, train
 from bort_jax.arch import Arch
 from bort_jax.config import ConfigError, from_config, to_plain
-from configs import common, pretrain_bort
+from bort_jax.extract_config import ExtractConfig
+from bort_jax.models.bert import ModelOptions
+from configs import bert_large, common, default, pretrain_bort
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +73,45 @@ def test_script_bad_value_prints_one_line(tmp_path, script, override, message):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "Traceback" not in proc.stderr
+
+
+def _model_configs():
+    """(typed config builder, config with a `model` section, where that section sits)."""
+    from bort_jax import finetune
+    from bort_jax.experiments.agora_glue.config import GlueConfig
+    from configs import agora_glue
+    from configs import finetune as finetune_config
+
+    return [
+        (pretrain.validate, pretrain_bort.get_config(), lambda c: c.model),
+        (finetune.FinetuneConfig.from_config, finetune_config.get_config(), lambda c: c.model),
+        (ExtractConfig.from_config, default.get_config(), lambda c: c.proxy.model),
+        (GlueConfig.from_config, agora_glue.get_config(), lambda c: c.model),
+    ]
+
+
+def test_every_config_has_one_model_section_and_names_unknown_keys():
+    for build, cfg, section in _model_configs():
+        assert to_plain(section(cfg)) == to_plain(ModelOptions())  # spelled out, all off
+        section(cfg).scan_layers, section(cfg).remat = True, True
+        assert section(build(cfg)) == ModelOptions(scan_layers=True, remat=True)
+        section(cfg).x = 1
+        with pytest.raises(ConfigError, match=r"config\.(proxy\.)?model\.x"):
+            build(cfg)
+    assert "scan_layers" not in default.get_config().proxy  # one name: proxy.model.scan_layers
+    large = ExtractConfig.from_config(bert_large.get_config())
+    assert large.proxy.model == ModelOptions(scan_layers=True, remat=True, vocab_multiple=128)
+
+
+def test_candidate_cache_key_ignores_the_model_layout():
+    """scan / remat / vocabulary padding do not change e(ξ): same key; other proxy fields do."""
+    from bort_jax import extract
+
+    def key(**proxy_fields):
+        c = default.get_config()
+        c.proxy.update(proxy_fields)
+        return extract.config_hash(ExtractConfig.from_config(c), extract.ERROR_KEYS)
+
+    layout = dict(scan_layers=True, remat=True, vocab_multiple=128)
+    assert key(model=layout) == key()
+    assert key(num_steps=41) != key()

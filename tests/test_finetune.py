@@ -269,6 +269,28 @@ def test_dev_evaluator_keeps_first_maximum(tiny_dir, sst2_dir, monkeypatch):
     assert saved == [10, 20]
 
 
+def test_dev_evaluator_ranks_nan_last(tiny_dir, sst2_dir, monkeypatch):
+    """An undefined dev metric (NaN: e.g. Pearson of constant predictions) is the worst value:
+    the first NaN is kept only until a number comes, and a run of NaNs still has a best."""
+    prep = ft.prepare(_config(tiny_dir, sst2_dir))
+    values = iter((float("nan"), float("nan"), 0.3, float("nan"), 0.2))
+    monkeypatch.setattr(ft, "evaluate_task", lambda *a, **k: {"accuracy": next(values)})
+    saved = []
+    dev = ft.DevEvaluator(
+        prep.model, prep.task, prep.dev, on_best=lambda d: saved.append(d.best_step)
+    )
+    for step in (10, 20, 30, 40, 50):
+        dev({"w": np.full(2, step)}, step)
+    assert dev.best_step == 30 and dev.best_value == 0.3 and dev.best_params["w"][0] == 30
+    assert saved == [10, 30]
+
+    only_nan = ft.DevEvaluator(prep.model, prep.task, prep.dev)
+    only_nan.restore_metrics(
+        [{"eval": True, "step": s, "dev_accuracy": float("nan")} for s in (10, 20)]
+    )
+    assert only_nan.best_step == 10 and np.isnan(only_nan.best_value)
+
+
 # ------------------------------------------------------------------------- named errors
 
 
@@ -295,6 +317,33 @@ def test_sliced_candidate_trains(tiny_dir, sst2_dir):
     assert prep.params["embeddings"]["word_embeddings"]["embedding"].shape[1] == 16
     res = ft.finetune(_config(tiny_dir, sst2_dir, arch="1,1,16,32", num_steps=8, eval_every=8))
     assert res["arch"] == "D1/A1/H16/I32" and np.isfinite(res["train_loss"][-1]["loss"])
+
+
+def test_model_options_fine_tune_like_the_plain_model(tiny_dir, sst2_dir, tmp_path):
+    """Scanned + remat + padded vocabulary: the plain run's losses and best step; the best
+    model is saved canonical (HF layout) and reloaded into the training layout."""
+    layout = dict(scan_layers=True, remat=True, vocab_multiple=128)
+    short = dict(num_steps=8, eval_every=4, log_every=2)
+    off = ft.finetune(_config(tiny_dir, sst2_dir, **short), tmp_path / "off")
+    on_cfg = _config(tiny_dir, sst2_dir, **short, model=layout)
+    on = ft.finetune(on_cfg, tmp_path / "on")
+    model = on["model"]
+    assert model.scan_layers and model.remat and model.padded_vocab == 128
+    assert "layers" in on["params"] and "layers" not in off["params"]
+    losses = lambda r: [x["loss"] for x in r["train_loss"]]  # noqa: E731
+    assert len(losses(on)) == 4
+    np.testing.assert_allclose(losses(on), losses(off), rtol=1e-5)
+    assert on["best_step"] == off["best_step"]
+    options = ft.FinetuneConfig.from_config(on_cfg).model
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
+    canonical = options.to_canonical(on["params"], model.arch, model.spec)
+    jax.tree_util.tree_map(close, canonical, off["params"])
+    saved = {k: hf.load_classifier(tmp_path / k / ft.BEST_DIR)[1] for k in ("on", "off")}
+    jax.tree_util.tree_map(close, saved["on"], saved["off"])
+    again = ft.finetune(on_cfg, tmp_path / "on")  # finished: reloaded, in the training layout
+    jax.tree_util.tree_map(np.testing.assert_array_equal, again["params"], on["params"])
+    with pytest.raises(ConfigError, match="config.model.scan"):
+        ft.FinetuneConfig.from_config(dict(on_cfg, model={"scan": True}))
 
 
 def test_config_file_spells_out_every_field():

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _kill import run_to_end, stall_and_kill
+from _teacher_cache_worker import prepare as prepare_teacher_cache
 
-from bort_jax import distill, hf
 from bort_jax import experiments as ex
 from bort_jax.experiments import eps_budget
 from configs import eps_budget as eps_budget_config
@@ -86,17 +86,7 @@ def test_teacher_cache_killed_while_streaming_is_rebuilt_identically(tmp_path):
     assert not got["hit"] and len(_cached_entries(cache)) == 1
     run_to_end(args)
     assert np.load(out)["hit"]
-    minilm = hf.minilm_path()
-    ref = distill.prepare(
-        distill.Teacher.load(minilm),
-        minilm,
-        "embedded",
-        32,
-        max_sequences=120,
-        heldout_fraction=0.2,
-        seed=0,
-        cache_dir=str(tmp_path / "fresh"),
-    )
+    ref = prepare_teacher_cache(str(tmp_path / "fresh"))
     want = {
         **{f"train_{k}": v for k, v in ref.teacher_train.items()},
         **{f"heldout_{k}": v for k, v in ref.teacher_heldout.items()},

@@ -1,10 +1,11 @@
 """Multi-process runs: each process reads its own rows, process 0 alone writes the run's files.
 
-The end-to-end test starts real processes (`jax.distributed` on localhost, CPU devices, gloo
-collectives) running `pretrain.pretrain` (tests/_multihost_worker.py): 2 processes × 4 devices
-must train like 1 process × 8 devices. It is skipped under pytest-xdist (its three processes
-would compete with the xdist workers for the CPUs); `.ci/run` runs it alone with
-`pytest -k multihost`. The other tests here are single-process checks of the same pieces.
+The end-to-end tests start real processes (`jax.distributed` on localhost, CPU devices, gloo
+collectives) running `pretrain.pretrain` or `extract.extract` (tests/_multihost_worker.py):
+2 processes × 4 devices must train and choose like 1 process × 8 devices, with one latency
+model. They are skipped under pytest-xdist (their three processes would compete with the xdist
+workers for the CPUs); `.ci/run` runs them alone with `pytest -k multihost`. The other tests
+here are single-process checks of the same pieces.
 """
 
 import json
@@ -36,9 +37,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(workdir: Path, out: Path, devices: int, rank: int = 0, peers: int = 1, port: int = 0):
+def _start(
+    workdir: Path,
+    out: Path,
+    devices: int,
+    rank: int = 0,
+    peers: int = 1,
+    port: int = 0,
+    mode: str = "pretrain",
+    steps: int = STEPS,
+    **extra_env: str,
+):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    env["JAX_PLATFORMS"] = "cpu"
+    env.update(JAX_PLATFORMS="cpu", **extra_env)
     for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(key, None)
     if peers > 1:
@@ -49,7 +60,7 @@ def _start(workdir: Path, out: Path, devices: int, rank: int = 0, peers: int = 1
         )
     log = open(out.with_suffix(".log"), "w")
     return subprocess.Popen(
-        [sys.executable, str(WORKER), str(workdir), str(out), str(STEPS)],
+        [sys.executable, str(WORKER), str(workdir), str(out), str(steps), mode],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -79,6 +90,21 @@ def _values(history):
     return [(r["step"], bool(r.get("eval")), r) for r in history]
 
 
+def _folded(result) -> list[str]:
+    """Paths a process wrote outside Orbax's checkpoints (those Orbax coordinates itself),
+    staging names folded onto their target, one entry per completed write (the rename onto
+    the target; a staging file's own writes are dropped)."""
+    out = []
+    for w in result["writes"]:
+        if w.startswith("checkpoints/"):
+            continue
+        parts = w.split("/")
+        if any(p.startswith(".") and ".tmp" in p for p in parts):
+            continue  # inside a staging file or directory: its rename is the write
+        out.append(w)
+    return out
+
+
 def _own_writes(result):
     """Paths a process wrote outside Orbax's checkpoints (those Orbax coordinates itself),
     staging names folded onto their target."""
@@ -92,10 +118,13 @@ def _own_writes(result):
     return out
 
 
-@pytest.mark.skipif(
+alone = pytest.mark.skipif(
     bool(os.environ.get("PYTEST_XDIST_WORKER")),
     reason="starts 3 processes: run alone (pytest -k multihost; .ci/run does)",
 )
+
+
+@alone
 def test_multihost_pretrain_2x4_matches_1x8(tmp_path):
     port = _free_port()
     outs = [tmp_path / "ref.json", tmp_path / "p0.json", tmp_path / "p1.json"]
@@ -139,6 +168,53 @@ def test_multihost_pretrain_2x4_matches_1x8(tmp_path):
     assert sorted(os.listdir(multi / "checkpoints")) == sorted(os.listdir(single / "checkpoints"))
     assert sorted(os.listdir(multi / "export")) == sorted(os.listdir(single / "export"))
     assert len(os.listdir(multi / "teacher_cache")) == 1  # one entry, no staging leftovers
+
+
+@alone
+def test_multihost_extraction_2x4_matches_1x8_with_one_latency_model(tmp_path):
+    """The smoke extraction cut to two candidates: process 0 calibrates the latency model,
+    both processes load that file (equal SHA-256), compute the e-values one process computes
+    on 8 devices (given the same model) and choose the same candidate; process 0 alone writes
+    the outputs, each once, as one process does."""
+    port, steps = _free_port(), 2
+    outs = [tmp_path / "x_ref.json", tmp_path / "x_p0.json", tmp_path / "x_p1.json"]
+    p0, p1 = _wait(
+        [
+            _start(tmp_path / "multi", outs[k + 1], 4, k, 2, port, "extract", steps)
+            for k in range(2)
+        ],
+        outs[1:],
+    )
+    model = p0["latency_path"]
+    (ref,) = _wait(
+        [_start(tmp_path / "ref", outs[0], 8, mode="extract", steps=steps, LATENCY_MODEL=model)],
+        outs[:1],
+    )
+    assert [(p["process_index"], p["process_count"]) for p in (p0, p1)] == [(0, 2), (1, 2)]
+    assert ref["process_count"] == 1 and ref["device_count"] == p0["device_count"] == 8
+
+    # one latency model: calibrated once (process 0, in its workdir), loaded by every process
+    assert p0["latency_sha256"] == p1["latency_sha256"] == ref["latency_sha256"]
+    assert Path(model).parent == tmp_path / "multi"
+    # the same evaluations, e-values and choice
+    assert len(ref["errors"]) == 2
+    for got in (p0, p1):
+        assert [c for c, _ in got["errors"]] == [c for c, _ in ref["errors"]]
+        np.testing.assert_allclose(
+            [e for _, e in got["errors"]], [e for _, e in ref["errors"]], rtol=RTOL
+        )
+        assert got["summary"]["chosen"] == ref["summary"]["chosen"]
+        assert got["summary"]["n_evaluations"] == ref["summary"]["n_evaluations"]
+    assert p0["errors"] == p1["errors"]  # one global result on both processes
+
+    # process 0 wrote every output as often as the one process did (plus the latency model the
+    # reference run read from here), process 1 nothing
+    latency_file = os.path.relpath(model, tmp_path / "multi")
+    folded = lambda r: sorted(_folded(r))  # noqa: E731
+    assert folded(p0) == sorted(folded(ref) + [latency_file])
+    assert {"summary.json", "report.md", "report.json", "pretrain_config.py"} <= set(folded(p0))
+    assert folded(p0).count("summary.json") == 1
+    assert p1["writes"] == []
 
 
 # ------------------------------------------------------------------ single-process pieces

@@ -29,6 +29,37 @@ def test_smoke_pretrain_loss_falls_exports_and_resumes(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == cfg.num_steps
 
 
+@pytest.mark.slow
+def test_model_options_train_the_same_student_and_export_canonical(tmp_path):
+    """Scanned + remat + padded vocabulary: the plain run's losses and held-out objective, and
+    an export in the HF layout with the plain run's weights."""
+    runs = {}
+    for name, layout in (("off", {}), ("on", dict(scan_layers=True, remat=True))):
+        cfg = pretrain_bort.get_config("smoke")
+        cfg.num_steps, cfg.checkpoint_every, cfg.eval_every, cfg.log_every = 4, 4, 4, 2
+        cfg.dropout_rate, cfg.dtype = 0.0, "float32"
+        cfg.cache_dir = str(tmp_path / "teacher_cache")  # one teacher pass for both
+        cfg.model.update(dict(layout, vocab_multiple=128 if layout else 1))
+        summary = pretrain.pretrain(cfg, str(tmp_path / name))
+        history = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        losses = [json.loads(r)["loss"] for r in history if '"loss"' in r]
+        runs[name] = (summary, losses, hf.load(tmp_path / name / "export"))
+    (s_off, l_off, e_off), (s_on, l_on, e_on) = runs["off"], runs["on"]
+    assert len(l_off) == 2 and s_on["teacher_cache_hit"]
+    np.testing.assert_allclose(l_on, l_off, rtol=1e-5)
+    for key in ("heldout_total", "heldout_mlm"):
+        assert s_on["final_heldout"][key] == pytest.approx(s_off["final_heldout"][key], rel=1e-5)
+    assert e_on.arch == e_off.arch and "layer_1" in e_on.params
+    assert (
+        e_on.params["embeddings"]["word_embeddings"]["embedding"].shape[0] == e_on.spec.vocab_size
+    )
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        e_on.params,
+        e_off.params,
+    )
+
+
 def test_bad_config_named_before_work(tmp_path):
     cfg = pretrain_bort.get_config("smoke")
     cfg.arch = "2,5,384,768"

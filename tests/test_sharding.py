@@ -179,6 +179,60 @@ def test_sharded_step_equals_unsharded_on_mesh(mesh, monkeypatch):
 
 
 @needs_8
+def test_train_state_is_created_in_its_shardings_on_mesh(monkeypatch):
+    """`train.train` on a mesh builds its state with `sharded_state`: every leaf carries the
+    NamedSharding of the logical-axis rules, the optimizer state is created inside a jitted
+    init (its `tx.init` sees tracers, never concrete arrays), the values are those of the old
+    path (`init_state` on one device, then `device_put`), and training ends where it did."""
+    params, _, loss_fn = _problem()
+    tx = train.make_optimizer(train.OptimConfig(learning_rate=1e-2), 4)
+    part = sharding.Partitioner.from_config(sharding.MeshConfig(data=2, fsdp=2, model=2))
+    P = jax.sharding.PartitionSpec
+    with part.activate():
+        want = train.state_shardings(part, params, tx, 0)
+        state = train.sharded_state(params, tx, 0, want)
+        old = jax.device_put(train.init_state(jax.device_put(params), tx, 0), want)
+    got = jax.tree_util.tree_map(lambda x: x.sharding, state)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert isinstance(g, jax.sharding.NamedSharding) and g == w
+    kernel = state.params["layer_0"]["ffn_in"]["kernel"]
+    (mu,) = [
+        leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+        if sharding._path_str(path).endswith("mu/layer_0/ffn_in/kernel")
+    ]
+    assert kernel.sharding.spec == P("fsdp", "model") == mu.sharding.spec
+    assert mu.addressable_shards[0].data.shape == (16, 32)
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, jax.device_get(state), jax.device_get(old)
+    )
+    # train.train takes this path: tx.init only ever traced (under jit), results unchanged
+    seen = []
+    real_make = train.make_optimizer
+
+    def make_optimizer(cfg, num_steps):
+        inner = real_make(cfg, num_steps)
+
+        def init(p):
+            seen.append(all(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(p)))
+            return inner.init(p)
+
+        return optax.GradientTransformation(init, inner.update)
+
+    monkeypatch.setattr(train, "make_optimizer", make_optimizer)
+    with jax.default_matmul_precision("highest"):
+        ref = _run()
+        out = _run(part)
+    # one concrete init (the single-device run, as before), then the mesh run's: traced only
+    assert seen[0] is False and len(seen) > 1 and all(seen[1:]), seen
+    _assert_close(out.state.params, ref.state.params)
+    assert [r["loss"] for r in out.history] == pytest.approx(
+        [r["loss"] for r in ref.history], rel=1e-5
+    )
+
+
+@needs_8
 @pytest.mark.parametrize("mesh", [dict(data=8), dict(data=2, fsdp=2, model=2)])
 def test_sharded_step_gradients_equal_one_device_gradients_on_mesh(mesh):
     """The loop's jitted step on the mesh with plain SGD (lr 1): the update is exactly minus

@@ -642,7 +642,10 @@ def test_pearson_spearman():
     # x=(1,2,3), y=(2,4,7): dx=(-1,0,1), dy=(-7/3,-1/3,8/3); sum dxdy=5, sum dx^2=2,
     # sum dy^2=114/9 -> r = 5 / sqrt(2 * 114/9) = 15 / sqrt(228).
     assert T.pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(15 / math.sqrt(228))
-    assert T.pearson([1, 1, 1], [1, 2, 3]) == 0.0
+    # constant input: r undefined -> NaN, as Spearman (and scipy)
+    assert math.isnan(T.pearson([1, 1, 1], [1, 2, 3]))
+    assert math.isnan(T.pearson([1, 2, 3], [4, 4, 4]))
+    assert math.isnan(T.pearson([1.0], [2.0]))
     np.testing.assert_allclose(T.average_ranks([10, 20, 20, 30]), [1, 2.5, 2.5, 4])
     np.testing.assert_allclose(T.average_ranks([3, 1, 3, 3]), [3, 1, 3, 3])
     # ranks x=(1,2.5,2.5,4), y=(1,3,2,4); deviations from 2.5: dx=(-1.5,0,0,1.5),
@@ -653,6 +656,18 @@ def test_pearson_spearman():
     assert math.isnan(T.spearman([5, 5, 5], [1, 2, 3]))
     assert math.isnan(T.spearman([1, 2, 3], [0.5, 0.5, 0.5]))
     assert math.isnan(T.spearman([1.0], [2.0]))
+
+
+def test_is_better_ranks_nan_last():
+    nan = float("nan")
+    assert T.is_better(nan, None) and T.is_better(0.1, None)  # anything beats no best yet
+    assert T.is_better(-1.0, nan) and not T.is_better(nan, -1.0)  # NaN is the worst value
+    assert not T.is_better(nan, nan) and not T.is_better(0.5, 0.5)  # ties keep the earlier
+    assert T.is_better(0.6, 0.5) and not T.is_better(0.4, 0.5)
+    assert max([0.2, nan, 0.7, nan], key=T.metric_rank) == 0.7
+    # a constant prediction on STS-B: the primary metric is NaN, not a number to select on
+    got = T.compute_metrics("stsb", np.full((4, 1), 2.5), [1, 3, 2, 4])
+    assert math.isnan(got["pearson"]) and math.isnan(got["spearman"])
 
 
 def test_multirc_metrics():

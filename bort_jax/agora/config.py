@@ -73,3 +73,8 @@ class AgoraConfig:
             raise ValueError(f"AgoraConfig.patience must be >= 0, got {self.patience}")
         if self.chunk_size < 1 or self.nn_max_points < 2:
             raise ValueError("AgoraConfig.chunk_size must be >= 1 and nn_max_points >= 2")
+
+    def with_radius(self, radius: float) -> AgoraConfig:
+        """This config with the absolute radius r = `radius` (radius_mode 'absolute'): what
+        `sample_and_relabel` draws with, once r has been resolved (`resolve_radius`)."""
+        return dataclasses.replace(self, radius=float(radius), radius_mode="absolute")

@@ -33,7 +33,7 @@ from bort_jax.agora.datasets import (
 )
 from bort_jax.agora.sampling import resample_and_relabel, sample_and_relabel, training_radius
 from bort_jax.data import batching
-from bort_jax.tasks.metrics import accuracy
+from bort_jax.tasks.metrics import accuracy, is_better
 
 Array = jax.Array
 
@@ -127,8 +127,7 @@ def _sample_chunk(
         np.asarray(gen.represent_fn(chunk), np.float32),
         gen.labeler_fn,
         gen.decode_fn,
-        cfg,
-        radius=radius,
+        cfg.with_radius(radius),
         center_inputs=chunk,
         perturb_mask=mask,
         index_offset=start,
@@ -254,7 +253,7 @@ def run_agora(
         preds = np.asarray(learner.predict_fn(state, dev_inputs)).reshape(-1)
         metric = float(learner.metric_fn(preds, dev_labels))
         wrong = learner.errors(preds, dev_labels)
-        improved = metric > best_metric
+        improved = is_better(metric, None if best_round < 0 else best_metric)
         if improved:
             best_state, best_round, best_metric, stale = state, r, metric, 0
         else:

@@ -188,7 +188,6 @@ def sample_and_relabel(
     decode_fn: Callable,
     cfg: AgoraConfig,
     *,
-    radius: Optional[float] = None,
     center_inputs: Optional[Inputs] = None,
     perturb_mask: Optional[Array] = None,
     index_offset: int = 0,
@@ -208,8 +207,8 @@ def sample_and_relabel(
             (parameters) with `jax.tree_util.Partial` so they are traced, not constants.
         decode_fn: `(samples [k, *S], center_input (dict of one centre's arrays)) -> inputs
             (dict of [k, ...])`, jittable; same `Partial` convention.
-        cfg: uses samples_per_error (k), distribution, atom_ndim.
-        radius: absolute radius r (default: cfg.radius read as absolute).
+        cfg: the sampler's hyperparameters: samples_per_error (k), distribution, atom_ndim,
+            and radius, read as the absolute radius r (`cfg.with_radius(r)` sets it).
         center_inputs: dict of [n, ...] arrays handed row-wise to decode_fn (ids, masks).
         perturb_mask: bool [n, *S[:-atom_ndim]], False = atom frozen at the centre.
         index_offset: global index of centres[0] (for chunked calls).
@@ -226,7 +225,7 @@ def sample_and_relabel(
     perturb_mask = jnp.asarray(perturb_mask, bool)
     if perturb_mask.shape != (n,) + lead:
         raise ValueError(f"perturb_mask shape {perturb_mask.shape} != {(n,) + lead}")
-    r = jnp.asarray(cfg.radius if radius is None else radius, jnp.float32)
+    r = jnp.asarray(cfg.radius, jnp.float32)
     return _sample_and_relabel_jit(
         rng,
         jnp.asarray(index_offset, jnp.int32),

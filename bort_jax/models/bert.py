@@ -14,7 +14,7 @@ Layer layouts: by default the D layers are unrolled submodules 'layer_0' … 'la
 canonical parameter layout: HF import/export, `slice_params`, checkpoints).
 `Bert(scan_layers=True)` runs them through `nn.scan` (one compiled layer body, so compile time
 does not grow with D) with parameters stacked under 'layers' (leading [D] axis, logical name
-'layers'); `stack_layers` / `unstack_layers` convert exactly between the two.
+'layers'); `stack_layers` / `unstack_layers` (`models.layout`) convert exactly between the two.
 
 Vocabulary padding: `Bert(vocab_multiple=128)` gives the word-embedding table and 'mlm_bias'
 V rounded up to a multiple of 128 rows (30,522 → 30,592, 50,265 → 50,304), so a mesh's
@@ -22,7 +22,9 @@ V rounded up to a multiple of 128 rows (30,522 → 30,592, 50,265 → 50,304), s
 padding columns of the MLM logits are sliced off before they are returned: every consumer
 (losses, KD, teacher caches) sees exactly V logits, and padding rows get no gradient. A
 tree with V rows (HF checkpoints) is padded on the fly; `pad_vocab` / `unpad_vocab` convert
-ahead of time, `hf.save` drops the padding, `ModelOptions` bundles the layout flags.
+ahead of time, `hf.save` drops the padding, `ModelOptions` bundles the layout flags (all in
+`models.layout`). Initialising from other weights (`slice_params`, `merge_pretrained`) is
+`models.transfer`.
 
 Activation sharding: under an active `sharding.Partitioner` the embedding output, q/k/v and
 the attention context, the FFN intermediate and the logits are constrained to the sharding
@@ -32,8 +34,7 @@ back to replicating a tensor); without one nothing changes.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -43,7 +44,24 @@ import numpy as np
 from bort_jax import sharding
 from bort_jax.arch import Arch, Spec
 
-HEAD_KEYS = ("classifier", "head_pooler")  # the fine-tuning head's subtrees
+# Parameter-tree helpers live with their concept; re-exported here, where they used to be.
+from bort_jax.models.layout import (  # noqa: F401
+    PLAIN,
+    VOCAB_LEAVES,
+    VOCAB_MULTIPLE,
+    ModelOptions,
+    pad_vocab,
+    padded_vocab,
+    stack_layers,
+    unpad_vocab,
+    unstack_layers,
+)
+from bort_jax.models.transfer import (  # noqa: F401
+    HEAD_KEYS,
+    merge_pretrained,
+    slice_params,
+    slice_params_check,
+)
 
 Dtype = Any
 INIT_STD = 0.02
@@ -88,13 +106,6 @@ def _dense(
         bias_init=_bias_init((axes[1],)),
         name=name,
     )
-
-
-def padded_vocab(vocab_size: int, multiple: int) -> int:
-    """`vocab_size` rounded up to a multiple of `multiple` (1 = no padding)."""
-    if multiple < 1:
-        raise ValueError(f"vocab_multiple must be >= 1, got {multiple}")
-    return -(-vocab_size // multiple) * multiple
 
 
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
@@ -555,295 +566,6 @@ def logical_axes(model: Bert, seq_len: int = 8):
     return nn.get_partition_spec(abstract)["params"]
 
 
-# ------------------------------------------------------------------------ layer layouts
-
-
-def stack_layers(params: Mapping[str, Any], depth: int) -> dict:
-    """Unrolled → scanned layout: 'layer_0' … 'layer_{D-1}' → 'layers' (each leaf [D, ...]).
-
-    `params` is a `Bert` parameter tree (plain arrays); the other subtrees are kept as they
-    are. Exact (a stack, no arithmetic); `unstack_layers` inverts it.
-    """
-    names = [f"layer_{i}" for i in range(depth)]
-    missing = [n for n in names if n not in params]
-    extra = sorted(k for k in params if k.startswith("layer_") and k not in names)
-    if missing or extra or "layers" in params:
-        raise ValueError(
-            f"stack_layers(depth={depth}): expected exactly {names[:1]} … "
-            f"{names[-1:]} and no 'layers'; missing {missing}, extra {extra}, "
-            f"'layers' present: {'layers' in params}"
-        )
-    out = {k: v for k, v in params.items() if k not in names}
-    out["layers"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[params[n] for n in names])
-    return out
-
-
-def unstack_layers(params: Mapping[str, Any], depth: int) -> dict:
-    """Scanned → unrolled layout: 'layers' (each leaf [D, ...]) → 'layer_0' … 'layer_{D-1}'."""
-    if "layers" not in params:
-        raise ValueError("unstack_layers: no 'layers' subtree (already unrolled?)")
-    for leaf in jax.tree_util.tree_leaves(params["layers"]):
-        if np.shape(leaf)[:1] != (depth,):
-            raise ValueError(
-                f"unstack_layers(depth={depth}): a leaf of 'layers' has shape {np.shape(leaf)}"
-            )
-    out = {k: v for k, v in params.items() if k != "layers"}
-    for i in range(depth):
-        out[f"layer_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
-    return out
-
-
-# ------------------------------------------------------------------- vocabulary padding
-
-VOCAB_MULTIPLE = 128  # `Bert.vocab_multiple` for sharded runs: 30,522 → 30,592, 50,265 → 50,304
-VOCAB_LEAVES = (("embeddings", "word_embeddings", "embedding"), ("mlm_bias",))
-
-
-def _map_vocab_leaves(params: Mapping[str, Any], fn: Callable) -> dict:
-    """A shallow copy of `params` with `fn(name, leaf)` applied to the leaves of VOCAB_LEAVES
-    that it has (the dicts on their paths are copied; nothing else is)."""
-
-    def walk(tree, path, done):
-        if len(path) == 1:
-            return {**tree, path[0]: fn("/".join(done + path), tree[path[0]])}
-        return {**tree, path[0]: walk(tree[path[0]], path[1:], done + path[:1])}
-
-    out = dict(params)
-    for path in VOCAB_LEAVES:
-        node = out
-        for key in path:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if node is not None:
-            out = walk(out, path, ())
-    return out
-
-
-def pad_vocab(params: Mapping[str, Any], rows: int) -> dict:
-    """`params` with the word-embedding table and 'mlm_bias' zero-padded to `rows` entries
-    (`Bert.padded_vocab`); leaves that have `rows` already are kept. Exact: `unpad_vocab`
-    with the true vocabulary size gives the input back."""
-
-    def pad(name, x):
-        if np.shape(x)[0] > rows:
-            raise ValueError(f"pad_vocab: {name} has {np.shape(x)[0]} rows, more than {rows}")
-        if np.shape(x)[0] == rows:
-            return x
-        xp = jnp if isinstance(x, jax.Array) else np
-        return xp.pad(x, ((0, rows - np.shape(x)[0]),) + ((0, 0),) * (np.ndim(x) - 1))
-
-    return _map_vocab_leaves(params, pad)
-
-
-def unpad_vocab(params: Mapping[str, Any], vocab_size: int) -> dict:
-    """`params` with the vocabulary leaves cut to their first `vocab_size` rows (the padding
-    of `pad_vocab` / a padded `Bert` dropped): the layout of HF checkpoints."""
-
-    def cut(name, x):
-        if np.shape(x)[0] < vocab_size:
-            raise ValueError(f"unpad_vocab: {name} has {np.shape(x)[0]} rows < {vocab_size}")
-        return x if np.shape(x)[0] == vocab_size else x[:vocab_size]
-
-    return _map_vocab_leaves(params, cut)
-
-
-# ----------------------------------------------------------------------- model options
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelOptions:
-    """How a `Bert` is laid out for training, as one config entry (`config.model`).
-
-    scan_layers: layers through `nn.scan` (compile time flat in depth; params under
-      'layers'); remat: recompute each layer in the backward pass (needs scan_layers);
-      vocab_multiple: vocabulary rows rounded up to this (`VOCAB_MULTIPLE` = 128 lets a
-      'model' mesh axis split the word-embedding table; 1 = the checkpoint's V rows).
-    `Bert(arch, spec, ..., **opts.kwargs())` builds the model; `to_model` converts a canonical
-    tree (HF layout, `slice_params`, `fresh_params` of a plain model) to it, `to_canonical`
-    back (for `hf.save`, which also drops vocabulary padding itself).
-    """
-
-    scan_layers: bool = False
-    remat: bool = False
-    vocab_multiple: int = 1
-
-    def __post_init__(self):
-        if self.remat and not self.scan_layers:
-            raise ValueError("model.remat=True needs model.scan_layers=True")
-        if isinstance(self.vocab_multiple, bool) or self.vocab_multiple < 1:
-            raise ValueError(f"model.vocab_multiple must be >= 1, got {self.vocab_multiple!r}")
-
-    def kwargs(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_model(self, params: Mapping[str, Any], arch: Arch, spec: Spec) -> dict:
-        """Canonical (unrolled, V rows) → this layout (vocabulary padded, layers stacked)."""
-        out = pad_vocab(params, padded_vocab(spec.vocab_size, self.vocab_multiple))
-        return stack_layers(out, arch.depth) if self.scan_layers else out
-
-    def to_canonical(self, params: Mapping[str, Any], arch: Arch, spec: Spec) -> dict:
-        """Inverse of `to_model`: unrolled layers, exactly V vocabulary rows."""
-        out = unstack_layers(params, arch.depth) if self.scan_layers else dict(params)
-        return unpad_vocab(out, spec.vocab_size)
-
-
-# ----------------------------------------------------------------------------- slicing
-
-
-def _take(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-    return x[tuple(slice(0, s) for s in sizes)]
-
-
-def slice_params_check(
-    source: Arch, target: Arch, layer_map: Sequence[int] | None = None
-) -> list[int]:
-    """Validate that `target` can be sliced from `source`; returns the layer map."""
-    layer_map = list(range(target.depth)) if layer_map is None else list(layer_map)
-    if len(layer_map) != target.depth:
-        raise ValueError(f"layer_map has {len(layer_map)} entries, target depth is {target.depth}")
-    for name, t, s in (
-        ("depth", target.depth, source.depth),
-        ("heads", target.heads, source.heads),
-        ("hidden", target.hidden, source.hidden),
-        ("intermediate", target.intermediate, source.intermediate),
-    ):
-        if t > s:
-            raise ValueError(
-                f"cannot slice {target} from {source}: target {name}={t} exceeds source {name}={s}"
-            )
-    if max(layer_map) >= source.depth or min(layer_map) < 0:
-        raise ValueError(f"layer_map {layer_map} out of range for source depth {source.depth}")
-    return layer_map
-
-
-def slice_params(
-    params: dict,
-    source: Arch,
-    target: Arch,
-    layer_map: Sequence[int] | None = None,
-    vocab_rows: int | None = None,
-) -> dict:
-    """Initialise `target` from `source` weights by slicing (Bort's fast alternative to random
-    init).
-
-    Keeps layers `layer_map` (default: the first D), the first A heads, the first
-    d_head' = H'/A' dimensions of each kept head, the first H' hidden and first I'
-    intermediate units. Heads (query/key/value/output kernels) are sliced per head, so a
-    head keeps its own weights; when the target's heads are wider than the source's
-    (d_head' > d_head) the attention kernels are sliced as plain [H', H'] blocks instead
-    (each target head then starts from several source heads). Slicing to `source` itself is
-    the identity.
-    Head-specific entries (classifier, mlm bias over the vocabulary) are copied where the
-    shapes allow and otherwise dropped. The vocabulary rows are kept as they come, or
-    zero-padded to `vocab_rows` (`Bert.padded_vocab` of the target model; `pad_vocab`).
-    """
-    layer_map = slice_params_check(source, target, layer_map)
-    h, a, d, i = target.hidden, target.heads, target.head_dim, target.intermediate
-    sa, sd = source.heads, source.head_dim
-
-    def vec(x):
-        return _take(np.asarray(x), (h,))
-
-    def norm(p):
-        return {"scale": vec(p["scale"]), "bias": vec(p["bias"])}
-
-    per_head = d <= sd and a <= sa
-
-    def qkv(p):
-        if not per_head:  # wider heads than the source's: plain first-H' units
-            return {"kernel": _take(np.asarray(p["kernel"]), (h, h)), "bias": vec(p["bias"])}
-        k = np.asarray(p["kernel"]).reshape(source.hidden, sa, sd)[:h, :a, :d]
-        b = np.asarray(p["bias"]).reshape(sa, sd)[:a, :d]
-        return {"kernel": k.reshape(h, a * d), "bias": b.reshape(a * d)}
-
-    def attn_out(p):
-        if not per_head:
-            return {"kernel": _take(np.asarray(p["kernel"]), (h, h)), "bias": vec(p["bias"])}
-        k = np.asarray(p["kernel"]).reshape(sa, sd, source.hidden)[:a, :d, :h]
-        return {"kernel": k.reshape(a * d, h), "bias": vec(p["bias"])}
-
-    def dense(p, n_in, n_out):
-        return {
-            "kernel": _take(np.asarray(p["kernel"]), (n_in, n_out)),
-            "bias": _take(np.asarray(p["bias"]), (n_out,)),
-        }
-
-    out = {}
-    emb = params["embeddings"]
-    out["embeddings"] = {
-        k: {"embedding": np.asarray(v["embedding"])[:, :h]}
-        for k, v in emb.items()
-        if k != "LayerNorm"
-    }
-    out["embeddings"]["LayerNorm"] = norm(emb["LayerNorm"])
-    for new, old in enumerate(layer_map):
-        src = params[f"layer_{old}"]
-        out[f"layer_{new}"] = {
-            "attention": {
-                **{n: qkv(src["attention"][n]) for n in ("query", "key", "value")},
-                "output": attn_out(src["attention"]["output"]),
-            },
-            "attention_norm": norm(src["attention_norm"]),
-            "ffn_in": dense(src["ffn_in"], h, i),
-            "ffn_out": dense(src["ffn_out"], i, h),
-            "ffn_norm": norm(src["ffn_norm"]),
-        }
-    for name in ("pooler", "mlm_transform", "head_pooler"):
-        if name in params:
-            out[name] = dense(params[name], h, h)
-    if "mlm_norm" in params:
-        out["mlm_norm"] = norm(params["mlm_norm"])
-    if "mlm_bias" in params:
-        out["mlm_bias"] = np.asarray(params["mlm_bias"])
-    if "classifier" in params:
-        k = np.asarray(params["classifier"]["kernel"])
-        out["classifier"] = {"kernel": k[:h], "bias": np.asarray(params["classifier"]["bias"])}
-    if vocab_rows is not None:
-        out = pad_vocab(out, vocab_rows)
-    return jax.tree_util.tree_map(jnp.asarray, out)
-
-
 def fresh_params(model: Bert, seed: int = 0) -> dict:
     """Random parameters of `model` (jit-compiled init: much faster than eager for BERT)."""
     return jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(seed))
-
-
-def merge_pretrained(
-    fresh: dict,
-    pretrained: Mapping[str, Any],
-    head_keys: Sequence[str] = HEAD_KEYS,
-    vocab_size: int | None = None,
-) -> dict:
-    """`fresh` with every subtree but the task head (`head_keys`) replaced by the pretrained
-    one (shapes checked; a ValueError names the subtree and both shapes).
-
-    `fresh` from a padded model (`Bert.vocab_multiple`) has more vocabulary rows than a
-    checkpoint: with `vocab_size` (the true V) given, pretrained vocabulary leaves of V rows
-    are zero-padded to `fresh`'s rows first (`pad_vocab`); any other mismatch still raises.
-    """
-    emb = fresh.get("embeddings", {}).get("word_embeddings", {}).get("embedding")
-    if vocab_size is not None and emb is not None and np.shape(emb)[0] >= vocab_size:
-        rows = np.shape(emb)[0]
-        pretrained = _map_vocab_leaves(
-            pretrained,
-            lambda name, x: (
-                pad_vocab({"mlm_bias": x}, rows)["mlm_bias"] if np.shape(x)[0] == vocab_size else x
-            ),
-        )
-    out = {}
-    for name, sub in fresh.items():
-        if name in head_keys or name not in pretrained:
-            out[name] = sub
-            continue
-        out[name] = jax.tree_util.tree_map(_checked(name), sub, pretrained[name])
-    return out
-
-
-def _checked(name: str) -> Callable:
-    def pick(expected, got):
-        if tuple(np.shape(expected)) != tuple(np.shape(got)):
-            raise ValueError(
-                f"pretrained {name} has shape {np.shape(got)}, model expects {np.shape(expected)}"
-            )
-        return jnp.asarray(got, jnp.asarray(expected).dtype)
-
-    return pick

@@ -5,9 +5,10 @@ for CoLA, F1 and accuracy for MRPC/QQP, Pearson and Spearman correlation for STS
 accuracy elsewhere; SuperGLUE (Wang et al., 2019b) uses accuracy and macro-F1 for CB, and for
 MultiRC F1a (binary F1 over all answer options) and exact match (EM: the fraction of
 questions whose answer options are all predicted correctly); RACE (Lai et al., 2017) uses
-accuracy. Degenerate inputs (a constant input to Pearson or MCC, no positive examples for F1)
-give 0.0; Spearman's rank correlation of a constant input is NaN (undefined, as scipy; see
-:func:`spearman`). Empty inputs raise ``ValueError``.
+accuracy. Degenerate inputs (a constant input to MCC, no positive examples for F1) give 0.0;
+Pearson's and Spearman's correlations of a constant input are NaN (undefined, as scipy; see
+:func:`spearman`), and :func:`is_better` ranks NaN below every number when a best model is
+picked. Empty inputs raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -94,11 +95,17 @@ def matthews_corrcoef(predictions: ArrayLike, labels: ArrayLike) -> float:
 
 
 def pearson(x: ArrayLike, y: ArrayLike) -> float:
-    """Pearson correlation of ``[N]`` inputs; 0.0 if either is constant."""
+    """Pearson correlation of ``[N]`` inputs.
+
+        r = sum_i dx_i dy_i / sqrt(sum_i dx_i^2 * sum_i dy_i^2),   d = value - mean
+
+    Convention: NaN when either input is constant (r is undefined), as :func:`spearman` and
+    ``scipy.stats.pearsonr``. One value (N = 1) is constant.
+    """
     a, b = _pair(x, y, dtype=np.float64)
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a @ a) * (b @ b))
-    return float(np.clip((a @ b) / den, -1.0, 1.0)) if den > 0 else 0.0
+    return float(np.clip((a @ b) / den, -1.0, 1.0)) if den > 0 else float("nan")
 
 
 def average_ranks(x: ArrayLike) -> np.ndarray:
@@ -128,14 +135,28 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float:
         rho = sum_i dx_i dy_i / sqrt(sum_i dx_i^2 * sum_i dy_i^2),   d = rank - mean rank
 
     Convention: NaN when either input is constant (every rank equal, so rho is undefined), as
-    scipy; a caller that needs a number decides what a constant means (model selection in
-    `bort_jax.finetune` skips non-finite values). One value (N = 1) is constant.
+    scipy; a caller that needs a number decides what a constant means (model selection ranks
+    it below every number: :func:`is_better`). One value (N = 1) is constant.
     """
     a, b = _pair(x, y, dtype=np.float64)
     ra, rb = average_ranks(a), average_ranks(b)
     if np.ptp(ra) == 0 or np.ptp(rb) == 0:
         return float("nan")
     return pearson(ra, rb)
+
+
+def metric_rank(value: float) -> tuple[bool, float]:
+    """Sort key of a metric, larger is better: an undefined value (NaN, e.g. the correlation
+    of constant predictions, or an infinity) ranks below every finite number."""
+    finite = bool(np.isfinite(value))
+    return finite, float(value) if finite else 0.0
+
+
+def is_better(value: float, best: Optional[float]) -> bool:
+    """Whether `value` ranks strictly above `best` (:func:`metric_rank`; so ties keep the
+    earlier model, and NaN compares as the worst value). Anything, even NaN, is better than
+    no best yet (``best=None``), so a run whose metric is always undefined still has one."""
+    return best is None or metric_rank(value) > metric_rank(best)
 
 
 def multirc_exact_match(predictions: ArrayLike, labels: ArrayLike, groups: Sequence) -> float:

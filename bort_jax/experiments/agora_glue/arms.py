@@ -62,6 +62,7 @@ class SeedStudent:
             dropout_rate=scfg.dropout_rate,
             seed=seed,
             dtype=precision.compute_dtype(scfg.dtype, "config.dtype"),
+            options=scfg.model,
         )
         return cls(data, cfg, model, ft.host_copy(params), scfg, workdir)
 

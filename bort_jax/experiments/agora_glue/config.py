@@ -18,6 +18,7 @@ from bort_jax.agora import text
 from bort_jax.arch import Arch
 from bort_jax.config import ConfigError, from_config, to_plain
 from bort_jax.data import mlm
+from bort_jax.models.bert import ModelOptions
 from bort_jax.tasks import Task, get_task
 
 
@@ -153,6 +154,7 @@ class GlueConfig:
     fixed_round: int = -1  # selection 'fixed': this round (-1 = the last fitted round)
     control_budget: bool = False  # also: one plain fit with Agora's total step budget
     dtype: str = "auto"  # computation dtype of every fit (precision.DTYPES); params float32
+    model: ModelOptions = ModelOptions()  # layout of every fit: scan_layers, remat, vocab_multiple
     student_init: str = ""  # HF checkpoint dir / hf: id the student starts from; "" = sliced
 
     def __post_init__(self) -> None:
@@ -236,7 +238,7 @@ def student_init_dir(cfg: GlueConfig, labeler_dir: str) -> str | None:
 
 def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.FinetuneConfig:
     """The FinetuneConfig of a `student` / `labeler` stage plus the shared fields (max_seq_len,
-    length_bucket, eval_batch_size, dtype)."""
+    length_bucket, eval_batch_size, dtype, model)."""
     values = {k: v for k, v in to_plain(section).items() if k != "train_examples"}
     return ft.FinetuneConfig(
         **values,
@@ -245,6 +247,7 @@ def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.Finetun
         length_bucket=cfg.length_bucket,
         eval_batch_size=cfg.eval_batch_size,
         dtype=cfg.dtype,
+        model=cfg.model,
     )
 
 

@@ -147,8 +147,7 @@ def nearest_token_round(
         tools.represent_fn(centers),
         labeler,
         tools.decode_fn,
-        ex.agora_config(cfg.agora, 0),
-        radius=radius,
+        ex.agora_config(cfg.agora, 0).with_radius(radius),
         center_inputs=centers,
         perturb_mask=tools.perturb_mask_fn(centers),
     )

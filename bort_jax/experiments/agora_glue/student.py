@@ -101,6 +101,7 @@ def train_labeler(
         data.task,
         dropout_rate=lcfg.dropout_rate,
         dtype=precision.compute_dtype(lcfg.dtype, "config.dtype"),
+        options=lcfg.model,
     )
     steps, _ = ft.resolve_steps(lcfg, batching.num_rows(data.labeler_rows))
     prep = ft.Prepared(

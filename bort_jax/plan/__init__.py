@@ -54,13 +54,9 @@ case is what a budget must allow.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import shutil
 import statistics
-import time
 import types
 from pathlib import Path
 from typing import Any
@@ -69,14 +65,69 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax import arch as A
-from bort_jax import distill, hf, hub, precision, proxy
+from bort_jax import distill, hf, hub, precision
 from bort_jax.data import mlm
 from bort_jax.extract_config import ExtractConfig
+from bort_jax.plan.costs import (
+    HEADER_BYTES,
+    MASK_PROB,
+    TEACHER_CHUNK,
+    activation_bytes,
+    n_split,
+    step_flops,
+    student_params,
+)
+from bort_jax.plan.machine import (
+    check_fits,
+    device_memory,
+    disk_free,
+    host_memory,
+    nearest_existing,
+)
+from bort_jax.plan.measure import (
+    MEASURE_FLOPS,
+    TeacherOutputs,
+    fit_seconds_model,
+    measure_shapes,
+    synthetic_data,
+    time_step,
+)
+from bort_jax.plan.report import GB, Plan, PlanError, StepTime, as_dict, gb
 from bort_jax.search.space import build_space
 
-TEACHER_CHUNK = 32  # rows per teacher-pass chunk (`distill.teacher_outputs`' batch_size)
-HEADER_BYTES = 4096  # allowance per cache file (.npy header, meta.json)
-MASK_PROB = 0.15  # `distill.static_mask`
+__all__ = [
+    "FAMILIES",
+    "GB",
+    "HEADER_BYTES",
+    "MASK_PROB",
+    "MEASURE_FLOPS",
+    "TEACHER_CHUNK",
+    "Plan",
+    "PlanError",
+    "StepTime",
+    "TeacherOutputs",
+    "activation_bytes",
+    "as_dict",
+    "check",
+    "check_fits",
+    "describe",
+    "device_memory",
+    "disk_free",
+    "fit_note",
+    "fit_seconds_model",
+    "host_memory",
+    "machine_limits",
+    "measure_shapes",
+    "model_shape",
+    "n_split",
+    "nearest_existing",
+    "plan",
+    "step_flops",
+    "student_params",
+    "synthetic_data",
+    "time_step",
+]
+
 FAMILIES: dict[str, tuple[A.Arch, A.Spec]] = {
     "bert-base": (A.BERT_BASE, A.BERT_SPEC),
     "bert-large": (A.BERT_LARGE, A.BERT_SPEC),
@@ -84,127 +135,6 @@ FAMILIES: dict[str, tuple[A.Arch, A.Spec]] = {
     "roberta-large": (A.BERT_LARGE, A.ROBERTA_SPEC),
     "minilm-l6": (A.MINILM_L6, A.MINILM_SPEC),
 }
-GB = 1e9
-# Largest training step (FLOPs) measured as is, by backend: a few seconds at most.
-MEASURE_FLOPS = {"cpu": 2e10, "gpu": 2e13, "tpu": 2e13}
-
-
-class PlanError(ValueError):
-    """The run will not fit the disk or memory (or its shapes cannot be known)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StepTime:
-    """Seconds per proxy step of one candidate (`measured_as` differs when scaled down)."""
-
-    arch: A.Arch
-    seconds: float  # per step at the config's batch and sequence length
-    measured_seconds: float  # per step at `measured_as` (median of the timed steps)
-    compile_seconds: float  # first call minus a steady step, at the measured shape
-    flops: int  # training FLOPs of one step at the config's shape
-    measured_as: tuple[int, int]  # (batch, seq_len) actually run
-    extrapolated: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherOutputs:
-    """The teacher's shapes and what of its outputs the cache stores (hidden layers, top-k)."""
-
-    arch: A.Arch
-    spec: A.Spec
-    layers: tuple[int, ...]  # stored hidden-state layers (empty: hidden KD off)
-    top_k: int  # stored top-k logits per MLM slot (0: full logits or none)
-
-
-@dataclasses.dataclass
-class Plan:
-    """What an extraction will cost (bytes, seconds); see the module docstring for formulas."""
-
-    n_candidates: int
-    n_sequences: int
-    seq_len: int
-    max_predictions: int
-    teacher: str
-    teacher_arch: A.Arch
-    input_bytes: dict[str, int]  # host RAM, by array
-    teacher_cache_bytes: dict[str, int]  # disk, by array (data only)
-    cache_dir: str
-    cache_present: bool  # a complete entry of these shapes already exists: needs no disk
-    disk_bytes: int  # what the run still needs on disk (cache + headers + chosen weights)
-    largest: A.Arch
-    host_bytes: dict[str, int]
-    device_bytes: dict[str, int]
-    step_times: list[StepTime] = dataclasses.field(default_factory=list)
-    seconds_model: tuple[float, float] | None = None  # (c0, c1): t(ξ) = c0 + c1·F(ξ)
-    n_evaluations: int = 0  # worst-case proxy evaluations counted in the projection
-    flop_rate: float | None = None  # achieved FLOP/s of the measured steps (Σ F / Σ s)
-    teacher_flops: int = 0  # forward matmul FLOPs of the teacher pass over N rows
-    search_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def teacher_cache_total(self) -> int:
-        return sum(self.teacher_cache_bytes.values())
-
-    @property
-    def peak_host_bytes(self) -> int:
-        return sum(self.host_bytes.values())
-
-    @property
-    def peak_device_bytes(self) -> int:
-        return max(self.device_bytes.values())
-
-    @property
-    def projected_search_seconds(self) -> float | None:
-        return sum(self.search_seconds.values()) if self.search_seconds else None
-
-    def lines(self) -> list[str]:
-        """The plan as Markdown lines."""
-        out = [
-            "# Extraction cost plan",
-            "",
-            f"- candidates |Ξ|: {self.n_candidates}; largest {self.largest}",
-            f"- data: ≤ {self.n_sequences} sequences × {self.seq_len} tokens, "
-            f"{self.max_predictions} MLM slots; teacher {self.teacher} ({self.teacher_arch})",
-            f"- teacher cache on disk ({self.cache_dir}): {_gb(self.teacher_cache_total)}"
-            + (" — already present" if self.cache_present else "")
-            + "; "
-            + ", ".join(f"{k} {_gb(v)}" for k, v in self.teacher_cache_bytes.items()),
-            f"- disk still needed: {_gb(self.disk_bytes)}",
-            f"- peak host memory: {_gb(self.peak_host_bytes)} ("
-            + ", ".join(f"{k} {_gb(v)}" for k, v in self.host_bytes.items())
-            + ")",
-            f"- peak device memory: {_gb(self.peak_device_bytes)} ("
-            + ", ".join(f"{k} {_gb(v)}" for k, v in self.device_bytes.items())
-            + ")",
-        ]
-        if self.step_times:
-            out.append("")
-            out.append("| candidate | train GFLOP/step | s/step | compile s | measured as |")
-            out.append("|---|---|---|---|---|")
-            for t in self.step_times:
-                how = f"{t.measured_as[0]}×{t.measured_as[1]}" + (
-                    ", extrapolated by FLOPs" if t.extrapolated else ""
-                )
-                out.append(
-                    f"| {t.arch} | {t.flops / 1e9:.3g} | {t.seconds:.4g} | "
-                    f"{t.compile_seconds:.3g} | {how} |"
-                )
-            out.append("")
-            out.append(
-                f"- projected search (worst case, {self.n_evaluations} proxy evaluations): "
-                f"{self.projected_search_seconds:.0f} s = "
-                + " + ".join(f"{k} {v:.0f} s" for k, v in self.search_seconds.items())
-            )
-        out += [f"- note: {n}" for n in self.notes]
-        return out
-
-    def markdown(self) -> str:
-        return "\n".join(self.lines()) + "\n"
-
-
-def _gb(n: int) -> str:
-    return f"{n / GB:.3g} GB"
 
 
 def model_shape(
@@ -228,50 +158,6 @@ def model_shape(
         f"no {what} checkpoint (config.json) at {directory!r}: set config.{what}_dir, or "
         f"config.{what}_family to one of {sorted(FAMILIES)}"
     )
-
-
-def n_split(n: int, heldout_fraction: float) -> tuple[int, int]:
-    """(train rows, held-out rows) exactly as `text.split_train_heldout`."""
-    k = int(np.floor(heldout_fraction * n + 0.5))
-    if heldout_fraction > 0:
-        k = max(k, 1)
-    return n - k, k
-
-
-def step_flops(arch: A.Arch, spec: A.Spec, batch: int, seq_len: int, slots: int) -> int:
-    """Training FLOPs of one proxy step: 3 × (encoder matmuls + MLM head at `slots` positions)."""
-    h = arch.hidden
-    fwd = A.flops(arch, seq_len, batch, dataclasses.replace(spec, pooler=False))
-    fwd += batch * 2 * slots * (h * h + h * spec.vocab_size)
-    return 3 * fwd
-
-
-def student_params(arch: A.Arch, spec: A.Spec, teacher_hidden: int) -> int:
-    """Trained parameters of a KD student: encoder + MLM head (+ [H_s, H_t] projections)."""
-    n = A.param_count(arch, distill.student_spec(spec), mlm_head=True)["total"]
-    if arch.hidden != teacher_hidden:
-        n += (arch.depth + 1) * arch.hidden * teacher_hidden
-    return n
-
-
-def activation_bytes(
-    arch: A.Arch,
-    vocab: int,
-    batch: int,
-    seq_len: int,
-    slots: int,
-    full_logits: bool,
-    dtype: Any = "float32",
-) -> int:
-    """c·B·L·[D·(10H + 2I) + 4H] + 4·B·L·D·2A·L + 4·B·P·V·(3 if full-logit KD else 2).
-
-    c = the computation dtype's bytes (4 float32, 2 bfloat16) for the hidden and FFN
-    activations; the attention logits / probabilities, the MLM logits and the losses are
-    float32 whatever the dtype (`bort_jax.precision`)."""
-    c = jnp.dtype(dtype).itemsize
-    d, a, h, i = arch.depth, arch.heads, arch.hidden, arch.intermediate
-    per_token = c * (d * (10 * h + 2 * i) + 4 * h) + 4 * d * 2 * a * seq_len
-    return batch * seq_len * per_token + 4 * batch * slots * vocab * (3 if full_logits else 2)
 
 
 def _row_bytes(specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, int]:
@@ -431,99 +317,6 @@ def plan(
     return out
 
 
-def measure_shapes(cands: list[A.Arch], flops_of) -> list[A.Arch]:
-    """Smallest, median and largest candidate by `flops_of` (distinct, in that order)."""
-    order = sorted(cands, key=lambda c: (flops_of(c), c))
-    picks = [order[0], order[len(order) // 2], order[-1]]
-    return list(dict.fromkeys(picks))
-
-
-def synthetic_data(
-    rows: int,
-    seq_len: int,
-    slots: int,
-    t_arch: A.Arch,
-    t_spec: A.Spec,
-    layers: tuple[int, ...],
-    want_logits: bool,
-    top_k: int,
-    temperature: float,
-    seed: int = 0,
-) -> distill.KDData:
-    """KDData of `rows` random rows with the shapes and dtypes `distill.prepare` produces."""
-    rng = np.random.default_rng(seed)
-    v = t_spec.vocab_size
-    arrays = {
-        "input_ids": rng.integers(0, v, (rows, seq_len)).astype(np.int32),
-        "attention_mask": np.ones((rows, seq_len), np.int32),
-        "token_type_ids": np.zeros((rows, seq_len), np.int32),
-        "mlm_positions": np.sort(
-            np.stack([rng.permutation(seq_len)[:slots] for _ in range(rows)]), 1
-        ).astype(np.int32),
-        "mlm_ids": rng.integers(0, v, (rows, slots)).astype(np.int32),
-        "mlm_weights": np.ones((rows, slots), np.float32),
-    }
-    teacher = distill.Teacher(hf.Checkpoint(t_arch, t_spec, {}, {}, "", True), None)
-    specs = distill.teacher_output_specs(teacher, arrays, want_logits, layers=layers, top_k=top_k)
-    outs = {}
-    for k, (shape, dt) in specs.items():
-        if k == "topk_ids":  # distinct ids within a row: a random offset + 0..k-1 (mod V)
-            offset = rng.integers(0, v, shape[:-1] + (1,))
-            outs[k] = ((offset + np.arange(shape[-1])) % v).astype(dt)
-        else:
-            outs[k] = rng.standard_normal(shape).astype(dt)
-    if "rest_logmass" in outs:
-        outs["rest_logmass"] = np.full(outs["rest_logmass"].shape, -1.0, np.float32)
-    return distill.KDData(
-        arrays,
-        arrays,
-        outs,
-        outs,
-        t_arch.depth,
-        t_arch.hidden,
-        v,
-        hidden_layers=layers,
-        top_k=top_k,
-        temperature=temperature if top_k else None,
-    )
-
-
-def time_step(
-    arch: A.Arch, data: distill.KDData, spec: A.Spec, pcfg: proxy.ProxyConfig, repeats: int
-) -> tuple[float, float]:
-    """(median seconds of `repeats` steps, compile seconds) of the real proxy train step."""
-    import jax
-
-    from bort_jax import train
-
-    student = distill.build_student(
-        arch,
-        data,
-        spec,
-        pcfg.kd,
-        seed=pcfg.seed,
-        dropout=pcfg.dropout_rate,
-        scan_layers=pcfg.scan_layers,
-        dtype=precision.compute_dtype(pcfg.dtype, "proxy.dtype"),
-    )
-    tx = train.make_optimizer(pcfg.optim, pcfg.num_steps)
-    state = train.init_state(jax.tree_util.tree_map(jax.numpy.array, student.params), tx, 0)
-    step = train.make_train_step(student.loss_fn, tx)
-    batch = jax.device_put(distill.kd_rows(data.train, data.teacher_train))
-    t0 = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(max(repeats, 1)):
-        t0 = time.perf_counter()
-        state, m = step(state, batch)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
-    sec = statistics.median(times)
-    return sec, max(first - sec, 0.0)
-
-
 def _measure(
     out: Plan,
     cands: list[A.Arch],
@@ -570,12 +363,8 @@ def _measure(
         )
     f = np.array([t.flops for t in out.step_times], float)
     s = np.array([t.seconds for t in out.step_times], float)
-    c1 = float(np.polyfit(f, s, 1)[0]) if len(f) > 1 else 0.0
-    if c1 <= 0:  # one point or a noisy slope: proportional to FLOPs through the mean rate
-        c0, c1 = 0.0, float(s.sum() / f.sum())
-    else:
-        c0 = max(float(s.mean() - c1 * f.mean()), 0.0)
-    out.seconds_model = (c0, c1)
+    out.seconds_model = fit_seconds_model(f, s)
+    c0, c1 = out.seconds_model
     t = {c: c0 + c1 * full(c) for c in cands}
     n_eval = len(cands)
     if config.max_evaluations:
@@ -597,76 +386,14 @@ def _measure(
 
 
 # ---------------------------------------------------------------------------------------------
-# What this machine has, and the check
+# The check against this machine (`plan.machine`)
 # ---------------------------------------------------------------------------------------------
-def nearest_existing(path: str | os.PathLike) -> Path:
-    p = Path(path).absolute()
-    while not p.exists():
-        p = p.parent
-    return p
-
-
-def disk_free(path: str | os.PathLike) -> int:
-    """Free bytes on the file system that will hold `path` (its nearest existing parent)."""
-    return shutil.disk_usage(nearest_existing(path)).free
-
-
-def host_memory() -> int:
-    """Physical host memory in bytes (os.sysconf)."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def device_memory() -> int | None:
-    """The accelerator's memory limit; None on a CPU backend (device memory = host memory)."""
-    import jax
-
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        return None
-    stats = dev.memory_stats() or {}
-    return stats.get("bytes_limit")
-
-
 def machine_limits(workdir: str) -> dict[str, int | None]:
     return {
         "disk_free": disk_free(Path(workdir) / "teacher_cache"),
         "host_mem": host_memory(),
         "device_mem": device_memory(),
     }
-
-
-def check_fits(p: Plan, *, disk_free: int, host_mem: int, device_mem: int | None) -> None:
-    """PlanError naming what does not fit, and how to shrink it; None when all fits.
-
-    device_mem None = device memory is host memory (CPU): host + device peaks share `host_mem`.
-    """
-    if p.disk_bytes > disk_free:
-        hint = "lower config.max_sequences"
-        if "mlm_logits" in p.teacher_cache_bytes:
-            k = 128
-            small = (
-                p.n_sequences * p.max_predictions * k * (2 + 4)
-                + p.n_sequences * p.max_predictions * 4
-            )
-            hint = f"set proxy.kd.top_k (e.g. {k} → {_gb(small)}) or " + hint
-        raise PlanError(
-            f"teacher cache needs {_gb(p.teacher_cache_total)} on disk under {p.cache_dir} "
-            f"(the run {_gb(p.disk_bytes)} in all); {_gb(disk_free)} free: {hint}"
-        )
-    host = p.peak_host_bytes + (p.peak_device_bytes if device_mem is None else 0)
-    parts = lambda d: ", ".join(f"{k} {_gb(v)}" for k, v in d.items())  # noqa: E731
-    if host > host_mem:
-        on_host = f"; device on host: {parts(p.device_bytes)}" if device_mem is None else ""
-        raise PlanError(
-            f"peak host memory {_gb(host)} ({parts(p.host_bytes)}{on_host}) exceeds the "
-            f"host's {_gb(host_mem)}: lower config.max_sequences, proxy.batch_size or the "
-            "grid's largest shapes"
-        )
-    if device_mem is not None and p.peak_device_bytes > device_mem:
-        raise PlanError(
-            f"peak device memory {_gb(p.peak_device_bytes)} ({parts(p.device_bytes)}) exceeds "
-            f"the device's {_gb(device_mem)}: lower proxy.batch_size or the grid's largest shapes"
-        )
 
 
 def check(config: Any, workdir: str) -> Plan | None:
@@ -690,23 +417,12 @@ def fit_note(p: Plan, workdir: str) -> str:
         check_fits(p, **lim)
     except PlanError as err:
         return f"does NOT fit: {err}"
-    dev = "shared with host" if lim["device_mem"] is None else _gb(lim["device_mem"])
+    dev = "shared with host" if lim["device_mem"] is None else gb(lim["device_mem"])
     return (
-        f"fits this machine (disk free {_gb(lim['disk_free'])}, host memory "
-        f"{_gb(lim['host_mem'])}, device memory {dev})"
+        f"fits this machine (disk free {gb(lim['disk_free'])}, host memory "
+        f"{gb(lim['host_mem'])}, device memory {dev})"
     )
 
 
 def describe(p: Plan, workdir: str) -> str:
     return p.markdown() + f"- verdict: {fit_note(p, workdir)}\n"
-
-
-def as_dict(p: Plan) -> dict[str, Any]:
-    d = dataclasses.asdict(p)
-    d.update(
-        peak_host_bytes=p.peak_host_bytes,
-        peak_device_bytes=p.peak_device_bytes,
-        teacher_cache_total=p.teacher_cache_total,
-        projected_search_seconds=p.projected_search_seconds,
-    )
-    return json.loads(json.dumps(d, default=str))
