@@ -21,9 +21,9 @@ controls; fixed round); `controls,smoke` runs it at the smoke size. The larger-d
 `--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). `pipeline`: the
 Bort pipeline's Agora option (`agora_glue.agora_for_model` sets init, student_init and
 student_arch=''): SST-2 and MRPC, 500 examples, seeds 0-2, the neighbour arm alone, no
-controls, the last of 2 rounds, 120 steps per student fit; estimated at about 12 minutes per
-task on two idle CPU cores with a 2-layer, 384-wide student and the MiniLM labeler (per step,
-CPU seconds: student 0.7, labeler 1.6; 9 student fits of 120 steps per task). One table
+controls, the last of 2 rounds, 120 steps per student fit; estimated at 10-15 minutes per task
+on two idle CPU cores with a 2-layer, 384-wide student and the MiniLM labeler (about 900 /
+1,150 CPU-seconds for SST-2 / MRPC, from one-seed runs; docs/agora.md section 6). One table
 over several finished runs: `python scripts/agora_rows.py <workdir>/agora_glue.json ...`.
 """
 
