@@ -18,7 +18,12 @@ mean nothing).
 no student is trained. `controls`: Agora at equal compute with controls (SST-2, RTE, MRPC;
 5 seeds; Agora with the neighbour and the nearest-token sampler; distill and step-budget
 controls; fixed round); `controls,smoke` runs it at the smoke size. The larger-data point is
-`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). One table
+`--config.n_train=2000` (fits keep their step counts; docs/agora.md section 6). `pipeline`: the
+Bort pipeline's Agora option (`agora_glue.agora_for_model` sets init, student_init and
+student_arch=''): SST-2 and MRPC, 500 examples, seeds 0-2, the neighbour arm alone, no
+controls, the last of 2 rounds, 120 steps per student fit; estimated at 10-15 minutes per task
+on two idle CPU cores with a 2-layer, 384-wide student and the MiniLM labeler (about 900 /
+1,150 CPU-seconds for SST-2 / MRPC, from one-seed runs; docs/agora.md section 6). One table
 over several finished runs: `python scripts/agora_rows.py <workdir>/agora_glue.json ...`.
 """
 
@@ -42,7 +47,7 @@ def _fit(**fields) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, smoke=False, samplers=False, controls=False)
+    arg = common.parse_arg(arg, smoke=False, samplers=False, controls=False, pipeline=False)
     c = ml_collections.ConfigDict()
     c.tasks = "sst2,rte"
     c.init = ""  # teacher / slicing source; "" = all-MiniLM-L6-v2
@@ -57,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.length_bucket = 16
     c.eval_batch_size = 64
     c.student_arch = common.parse_arch("2,6,192,768")  # sliced from init
+    # the student's own HF checkpoint dir / hf: id instead of a slice of init ("" = sliced);
+    # then student_arch is its shape or "", and its vocabulary must be init's
+    c.student_init = ""
     c.n_examples = 2  # perturbed sentences shown in the report
     c.control_restarts = True  # also: best of R+1 plain fits (same compute as Agora)
     c.control_distill = False  # also: student + labeler pseudo-labels of random
@@ -129,6 +137,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sampler.kind = "neighbour,nearest_token"
         c.control_distill = c.control_budget = True
         c.control_restarts = False  # selection is fixed: no best-of-fits to control for
+    if arg.pipeline:  # the Bort pipeline's Agora option (agora_glue.agora_for_model)
+        c.tasks, c.seeds, c.n_train, c.selection = "sst2,mrpc", "0,1,2", 500, "fixed"
+        c.sampler.kind = "neighbour"
+        c.control_restarts = c.control_distill = c.control_budget = False
+        # agora_for_model sets init, student_init (its model) and student_arch = ""; alone,
+        # the student is MiniLM sliced to the size the run time is budgeted for
+        c.student_arch = common.parse_arch("2,12,384,1536")
+        c.agora.rounds = 2
+        c.student.num_steps = 120
     if arg.smoke:
         c.tasks, c.seeds, c.n_train, c.max_dev_examples = "sst2", "0", 64, 64
         c.student.num_steps, c.student.log_every, c.student.checkpoint_every = 12, 6, 6

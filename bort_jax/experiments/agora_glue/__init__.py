@@ -1,7 +1,8 @@
 """Agora (de Wynter 2020, arXiv 2010.07990) vs plain fine-tuning on GLUE SST-2 and RTE.
 
-Setting (scarce data): a small student (all-MiniLM-L6-v2 sliced to `student_arch`) is
-fine-tuned on `n_train` training examples. The dev split is cut once, by `split_seed`, into
+Setting (scarce data): a small student (all-MiniLM-L6-v2 sliced to `student_arch`, or the
+`student_init` checkpoint as it is, e.g. a KD-pretrained Bort) is fine-tuned on `n_train`
+training examples. The dev split is cut once, by `split_seed`, into
 an *agora* half (Agora's evaluation set E: its errors seed the synthetic points, and it
 selects the best round) and a *held-out* half that only the report sees
 (`tasks.loading.split_dev`, disjointness asserted). The labeler is the full MiniLM
@@ -49,7 +50,8 @@ Modules: `config` (GlueConfig and its sections), `data` (splits, the unlabelled 
 content keys), `student` (student fits and scores, the labeler), `samplers` (one sample_fn
 per sampler kind, the sampler report), `arms` (one seed: plain, the Agora arms, the
 controls), `stats` (means and paired intervals over seeds), `report` (the Markdown of one
-run and the table over several runs), `experiment` (the driver, `run`).
+run and the table over several runs), `experiment` (the driver, `run`), `pipeline` (Agora as
+a fine-tuning option of a given model, `agora_for_model`: one summary per task).
 """
 
 from bort_jax.experiments.agora_glue.arms import (
@@ -70,6 +72,7 @@ from bort_jax.experiments.agora_glue.config import (
     StageConfig,
     labeler_limit,
     stage_config,
+    student_init_dir,
 )
 from bort_jax.experiments.agora_glue.data import (
     TaskData,
@@ -80,6 +83,7 @@ from bort_jax.experiments.agora_glue.data import (
     subsample_indices,
 )
 from bort_jax.experiments.agora_glue.experiment import NAME, run, run_task
+from bort_jax.experiments.agora_glue.pipeline import agora_for_model, task_summary
 from bort_jax.experiments.agora_glue.report import (
     excludes_zero,
     fmt_interval,
@@ -135,6 +139,7 @@ __all__ = [
     "StageConfig",
     "TaskData",
     "TextTools",
+    "agora_for_model",
     "arm_summary",
     "budget_control",
     "count_in",
@@ -171,10 +176,12 @@ __all__ = [
     "score_rows",
     "selected_round",
     "stage_config",
+    "student_init_dir",
     "subsample_indices",
     "summarise_task",
     "target",
     "task_rows",
+    "task_summary",
     "text_tools",
     "train_labeler",
     "wins",

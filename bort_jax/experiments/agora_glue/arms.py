@@ -51,12 +51,14 @@ class SeedStudent:
     def build(
         cls, data: TaskData, ckpt: hf.Checkpoint, cfg: GlueConfig, seed: int, workdir: Path | None
     ) -> SeedStudent:
-        """`cfg.student_arch` sliced from `ckpt` with a task head, initialised by `seed`."""
+        """The student's encoder from `ckpt` (`init`, or the `student_init` checkpoint) sliced
+        to `cfg.student_arch` ('' = `ckpt`'s own shape, unsliced), with a task head
+        initialised by `seed`."""
         scfg = stage_config(cfg.student, cfg, seed)
         model, params = ft.build_classifier(
             ckpt,
             data.task,
-            Arch.parse(cfg.student_arch),
+            Arch.parse(cfg.student_arch) if cfg.student_arch else ckpt.arch,
             dropout_rate=scfg.dropout_rate,
             seed=seed,
             dtype=precision.compute_dtype(scfg.dtype, "config.dtype"),
@@ -148,6 +150,8 @@ def run_seed(
     """Plain (round 0) and, per Agora arm, the `selected_round`'s held-out metric of one
     seed, with histories and the controls.
 
+    ckpt: the checkpoint the student starts from (`SeedStudent.build`); the labeler and the
+    samplers come in `labeler` and `sample_fns`.
     sample_fns: {sampler kind: `agora.Generator` sample_fn (None = nearest-token decoding)},
     in order; the first is the primary arm (its keys are the record's top level, its largest
     synthetic pool sizes the distill control and its fits the budget control). Every arm

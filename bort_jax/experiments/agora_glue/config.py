@@ -7,14 +7,17 @@ unknown key by its dotted path.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 from bort_jax import experiments as ex
 from bort_jax import finetune as ft
-from bort_jax import precision
+from bort_jax import hf, hub, precision
 from bort_jax.agora import text
 from bort_jax.arch import Arch
 from bort_jax.config import ConfigError, from_config, to_plain
+from bort_jax.data import mlm
 from bort_jax.models.bert import ModelOptions
 from bort_jax.tasks import Task, get_task
 
@@ -136,7 +139,7 @@ class GlueConfig:
     max_seq_len: int
     length_bucket: int
     eval_batch_size: int
-    student_arch: str  # "D,A,H,I" sliced from init
+    student_arch: str  # "D,A,H,I" sliced from init; with student_init: its shape or ""
     n_examples: int  # perturbed sentences shown in the report
     control_restarts: bool
     control_distill: bool
@@ -152,6 +155,7 @@ class GlueConfig:
     control_budget: bool = False  # also: one plain fit with Agora's total step budget
     dtype: str = "auto"  # computation dtype of every fit (precision.DTYPES); params float32
     model: ModelOptions = ModelOptions()  # layout of every fit: scan_layers, remat, vocab_multiple
+    student_init: str = ""  # HF checkpoint dir / hf: id the student starts from; "" = sliced
 
     def __post_init__(self) -> None:
         ex.parse_seeds(self.seeds)
@@ -166,7 +170,10 @@ class GlueConfig:
                     f"config.tasks: {task.name} is a {task.kind} task; "
                     "agora_glue handles classification"
                 )
-        Arch.parse(self.student_arch)
+        if not (self.student_arch or self.student_init):
+            raise ConfigError("config.student_arch is empty: give D,A,H,I or config.student_init")
+        if self.student_arch:
+            Arch.parse(self.student_arch)
         acfg = ex.agora_config(self.agora, 0)
         if "neighbour" in self.samplers_used and not (
             acfg.samples_per_error <= self.sampler.neighbours <= self.distill_pool_size
@@ -192,6 +199,41 @@ class GlueConfig:
     @classmethod
     def from_config(cls, config: Any) -> GlueConfig:
         return from_config(cls, config)
+
+
+def student_init_dir(cfg: GlueConfig, labeler_dir: str) -> str | None:
+    """The local directory of `cfg.student_init` (hub ids resolved), checked before any work;
+    None when the student is sliced from `init`.
+
+    Its shape, read from its config.json, must be `student_arch` when that is given; its
+    vocabulary must be the labeler's (`labeler_dir`) id for id, since every row is encoded
+    with the labeler's tokenizer (`mlm.vocab_disagreement`; teacher = the labeler).
+
+    Raises:
+        ConfigError: the shapes differ (both named), the vocabularies differ (the first
+            difference named), or student_init has no config.json or tokenizer.
+    """
+    if not cfg.student_init:
+        return None
+    where = f"config.student_init={cfg.student_init}"
+    path = Path(hub.resolve(cfg.student_init))
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{where}: no checkpoint (config.json) at {path}")
+    arch, _ = hf.config_to_arch_spec(json.loads((path / "config.json").read_text()), str(path))
+    if cfg.student_arch and Arch.parse(cfg.student_arch) != arch:
+        raise ConfigError(
+            f"config.student_arch={cfg.student_arch!r} is {Arch.parse(cfg.student_arch)}, but "
+            f"{where} is {arch}: set student_arch to '' (the checkpoint's shape) or to {arch}"
+        )
+    try:
+        problem = mlm.vocab_disagreement(str(path), labeler_dir)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    if problem is not None:
+        raise ConfigError(
+            f"{where}: its vocabulary is not the labeler's (config.init, {labeler_dir}): {problem}"
+        )
+    return str(path)
 
 
 def stage_config(section: StageConfig, cfg: GlueConfig, seed: int) -> ft.FinetuneConfig:

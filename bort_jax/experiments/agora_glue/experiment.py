@@ -14,7 +14,7 @@ from bort_jax import experiments as ex
 from bort_jax.arch import check_seq_len
 from bort_jax.config import to_plain
 from bort_jax.experiments.agora_glue.arms import run_seed
-from bort_jax.experiments.agora_glue.config import GlueConfig
+from bort_jax.experiments.agora_glue.config import GlueConfig, student_init_dir
 from bort_jax.experiments.agora_glue.data import load_task_data
 from bort_jax.experiments.agora_glue.report import markdown
 from bort_jax.experiments.agora_glue.samplers import (
@@ -41,9 +41,14 @@ def run_task(
     tools: TextTools,
     cfg: GlueConfig,
     workdir: Path | None,
+    student_ckpt: hf.Checkpoint | None = None,
 ) -> dict:
     """The labeler, the masked LM (if a sampler needs one), the sampler report (if asked
-    for), every seed (each a resumable stage) and the perturbation examples."""
+    for), every seed (each a resumable stage) and the perturbation examples.
+
+    `ckpt` (from `init_dir`) is the labeler's and the samplers' source; the students start
+    from `student_ckpt` (the `student_init` checkpoint), or are sliced from `ckpt` (None).
+    """
     t0 = time.perf_counter()
     data = load_task_data(task, cfg, tokenizer)
     ex.log(f"[{task.name}] sizes {data.sizes()}")
@@ -90,7 +95,7 @@ def run_task(
                 functools.partial(
                     run_seed,
                     data,
-                    ckpt,
+                    student_ckpt or ckpt,
                     labeler,
                     tools,
                     cfg,
@@ -115,20 +120,26 @@ def run_task(
 def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
     """Every task and seed; resumable in `workdir` (see the module docstring).
 
-    Returns the report (config, init, tasks: {name: run_task record}, markdown, seconds);
-    with a workdir it is also written to agora_glue.json / agora_glue.md.
+    Returns the report (config, init, student_init (its directory, "" = sliced from init),
+    tasks: {name: run_task record}, markdown, seconds); with a workdir it is also written to
+    agora_glue.json / agora_glue.md.
 
-    Raises (before anything is trained): ConfigError / ValueError for a bad config, a
-    max_seq_len the model cannot hold or a workdir of another config; DataNotFoundError.
+    Raises (before anything is trained): ConfigError / ValueError for a bad config (a
+    student_init whose shape is not student_arch or whose vocabulary is not init's), a
+    max_seq_len a model cannot hold or a workdir of another config; DataNotFoundError.
     """
     t0 = time.perf_counter()
     cfg = GlueConfig.from_config(config)
+    init_dir = hub.resolve(cfg.init) or hf.minilm_path()
+    student_dir = student_init_dir(cfg, str(init_dir))
     work = ex.open_workdir(workdir, cfg)
     if work is not None and cfg.compilation_cache:
         compile_cache.enable(work / cfg.compilation_cache, min_compile_secs=0.2)
-    init_dir = hub.resolve(cfg.init) or hf.minilm_path()
     ckpt = hf.load(init_dir)
     check_seq_len(cfg.max_seq_len, ckpt.spec, "max_seq_len")
+    student_ckpt = None if student_dir is None else hf.load(student_dir)
+    if student_ckpt is not None:
+        check_seq_len(cfg.max_seq_len, student_ckpt.spec, "max_seq_len")
     tokenizer = hf.load_tokenizer(init_dir)
     tools = text_tools(ckpt, tokenizer)
     tasks = {}
@@ -136,12 +147,15 @@ def run(config: Any, workdir: str | os.PathLike | None = None) -> dict:
         task_dir = ex.subdir(work, task.name)
         tasks[task.name] = ex.stage(
             ex.subdir(task_dir, "task.json"),
-            functools.partial(run_task, task, ckpt, str(init_dir), tokenizer, tools, cfg, task_dir),
+            functools.partial(
+                run_task, task, ckpt, str(init_dir), tokenizer, tools, cfg, task_dir, student_ckpt
+            ),
         )
     report = ex.jsonable(
         {
             "config": to_plain(cfg),
             "init": str(init_dir),
+            "student_init": student_dir or "",
             "tasks": tasks,
             "seconds": time.perf_counter() - t0,
         }
