@@ -11,7 +11,7 @@ Data: `data_dir` (GLUE file layout; '' = $BORT_DATA_DIR, else TFDS by name).
 
 import ml_collections
 
-from configs import common, default, finetune, pretrain_bort
+from configs import agora_glue, common, default, finetune, pretrain_bort
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,6 +24,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # instead of pretrain_bort's embedded Python documentation; any corpus spec works here
     c.pretrain.corpus = "tasks"
     c.finetune = finetune.get_config(variant)
+    # Agora (docs/agora.md) as an option: the chosen shape's KD-pretrained model fine-tuned
+    # plainly and with Agora (neighbour sampler, labeler = the source) on `agora.tasks` at
+    # `agora.n_train` examples, 3 seeds; off by default (--config.with_agora=True)
+    c.with_agora = False
+    c.agora = agora_glue.get_config("pipeline,smoke" if arg.smoke else "pipeline")
     c.tasks = "sst2,mrpc,rte,cola,stsb"
     c.data_dir = ""
     # the task the objective's constants (config.extract.objective.gamma) were calibrated on

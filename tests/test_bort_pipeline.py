@@ -283,6 +283,46 @@ def test_rerun_reuses_every_stage(run, config, monkeypatch):
     assert again == report
 
 
+@pytest.mark.slow
+def test_agora_option_runs_on_the_chosen_kd_model(run, config, monkeypatch):
+    """with_agora: agora_for_model on the chosen shape's KD-pretrained export, labelled by the
+    source; its summary lands in report.json and report.md (Agora itself: test_agora_glue*)."""
+    workdir, report = run
+    calls = []
+    summary = {
+        "sst2": {
+            "metric": "accuracy",
+            "n_train": 500,
+            "seeds": 3,
+            "plain": {"mean": 0.70, "std": 0.01},
+            "agora": {"mean": 0.75, "std": 0.02},
+            "difference": {"mean": 0.05, "half_width": 0.03, "interval": [0.02, 0.08]},
+        }
+    }
+
+    def fake(agora_config, init_dir, student_dir, data_dir, out):
+        calls.append((init_dir, student_dir, data_dir, Path(out)))
+        return summary
+
+    monkeypatch.setattr(bort_pipeline.agora_glue, "agora_for_model", fake)
+    monkeypatch.setattr(ft, "run_prepared", lambda *a, **k: pytest.fail("fine-tuning re-ran"))
+    cfg = _pipeline_config.get_config()
+    cfg.with_agora = True
+    try:
+        again = bort_pipeline.run(cfg, str(workdir))
+    finally:  # the module's workdir as the other tests expect it
+        (workdir / "agora.json").unlink(missing_ok=True)
+        bort_pipeline.write_report(workdir, "report", report, bort_pipeline.markdown(report))
+    rows = report["models"]
+    key = next(r["key"] for r in rows if r["variant"] == "kd" and "chosen" in r["roles"])
+    export = workdir / "pretrain" / key.removeprefix("kd_") / "export"
+    assert calls == [(M.source_dir(cfg), str(export), cfg.data_dir, workdir / "agora")]
+    assert again["agora"] == {"model": key, "tasks": summary}
+    assert "| sst2 | accuracy | 500 | 3 | 70.0 ± 1.0 | 75.0 ± 2.0 | +5.0 ± 3.0 |" in (
+        bort_pipeline.markdown(again)
+    )
+
+
 def test_bad_task_named_before_work(config, tmp_path):
     bad = bort.get_config("smoke")
     bad.data_dir = config.data_dir

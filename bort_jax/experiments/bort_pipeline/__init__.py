@@ -17,7 +17,10 @@ hyperparameter grid. `run(config, workdir)` does the same on any source and puts
      the report half;
   5. inference latency of every shape measured side by side in one process (median of
      `latency_repeats`, stored, so a rerun reports the same numbers);
-  6. `report.md` / `report.json` (`report`): score per task (mean ± std over seeds), mean over
+  6. with `with_agora`: the chosen shape's KD-pretrained model fine-tuned plainly and with
+     Agora (`agora_glue.agora_for_model`, section `agora`; labeler = the source), stage
+     `agora/` and `agora.json`;
+  7. `report.md` / `report.json` (`report`): score per task (mean ± std over seeds), mean over
      tasks, parameters (total, non-embedding), latency, speed-up vs the source.
 
 Every stage writes its outputs atomically under `workdir` and is skipped when they exist, and
@@ -33,7 +36,7 @@ from typing import Any
 
 from bort_jax import compile_cache, extract, hf, latency
 from bort_jax.arch import Arch
-from bort_jax.experiments import jsonable, stage, write_report
+from bort_jax.experiments import agora_glue, jsonable, stage, write_report
 from bort_jax.experiments.bort_pipeline import models as M
 from bort_jax.experiments.bort_pipeline import tuning
 from bort_jax.experiments.bort_pipeline.report import build_report, markdown
@@ -64,6 +67,8 @@ def validate(config: Any, workdir: str) -> list[str]:
         for split in ("train", task.eval_splits[0]):
             load_examples(task, split, config.data_dir, config.finetune.tfds_data_dir)
     extract.validate(config.extract, str(Path(workdir) / "extract"))
+    if config.with_agora:  # named errors for the agora section before any work
+        agora_glue.GlueConfig.from_config(config.agora)
     return tasks
 
 
@@ -85,6 +90,20 @@ def measure_latencies(config: Any, archs: list[Arch], spec, path: Path) -> dict[
     )
 
 
+def run_agora(config: Any, root: Path, models: list[M.Model]) -> dict[str, Any]:
+    """Plain vs Agora fine-tuning of the chosen shape's KD-pretrained model (stage)."""
+    chosen = next(m for m in models if m.variant == "kd" and "chosen" in m.roles)
+    return {
+        "model": chosen.key,
+        "tasks": stage(
+            root / "agora.json",
+            lambda: agora_glue.agora_for_model(
+                config.agora, M.source_dir(config), chosen.init_dir, config.data_dir, root / "agora"
+            ),
+        ),
+    }
+
+
 def run(config: Any, workdir: str) -> dict[str, Any]:
     """The pipeline (see the module docstring); returns the report as a dict."""
     tasks = validate(config, workdir)
@@ -99,12 +118,16 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     roles = M.roles_stage(config, root, summary)
     models = M.build_models(config, root, roles)
     results = {m.key: {t: tuning.tune(config, root, m, t) for t in tasks} for m in models}
+    agora = run_agora(config, root, models) if config.with_agora else None
     spec = hf.load(M.source_dir(config)).spec
     seconds = measure_latencies(
         config, [models[-1].arch] + [m.arch for m in models], spec, root / "latency.json"
     )
-    report = jsonable(
-        build_report(models, tasks, results, seconds, roles, summary, spec, config.calibration_task)
+    report = build_report(
+        models, tasks, results, seconds, roles, summary, spec, config.calibration_task
     )
+    if agora is not None:
+        report["agora"] = agora
+    report = jsonable(report)
     write_report(root, "report", report, markdown(report))
     return report

@@ -101,6 +101,26 @@ def build_report(
     }
 
 
+def agora_lines(agora: dict[str, Any]) -> list[str]:
+    """The Agora option's table: plain vs Agora fine-tuning of one model, per task (×100)."""
+    lines = [
+        f"Agora on {agora['model']} (neighbour sampler, labeler = the source; held-out half "
+        "of dev, mean ± std over seeds; difference: paired mean, 95 % t-interval):",
+        "",
+        "| task | metric | training examples | seeds | plain | Agora | Agora − plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, t in agora["tasks"].items():
+        d = t["difference"]
+        lines.append(
+            f"| {task} | {t['metric']} | {t['n_train']} | {t['seeds']} | "
+            f"{100 * t['plain']['mean']:.1f} ± {100 * t['plain']['std']:.1f} | "
+            f"{100 * t['agora']['mean']:.1f} ± {100 * t['agora']['std']:.1f} | "
+            f"{100 * d['mean']:+.1f} ± {100 * d['half_width']:.1f} |"
+        )
+    return lines
+
+
 def _comparison_line(c: dict[str, Any]) -> str:
     budget = c["random_budget_to_match_fptas"]
     return (
@@ -171,6 +191,8 @@ def markdown(report: dict[str, Any]) -> str:
             + ("–" if r["mean_held_out"] is None else f"{100 * r['mean_held_out']:.1f}")
             + " |"
         )
+    if "agora" in report:
+        lines += [""] + agora_lines(report["agora"])
     lines += ["", "Selected learning rate × best step per task (seed 0):", ""]
     for r in report["models"]:
         picks = ", ".join(
