@@ -21,6 +21,7 @@ def smoke_run(tmp_path_factory) -> tuple[dict, object]:
     return agora_torus.run(agora_torus_config.get_config("smoke"), workdir), workdir
 
 
+@pytest.mark.slow
 def test_agora_beats_plain_training_on_the_torus(smoke_run):
     """Seed 0, default settings, same per-fit steps. Measured (docs/agora.md) over seeds
     0-2: plain 64-66 %, Agora 98-99 % held-out, gain about +33 points; assert +20."""
@@ -42,6 +43,7 @@ def test_agora_beats_plain_training_on_the_torus(smoke_run):
     assert not list(workdir.glob("*.png"))  # smoke: no plots
 
 
+@pytest.mark.slow
 def test_rerun_loads_finished_seeds(smoke_run, monkeypatch):
     report, workdir = smoke_run
 

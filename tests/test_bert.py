@@ -146,6 +146,7 @@ def test_slice_to_full_size_is_identity(model_params):
     jax.tree_util.tree_map(np.testing.assert_array_equal, sliced, params)
 
 
+@pytest.mark.slow
 def test_slice_smaller_runs_and_keeps_heads(model_params):
     _, params = model_params
     small = Arch(1, 2, 16, 20)
@@ -230,6 +231,7 @@ def _scalar_loss(model, params, ids, mask, positions):
     return loss + jnp.mean(out["pooled"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 3])
 @jax.default_matmul_precision("highest")
 def test_scanned_layers_equal_unrolled_outputs_and_gradients(depth):
@@ -267,6 +269,7 @@ def test_scanned_layers_equal_unrolled_outputs_and_gradients(depth):
     _close(unstack_layers(g_got, depth), g_ref)
 
 
+@pytest.mark.slow
 @jax.default_matmul_precision("highest")
 def test_remat_gives_the_same_gradients():
     arch, unrolled, scanned, params = _scan_pair(3)
@@ -308,6 +311,7 @@ def test_stack_unstack_round_trip_is_exact(model_params):
         unstack_layers(stacked, 3)
 
 
+@pytest.mark.slow
 def test_scanned_dropout_is_deterministic_per_rng():
     _, _, scanned, params = _scan_pair(3, dropout_rate=0.3, attention_dropout_rate=0.3)
     stacked = stack_layers(params, 3)
@@ -353,6 +357,7 @@ def _kd_data(teacher_depth=2, teacher_hidden=24, n=4, length=10):
     return data, distill.kd_rows(rows, teacher)
 
 
+@pytest.mark.slow
 @jax.default_matmul_precision("highest")
 def test_kd_student_with_scanned_layers_has_the_same_loss_and_gradients():
     data, batch = _kd_data()
@@ -399,6 +404,7 @@ def test_proxy_config_passes_model_options_to_the_student(monkeypatch):
         from_config(proxy.ProxyConfig, {"model": {"scan": True}}, "proxy")
 
 
+@pytest.mark.slow
 @jax.default_matmul_precision("highest")
 def test_kd_training_with_model_options_equals_the_plain_student(tmp_path):
     """A few KD train steps with every layout option on (scanned, remat, padded vocabulary)

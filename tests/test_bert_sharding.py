@@ -65,6 +65,7 @@ def test_padded_vocab_rounds_up():
         padded_vocab(70, 0)
 
 
+@pytest.mark.slow
 @jax.default_matmul_precision("highest")
 def test_padded_model_has_the_unpadded_outputs():
     plain = Bert(ARCH, SPEC, mlm_head=True, num_labels=3)

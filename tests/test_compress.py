@@ -67,6 +67,7 @@ def _inputs():
     return ids, mask
 
 
+@pytest.mark.slow
 def test_forward_equals_depth2_model_of_those_layers():
     p4 = init_params(Bert(ARCH4, SPEC), jax.random.PRNGKey(0))
     ids, mask = _inputs()

@@ -93,6 +93,7 @@ def _expected(
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer_map", ["uniform", "last"])
 @pytest.mark.parametrize("logit_weight", [0.4, 0.0])
 def test_kd_objective_equals_hand_computation(layer_map, logit_weight):

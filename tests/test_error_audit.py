@@ -102,6 +102,7 @@ def _heldout_ce(ck: hf.Checkpoint, rows) -> float:
     return float(ce(ck.params))
 
 
+@pytest.mark.slow
 def test_fitted_head_lowers_heldout_mlm_ce_and_is_cached(kd_data, tmp_path):
     source, data = kd_data
     cfg = mlm_head.HeadConfig(num_steps=20, batch_size=64, learning_rate=3e-3)

@@ -109,6 +109,7 @@ def test_prefetcher_places_in_its_thread_and_stops_when_closed():
         list(bad)
 
 
+@pytest.mark.slow
 def test_device_fed_training_equals_host_fed(monkeypatch):
     data = _data()
     new, hist_new = _run(data)

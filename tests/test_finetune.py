@@ -102,6 +102,7 @@ def _config(tiny_dir, data_dir, **kw) -> dict:
 # ------------------------------------------------------------------------------ learning
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_dev_accuracy_rises(tiny_dir, sst2_dir, tmp_path):
     res = ft.finetune(
         _config(tiny_dir, sst2_dir, num_steps=160, eval_every=40, log_every=20), tmp_path
@@ -124,6 +125,7 @@ def test_loss_decreases_and_dev_accuracy_rises(tiny_dir, sst2_dir, tmp_path):
     assert (tmp_path / ft.BEST_DIR / "vocab.txt").is_file()
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tiny_dir, sst2_dir, tmp_path):
     """Two runs of the same config agree exactly; a finished workdir is reloaded, not rerun."""
     cfg = _config(tiny_dir, sst2_dir)
@@ -168,6 +170,7 @@ def test_real_rte_with_minilm_tokenizer(task_data_dir, minilm_dir):
     assert (arrays["token_type_ids"].max(axis=1) == 1).all()
 
 
+@pytest.mark.slow
 def test_multiple_choice_shapes_and_loss(tiny_dir):
     ckpt = hf.load(tiny_dir)
     task = get_task("copa")
@@ -311,6 +314,7 @@ def test_named_errors_before_compiling(tiny_dir, sst2_dir, tmp_path):
         ft.prepare(_config(tiny_dir, sst2_dir, arch="1,2,64,64"))
 
 
+@pytest.mark.slow
 def test_sliced_candidate_trains(tiny_dir, sst2_dir):
     prep = ft.prepare(_config(tiny_dir, sst2_dir, arch="1,1,16,32"))
     assert prep.model.arch == Arch(1, 1, 16, 32)
@@ -319,6 +323,7 @@ def test_sliced_candidate_trains(tiny_dir, sst2_dir):
     assert res["arch"] == "D1/A1/H16/I32" and np.isfinite(res["train_loss"][-1]["loss"])
 
 
+@pytest.mark.slow
 def test_model_options_fine_tune_like_the_plain_model(tiny_dir, sst2_dir, tmp_path):
     """Scanned + remat + padded vocabulary: the plain run's losses and best step; the best
     model is saved canonical (HF layout) and reloaded into the training layout."""

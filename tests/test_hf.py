@@ -65,6 +65,7 @@ def test_reference_script_describes_fixture(fixtures_dir, reference):
     assert "torch" not in sys.modules
 
 
+@pytest.mark.slow
 def test_other_lengths_consistent(minilm, minilm_dir):
     """Same text at lengths 16 and 64: the real tokens' states agree (padding does not leak)."""
     tok = hf.load_tokenizer(minilm_dir)

@@ -210,6 +210,7 @@ def _topk_kl(s, t, k, temperature, w):
     return losses.logit_kd_topk(s, tk["values"], tk["ids"], tk["rest"], w, temperature)
 
 
+@pytest.mark.slow
 def test_logit_kd_topk_with_k_equal_v_is_full_kl():
     rng = np.random.default_rng(0)
     s = jnp.asarray(3 * rng.normal(size=(2, 3, 11)), jnp.float32)
@@ -274,6 +275,7 @@ def _random_teacher_logits():
     return t, t.astype(jnp.float32) + noise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", sorted(TOPK_MEASURED))
 def test_logit_kd_topk_error_on_random_teacher_is_bounded(random_teacher_logits, k):
     t, s = random_teacher_logits

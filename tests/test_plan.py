@@ -187,6 +187,7 @@ def measured():
     return c, P.plan(c, "/nonexistent/smoke", max_measure_flops=1e9, repeats=2)
 
 
+@pytest.mark.slow
 def test_measured_plan_consistent(measured):
     c, p = measured
     assert [t.arch for t in p.step_times] == [A.Arch(1, 4, 128, 384), A.Arch(1, 8, 256, 384)]

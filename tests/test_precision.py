@@ -179,6 +179,7 @@ def _kd_data(rng: np.random.Generator) -> distill.KDData:
     return distill.KDData(rows, rows, teacher, teacher, DT, HT, V)
 
 
+@pytest.mark.slow
 def test_bf16_kd_step_tracks_float32():
     data = _kd_data(np.random.default_rng(0))
     weights = distill.KDWeights(mlm=1.0, hidden=1.0, logit=0.5, temperature=2.0)
@@ -210,6 +211,7 @@ def test_bf16_kd_step_tracks_float32():
 # ------------------------------------------------------------------------ fine-tuning step
 
 
+@pytest.mark.slow
 def test_bf16_finetune_step_tracks_float32():
     spec = dataclasses.replace(SPEC, pooler=True)
     arch = Arch(2, 2, 32, 64)

@@ -31,6 +31,7 @@ def data(teacher, minilm_dir, tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_big_student_beats_tiny_student(data, teacher):
     cfg = proxy.ProxyConfig(
         num_steps=24, batch_size=8, optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4)
@@ -41,6 +42,7 @@ def test_big_student_beats_tiny_student(data, teacher):
     assert big.train_seconds > 0 and big.steps == 24
 
 
+@pytest.mark.slow
 def test_proxy_is_deterministic(data, teacher):
     cfg = proxy.ProxyConfig(num_steps=6, batch_size=8, seed=3)
     a = proxy.proxy_error(Arch(1, 2, 32, 64), data, teacher.checkpoint.spec, cfg)
@@ -48,6 +50,7 @@ def test_proxy_is_deterministic(data, teacher):
     assert a.error == b.error and a.metrics == b.metrics
 
 
+@pytest.mark.slow
 def test_sliced_full_student_reproduces_teacher_states(data, teacher):
     """Sliced to the teacher's own shape, the student's hidden-state KD loss is ~0."""
     arch = teacher.checkpoint.arch
@@ -58,6 +61,7 @@ def test_sliced_full_student_reproduces_teacher_states(data, teacher):
     assert r.metrics["heldout_hidden"] < 1e-3  # float16 cache rounding only
 
 
+@pytest.mark.slow
 def test_hidden_nmse_is_normalised_output_error(data, teacher):
     """error='hidden_nmse' = output-layer MSE / teacher variance: ~0 for the teacher's own shape
     (float16 cache rounding only), well inside (0, 1] for a small sliced student."""
@@ -100,6 +104,7 @@ def test_hidden_nmse_is_normalised_output_error(data, teacher):
     assert small.error > 0.5  # one sliced layer is far from the teacher's sixth (measured 2.24)
 
 
+@pytest.mark.slow
 def test_fitted_head_init_measures_the_encoder(data, teacher, tmp_path):
     """head_init='fitted': the sliced student starts from the head fitted on the source, so its
     held-out MLM CE is far below a fresh head's after the same (tiny) run; the head is fitted

@@ -102,6 +102,7 @@ def test_read_only_directory_still_gives_full_digest(tmp_path, monkeypatch, hash
     assert len(hash_calls) == 4  # no memo: hashed in full every time
 
 
+@pytest.mark.slow
 def test_changed_teacher_rebuilds_cached_outputs(tmp_path, minilm_dir):
     """End to end through `distill.prepare`: same teacher → cache hit; a teacher of the same
     size whose weights differ only late in the file → cache miss and new outputs."""
@@ -158,6 +159,7 @@ def mlm_teacher(tmp_path_factory, minilm_dir):
         ((2,), distill.KDWeights(hidden=0.0, logit=0.5, top_k=16, layer_map="last")),
     ],
 )
+@pytest.mark.slow
 def test_streamed_cache_equals_in_ram_outputs(tmp_path, mlm_teacher, depths, kd):
     """`prepare` with a cache streams chunks into pre-allocated .npy files; the entry equals the
     in-RAM computation (no cache), holds only the selected layers / top-k arrays, is keyed by

@@ -203,6 +203,7 @@ def _assert_same_params(a, b):
             np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_parameters(tmp_path, uninterrupted):
     killed = _run(tmp_path / "run", tmp_path / "run.npz", kill_at=23)
     assert killed.returncode == -9, killed.stderr
