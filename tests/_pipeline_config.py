@@ -5,16 +5,21 @@ test, which runs the script several times): one task and one seed."""
 
 from pathlib import Path
 
+import _tiny_source
+
 from configs import bort
 
 
 def get_config(arg=None):
     c = bort.get_config("smoke")
     c.data_dir = str(Path(__file__).resolve().parent / "fixtures" / "data")
+    # a 4-layer source sliced from MiniLM (tests/_tiny_source.py), as source and teacher
+    c.extract.source_dir = _tiny_source.path()
     # the source's width, so that a layer-dropped source (same width) can match the chosen
-    # shape's cost: keep-every-k of 6 layers gives 1 or 2 layers
-    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [384]
-    c.extract.grid.heads, c.extract.grid.intermediate = [12], [1536]
+    # shape's cost: keep-every-k of 4 layers gives 1 or 2 layers
+    a = _tiny_source.ARCH
+    c.extract.grid.depth, c.extract.grid.hidden = [1, 2], [a.hidden]
+    c.extract.grid.heads, c.extract.grid.intermediate = [a.heads], [a.intermediate]
     # i(ξ) from FLOPs: the latency model is tested in test_extract; the pipeline's own
     # side-by-side latency measurement (the report's speed-ups) still runs
     c.extract.inference = "flops"

@@ -33,14 +33,23 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+# A scratch directory for the whole run, shared like the cache: tests/_tiny_source.py builds
+# the small source checkpoint of the end-to-end tests there once.
+_OWN_SCRATCH = None
+if not os.environ.get("BORT_JAX_TEST_SCRATCH"):
+    _OWN_SCRATCH = tempfile.mkdtemp(prefix="bort_jax_test_scratch_")
+    os.environ["BORT_JAX_TEST_SCRATCH"] = _OWN_SCRATCH
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DATA_DIR_ENV = "BORT_DATA_DIR"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Removes the temporary compilation cache this run made (worker processes keep it)."""
-    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
-        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+    """Removes the temporary cache and scratch this run made (worker processes keep them)."""
+    if not hasattr(session.config, "workerinput"):
+        for own in (_OWN_CACHE, _OWN_SCRATCH):
+            if own:
+                shutil.rmtree(own, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -90,3 +99,11 @@ def minilm(minilm_dir):
     from bort_jax import hf
 
     return hf.load(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_source_dir() -> str:
+    """all-MiniLM-L6-v2 sliced to D4/A4/H128/I512, as a HF directory (tests/_tiny_source.py)."""
+    import _tiny_source
+
+    return _tiny_source.path()

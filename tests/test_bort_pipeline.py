@@ -36,6 +36,12 @@ def config(task_data_dir):
 
 
 @pytest.fixture(scope="module")
+def source(config):
+    """The pipeline's source and teacher: MiniLM sliced to D4/A4/H128/I512."""
+    return hf.load(config.extract.source_dir)
+
+
+@pytest.fixture(scope="module")
 def run(config, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bort")
     return workdir, bort_pipeline.run(config, str(workdir))
@@ -52,19 +58,21 @@ def _stage(workdir: Path, key: str, task: str, lr: float, seed: int) -> dict:
 
 
 @pytest.mark.slow
-def test_rows_come_from_stage_files(run, config, minilm):
+def test_rows_come_from_stage_files(run, config, source):
     workdir, report = run
     lat = json.loads((workdir / "latency.json").read_text())
-    source = _model(report, "source")
-    assert source["arch"] == "D6/A12/H384/I1536"
+    source_row = _model(report, "source")
+    assert source_row["arch"] == str(source.arch) == "D4/A4/H128/I512"
     assert report["tasks"] == ["sst2", "stsb"]
     for row in report["models"]:
         arch = A.Arch.parse(row["arch"])
-        total = A.param_count(arch, minilm.spec)["total"]
+        total = A.param_count(arch, source.spec)["total"]
         assert row["params"] == total
-        assert row["params_non_embedding"] == total - A.embedding_params(arch, minilm.spec)
+        assert row["params_non_embedding"] == total - A.embedding_params(arch, source.spec)
         assert row["latency_ms"] == pytest.approx(1e3 * lat[row["arch"]])
-        assert row["speedup_vs_source"] == pytest.approx(source["latency_ms"] / row["latency_ms"])
+        assert row["speedup_vs_source"] == pytest.approx(
+            source_row["latency_ms"] / row["latency_ms"]
+        )
         means = []
         for task in report["tasks"]:
             metric = report["metrics"][task]
@@ -86,7 +94,7 @@ def test_rows_come_from_stage_files(run, config, minilm):
         assert report["held_out_tasks"] == ["stsb"]
         assert row["mean_held_out"] == pytest.approx(np.mean(held))
     md = (workdir / "report.md").read_text()
-    assert f"{100 * source['scores']['sst2']:.1f} ± " in md
+    assert f"{100 * source_row['scores']['sst2']:.1f} ± " in md
     assert json.loads((workdir / "report.json").read_text())["models"] == report["models"]
 
 
@@ -140,7 +148,8 @@ def test_baselines_are_the_searches_picks_on_the_cached_table(run, config):
     assert roles["exhaustive"] == str(exh.chosen)
     assert roles["chosen"] == summary["chosen"]
     size = {
-        a: A.param_count(A.Arch.parse(a), hf.load(hf.minilm_path()).spec)["total"] for a in table
+        a: A.param_count(A.Arch.parse(a), hf.load(config.extract.source_dir).spec)["total"]
+        for a in table
     }
     assert roles["smallest"] == min(size, key=size.get)
     assert roles["largest"] == max(size, key=size.get)
@@ -153,12 +162,12 @@ def test_baselines_are_the_searches_picks_on_the_cached_table(run, config):
 
 
 @pytest.mark.slow
-def test_layer_drop_is_no_slower_than_chosen_and_keeps_source_layers(run, config, minilm):
+def test_layer_drop_is_no_slower_than_chosen_and_keeps_source_layers(run, config, source):
     workdir, _ = run
     roles = json.loads((workdir / "roles.json").read_text())
     ld = roles["layerdrop"]
     seq = config.extract.latency_seq_len
-    flops = lambda a: A.flops(A.Arch.parse(a), seq, spec=minilm.spec)  # noqa: E731
+    flops = lambda a: A.flops(A.Arch.parse(a), seq, spec=source.spec)  # noqa: E731
     assert ld["meets"] and flops(ld["arch"]) <= flops(roles["chosen"])
     # k is the smallest such k: keeping every (k-1)-th layer would be slower than chosen
     if ld["k"] > 1:
@@ -167,12 +176,12 @@ def test_layer_drop_is_no_slower_than_chosen_and_keeps_source_layers(run, config
         assert deeper > len(ld["keep"])
         a = A.Arch.parse(ld["arch"])
         assert A.flops(
-            A.Arch(deeper, a.heads, a.hidden, a.intermediate), seq, spec=minilm.spec
+            A.Arch(deeper, a.heads, a.hidden, a.intermediate), seq, spec=source.spec
         ) > flops(roles["chosen"])
     dropped = hf.load(workdir / "layerdrop_init")
     assert dropped.arch == A.Arch.parse(ld["arch"])
     for j, k in enumerate(ld["keep"]):
-        a, b = dropped.params[f"layer_{j}"], minilm.params[f"layer_{k}"]
+        a, b = dropped.params[f"layer_{j}"], source.params[f"layer_{k}"]
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -184,7 +193,7 @@ def test_same_shape_and_init_share_runs(run):
     pairs = {(roles[r], "source") for r in M.SEARCH_ROLES} | {
         (roles["layerdrop"]["arch"], "layerdrop")
     }
-    merged = ("D6/A12/H384/I1536", "source") in pairs  # sliced to the source's shape = source
+    merged = ("D4/A4/H128/I512", "source") in pairs  # sliced to the source's shape = source
     assert len(report["models"]) == 2 * len(pairs) + 1 - merged
     assert len({r["key"] for r in report["models"]}) == len(report["models"])
     assert len(list((workdir / "pretrain").iterdir())) == len(pairs)
