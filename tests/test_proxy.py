@@ -36,7 +36,7 @@ def test_big_student_beats_tiny_student(data, teacher):
     cfg = proxy.ProxyConfig(
         num_steps=24, batch_size=8, optim=train.OptimConfig(learning_rate=2e-3, warmup_steps=4)
     )
-    big = proxy.proxy_error(Arch(6, 12, 384, 1536), data, teacher.checkpoint.spec, cfg)
+    big = proxy.proxy_error(Arch(2, 4, 128, 512), data, teacher.checkpoint.spec, cfg)
     tiny = proxy.proxy_error(Arch(1, 1, 32, 32), data, teacher.checkpoint.spec, cfg)
     assert big.error < tiny.error, (big.metrics, tiny.metrics)
     assert big.train_seconds > 0 and big.steps == 24
