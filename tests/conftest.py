@@ -99,11 +99,3 @@ def minilm(minilm_dir):
     from bort_jax import hf
 
     return hf.load(minilm_dir)
-
-
-@pytest.fixture(scope="session")
-def tiny_source_dir() -> str:
-    """all-MiniLM-L6-v2 sliced to D4/A4/H128/I512, as a HF directory (tests/_tiny_source.py)."""
-    import _tiny_source
-
-    return _tiny_source.path()
