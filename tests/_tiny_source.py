@@ -2,9 +2,9 @@
 D4/A4/H128/I512 (`bort_jax.models.transfer.slice_params`, the slicing every extracted
 candidate gets) and saved as a Hugging Face directory with MiniLM's tokenizer.
 
-The pipeline, extraction and study tests run the real code paths on it: a trained encoder
-(sliced, not random), the real vocabulary, four layers so that layer dropping and depth grids
-have room, at a fraction of MiniLM-L6's compile and step time. Built once per test run into
+The pipeline tests (tests/_pipeline_config.py) run the real code paths on it: a trained
+encoder (sliced, not random) with the real vocabulary and no MLM head, four layers so that layer
+dropping has room, at a fraction of MiniLM-L6's compile and step time. Built once per test run into
 `$BORT_JAX_TEST_SCRATCH` (set by tests/conftest.py, inherited by xdist workers and by the
 scripts tests start), under a file lock so that concurrent workers build it once.
 """

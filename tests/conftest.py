@@ -22,23 +22,27 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=1"
 
+
+def _own_dir(env: str, prefix: str) -> str | None:
+    """A temporary directory named by `env` for this run and its subprocesses; returns it if
+    this process made it (removed at the end), None if the caller had set `env`."""
+    if os.environ.get(env):
+        return None
+    os.environ[env] = tempfile.mkdtemp(prefix=prefix)
+    return os.environ[env]
+
+
 # One persistent compilation cache for the whole run, shared with the subprocesses the tests
 # start (scripts, notebooks, kill/resume workers): the suite builds many jitted steps with
 # identical HLO (a fresh train step per fit, the same shapes after a resume or a rerun), and
 # compilation dominates its time on CPU. A cache the caller set (JAX_COMPILATION_CACHE_DIR)
 # is kept; otherwise a temporary one is made and removed at the end of the session.
-_OWN_CACHE = None
-if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    _OWN_CACHE = tempfile.mkdtemp(prefix="bort_jax_test_xla_cache_")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+_OWN_CACHE = _own_dir("JAX_COMPILATION_CACHE_DIR", "bort_jax_test_xla_cache_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 # A scratch directory for the whole run, shared like the cache: tests/_tiny_source.py builds
-# the small source checkpoint of the end-to-end tests there once.
-_OWN_SCRATCH = None
-if not os.environ.get("BORT_JAX_TEST_SCRATCH"):
-    _OWN_SCRATCH = tempfile.mkdtemp(prefix="bort_jax_test_scratch_")
-    os.environ["BORT_JAX_TEST_SCRATCH"] = _OWN_SCRATCH
+# the small source checkpoint of the pipeline tests there once.
+_OWN_SCRATCH = _own_dir("BORT_JAX_TEST_SCRATCH", "bort_jax_test_scratch_")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DATA_DIR_ENV = "BORT_DATA_DIR"
