@@ -54,6 +54,7 @@ from bort_jax.models.bert import (
     fresh_params,
     merge_pretrained,
     slice_params,
+    taken_from_pretrained,
 )
 from bort_jax.tasks import Task, compute_metrics, get_task
 from bort_jax.tasks.encoding import INPUT_KEYS, Arrays, encode_examples, head_width, trim
@@ -180,7 +181,8 @@ def build_classifier(
         **options.kwargs(),
     )
     body = options.to_model(body, target, checkpoint.spec)
-    return model, merge_pretrained(fresh_params(model, seed), body)
+    fresh = fresh_params(model, seed, skip=taken_from_pretrained(body))
+    return model, merge_pretrained(fresh, body)
 
 
 def task_logits(
@@ -215,11 +217,13 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
     return (outputs[:, 0] - targets.astype(outputs.dtype)) ** 2
 
 
+@functools.lru_cache(maxsize=16)
 def classification_loss_fn(model: Bert, kind: str = "classification") -> train.LossFn:
     """`loss_fn(params, batch, rng) -> (loss, metrics)` for `train.train`.
 
     kind: 'classification' / 'multiple_choice' (CE; metrics: accuracy) or 'regression'
-    (MSE; metrics: mse). batch: INPUT_KEYS + 'label'.
+    (MSE; metrics: mse). batch: INPUT_KEYS + 'label'. One function per (model, kind), so
+    every fine-tuning run of a model shares one compiled train step (`train.train`).
     """
 
     def loss_fn(params, batch, rng):

@@ -272,12 +272,9 @@ def _cast(params, dtype):
 
 
 def _check_shapes(params: dict, arch: Arch, spec: Spec, where: str) -> None:
-    import jax
+    from bort_jax.models.bert import Bert, abstract_params
 
-    from bort_jax.models.bert import Bert
-
-    model = Bert(arch, spec, mlm_head="mlm_transform" in params)
-    expected = jax.eval_shape(lambda: _abstract_params(model))
+    expected = abstract_params(Bert(arch, spec, mlm_head="mlm_transform" in params))
     exp_flat = flatten(expected)
     got_flat = flatten(params)
     missing = sorted(set(exp_flat) - set(got_flat))
@@ -289,15 +286,6 @@ def _check_shapes(params: dict, arch: Arch, spec: Spec, where: str) -> None:
                 f"{where}: tensor {k} has shape {tuple(v.shape)}, expected "
                 f"{tuple(exp_flat[k].shape)} for {arch}"
             )
-
-
-def _abstract_params(model):
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32))
-    return nn.meta.unbox(v["params"])
 
 
 def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -429,7 +417,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[Any, dict, Any, dict]:
     import jax.numpy as jnp
     from safetensors.numpy import load_file
 
-    from bort_jax.models.bert import Bert, fresh_params, merge_pretrained
+    from bort_jax.models.bert import Bert, fresh_params, merge_pretrained, taken_from_pretrained
     from bort_jax.tasks import get_task
 
     path = hub.resolve(path)
@@ -440,7 +428,8 @@ def load_classifier(path: str | os.PathLike) -> tuple[Any, dict, Any, dict]:
     task = get_task(info["task"])
     model = Bert(ckpt.arch, ckpt.spec, num_labels=int(info["num_labels"]))
     head = unflatten(load_file(str(Path(path) / info["head_file"])))
-    params = merge_pretrained(fresh_params(model), ckpt.params)
+    fresh = fresh_params(model, skip=taken_from_pretrained(ckpt.params))
+    params = merge_pretrained(fresh, ckpt.params)
     missing = set(HEAD_KEYS) & set(params) - set(head)
     if missing:
         raise ValueError(f"{path}/{info['head_file']} lacks {sorted(missing)}")

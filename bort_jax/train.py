@@ -31,6 +31,7 @@ alone writes `metrics.jsonl`; Orbax coordinates the checkpoint writes itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -351,6 +352,47 @@ def make_train_step(
     return jax.jit(step_fn, donate_argnums=(0,), **kwargs)
 
 
+def optimizer_kind(cfg: OptimConfig) -> tuple:
+    """What of `cfg` the compiled train step depends on (`make_optimizer` keeps every number
+    in the optimizer state): the schedule, the optimizer, clipping and momentum on or off."""
+    return cfg.schedule, cfg.optimizer, bool(cfg.clip_norm), bool(cfg.momentum)
+
+
+@functools.lru_cache(maxsize=16)
+def _step_for(loss_fn: LossFn, kind: tuple, shardings: tuple) -> Callable:
+    schedule, optimizer, clip, momentum = kind
+    cfg = OptimConfig(
+        schedule=schedule,
+        optimizer=optimizer,
+        clip_norm=1.0 if clip else None,
+        momentum=0.9 if momentum else 0.0,
+    )
+    state_sharding, metrics_sharding = (
+        None if s is None else jax.tree_util.tree_unflatten(*s) for s in shardings
+    )
+    return make_train_step(loss_fn, make_optimizer(cfg, 1), state_sharding, metrics_sharding)
+
+
+def _shared_train_step(
+    loss_fn: LossFn, optim: OptimConfig, state_sharding: Any, metrics_sharding: Any
+) -> Callable:
+    """`make_train_step` shared by the runs of one `loss_fn`, optimizer kind and layout.
+
+    Its numbers live in the optimizer state, so runs that differ only in them (a learning-rate
+    grid, seeds, Agora's rounds) call one jitted function: traced and compiled once per batch
+    shape in the process, instead of once per run. Pass the same `loss_fn` object to share
+    (e.g. `finetune.classification_loss_fn` is memoised per model).
+    """
+
+    def key(tree):
+        if tree is None:
+            return None
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        return treedef, tuple(leaves)
+
+    return _step_for(loss_fn, optimizer_kind(optim), (key(state_sharding), key(metrics_sharding)))
+
+
 class NonFiniteLoss(RuntimeError):
     """Raised when training produced a non-finite loss; names the step."""
 
@@ -421,6 +463,9 @@ def train(
         params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates its state
         state = init_state(params, tx, loop.seed)
         device = next(iter(jax.tree_util.tree_leaves(state)[0].devices()))
+        # committed to that device, like the states the step returns: an uncommitted first
+        # state would give the step a second signature and compile it twice per run
+        state = jax.device_put(state, device)
         place = lambda batch: jax.device_put(dict(batch), device)  # noqa: E731
     else:  # created in its shardings (`sharded_state`), never whole on one device
         state_sharding = state_shardings(partitioner, params, tx, loop.seed)
@@ -441,7 +486,7 @@ def train(
             state = state.replace(opt_state=with_hparams(state.opt_state, optim, loop.num_steps))
             resumed = int(state.step)
             history = _read_history(workdir, resumed)
-    step_fn = make_train_step(loss_fn, tx, state_sharding, metrics_sharding)
+    step_fn = _shared_train_step(loss_fn, optim, state_sharding, metrics_sharding)
     start, stop = int(state.step), loop.num_steps
     pending: list[dict] = []
     last_saved = resumed

@@ -25,6 +25,7 @@ def get_config(arg=None):
     c.extract.inference = "flops"
     c.pretrain.num_steps, c.pretrain.checkpoint_every, c.pretrain.eval_every = 2, 2, 2
     c.grid.num_steps = [2, 4]
+    c.finetune.checkpoint_every = 4  # one save per run (resume mid-run: test_finetune)
     c.seeds = [0, 1]  # the aggregation over seeds, at two seeds' cost
     if arg == "kill":
         c.tasks, c.seeds, c.calibration_task = "stsb", [0], ""

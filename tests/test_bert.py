@@ -12,11 +12,14 @@ from bort_jax.config import ConfigError, from_config
 from bort_jax.models.bert import (
     Bert,
     ModelOptions,
+    fresh_params,
     init_params,
     logical_axes,
+    merge_pretrained,
     position_ids,
     slice_params,
     stack_layers,
+    taken_from_pretrained,
     unstack_layers,
 )
 
@@ -144,6 +147,28 @@ def test_slice_to_full_size_is_identity(model_params):
     _, params = model_params
     sliced = slice_params(params, ARCH, ARCH)
     jax.tree_util.tree_map(np.testing.assert_array_equal, sliced, params)
+
+
+def test_fresh_params_skips_what_a_pretrained_tree_replaces(model_params):
+    """The subtrees a merge takes from a checkpoint are not drawn: they come back abstract,
+    the others equal the full init's exactly; a merge must then replace every skipped one."""
+    model, _ = model_params
+    full = fresh_params(model, 3)  # every subtree drawn
+    body = {k: v for k, v in full.items() if k.startswith("layer_") or k == "embeddings"}
+    skip = taken_from_pretrained(body)
+    assert "layer_0" in skip and "classifier" not in skip
+    fresh = fresh_params(model, 3, skip=skip)
+    assert list(fresh) == list(full)
+    for name, sub in fresh.items():
+        leaves = jax.tree_util.tree_leaves(sub)
+        if name in skip:
+            assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves), name
+        else:
+            jax.tree_util.tree_map(np.testing.assert_array_equal, sub, full[name])
+    merged = merge_pretrained(fresh, body)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, merged, full)
+    with pytest.raises(ValueError, match="layer_1 was not initialised"):
+        merge_pretrained(fresh, {k: v for k, v in body.items() if k != "layer_1"})
 
 
 @pytest.mark.slow

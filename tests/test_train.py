@@ -1,10 +1,12 @@
 """The one training loop: optimisation, exact resume after SIGKILL, non-finite stop."""
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -129,6 +131,40 @@ def test_one_program_for_every_learning_rate_and_length():
     tx = train.make_optimizer(train.OptimConfig(schedule="cosine"), 10)
     other = train.make_train_step(loss_fn, tx).lower(train.init_state(params, tx, 0), batch)
     assert other.as_text() != texts[0]
+
+
+def _step_compiles(records) -> int:
+    return sum("Compiling jit(step_fn)" in r.getMessage() for r in records)
+
+
+def test_runs_of_one_kind_share_one_compiled_step(caplog):
+    """`train.train` compiles its step once per run shape in a process: the first state is
+    committed like the ones the step returns (no second signature), and runs that differ
+    only in the optimizer's numbers (learning rate, length, warm-up) reuse the step; each
+    run still trains with its own numbers (equal to a run alone in a fresh process)."""
+    _, batch_fn, loss_fn = _linear_problem()
+    params = {"w": np.zeros(3, np.float32)}
+    runs = [
+        (train.OptimConfig(learning_rate=0.05), 6),
+        (train.OptimConfig(learning_rate=0.01, warmup_steps=2, weight_decay=0.1), 9),
+    ]
+
+    def fit(optim, n):
+        loop = train.LoopConfig(num_steps=n, log_every=3)
+        return np.asarray(train.train(loss_fn, params, batch_fn, loop, optim).state.params["w"])
+
+    jax.clear_caches()
+    train._step_for.cache_clear()
+    alone = fit(*runs[1])
+    jax.clear_caches()
+    train._step_for.cache_clear()
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        first, second = fit(*runs[0]), fit(*runs[1])
+        assert _step_compiles(caplog.records) == 1
+        np.testing.assert_array_equal(second, alone)
+        assert not np.array_equal(first, second)
+        fit(train.OptimConfig(learning_rate=0.01, schedule="cosine"), 4)  # another kind
+        assert _step_compiles(caplog.records) == 2
 
 
 def test_warmup_is_resolved_once():

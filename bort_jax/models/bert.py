@@ -34,7 +34,8 @@ back to replicating a tensor); without one nothing changes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any, Collection, Sequence
 
 import flax.linen as nn
 import jax
@@ -61,6 +62,7 @@ from bort_jax.models.transfer import (  # noqa: F401
     merge_pretrained,
     slice_params,
     slice_params_check,
+    taken_from_pretrained,
 )
 
 Dtype = Any
@@ -566,6 +568,28 @@ def logical_axes(model: Bert, seq_len: int = 8):
     return nn.get_partition_spec(abstract)["params"]
 
 
-def fresh_params(model: Bert, seed: int = 0) -> dict:
-    """Random parameters of `model` (jit-compiled init: much faster than eager for BERT)."""
-    return jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(seed))
+@functools.lru_cache(maxsize=32)
+def abstract_params(model: Bert) -> dict:
+    """The shapes and dtypes of `init_params(model, ·)` (`jax.ShapeDtypeStruct` leaves)."""
+    return jax.eval_shape(functools.partial(init_params, model), jax.random.PRNGKey(0))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_subtrees(model: Bert, rng: jax.Array, names: tuple[str, ...]) -> dict:
+    params = init_params(model, rng)
+    return {k: params[k] for k in names}
+
+
+def fresh_params(model: Bert, seed: int = 0, skip: Collection[str] = ()) -> dict:
+    """Random parameters of `model` (jit-compiled init: much faster than eager for BERT).
+
+    `skip`: top-level subtrees (e.g. 'embeddings', 'layer_0') not to initialise, for a caller
+    that replaces them with pretrained ones (`merge_pretrained`): they come back abstract
+    (`jax.ShapeDtypeStruct`) and XLA drops their random draws (for BERT-large, 335M numbers
+    of which a fine-tuning run keeps a few thousand). The other subtrees are exactly those
+    of the full init (flax derives each parameter's key from its path).
+    """
+    abstract = abstract_params(model)
+    names = tuple(k for k in abstract if k not in skip)
+    computed = _init_subtrees(model, jax.random.PRNGKey(seed), names)
+    return {k: computed.get(k, abstract[k]) for k in abstract}

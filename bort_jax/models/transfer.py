@@ -133,6 +133,12 @@ def slice_params(
     return jax.tree_util.tree_map(jnp.asarray, out)
 
 
+def taken_from_pretrained(pretrained: Mapping[str, Any], head_keys: Sequence[str] = HEAD_KEYS):
+    """The top-level subtrees `merge_pretrained` takes from `pretrained` (all but the head):
+    a fresh init need not draw them (`models.bert.fresh_params(skip=...)`)."""
+    return frozenset(k for k in pretrained if k not in head_keys)
+
+
 def merge_pretrained(
     fresh: dict,
     pretrained: Mapping[str, Any],
@@ -158,6 +164,8 @@ def merge_pretrained(
     out = {}
     for name, sub in fresh.items():
         if name in head_keys or name not in pretrained:
+            if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(sub)):
+                raise ValueError(f"{name} was not initialised (fresh_params skip) nor given")
             out[name] = sub
             continue
         out[name] = jax.tree_util.tree_map(_checked(name), sub, pretrained[name])
@@ -170,6 +178,6 @@ def _checked(name: str) -> Callable:
             raise ValueError(
                 f"pretrained {name} has shape {np.shape(got)}, model expects {np.shape(expected)}"
             )
-        return jnp.asarray(got, jnp.asarray(expected).dtype)
+        return jnp.asarray(got, expected.dtype)  # an array or a jax.ShapeDtypeStruct
 
     return pick
