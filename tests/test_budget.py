@@ -9,9 +9,11 @@ files without training anything.
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from _kill import run_to_end, stall_and_kill
 from scipy import stats
 
 from bort_jax import experiments as ex
@@ -28,6 +30,8 @@ from bort_jax.search.budget import (
 )
 from configs import default
 from configs import eps_budget as eps_budget_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------ budget
 
@@ -226,6 +230,43 @@ def test_smoke_rerun_resumes_from_stage_files(smoke, monkeypatch):
     assert canonical(again) == canonical(report)
     assert canonical(eps_budget.summarise(config, str(workdir))) == canonical(report)
     assert math.isfinite(again["rows"][0]["stability"]["error"]["spearman"])
+
+
+@pytest.mark.slow
+def test_script_killed_at_three_points_resumes_to_the_same_report(smoke, tmp_path):
+    """`scripts/eps_budget.py` (the smoke config) SIGKILLed (1) after the first T = 2 proxy
+    training, before its stage file, (2) with T = 2 complete, before its report, (3) after
+    the first T = 4 proxy training, before its stage file; then run to the end. Report and
+    stage files equal the uninterrupted in-process run's (wall-clock `seconds` aside). (A
+    kill while the teacher outputs stream into the cache: test_kill_resume.py.)"""
+    config, ref_dir, _ = smoke
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    args = [
+        str(ROOT / "scripts" / "eps_budget.py"),
+        f"--config={ROOT / 'configs' / 'eps_budget.py'}:smoke",
+        f"--workdir={workdir}",
+    ]
+    for point in (
+        f"write:{workdir}/e/T00002/*.json",
+        f"write:{workdir}/eps_budget.json",
+        f"write:{workdir}/e/T00004/*.json",
+    ):
+        stall_and_kill(args, point, marker)
+    assert len(list((workdir / "e" / "T00002").glob("*.json"))) == 4
+    assert not list((workdir / "e" / "T00004").glob("*.json"))
+    assert json.loads((workdir / "eps_budget.json").read_text())["steps_done"] == [2]
+    run_to_end(args)
+    strip = lambda r: {k: v for k, v in ex.without_seconds(r).items() if k != "markdown"}  # noqa: E731
+    report = lambda d: json.loads((d / "eps_budget.json").read_text())  # noqa: E731
+    got, want = strip(report(workdir)), strip(report(ref_dir))
+    assert got["complete"] and got["steps_done"] == [2, 4]
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)  # nan-safe
+    stages = sorted(p.relative_to(ref_dir) for p in ref_dir.glob("e/*/*.json"))
+    assert len(stages) == 8
+    assert sorted(p.relative_to(workdir) for p in workdir.glob("e/*/*.json")) == stages
+    for rel in stages:
+        a, b = (ex.without_seconds(json.loads((d / rel).read_text())) for d in (workdir, ref_dir))
+        assert a == b, rel
 
 
 def test_step_budget():

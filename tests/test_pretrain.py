@@ -11,10 +11,17 @@ from bort_jax import hf, pretrain
 from configs import pretrain_bort
 
 
-@pytest.mark.slow
-def test_smoke_pretrain_loss_falls_exports_and_resumes(tmp_path):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted smoke pretraining: (config, workdir, summary)."""
     cfg = pretrain_bort.get_config("smoke")
-    summary = pretrain.pretrain(cfg, str(tmp_path))
+    workdir = tmp_path_factory.mktemp("pretrain_ref")
+    return cfg, workdir, pretrain.pretrain(cfg, str(workdir))
+
+
+@pytest.mark.slow
+def test_smoke_pretrain_loss_falls_exports_and_resumes(reference):
+    cfg, tmp_path, summary = reference
     assert summary["final_heldout"]["heldout_total"] < summary["initial_heldout"]["heldout_total"]
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     exported = hf.load(tmp_path / "export")
@@ -76,27 +83,26 @@ def test_bad_config_named_before_work(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_first_checkpoint", "before_summary"])
-def test_sigkill_anywhere_resumes_to_the_same_result(tmp_path, point):
-    cfg = pretrain_bort.get_config("smoke")
-    reference = pretrain.pretrain(cfg, str(tmp_path / "ref"))
-    workdir = tmp_path / "run"
-    if point == "after_first_checkpoint":
-        kill_when(
-            "pretrain", cfg.to_dict(), workdir, lambda: (workdir / "checkpoints" / "6").is_dir()
-        )
-    else:
-        marker = tmp_path / "stalled"
-        kill_when("pretrain", cfg.to_dict(), workdir, marker.exists, stall=("summary.json", marker))
-        assert (workdir / "checkpoints" / "12").is_dir()
-    assert not (workdir / "summary.json").exists()
+def test_sigkill_anywhere_resumes_to_the_same_result(reference, tmp_path):
+    """Killed (a real SIGKILL) right after its first checkpoint (step 6), rerun and killed
+    again after the last step's checkpoint, before summary.json; the third run resumes from
+    step 12 and ends with the uninterrupted run's summary and exported weights."""
+    cfg, ref_dir, ref = reference
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    kill_when("pretrain", cfg.to_dict(), workdir, lambda: (workdir / "checkpoints" / "6").is_dir())
+    assert not (workdir / "checkpoints" / "12").exists()
+    kill_when("pretrain", cfg.to_dict(), workdir, marker.exists, stall=("summary.json", marker))
+    assert (workdir / "checkpoints" / "12").is_dir() and not (workdir / "summary.json").exists()
+    history = [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [
+        json.loads(r)["step"] for r in (ref_dir / "metrics.jsonl").read_text().splitlines()
+    ]  # the second run logged from step 7 on, after the first run's records up to 6
     resumed = pretrain.pretrain(cfg, str(workdir))
-    assert resumed["resumed_from"] == (6 if point == "after_first_checkpoint" else 12)
+    assert resumed["resumed_from"] == 12
     for key in ("initial_heldout", "final_heldout", "params", "train_sequences"):
-        assert resumed[key] == reference[key], key
-    ref_params = hf.load(tmp_path / "ref" / "export").params
+        assert resumed[key] == ref[key], key
     jax.tree_util.tree_map(
-        np.testing.assert_array_equal, hf.load(workdir / "export").params, ref_params
+        np.testing.assert_array_equal,
+        hf.load(workdir / "export").params,
+        hf.load(ref_dir / "export").params,
     )
-    history = lambda d: (d / "metrics.jsonl").read_text()
-    assert history(workdir) == history(tmp_path / "ref")
