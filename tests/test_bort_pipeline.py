@@ -1,7 +1,8 @@
 """The whole pipeline (bort_jax/experiments/bort_pipeline/) on its smoke config, cut to a
 two-candidate grid at the source's width and the fixture GLUE slices: extract → baselines →
 sliced / KD-pretrained students → fine-tune (grid + 2 seeds) → report; every report number
-is checked against the stage files it comes from."""
+is checked against the stage files it comes from; `scripts/bort.py` killed at its stage
+boundaries and rerun gives the uninterrupted report."""
 
 import json
 from pathlib import Path
@@ -10,6 +11,7 @@ import _pipeline_config
 import jax
 import numpy as np
 import pytest
+from _kill import run_to_end, stall_and_kill
 
 from bort_jax import arch as A
 from bort_jax import extract, hf
@@ -26,6 +28,9 @@ from configs import bort
 # one module fixture runs the whole pipeline (extraction, 3 pretrainings, 2 seeds of ~7 models
 # on 2 tasks); on a loaded 2-core machine that exceeds the suite's per-test limit
 pytestmark = pytest.mark.timeout(2400)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bort.py"
+CLOCK = {"latency_ms", "speedup_vs_source", "seconds", "train_seconds"}  # measured, not computed
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +356,39 @@ def test_costs_count_runs_and_read_progress(run, config):
     on_disk = list(workdir.glob("finetune/*/*/*/result.json"))
     assert done["finetune_runs_done"] == n_runs == len(on_disk)
     assert done["finished"] and done["projected_remaining_s"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _without_clock(tree):
+    """`tree` without the fields a clock measures (at any depth)."""
+    if isinstance(tree, dict):
+        return {k: _without_clock(v) for k, v in tree.items() if k not in CLOCK}
+    if isinstance(tree, list):
+        return [_without_clock(v) for v in tree]
+    return tree
+
+
+@pytest.mark.slow
+def test_script_killed_at_three_points_resumes_to_the_same_report(run, tmp_path):
+    """`scripts/bort.py` on a one-task, one-seed variant of the config, SIGKILLed at the
+    pipeline's own stage boundaries: (1) the first KD pretraining done, before its
+    summary.json; (2) the first fine-tuning run done, before its result.json; (3) everything
+    done, before report.json. Rerun, it reports what an uninterrupted run does (in this
+    process, after the module's run: the compiled programs are shared), clock readings
+    (latencies, seconds) aside. (Kills inside a checkpoint save and while the teacher
+    outputs stream into the cache: test_train.py and test_kill_resume.py.)"""
+    config = f"--config={Path(_pipeline_config.__file__).resolve()}:kill"
+    ref = bort_pipeline.run(_pipeline_config.get_config("kill"), str(tmp_path / "ref"))
+    assert ref["tasks"] == ["stsb"] and ref["seeds"] == [0]
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    args = [str(SCRIPT), config, f"--workdir={workdir}"]
+    for point in (
+        f"write:{workdir}/pretrain/*/summary.json",
+        f"write:{workdir}/finetune/*/*/*/result.json",
+        f"write:{workdir}/report.json",
+    ):
+        stall_and_kill(args, point, marker)
+        assert not (workdir / "report.json").exists(), point
+    run_to_end(args)
+    again = json.loads((workdir / "report.json").read_text())
+    want = json.loads((tmp_path / "ref" / "report.json").read_text())
+    assert _without_clock(again) == _without_clock(want)

@@ -4,6 +4,7 @@ the normalised output-layer hidden error and the MLM head fitted on the frozen s
 import json
 from pathlib import Path
 
+import _tiny_source
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,9 +124,15 @@ def test_fitted_head_lowers_heldout_mlm_ce_and_is_cached(kd_data, tmp_path):
         mlm_head.with_head(source, {**head, "mlm_transform": {"kernel": np.zeros((2, 2))}})
 
 
+# The smoke audit on the 4-layer source of the pipeline tests (MiniLM sliced to
+# D4/A4/H128/I512, tests/_tiny_source.py), with three candidates below it
+CANDIDATES = "1,2,64,256;1,2,64,512;1,4,128,256"
+
+
 def smoke_config(task_data_dir):
     config = error_audit_config.get_config("smoke")
     config.data_dir = str(task_data_dir)
+    config.source_dir, config.candidates = _tiny_source.path(), CANDIDATES
     return config
 
 
@@ -141,7 +148,7 @@ def smoke_audit(task_data_dir, tmp_path_factory):
 def test_smoke_audit_end_to_end(smoke_audit):
     config, tmp_path, report = smoke_audit
     rows = report["rows"]
-    assert [r["arch"] for r in rows] == ["D1/A4/H128/I384", "D1/A4/H128/I1536", "D1/A8/H256/I384"]
+    assert [r["arch"] for r in rows] == ["D1/A2/H64/I256", "D1/A2/H64/I512", "D1/A4/H128/I256"]
     err = [r["downstream_error"] for r in rows]
     for name, s in report["signals"].items():
         if name == "params":
@@ -225,6 +232,8 @@ def test_script_killed_at_three_points_resumes_to_the_same_report(smoke_audit, t
         str(root / "scripts" / "audit_error.py"),
         f"--config={root / 'configs' / 'error_audit.py'}:smoke",
         f"--config.data_dir={config.data_dir}",
+        f"--config.source_dir={config.source_dir}",
+        f"--config.candidates={CANDIDATES}",
         f"--workdir={workdir}",
     ]
     second = error_audit.tag(error_audit.validate(config).candidates[1])

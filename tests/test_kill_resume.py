@@ -3,7 +3,7 @@ the entry an uninterrupted run gives.
 
 Each kill point is a stall (tests/_stall_worker.py): the process reaches a named place, says
 so, and is SIGKILLed there. The long jobs have theirs beside their own tests: the pipeline
-in test_bort_pipeline_kill.py, the error audit in test_error_audit.py, the ε study in
+in test_bort_pipeline.py, the error audit in test_error_audit.py, the ε study in
 test_budget.py, checkpoint saves in test_train.py, fine-tuning / pretraining / extraction /
 Agora in their files.
 """
