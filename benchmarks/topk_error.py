@@ -4,11 +4,11 @@
 
 The teacher is all-MiniLM-L6-v2 with its MLM head fitted on the frozen encoder
 (`mlm_head.fit_mlm_head`, on the training rows), run over the static-masked held-out rows of
-the embedded corpus (`distill.prepare`'s split and masking). Its float32 MLM logits t give
-the reference loss  L = T² KL(softmax(t/T) ‖ softmax(s/T))  (`losses.logit_kd`) and its
-gradient g = ∂L/∂s wrt the student logits s. Each variant of what the cache stores is scored
-by the relative error of the loss |L' − L| / L and of the gradient ‖g' − g‖₂ / ‖g‖₂ (over all
-positions and classes):
+the corpus (`--corpus`: default the embedded one; `distill.prepare`'s split and masking).
+Its float32 MLM logits t give the reference loss  L = T² KL(softmax(t/T) ‖ softmax(s/T))
+(`losses.logit_kd`) and its gradient g = ∂L/∂s wrt the student logits s. Each variant of
+what the cache stores is scored by the relative error of the loss |L' − L| / L and of the
+gradient ‖g' − g‖₂ / ‖g‖₂ (over all positions and classes):
 
   full fp16   the [N, P, V] logits stored as float16 (the full-logit cache: the floor);
   top-k       the k largest logits (float16) + the rest mass (float32), as
@@ -121,7 +121,7 @@ def run(args: types.SimpleNamespace) -> dict:
     data = distill.prepare(  # static-masked rows only: nothing of the teacher is stored
         teacher,
         teacher_dir,
-        "embedded",
+        args.corpus,
         args.seq_len,
         max_sequences=args.max_sequences,
         heldout_fraction=args.heldout_fraction,
@@ -163,6 +163,7 @@ def run(args: types.SimpleNamespace) -> dict:
         top_mass[str(k)] = float(jnp.sum((1 - mass) * weights) / weights.sum())
     return {
         "teacher": "all-MiniLM-L6-v2 + fitted MLM head",
+        "corpus": args.corpus,
         "head_steps": args.head_steps,
         "teacher_heldout_mlm_acc": teacher_mlm_acc,
         "rows": int(held["input_ids"].shape[0]),
@@ -207,8 +208,9 @@ def markdown(res: dict) -> str:
 
 _FLAGS = (
     flags.DEFINE_list("ks", ["16", "64", "256"], "top-k sizes"),
+    flags.DEFINE_string("corpus", "embedded", "text of the rows (`data.text.load_corpus` spec)"),
     flags.DEFINE_integer("seq_len", 128, "tokens per sequence"),
-    flags.DEFINE_integer("max_sequences", 96, "sequences of the embedded corpus (0 = all)"),
+    flags.DEFINE_integer("max_sequences", 96, "sequences of the corpus (0 = all)"),
     flags.DEFINE_float("heldout_fraction", 0.25, "share of rows scored (rest: head fit)"),
     flags.DEFINE_integer("head_steps", 100, "AdamW steps of the MLM head fit"),
     flags.DEFINE_float("temperature", 2.0, "KD temperature (bert_large's proxy: 2.0)"),

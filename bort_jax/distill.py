@@ -26,6 +26,7 @@ loop itself is `train.train`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -443,6 +444,8 @@ def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
                 f"{data.hidden_layers} — pass this depth to distill.prepare"
             )
         smap = tuple(index[t] for t in tmap)  # student index k → stored index
+    else:
+        smap = None
     if weights.logit and weights.top_k != data.top_k:
         raise ValueError(
             f"kd.top_k={weights.top_k} but the teacher outputs were stored with top_k={data.top_k}"
@@ -452,6 +455,15 @@ def make_loss_fn(model: Bert, data: KDData, weights: KDWeights) -> Callable:
             f"kd.temperature={weights.temperature} but the stored rest mass is at "
             f"T={data.temperature}"
         )
+    return _kd_loss_fn(model, smap, weights)
+
+
+@functools.lru_cache(maxsize=32)
+def _kd_loss_fn(model: Bert, smap: tuple[int, ...] | None, weights: KDWeights) -> Callable:
+    """`make_loss_fn`'s loss: one function per (model, stored-layer map, weights), so the runs
+    of one student shape (seeds, step budgets, resumes) share a compiled step and metric.
+    `smap[k]` = the stored teacher layer matched to student layer k; None = no hidden term."""
+    use_hidden = smap is not None
 
     def loss_fn(params, batch, rng, deterministic=False):
         out = model.apply(
@@ -558,6 +570,18 @@ def train_batches(data: KDData, batch_size: int, seed: int) -> batching.BatchSou
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _heldout_metric(loss_fn: Callable) -> Callable:
+    """`(params, batch) -> metrics` of `loss_fn`, dropout off; jitted once per loss function."""
+
+    @jax.jit
+    def metric(params, batch):
+        _, m = loss_fn(params, batch, jax.random.PRNGKey(0), deterministic=True)
+        return m
+
+    return metric
+
+
 class HeldoutEvaluator:
     """`evaluator(params, step) -> {'heldout_total', 'heldout_mlm', ...}`: the KD objective's
     terms on the held-out rows, dropout off, averaged over full batches (one compiled shape).
@@ -573,13 +597,7 @@ class HeldoutEvaluator:
         self.batches = batching.fixed_batches(
             kd_rows(data.heldout, data.teacher_heldout), batch_size
         )
-
-        @jax.jit
-        def metric(params, batch):
-            _, m = loss_fn(params, batch, jax.random.PRNGKey(0), deterministic=True)
-            return m
-
-        self._metric = metric
+        self._metric = _heldout_metric(loss_fn)
 
     def _place(self, params: Any) -> Callable[[batching.Batch], dict]:
         part = sharding.current()

@@ -22,6 +22,7 @@ fits once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 from pathlib import Path
@@ -129,14 +130,17 @@ def head_key(checkpoint: hf.Checkpoint, arrays: Mapping[str, np.ndarray], cfg: H
     return h.hexdigest()[:24]
 
 
-def head_loss_fn(embedding: jax.Array, spec) -> train.LossFn:
+@functools.lru_cache(maxsize=8)
+def head_loss_fn(spec) -> train.LossFn:
     """`loss_fn(head, batch, rng) -> (CE, {})` for `train.train`: the mean cross-entropy of
-    `head_logits(head, embedding, batch['h'])` [B, V] against the targets batch['y'] [B]."""
+    `head_logits(head, batch['embedding'], batch['h'])` [B, V] against the targets batch['y']
+    [B]. The frozen embedding [V, H] comes in as a `train.train` constant (an argument of the
+    compiled step, not a literal in it); one function per spec, so fits share their step."""
 
     def loss_fn(head, batch, rng):
         del rng  # deterministic: no dropout in the head
         y = batch["y"]
-        z = head_logits(head, embedding, batch["h"], spec)
+        z = head_logits(head, batch["embedding"], batch["h"], spec)
         return losses.mlm_cross_entropy(z[None], y[None], jnp.ones_like(y, jnp.float32)[None]), {}
 
     return loss_fn
@@ -180,14 +184,15 @@ def fit_mlm_head(
     h, y = masked_features(checkpoint, arrays)
     if len(y) == 0:
         raise ValueError("fit_mlm_head: the rows have no masked positions (mlm_weights all 0)")
-    emb = jnp.asarray(checkpoint.params["embeddings"]["word_embeddings"]["embedding"])
+    emb = checkpoint.params["embeddings"]["word_embeddings"]["embedding"]
     head = init_head(checkpoint.arch.hidden, checkpoint.spec.vocab_size, cfg.seed)
     result = train.train(
-        head_loss_fn(emb, checkpoint.spec),
+        head_loss_fn(checkpoint.spec),
         head,
         batching.epoch_batches({"h": h, "y": y}, min(cfg.batch_size, len(y)), cfg.seed),
         train.LoopConfig(num_steps=cfg.num_steps, seed=cfg.seed, log_every=cfg.num_steps),
         head_optim(cfg),
+        constants={"embedding": np.asarray(emb, np.float32)},
     )
     head = result.state.params
     head = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), head)

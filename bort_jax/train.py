@@ -288,6 +288,14 @@ def state_shardings(
     return partitioner.tree_shardings(abstract)
 
 
+def _place(x: Any, s: jax.sharding.Sharding) -> jax.Array:
+    """A copy of `x` in sharding `s`; in a multi-process run from the host value (which every
+    process holds) unless `x` is already a global array."""
+    if sharding.multi_process() and not (isinstance(x, jax.Array) and not x.is_fully_addressable):
+        x = np.asarray(jax.device_get(x))
+    return jax.device_put(x, s, may_alias=False)
+
+
 def sharded_state(
     params: Any, tx: optax.GradientTransformation, seed: int, shardings: TrainState
 ) -> TrainState:
@@ -299,14 +307,7 @@ def sharded_state(
     `out_shardings`: the AdamW moments are born sharded, and the whole state never sits on
     one device. The values are those of `init_state`.
     """
-    multi = sharding.multi_process()
-
-    def put(x, s):
-        if multi and not (isinstance(x, jax.Array) and not x.is_fully_addressable):
-            x = np.asarray(jax.device_get(x))
-        return jax.device_put(x, s, may_alias=False)
-
-    placed = jax.tree_util.tree_map(put, params, shardings.params)
+    placed = jax.tree_util.tree_map(_place, params, shardings.params)
 
     def rest(p):
         return jnp.zeros((), jnp.int32), tx.init(p), jax.random.PRNGKey(seed)
@@ -427,6 +428,7 @@ def train(
     evaluators: Sequence[Evaluator] = (),
     workdir: str | os.PathLike | None = None,
     partitioner: sharding.Partitioner | None = None,
+    constants: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Run `loop.num_steps` steps of `loss_fn` from `params`, or resume from `workdir`.
 
@@ -440,6 +442,12 @@ def train(
     `sharding.Partitioner.activate`, else none = one device), the train state is placed with
     `partitioner.tree_shardings`, a checkpoint is restored straight onto that layout (also
     when it was saved on another mesh) and every batch is split along the batch axes.
+
+    `constants` ({name: array}) are frozen inputs every step reads whole, e.g. a tied embedding
+    that is not trained: placed once (replicated under a partitioner) and added to each batch
+    under their names, so they reach the compiled step as arguments. A closed-over array
+    would instead be embedded in the program as a literal (V × H floats: seconds more to
+    compile, tens of MB in the compilation cache).
     """
     partitioner = partitioner or sharding.current()
     if partitioner is not None and sharding.current() is not partitioner:
@@ -453,6 +461,7 @@ def train(
                 evaluators=evaluators,
                 workdir=workdir,
                 partitioner=partitioner,
+                constants=constants,
             )
     t0 = time.perf_counter()
     tx = make_optimizer(optim, loop.num_steps)
@@ -467,10 +476,12 @@ def train(
         # state would give the step a second signature and compile it twice per run
         state = jax.device_put(state, device)
         place = lambda batch: jax.device_put(dict(batch), device)  # noqa: E731
+        consts = jax.device_put(dict(constants or {}), device)
     else:  # created in its shardings (`sharded_state`), never whole on one device
         state_sharding = state_shardings(partitioner, params, tx, loop.seed)
         state = sharded_state(params, tx, loop.seed, state_sharding)
         metrics_sharding = NamedSharding(partitioner.mesh, PartitionSpec())
+        consts = {k: _place(v, metrics_sharding) for k, v in (constants or {}).items()}
         place = partitioner.put_batch
         if sharding.multi_process():  # each process reads and places only its own rows
             rows = batching.global_batch_size(batches)
@@ -523,6 +534,11 @@ def train(
 
     with batching.Prefetcher(batches, start, stop, place=place) as prefetch:
         for s, batch in prefetch:
+            if consts:
+                clash = consts.keys() & batch.keys()
+                if clash:
+                    raise ValueError(f"constants {sorted(clash)} shadow batch entries")
+                batch = {**batch, **consts}
             state, metrics = step_fn(state, batch)
             pending.append(metrics)
             done = s + 1

@@ -72,6 +72,52 @@ def test_converges_logs_evaluates_and_checkpoints(tmp_path):
     assert again.history == res.history
 
 
+def test_constants_reach_the_step_as_arguments_not_literals():
+    """A frozen array given as `constants` trains exactly like the same array closed over,
+    but the compiled step takes it as an argument: its lowered program has no V × H literal
+    (a closure embeds one; the MLM-head fit's tied embedding is the case)."""
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(500, 8)).astype(np.float32)
+    y = rng.integers(0, 500, 64)
+
+    def batch_fn(step):
+        x = np.random.default_rng(step).normal(size=(16, 8)).astype(np.float32)
+        return {"x": x, "y": y[(16 * step) % 64 :][:16]}
+
+    def ce(p, b, e):
+        z = (b["x"] @ p["w"]) @ e.T
+        return jnp.mean(jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, b["y"][:, None], 1)[:, 0])
+
+    def with_constant(p, b, rng):
+        return ce(p, b, b["emb"]), {}
+
+    def closed_over(p, b, rng):
+        return ce(p, b, jnp.asarray(emb)), {}
+
+    loop = train.LoopConfig(num_steps=5)
+    optim = train.OptimConfig(learning_rate=0.1, weight_decay=0.0)
+    p0 = {"w": jnp.eye(8)}
+    a = train.train(with_constant, p0, batch_fn, loop, optim, constants={"emb": emb})
+    b = train.train(closed_over, p0, batch_fn, loop, optim)
+    np.testing.assert_allclose(a.state.params["w"], b.state.params["w"], rtol=1e-5, atol=1e-6)
+    assert [r["loss"] for r in a.history] == pytest.approx([r["loss"] for r in b.history])
+
+    state = train.init_state(p0, train.make_optimizer(optim, 5), 0)
+    batch = jax.device_put(batch_fn(0))
+    text = {
+        name: train._shared_train_step(fn, optim, None, None).lower(state, extra).as_text()
+        for name, fn, extra in (
+            ("constant", with_constant, {**batch, "emb": jnp.asarray(emb)}),
+            ("closure", closed_over, batch),
+        )
+    }
+    assert len(text["closure"]) > len(text["constant"]) + 4 * emb.size  # the literal's digits
+    assert "tensor<500x8xf32>" in text["constant"]  # an argument of the step
+
+    with pytest.raises(ValueError, match=r"constants \['x'\] shadow batch entries"):
+        train.train(with_constant, p0, batch_fn, loop, optim, constants={"x": emb, "emb": emb})
+
+
 @pytest.mark.parametrize("warmup", [dict(warmup_steps=2), dict(warmup_ratio=0.2)])
 def test_schedule_warmup_then_linear_decay(warmup):
     sched = train.learning_rate_schedule(
