@@ -53,21 +53,20 @@ def kd_errors(
     """
     s = jnp.asarray(student, jnp.float32)
     w = jnp.asarray(weights, jnp.float32)
+    # every array is an argument: closed over, XLA would constant-fold the [N, P, V] tensors
+    full = jax.jit(lambda x, t, w: jax.value_and_grad(losses.logit_kd)(x, t, w, temperature))
+    topk = jax.jit(
+        lambda x, v, i, r, w: jax.value_and_grad(losses.logit_kd_topk)(x, v, i, r, w, temperature)
+    )
 
-    def full(t):
-        return jax.value_and_grad(lambda x: losses.logit_kd(x, t, w, temperature))(s)
-
-    def topk(v, i, r):
-        return jax.value_and_grad(lambda x: losses.logit_kd_topk(x, v, i, r, w, temperature))(s)
-
-    loss, grad = jax.jit(full)(jnp.asarray(reference, jnp.float32))
+    loss, grad = full(s, jnp.asarray(reference, jnp.float32), w)
     gnorm = float(jnp.linalg.norm(grad))
     out = {"reference": {"loss": float(loss), "grad_norm": gnorm}}
     for name, v in variants.items():
         if "logits" in v:
-            lv, gv = jax.jit(full)(jnp.asarray(v["logits"]))
+            lv, gv = full(s, jnp.asarray(v["logits"]), w)
         else:
-            lv, gv = jax.jit(topk)(*(jnp.asarray(v[k]) for k in ("values", "ids", "rest")))
+            lv, gv = topk(s, *(jnp.asarray(v[k]) for k in ("values", "ids", "rest")), w)
         diff = float(jnp.linalg.norm(gv - grad))
         out[name] = {
             "loss": float(lv),

@@ -29,9 +29,9 @@ def _bert_large(**kd):
 
 
 def test_bert_large_bytes_by_hand():
-    p = _bert_large()
+    p = _bert_large(top_k=0)
     # N = 65,536 rows (train 64,225 + held-out 1,311), L = 128, P = ceil(0.15·128) = 20,
-    # V = 50,265 (RoBERTa BPE), logit KD with full logits, hidden KD off
+    # V = 50,265 (RoBERTa BPE), logit KD with full logits (top_k=0), hidden KD off
     assert (p.n_sequences, p.seq_len, p.max_predictions, p.n_candidates) == (65536, 128, 20, 300)
     assert p.teacher_cache_bytes == {"mlm_logits": 65536 * 20 * 50265 * 2}
     assert p.teacher_cache_total == 131_766_681_600  # ≈ 132 GB
@@ -63,15 +63,16 @@ def test_bert_large_bytes_by_hand():
     assert p.largest == A.Arch(12, 16, 1024, 3072)  # most activation memory (A·L² scores)
 
 
-def test_bert_large_top_k_bytes_by_hand():
-    p = _bert_large(top_k=128)
-    n, slots, k = 65536, 20, 128
+@pytest.mark.parametrize("top_k, total", [(None, 8_058_306_560), (128, 1_011_875_840)])
+def test_bert_large_top_k_bytes_by_hand(top_k, total):
+    p = _bert_large() if top_k is None else _bert_large(top_k=top_k)
+    n, slots, k = 65536, 20, top_k or 1024  # the config's default: the top 1,024 logits
     assert p.teacher_cache_bytes == {
         "topk_values": n * slots * k * 2,
         "topk_ids": n * slots * k * 4,
         "rest_logmass": n * slots * 4,
     }
-    assert p.teacher_cache_total == 1_011_875_840  # ≈ 1.0 GB instead of 132 GB
+    assert p.teacher_cache_total == total  # ≈ 8.1 GB (k = 1,024), 1.0 GB (k = 128), not 132 GB
 
 
 def test_bfloat16_activation_and_device_bytes_by_hand():
@@ -110,7 +111,7 @@ def test_default_bytes_by_hand():
 
 
 def test_named_error_for_disk_host_device():
-    p = _bert_large()
+    p = _bert_large(top_k=0)
     P.check_fits(p, **AMPLE)
     with pytest.raises(
         P.PlanError, match=r"teacher cache needs 132 GB on disk.*; 40 GB free: set proxy.kd.top_k"
