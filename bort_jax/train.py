@@ -535,9 +535,9 @@ def train(
     with batching.Prefetcher(batches, start, stop, place=place) as prefetch:
         for s, batch in prefetch:
             if consts:
-                clash = consts.keys() & batch.keys()
-                if clash:
-                    raise ValueError(f"constants {sorted(clash)} shadow batch entries")
+                if s == start and consts.keys() & batch.keys():
+                    clash = sorted(consts.keys() & batch.keys())
+                    raise ValueError(f"constants {clash} shadow batch entries")
                 batch = {**batch, **consts}
             state, metrics = step_fn(state, batch)
             pending.append(metrics)
