@@ -296,6 +296,19 @@ def _place(x: Any, s: jax.sharding.Sharding) -> jax.Array:
     return jax.device_put(x, s, may_alias=False)
 
 
+def _with_constants(place: Callable, consts: Mapping[str, jax.Array]) -> Callable:
+    """`place` followed by adding the already placed `consts` to the batch (in the prefetch
+    thread, like the placement itself); a batch entry of the same name is an error."""
+
+    def placed(batch):
+        clash = sorted(consts.keys() & batch.keys())
+        if clash:
+            raise ValueError(f"constants {clash} shadow batch entries")
+        return {**place(batch), **consts}
+
+    return placed
+
+
 def sharded_state(
     params: Any, tx: optax.GradientTransformation, seed: int, shardings: TrainState
 ) -> TrainState:
@@ -487,6 +500,8 @@ def train(
             rows = batching.global_batch_size(batches)
             batches = batching.process_local(batches, partitioner.process_rows(rows))
             place = lambda batch: partitioner.put_batch(batch, rows)  # noqa: E731
+    if consts:
+        place = _with_constants(place, consts)
     mngr, resumed = None, None
     history: list[dict] = []
     if workdir is not None:
@@ -534,11 +549,6 @@ def train(
 
     with batching.Prefetcher(batches, start, stop, place=place) as prefetch:
         for s, batch in prefetch:
-            if consts:
-                if s == start and consts.keys() & batch.keys():
-                    clash = sorted(consts.keys() & batch.keys())
-                    raise ValueError(f"constants {clash} shadow batch entries")
-                batch = {**batch, **consts}
             state, metrics = step_fn(state, batch)
             pending.append(metrics)
             done = s + 1

@@ -27,7 +27,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 # ε-study smoke compiles in 8.9 s instead of 12.7 s, the pipeline smoke runs in 85 s instead of
 # 103 s, 2026-12-04); the legacy emitters are used when this jaxlib still has the switch (an
 # unknown XLA flag aborts the process, so one short subprocess asks first).
-_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+_LEVEL0, _LEGACY_EMITTERS = (
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+)
 
 
 def _xla_accepts(flags: str) -> bool:
@@ -38,9 +41,9 @@ def _xla_accepts(flags: str) -> bool:
 
 
 if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-    os.environ["XLA_FLAGS"] += " " + _FAST_COMPILE[0]
-    if _xla_accepts(f"{os.environ['XLA_FLAGS']} {_FAST_COMPILE[1]}"):
-        os.environ["XLA_FLAGS"] += " " + _FAST_COMPILE[1]
+    os.environ["XLA_FLAGS"] += " " + _LEVEL0
+    if _xla_accepts(f"{os.environ['XLA_FLAGS']} {_LEGACY_EMITTERS}"):
+        os.environ["XLA_FLAGS"] += " " + _LEGACY_EMITTERS
 
 
 def _own_dir(env: str, prefix: str) -> str | None:
